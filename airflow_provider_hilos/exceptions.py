@@ -1,0 +1,86 @@
+"""Errors raised by the Hilos provider.
+
+``HilosValidationError`` is raised before anything is sent; ``HilosAPIError`` after the API
+answered with an error (once the hook's retries are exhausted). Neither ever contains the token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+
+class HilosError(AirflowException):
+    """Base class of every error this provider raises on purpose."""
+
+
+class HilosValidationError(HilosError, AirflowFailException, ValueError):
+    """Bad input, found before any request was sent.
+
+    It is a ``ValueError`` for Python callers and an ``AirflowFailException`` for Airflow,
+    so a task with a bad payload fails at once instead of being retried with the same payload.
+
+    :param problems: one ``(field, message)`` pair per problem, e.g.
+        ``("status", "'DONE' is not one of CREATED, FLOW, ...")``.
+    :param subject: what was being validated, used as the first line of the message.
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]], subject: str = "Invalid Hilos input") -> None:
+        self.problems: list[tuple[str, str]] = list(problems)
+        self.subject = subject
+        count = len(self.problems)
+        lines = [f"{subject}: {count} problem{'s' if count != 1 else ''}:"]
+        lines += [f"  - {field}: {message}" for field, message in self.problems]
+        super().__init__("\n".join(lines))
+
+    @property
+    def fields(self) -> list[str]:
+        """The names of the bad fields, in the order they were found."""
+        return [field for field, _ in self.problems]
+
+
+class HilosConfigurationError(HilosError, AirflowFailException, ValueError):
+    """The Airflow connection is unusable (missing token, bad host, ...). Fix the connection."""
+
+
+class HilosAPIError(HilosError):
+    """The Hilos API answered with an error, or could not be reached, after all retries.
+
+    :param message: the human-readable explanation (what failed and what to fix).
+    :param status_code: the HTTP status, or ``None`` when no response was received.
+    :param method: the HTTP method, e.g. ``"PATCH"``.
+    :param path: the request path (no host, no query string, never a header).
+    :param detail: the API's own ``detail`` text when it sent one.
+    :param field_errors: the API's field errors (Django REST Framework's ``{"field": ["msg"]}``).
+    :param attempts: how many attempts were made.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        method: str = "",
+        path: str = "",
+        detail: str | None = None,
+        field_errors: dict[str, Any] | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.method = method
+        self.path = path
+        self.detail = detail
+        self.field_errors = field_errors or {}
+        self.attempts = attempts
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed later (throttling, server errors, network)."""
+        return self.status_code is None or self.status_code in RETRYABLE_STATUS_CODES
+
+
+#: Status codes the hook retries: throttling and transient server/gateway errors.
+RETRYABLE_STATUS_CODES: frozenset[int] = frozenset({429, 500, 502, 503, 504})

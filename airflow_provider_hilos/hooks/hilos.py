@@ -1,0 +1,655 @@
+"""HilosHook: the Airflow connection to the Hilos API, and every HTTP request this provider makes."""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_hilos import __version__
+from airflow_provider_hilos.exceptions import (
+    RETRYABLE_STATUS_CODES,
+    HilosAPIError,
+    HilosConfigurationError,
+)
+from airflow_provider_hilos.get_provider_info import (
+    DEFAULT_AUTH_HEADER,
+    DEFAULT_AUTH_PREFIX,
+    DEFAULT_BASE_URL,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_WEB_BASE_URL,
+)
+from airflow_provider_hilos.models import validate_update
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+CONVERSATION_UPDATE_PATH = "/channel/whatsapp/inbox/conversation/{id}/update"
+CONVERSATION_LIST_PATH = "/channel/whatsapp/inbox/conversation"
+WEB_CONVERSATION_PATH = "/inbox/conversation/{id}"
+TOKEN_HELP_URL = "https://app.hilos.io/dev/api-keys"
+_SNIPPET_CHARS = 200
+
+
+@dataclass(frozen=True)
+class HilosConnectionSettings:
+    """Everything the hook reads from the Airflow connection, checked and normalised.
+
+    The token is kept out of ``repr`` so that logging the settings cannot leak it.
+    """
+
+    conn_id: str
+    base_url: str
+    token: str
+    auth_header: str = DEFAULT_AUTH_HEADER
+    auth_prefix: str = DEFAULT_AUTH_PREFIX
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    web_base_url: str = DEFAULT_WEB_BASE_URL
+
+    def __repr__(self) -> str:
+        return (
+            f"HilosConnectionSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, token='***', "
+            f"auth_header={self.auth_header!r}, auth_prefix={self.auth_prefix!r}, "
+            f"timeout=({self.connect_timeout}, {self.read_timeout}), max_attempts={self.max_attempts})"
+        )
+
+    @property
+    def auth_value(self) -> str:
+        """The value of the auth header, e.g. ``Token <key>``."""
+        return f"{self.auth_prefix} {self.token}" if self.auth_prefix else self.token
+
+    @property
+    def auth_display(self) -> str:
+        """The auth header as it may be shown to a person: ``Authorization: Token ***``."""
+        return f"{self.auth_header}: {self.auth_prefix + ' ' if self.auth_prefix else ''}***"
+
+
+def _extra(extras: Mapping[str, Any], key: str) -> Any:
+    """An extra by its plain name, or by the ``extra__hilos__`` name older forms saved."""
+    value = extras.get(key)
+    if value in (None, ""):
+        value = extras.get(f"extra__hilos__{key}")
+    return None if value == "" else value
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname == "localhost" or hostname.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_base_url(host: str | None, *, conn_id: str, schema: str | None = None, port: int | None = None,
+                   allow_insecure_http: bool = False) -> str:
+    """Turn the connection's host field into the API base URL.
+
+    :param host: ``api.hilos.io``, ``https://api.hilos.io/``, ``https://acct.api-us1.com/api/3``;
+        empty means ``https://api.hilos.io``. A missing scheme means ``https``.
+    :param conn_id: named in error messages.
+    :param schema: the connection's schema field, used as a path prefix when the host has none
+        (that is where a URI like ``hilos://:TOKEN@acct.api-us1.com/api/3`` puts ``api/3``).
+    :param port: the connection's port field, used when the host names none.
+    :param allow_insecure_http: allow ``http://`` to a host that is not loopback.
+    :raises HilosConfigurationError: on a query string, fragment, credentials in the URL,
+        a scheme other than http(s), or clear-text http to a remote host.
+    """
+    raw = (host or "").strip() or DEFAULT_BASE_URL
+    if "://" not in raw:
+        raw = f"https://{raw}"
+    where = f"Hilos connection {conn_id!r}: Base URL (host) {raw!r}"
+    try:
+        parts = urlsplit(raw)
+        url_port = parts.port
+    except ValueError as exc:
+        raise HilosConfigurationError(f"{where} is not a valid URL ({exc}); use e.g. {DEFAULT_BASE_URL}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise HilosConfigurationError(f"{where} has scheme {scheme!r}; use https:// (e.g. {DEFAULT_BASE_URL})")
+    if parts.query or parts.fragment or raw.rstrip().endswith(("?", "#")):
+        raise HilosConfigurationError(
+            f"{where} has a query string or fragment; give only scheme, host and an optional path prefix, "
+            f"e.g. {DEFAULT_BASE_URL} or https://youraccount.api-us1.com/api/3"
+        )
+    if parts.username or parts.password:
+        raise HilosConfigurationError(
+            f"Hilos connection {conn_id!r}: the Base URL (host) contains credentials; remove them and put "
+            "the token in the 'API token' (password) field"
+        )
+    hostname = parts.hostname or ""
+    if not hostname:
+        raise HilosConfigurationError(f"{where} has no host name; use e.g. {DEFAULT_BASE_URL}")
+    if scheme == "http" and not _is_loopback(hostname) and not allow_insecure_http:
+        raise HilosConfigurationError(
+            f"{where} uses plain http:// to {hostname!r}, which would send the API token in clear text; "
+            "use https://, or set the connection extra allow_insecure_http to true if you really mean it"
+        )
+    path = parts.path.rstrip("/")
+    if not path and schema and schema.strip("/"):
+        path = "/" + schema.strip("/")
+    netloc = parts.netloc
+    if url_port is None and port:
+        netloc = f"{netloc}:{port}"
+    return f"{scheme}://{netloc}{path}"
+
+
+def _number(value: Any, *, field: str, conn_id: str, integer: bool = False, minimum: float = 0) -> Any:
+    kind = "a whole number" if integer else "a number"
+    try:
+        number = int(value) if integer else float(value)
+        if integer and (isinstance(value, bool) or float(value) != number):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise HilosConfigurationError(
+            f"Hilos connection {conn_id!r}: extra {field}={value!r} is not {kind}; fix it or remove it"
+        ) from None
+    if number < minimum or (not integer and number <= 0):
+        raise HilosConfigurationError(
+            f"Hilos connection {conn_id!r}: extra {field}={value!r} must be "
+            f"{'at least ' + str(minimum) if integer else 'greater than 0'}"
+        )
+    return number
+
+
+def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
+    """Read and check a ``hilos`` Airflow connection.
+
+    :param conn: the Airflow connection (``host`` = base URL, ``password`` = token, extras).
+    :raises HilosConfigurationError: naming the field to fix; never containing the token.
+    """
+    conn_id = conn.conn_id
+    extras = conn.extra_dejson if conn.extra else {}
+    token = (conn.password or "").strip()
+    if not token:
+        raise HilosConfigurationError(
+            f"Hilos connection {conn_id!r} has no API token: put the token from {TOKEN_HELP_URL} in its "
+            "'API token' (password) field"
+        )
+    if any(ch.isspace() or not ch.isprintable() for ch in token):
+        raise HilosConfigurationError(
+            f"Hilos connection {conn_id!r}: the API token contains spaces or control characters; "
+            "paste the token alone into the 'API token' (password) field"
+        )
+    allow_http = _extra(extras, "allow_insecure_http")
+    allow_http = str(allow_http).strip().lower() in ("true", "1", "yes") if allow_http is not None else False
+    base_url = parse_base_url(
+        conn.host, conn_id=conn_id, schema=conn.schema, port=conn.port, allow_insecure_http=allow_http
+    )
+    auth_header = _extra(extras, "auth_header")
+    auth_header = DEFAULT_AUTH_HEADER if auth_header is None else str(auth_header).strip()
+    if not auth_header or not all(ch.isalnum() or ch in "-_" for ch in auth_header):
+        raise HilosConfigurationError(
+            f"Hilos connection {conn_id!r}: extra auth_header={auth_header!r} is not a valid header name; "
+            f"use {DEFAULT_AUTH_HEADER!r} (Hilos) or e.g. 'Token'"
+        )
+    auth_prefix = _extra(extras, "auth_prefix")
+    auth_prefix = DEFAULT_AUTH_PREFIX if auth_prefix is None else str(auth_prefix).strip()
+    if any(ch.isspace() or not ch.isprintable() for ch in auth_prefix):
+        raise HilosConfigurationError(
+            f"Hilos connection {conn_id!r}: extra auth_prefix={auth_prefix!r} must be one word, "
+            f"e.g. {DEFAULT_AUTH_PREFIX!r}, or empty for a bare token"
+        )
+    values: dict[str, Any] = {}
+    for field, integer in (("connect_timeout", False), ("read_timeout", False), ("max_attempts", True)):
+        if (raw := _extra(extras, field)) is not None:
+            values[field] = _number(raw, field=field, conn_id=conn_id, integer=integer, minimum=1 if integer else 0)
+    web_base_url = str(_extra(extras, "web_base_url") or DEFAULT_WEB_BASE_URL).strip().rstrip("/")
+    return HilosConnectionSettings(
+        conn_id=conn_id,
+        base_url=base_url,
+        token=token,
+        auth_header=auth_header,
+        auth_prefix=auth_prefix,
+        web_base_url=web_base_url,
+        **values,
+    )
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or ``None``."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+def _response_snippet(response: requests.Response) -> str:
+    text = " ".join((response.text or "").split())
+    return text[:_SNIPPET_CHARS] + ("..." if len(text) > _SNIPPET_CHARS else "")
+
+
+def _describe_body(response: requests.Response) -> tuple[str | None, dict[str, Any], str]:
+    """The API's ``detail``, its field errors, and a one-line summary of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        ctype = response.headers.get("Content-Type", "no content type").split(";")[0]
+        snippet = _response_snippet(response)
+        return None, {}, f"non-JSON body ({ctype}): {snippet!r}" if snippet else f"empty body ({ctype})"
+    if isinstance(body, dict):
+        detail = body.get("detail")
+        fields = {k: v for k, v in body.items() if k != "detail"}
+        parts = [str(detail)] if detail is not None else []
+        parts += [f"{k}: {'; '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in fields.items()]
+        return (None if detail is None else str(detail)), fields, "; ".join(parts) or "{}"
+    if isinstance(body, list):
+        return None, {"non_field_errors": body}, "; ".join(map(str, body))
+    return None, {}, str(body)
+
+
+class HilosHook(BaseHook):
+    """Talk to the Hilos API through an Airflow connection of type ``hilos``.
+
+    The connection's *Base URL* (host) defaults to ``https://api.hilos.io`` and may carry a path
+    prefix (``https://youraccount.api-us1.com/api/3``); its *API token* (password) is sent as
+    ``Authorization: Token <token>`` unless the extras ``auth_header`` / ``auth_prefix`` say otherwise.
+
+    Nothing is looked up or sent until the first request: creating a hook is free.
+    One pooled ``requests.Session`` serves every request of the hook. Requests answered 429,
+    500, 502, 503 or 504, timeouts and dropped connections are retried with exponential backoff
+    and jitter, honouring ``Retry-After``; other errors are raised at once as :class:`HilosAPIError`.
+
+    :param hilos_conn_id: the Airflow connection id.
+    :param timeout: seconds, or ``(connect, read)`` seconds; default from the connection's extras
+        ``connect_timeout`` / ``read_timeout``, else 10 and 30.
+    :param max_attempts: attempts per request, the first one included; default from the
+        connection's extra ``max_attempts``, else 5.
+    :param backoff_base: seconds before the first retry; doubles on every retry.
+    :param max_wait: the longest single wait between attempts, ``Retry-After`` included.
+    :param pool_maxsize: connections kept open to the API (raise it for concurrent use).
+    """
+
+    conn_name_attr = "hilos_conn_id"
+    default_conn_name = "hilos_default"
+    conn_type = "hilos"
+    hook_name = "Hilos"
+
+    def __init__(
+        self,
+        hilos_conn_id: str = default_conn_name,
+        *,
+        timeout: float | tuple[float, float] | None = None,
+        max_attempts: int | None = None,
+        backoff_base: float = 0.5,
+        max_wait: float = 60.0,
+        pool_maxsize: int = 10,
+    ) -> None:
+        super().__init__()
+        self.hilos_conn_id = hilos_conn_id
+        if max_attempts is not None and (isinstance(max_attempts, bool) or int(max_attempts) < 1):
+            raise HilosConfigurationError(f"HilosHook max_attempts={max_attempts!r} must be at least 1")
+        if backoff_base < 0 or max_wait < 0:
+            raise HilosConfigurationError("HilosHook backoff_base and max_wait must not be negative")
+        self._timeout_arg = timeout
+        self._max_attempts_arg = max_attempts
+        self.backoff_base = backoff_base
+        self.max_wait = max_wait
+        self.pool_maxsize = pool_maxsize
+        self._sleep: Callable[[float], None] = time.sleep
+        self._session_lock = threading.Lock()
+        self._session: requests.Session | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(hilos_conn_id={self.hilos_conn_id!r})"
+
+    # -- connection ---------------------------------------------------------------------------
+
+    @cached_property
+    def settings(self) -> HilosConnectionSettings:
+        """The checked connection settings (looked up once, on first use)."""
+        settings = settings_from_connection(self.get_connection(self.hilos_conn_id))
+        _mask(settings.token)
+        return settings
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL, e.g. ``https://api.hilos.io``."""
+        return self.settings.base_url
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """``(connect, read)`` timeout in seconds for every request."""
+        if self._timeout_arg is None:
+            return (self.settings.connect_timeout, self.settings.read_timeout)
+        if isinstance(self._timeout_arg, (int, float)):
+            return (float(self._timeout_arg), float(self._timeout_arg))
+        connect, read = self._timeout_arg
+        return (float(connect), float(read))
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts per request, the first one included."""
+        return int(self._max_attempts_arg) if self._max_attempts_arg is not None else self.settings.max_attempts
+
+    def get_conn(self) -> requests.Session:
+        """The hook's one pooled session, created on first use and reused by every request."""
+        if self._session is None:
+            with self._session_lock:
+                if self._session is None:
+                    self._session = self._new_session()
+        return self._session
+
+    def _new_session(self) -> requests.Session:
+        settings = self.settings
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_maxsize, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers.update(
+            {
+                "Accept": "application/json",
+                "User-Agent": user_agent(),
+                settings.auth_header: settings.auth_value,
+            }
+        )
+        return session
+
+    def close(self) -> None:
+        """Close the pooled connections. The hook opens a new session if used again."""
+        with self._session_lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    def __enter__(self) -> HilosHook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    def update_conversation(self, conversation_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Partially update a conversation: ``PATCH /channel/whatsapp/inbox/conversation/{id}/update``.
+
+        The payload is validated completely before anything is sent (or the connection looked up).
+
+        :param conversation_id: the conversation's UUID.
+        :param payload: the fields to change: ``status``, ``assigned``, ``tags``, ``assigned_team``,
+            ``channel``, e.g. ``{"status": "CLOSED", "tags": [{"name": "vip"}]}``.
+        :return: the API's ``ConversationEdit``: the whole conversation after the update.
+        :raises HilosValidationError: bad id or payload (nothing was sent).
+        :raises HilosAPIError: the API refused the update, or failed after every retry.
+        """
+        update = validate_update(conversation_id, payload)
+        return self.send_update(update.conversation_id, update.body)
+
+    def send_update(self, conversation_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PATCH an already validated update (see :func:`~airflow_provider_hilos.models.validate_update`).
+
+        :param conversation_id: a canonical conversation UUID.
+        :param body: the JSON body, as ``validate_update`` returned it.
+        """
+        path = CONVERSATION_UPDATE_PATH.format(id=quote(conversation_id, safe=""))
+        result = self.request("PATCH", path, json=body, conversation_id=conversation_id)
+        if not isinstance(result, dict):
+            raise HilosAPIError(
+                f"Hilos answered the update of conversation {conversation_id} with "
+                f"{type(result).__name__} instead of a ConversationEdit object",
+                status_code=200, method="PATCH", path=path,
+            )
+        return result
+
+    def list_conversations(
+        self, *, page: int = 1, page_size: int = 20, contact: str | None = None, search: str | None = None,
+        max_attempts: int | None = None,
+    ) -> dict[str, Any]:
+        """List conversations (read-only): ``GET /channel/whatsapp/inbox/conversation``.
+
+        :param page: the page number, from 1.
+        :param page_size: conversations per page.
+        :param contact: only the conversations of this contact UUID.
+        :param search: free-text search.
+        :param max_attempts: override the hook's attempts for this call.
+        :return: a page ``{"count", "next", "previous", "results": [...]}``.
+        """
+        params: dict[str, Any] = {"page": page, "page_size": page_size}
+        if contact is not None:
+            params["contact"] = contact
+        if search is not None:
+            params["search"] = search
+        return self.request("GET", CONVERSATION_LIST_PATH, params=params, max_attempts=max_attempts)
+
+    def conversation_web_url(self, conversation_id: str) -> str:
+        """The conversation's page in the Hilos web app (the connection's extra ``web_base_url``)."""
+        return self.settings.web_base_url + WEB_CONVERSATION_PATH.format(id=quote(str(conversation_id), safe=""))
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the connection for the UI's Test button: one read-only request, no data changed.
+
+        :return: ``(True, message)`` when the API accepted the token, else ``(False, what to fix)``.
+        """
+        try:
+            page = self.list_conversations(page_size=1, max_attempts=1)
+        except (HilosAPIError, HilosConfigurationError) as exc:
+            return False, str(exc)
+        except Exception as exc:  # the Test button must answer, whatever went wrong
+            return False, self._redact(f"Unexpected error testing Hilos connection: {type(exc).__name__}: {exc}")
+        count = page.get("count") if isinstance(page, dict) else None
+        seen = f" ({count} conversations visible)" if isinstance(count, int) else ""
+        return True, f"Connected to Hilos at {self.base_url}: the API token was accepted{seen}."
+
+    # -- the one request loop -----------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        conversation_id: str | None = None,
+        max_attempts: int | None = None,
+    ) -> Any:
+        """Send one API request with the hook's timeouts and retries, and return its parsed JSON.
+
+        :param method: ``GET``, ``PATCH``, ...
+        :param path: the path after the base URL, starting with ``/``.
+        :param json: the JSON body, if any.
+        :param params: query parameters, if any.
+        :param conversation_id: named in error messages.
+        :param max_attempts: override the hook's attempts for this call.
+        :raises HilosAPIError: after the last attempt, or at once for errors not worth retrying.
+        """
+        settings = self.settings
+        session = self.get_conn()
+        url = settings.base_url + path
+        url_path = urlsplit(url).path
+        attempts = max_attempts or self.max_attempts
+        for attempt in range(1, attempts + 1):
+            retry_after: float | None = None
+            try:
+                response = session.request(
+                    method, url, json=json, params=params, timeout=self.timeout, allow_redirects=False
+                )
+            except requests.exceptions.SSLError as exc:
+                raise HilosAPIError(
+                    self._redact(f"TLS error talking to {settings.base_url} ({method} {url_path}): {exc}. "
+                                 "Check the connection's Base URL and the server certificate."),
+                    method=method, path=url_path, attempts=attempt,
+                ) from None
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                problem = _network_problem(exc, self.timeout)
+                if attempt < attempts:
+                    self._wait(attempt, attempts, method, url_path, problem, None)
+                    continue
+                raise HilosAPIError(
+                    self._redact(
+                        f"Hilos {method} {url_path}{_for(conversation_id)} failed after {attempt} attempt(s): "
+                        f"{problem} talking to {settings.base_url}. Check the connection's Base URL and that "
+                        "the API is reachable, or raise max_attempts / the timeouts."
+                    ),
+                    method=method, path=url_path, attempts=attempt,
+                ) from None
+            if 200 <= response.status_code < 300:
+                try:
+                    return response.json() if response.content else {}
+                except ValueError:
+                    problem = f"HTTP {response.status_code} with an unreadable body ({_describe_body(response)[2]})"
+                    if attempt < attempts:
+                        self._wait(attempt, attempts, method, url_path, problem, None)
+                        continue
+                    raise HilosAPIError(
+                        self._redact(
+                            f"Hilos {method} {url_path}{_for(conversation_id)} answered {problem} "
+                            f"after {attempt} attempt(s); expected JSON."
+                        ),
+                        status_code=response.status_code, method=method, path=url_path, attempts=attempt,
+                    ) from None
+            if response.status_code in RETRYABLE_STATUS_CODES and attempt < attempts:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                response.close()
+                self._wait(attempt, attempts, method, url_path, f"HTTP {response.status_code}", retry_after)
+                continue
+            raise self._api_error(response, method, url_path, attempt, conversation_id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+        ``Retry-After`` wins when the server sent it; otherwise exponential backoff
+        (``backoff_base * 2**(attempt-1)``) with equal jitter. Both are capped at ``max_wait``.
+        """
+        if retry_after is not None:
+            return min(retry_after, self.max_wait)
+        ceiling = min(self.backoff_base * (2 ** (attempt - 1)), self.max_wait)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _wait(self, attempt: int, attempts: int, method: str, path: str, problem: str,
+              retry_after: float | None) -> None:
+        delay = self.backoff_delay(attempt, retry_after)
+        self.log.warning(
+            "Hilos %s %s: %s (attempt %d of %d); retrying in %.2f s%s",
+            method, path, problem, attempt, attempts, delay,
+            " as Retry-After asks" if retry_after is not None else "",
+        )
+        self._sleep(delay)
+
+    def _redact(self, text: str) -> str:
+        settings = self.__dict__.get("settings")
+        if settings is not None and settings.token:
+            text = text.replace(settings.token, "***")
+        return text
+
+    def _api_error(
+        self, response: requests.Response, method: str, path: str, attempts: int, conversation_id: str | None
+    ) -> HilosAPIError:
+        status = response.status_code
+        detail, field_errors, summary = _describe_body(response)
+        settings = self.settings
+        where = f"HTTP {status} on {method} {path}"
+        if status in (401, 403):
+            message = (
+                f"Hilos rejected the API token of connection {settings.conn_id!r} ({where}: {summary}). "
+                f"Put a valid token from {TOKEN_HELP_URL} in the connection's 'API token' field"
+                + (f" and check its auth header settings (sent as '{settings.auth_display}')"
+                   if (settings.auth_header, settings.auth_prefix) != (DEFAULT_AUTH_HEADER, DEFAULT_AUTH_PREFIX)
+                   else "")
+                + ("; if the token is right, it lacks permission for this request" if status == 403 else "")
+                + "."
+            )
+        elif status == 404 and conversation_id:
+            message = (
+                f"Hilos conversation {conversation_id} was not found ({where}: {summary}). Check the "
+                f"conversation_id; if no conversation is ever found, check the connection's Base URL "
+                f"({settings.base_url})."
+            )
+        elif status == 404:
+            message = f"Hilos answered {where} ({summary}): check the connection's Base URL ({settings.base_url})."
+        elif status == 400:
+            message = (
+                f"Hilos refused the request{_for(conversation_id)} ({where}): {summary}. "
+                "Fix these fields in the payload."
+            )
+        elif 300 <= status < 400:
+            location = response.headers.get("Location", "")
+            target = urlsplit(location).netloc or location[:100] or "somewhere"
+            message = (
+                f"Hilos answered {where} with a redirect to {target!r}. Redirects are not followed, so the "
+                f"token is never sent elsewhere: set the connection's Base URL ({settings.base_url}) to the "
+                "address the API really answers on."
+            )
+        elif status in RETRYABLE_STATUS_CODES:
+            message = (
+                f"Hilos {method} {path}{_for(conversation_id)} failed after {attempts} attempt(s): "
+                f"last answer HTTP {status}: {summary}. The API is throttling or failing; try again later "
+                "or raise max_attempts."
+            )
+        else:
+            message = f"Hilos answered {where}{_for(conversation_id)}: {summary}."
+        response.close()
+        return HilosAPIError(
+            self._redact(message),
+            status_code=status, method=method, path=path,
+            detail=None if detail is None else self._redact(detail),
+            field_errors=json.loads(self._redact(json.dumps(field_errors, default=str))),
+            attempts=attempts,
+        )
+
+
+def _for(conversation_id: str | None) -> str:
+    return f" for conversation {conversation_id}" if conversation_id else ""
+
+
+def _network_problem(exc: Exception, timeout: tuple[float, float]) -> str:
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"no connection within the connect timeout ({timeout[0]:g} s)"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return f"no answer within the read timeout ({timeout[1]:g} s)"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "the connection dropped while reading the answer"
+    reason = exc.args[0] if exc.args else exc
+    reason = getattr(reason, "reason", reason)
+    text = str(reason)
+    text = text[text.index("[Errno"):] if "[Errno" in text else text
+    text = text[:160].rstrip("')")
+    return f"connection failed ({text})"
+
+
+def user_agent() -> str:
+    """``airflow-provider-hilos/<version> apache-airflow/<version> python-requests/<version>``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        airflow_version = version("apache-airflow")
+    except PackageNotFoundError:  # pragma: no cover - airflow-core alone
+        airflow_version = "unknown"
+    return f"airflow-provider-hilos/{__version__} apache-airflow/{airflow_version} python-requests/{requests.__version__}"
+
+
+def _mask(secret: str) -> None:
+    """Register the token with Airflow's secrets masker so no log line can show it."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - other Airflow layouts
+        return
+    mask_secret(secret)

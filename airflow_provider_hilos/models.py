@@ -1,0 +1,269 @@
+"""The Hilos conversation schemas, modelled once.
+
+Mirrors ``PatchedConversationEdit`` / ``ConversationEdit`` of the vendor's OpenAPI description
+(``tests/contract/openapi-conversation-update.json``). The hook, the operator, the batch path
+and the sandbox all validate through :func:`validate_update`, so a rule lives in one place.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from airflow_provider_hilos.exceptions import HilosValidationError
+
+TAG_NAME_MAX_LENGTH = 100
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII | re.IGNORECASE)
+_EXAMPLE_UUID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+
+
+class ConversationStatus(enum.StrEnum):
+    """``ConversationStatusEnum``: where a conversation is in its life cycle."""
+
+    CREATED = "CREATED"
+    FLOW = "FLOW"
+    NEW = "NEW"
+    IN_PROGRESS = "IN_PROGRESS"
+    RESOLVED = "RESOLVED"
+    CLOSED = "CLOSED"
+
+
+class ConversationSource(enum.StrEnum):
+    """``ConversationSourceEnum``: how a conversation started (read-only)."""
+
+    INBOX = "INBOX"
+    AUTO_RESPONSE = "AUTO_RESPONSE"
+    API = "API"
+    BROADCAST = "BROADCAST"
+    FLOW = "FLOW"
+    UNKNOWN = "UNKNOWN"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UserRef(_Strict):
+    """``UserBasicEdit``: a Hilos user, by id."""
+
+    id: StrictInt
+
+
+class TagRef(_Strict):
+    """A tag to set on a conversation, by name (the API assigns tag ids itself)."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=TAG_NAME_MAX_LENGTH)]
+
+
+class ConversationUpdate(_Strict):
+    """The writable part of ``PatchedConversationEdit``: what a PATCH may change.
+
+    Every field is optional; only the fields that were given are sent. ``channel`` may be ``None``
+    (the API's ``nullable``); the others may not.
+    """
+
+    status: ConversationStatus = None  # type: ignore[assignment]
+    assigned: list[UserRef] = None  # type: ignore[assignment]
+    tags: list[TagRef] = None  # type: ignore[assignment]
+    assigned_team: StrictInt = None  # type: ignore[assignment]
+    channel: StrictInt | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON body to send: only the fields that were given."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class ConversationTag(BaseModel):
+    """``ConversationTag`` as the API returns it."""
+
+    id: int
+    name: Annotated[str, Field(max_length=TAG_NAME_MAX_LENGTH)]
+
+
+class ConversationEdit(BaseModel):
+    """``ConversationEdit``: the API's answer to a PATCH (the whole conversation)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    contact: uuid.UUID
+    status: ConversationStatus | None = None
+    assigned: list[UserRef]
+    tags: list[ConversationTag] = []
+    created_on: str
+    source: ConversationSource
+    assigned_team: int | None = None
+    channel: int | None = None
+
+
+#: The fields a PATCH may change, in the order the API documents them.
+WRITABLE_FIELDS: tuple[str, ...] = tuple(ConversationUpdate.model_fields)
+#: Fields of ``PatchedConversationEdit`` this provider refuses, and why.
+REFUSED_FIELDS: dict[str, str] = {
+    "created_on": "is read-only (the API sets it); remove it from the payload",
+    "source": "is read-only (the API sets it); remove it from the payload",
+    "id": "is the conversation's own id; pass it as conversation_id, not in the payload",
+    "contact": "moving a conversation to another contact is not supported by this provider; "
+    "remove it from the payload",
+}
+_FIELD_HINTS: dict[str, str] = {
+    "status": "one of " + ", ".join(ConversationStatus),
+    "assigned": 'a list of users, e.g. [{"id": 12}]',
+    "tags": 'a list of tags, e.g. [{"name": "vip"}]',
+    "assigned_team": "a team id (integer), e.g. 3",
+    "channel": "a channel id (integer), or null",
+}
+
+
+@dataclass(frozen=True)
+class ValidatedUpdate:
+    """A conversation update that passed validation: safe to send as is.
+
+    :param conversation_id: the canonical, lower-case UUID.
+    :param body: the JSON body of the PATCH.
+    """
+
+    conversation_id: str
+    body: dict[str, Any]
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A short, safe ``repr`` of a bad value for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 15]}...({len(text)} chars)"
+
+
+def conversation_id_problem(value: Any) -> str | None:
+    """Why ``value`` is not a usable conversation id, or ``None`` when it is fine."""
+    if isinstance(value, uuid.UUID):
+        return None
+    if not isinstance(value, str):
+        return f"expected a UUID string, got {type(value).__name__} {show(value)}"
+    if not _UUID_RE.fullmatch(value):
+        return (
+            f"{show(value)} is not a conversation UUID (expected 36 characters like {_EXAMPLE_UUID}, "
+            "no spaces, slashes or other characters: it goes into the URL path)"
+        )
+    return None
+
+
+def normalize_conversation_id(value: Any) -> str:
+    """Return ``value`` as a canonical lower-case UUID string.
+
+    :param value: a UUID or its 36-character string form.
+    :raises HilosValidationError: when it is anything else.
+    """
+    if problem := conversation_id_problem(value):
+        raise HilosValidationError([("conversation_id", problem)], "Invalid Hilos conversation id")
+    return str(value).lower()
+
+
+def _payload_key_problems(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for key in payload:
+        if not isinstance(key, str):
+            problems.append((show(key), "payload keys must be strings"))
+        elif key in REFUSED_FIELDS:
+            problems.append((key, REFUSED_FIELDS[key]))
+        elif key not in WRITABLE_FIELDS:
+            close = difflib.get_close_matches(key, WRITABLE_FIELDS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append((key, f"unknown field; {hint}fields you can update: {', '.join(WRITABLE_FIELDS)}"))
+    return problems
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _pydantic_problem(error: Mapping[str, Any]) -> tuple[str, str]:
+    loc = tuple(error["loc"])
+    field = _location(loc)
+    top = str(loc[0]) if loc else "payload"
+    kind = error["type"]
+    value = error.get("input")
+    hint = _FIELD_HINTS.get(top, "")
+    if kind == "enum":
+        return field, f"{show(value)} is not a valid status; use {hint}"
+    if kind == "extra_forbidden":
+        if loc[-1] == "id" and top == "tags":
+            return field, 'tag ids are read-only (the API assigns them); send tags by name only, e.g. {"name": "vip"}'
+        return field, f"unknown key; {top} must be {hint}"
+    if kind == "missing":
+        return field, f"is required; {top} must be {hint}"
+    if kind == "string_too_long":
+        return field, (
+            f"tag name is {len(value)} characters, the API allows at most {TAG_NAME_MAX_LENGTH}; shorten it"
+        )
+    if kind == "string_too_short":
+        return field, "tag name is empty; give a name or remove the tag"
+    if kind in {"int_type", "string_type", "list_type", "model_type", "dict_type", "none_required"} or (
+        kind.endswith("_type")
+    ):
+        got = "null" if value is None else f"{type(value).__name__} {show(value)}"
+        expected = hint if len(loc) == 1 else _nested_expectation(loc)
+        return field, f"expected {expected}, got {got}"
+    return field, f"{error['msg']} (got {show(value)}); expected {hint}"
+
+
+def _nested_expectation(loc: tuple[Any, ...]) -> str:
+    top, last = loc[0], loc[-1]
+    if isinstance(last, int):
+        return {"assigned": 'a user object like {"id": 12}', "tags": 'a tag object like {"name": "vip"}'}.get(
+            str(top), "an object"
+        )
+    if last == "id":
+        return "a user id (integer)"
+    if last == "name":
+        return "a tag name (string)"
+    return _FIELD_HINTS.get(str(top), "a valid value")
+
+
+def update_problems(payload: Any) -> tuple[list[tuple[str, str]], ConversationUpdate | None]:
+    """Every problem with a PATCH payload, and the parsed update when there are none."""
+    if not isinstance(payload, Mapping):
+        got = "null" if payload is None else f"{type(payload).__name__} {show(payload)}"
+        return [("payload", f"must be a JSON object (dict) of fields to update, got {got}")], None
+    if not payload:
+        return [("payload", f"is empty: nothing to update; give at least one of {', '.join(WRITABLE_FIELDS)}")], None
+    problems = _payload_key_problems(payload)
+    known = {k: v for k, v in payload.items() if isinstance(k, str) and k in WRITABLE_FIELDS}
+    try:
+        model = ConversationUpdate.model_validate(known)
+    except ValidationError as exc:
+        problems += [_pydantic_problem(err) for err in exc.errors(include_url=False)]
+        return problems, None
+    return problems, (None if problems else model)
+
+
+def validate_update(conversation_id: Any, payload: Any, *, subject: str | None = None) -> ValidatedUpdate:
+    """Validate one conversation update completely, before anything is sent.
+
+    :param conversation_id: the conversation's UUID (it goes into the URL path).
+    :param payload: the fields to change, e.g. ``{"status": "CLOSED", "tags": [{"name": "vip"}]}``.
+    :param subject: the first line of the error message (defaults to naming the conversation).
+    :return: the canonical id and the JSON body to send.
+    :raises HilosValidationError: naming every bad field, its value and the fix, all at once.
+    """
+    problems: list[tuple[str, str]] = []
+    if id_problem := conversation_id_problem(conversation_id):
+        problems.append(("conversation_id", id_problem))
+    payload_problems, model = update_problems(payload)
+    problems += payload_problems
+    if problems or model is None:
+        if subject is None:
+            subject = "Invalid Hilos conversation update" + (
+                "" if id_problem else f" for conversation {str(conversation_id).lower()}"
+            )
+        raise HilosValidationError(problems, subject)
+    return ValidatedUpdate(conversation_id=str(conversation_id).lower(), body=model.to_body())

@@ -1,0 +1,245 @@
+"""Run the sandbox: :class:`HilosSandbox` (a context manager) and the ``hilos-sandbox`` command."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import asdict
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from airflow_provider_hilos.sandbox.app import FaultConfig, FaultInjector, SandboxApp
+from airflow_provider_hilos.sandbox.state import SandboxState
+
+
+def _check_loopback(host: str) -> None:
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise ValueError(f"the sandbox listens on loopback only (127.0.0.1, ::1, localhost), not {host!r}")
+
+
+class HilosSandbox:
+    """A Hilos API sandbox served by uvicorn in a background thread.
+
+    :param port: the TCP port; 0 picks a free one (read it back from :attr:`url`).
+    :param host: a loopback address.
+    :param token: the API token it accepts; a random one when omitted (:attr:`token`).
+    :param conversations: how many conversations to seed.
+    :param seed: the seed of the data (same seed, same conversations).
+    :param prefix: a path prefix for the API, e.g. ``/api/3`` (account-host style).
+    :param auth_header: the header that carries the token.
+    :param auth_prefix: the word before the token (``Token``); empty for a bare token.
+    :param faults: fault and load knobs (:class:`~airflow_provider_hilos.sandbox.app.FaultConfig` or a dict).
+    :param request_log_limit: how many requests the log keeps.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        token: str | None = None,
+        conversations: int = 100,
+        seed: int = 7,
+        prefix: str = "",
+        auth_header: str = "Authorization",
+        auth_prefix: str = "Token",
+        faults: FaultConfig | dict[str, Any] | None = None,
+        request_log_limit: int = 10_000,
+    ) -> None:
+        _check_loopback(host)
+        self.host = host
+        self.requested_port = port
+        self.token = token or f"sandbox-{secrets.token_urlsafe(18)}"
+        self.state = SandboxState(conversations=conversations, seed=seed, request_log_limit=request_log_limit)
+        config = FaultConfig.from_dict(faults) if isinstance(faults, dict) else faults
+        self.faults = FaultInjector(config)
+        self.asgi = SandboxApp(self.state, token=self.token, prefix=prefix, auth_header=auth_header,
+                               auth_prefix=auth_prefix, faults=self.faults)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    def __repr__(self) -> str:
+        return f"HilosSandbox(url={self.url if self.port else None!r}, conversations={self.state.conversation_count})"
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self, timeout: float = 15.0) -> HilosSandbox:
+        """Start serving; returns once the port accepts connections."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.requested_port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.asgi, log_level="warning", access_log=False, lifespan="off",
+                                timeout_keep_alive=30, backlog=2048)
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="hilos-sandbox", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the Hilos sandbox did not start on {self.host}:{self.port}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and wait for the server thread to end."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+    def __enter__(self) -> HilosSandbox:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- addresses ----------------------------------------------------------------------------
+
+    @property
+    def root_url(self) -> str:
+        """``http://127.0.0.1:PORT`` (the inspection API lives under ``/_sandbox`` here)."""
+        if self.port is None:
+            raise RuntimeError("the sandbox is not started")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The API base URL to put in a Hilos connection's host: root URL plus the prefix."""
+        return self.root_url + self.asgi.prefix
+
+    def connection(self, **extra: Any) -> dict[str, Any]:
+        """A Hilos Airflow connection in JSON form (for ``AIRFLOW_CONN_<ID>``) pointing here."""
+        conn: dict[str, Any] = {"conn_type": "hilos", "host": self.url, "password": self.token}
+        if extra:
+            conn["extra"] = extra
+        return conn
+
+    def connection_json(self, **extra: Any) -> str:
+        return json.dumps(self.connection(**extra))
+
+    # -- inspection (in process; the same data is served under /_sandbox) ---------------------
+
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        """A conversation's current state."""
+        return self.state.conversation(conversation_id)
+
+    def conversation_ids(self) -> list[str]:
+        return self.state.conversation_ids()
+
+    def requests(self, *, hilos_only: bool = True) -> list[dict[str, Any]]:
+        """The request log, oldest first (tokens replaced by ``<sandbox-token>``)."""
+        return self.state.requests()
+
+    def clear_requests(self) -> None:
+        self.state.clear_requests()
+
+    def set_faults(self, **settings: Any) -> FaultConfig:
+        """Replace the fault settings, e.g. ``set_faults(error_rate=0.3, seed=1)``."""
+        config = FaultConfig.from_dict(settings)
+        self.faults.configure(config)
+        return config
+
+    def fail_next(self, kind: str, count: int = 1) -> None:
+        """Force the next ``count`` API requests to get fault ``kind`` (``503``, ``429``, ``drop``, ...)."""
+        self.faults.fail_next(kind, count)
+
+    def reset(self) -> None:
+        """Back to the seeded data, no faults, empty request log."""
+        self.state.reset()
+        self.faults.configure(FaultConfig())
+        self.faults.script.clear()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hilos-sandbox",
+        description="Serve a local Hilos API sandbox on loopback. Prints its base URL on the first line of stdout.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="TCP port; 0 picks a free one (default 8765)")
+    parser.add_argument("--token", help="API token to accept (default: a random one, printed to stderr)")
+    parser.add_argument("--conversations", type=int, default=100, help="conversations to seed (default 100)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the data (default 7)")
+    parser.add_argument("--prefix", default="", help="path prefix of the API, e.g. /api/3")
+    parser.add_argument("--auth-header", default="Authorization", help="header carrying the token")
+    parser.add_argument("--auth-prefix", default="Token", help="word before the token ('' for a bare token)")
+    faults = parser.add_argument_group("faults and load")
+    faults.add_argument("--latency-ms", type=float, default=0.0)
+    faults.add_argument("--jitter-ms", type=float, default=0.0)
+    faults.add_argument("--rate-limit", type=float, default=None, help="requests per second before 429")
+    faults.add_argument("--rate-limit-burst", type=int, default=1)
+    faults.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds on 429/503")
+    faults.add_argument("--throttle-rate", type=float, default=0.0, help="share of requests answered 429")
+    faults.add_argument("--error-rate", type=float, default=0.0, help="share answered 500/502/503")
+    faults.add_argument("--drop-rate", type=float, default=0.0, help="share whose connection drops mid-answer")
+    faults.add_argument("--slow-rate", type=float, default=0.0)
+    faults.add_argument("--slow-seconds", type=float, default=0.0)
+    faults.add_argument("--truncate-rate", type=float, default=0.0, help="share answered with truncated JSON")
+    faults.add_argument("--fault-seed", type=int, default=0)
+    parser.add_argument("--request-log-limit", type=int, default=10_000)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``hilos-sandbox``."""
+    args = build_parser().parse_args(argv)
+    faults = FaultConfig(
+        latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, rate_limit_per_second=args.rate_limit,
+        rate_limit_burst=args.rate_limit_burst, retry_after_seconds=args.retry_after,
+        throttle_rate=args.throttle_rate, error_rate=args.error_rate, drop_rate=args.drop_rate,
+        slow_rate=args.slow_rate, slow_seconds=args.slow_seconds, truncate_rate=args.truncate_rate,
+        seed=args.fault_seed,
+    )
+    try:
+        sandbox = HilosSandbox(
+            port=args.port, host=args.host, token=args.token, conversations=args.conversations, seed=args.seed,
+            prefix=args.prefix, auth_header=args.auth_header, auth_prefix=args.auth_prefix, faults=faults,
+            request_log_limit=args.request_log_limit,
+        ).start()
+    except (ValueError, OSError) as exc:
+        print(f"hilos-sandbox: {exc}", file=sys.stderr)
+        return 2
+    print(sandbox.url, flush=True)
+    token_note = "the --token you gave" if args.token else f"{sandbox.token} (generated; pass --token to choose)"
+    active = {k: v for k, v in asdict(faults).items() if v not in (0, 0.0, None, 1, 1.0, (500, 502, 503))}
+    print(
+        f"Hilos sandbox: {args.conversations} conversations (seed {args.seed}) at {sandbox.url}\n"
+        f"  token: {token_note}\n"
+        f"  inspect: {sandbox.root_url}/_sandbox/requests, {sandbox.root_url}/_sandbox/conversations/<id>\n"
+        f"  faults: {active or 'none'}\n"
+        "  Ctrl+C to stop.",
+        file=sys.stderr, flush=True,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    sandbox.stop()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
