@@ -35,6 +35,9 @@ class HilosValidationError(HilosError, AirflowFailException, ValueError):
         lines += [f"  - {field}: {message}" for field, message in self.problems]
         super().__init__("\n".join(lines))
 
+    def __reduce__(self):  # keep problems and subject through pickling (Airflow ships errors across processes)
+        return (type(self), (self.problems, self.subject))
+
     @property
     def fields(self) -> list[str]:
         """The names of the bad fields, in the order they were found."""
@@ -76,6 +79,9 @@ class HilosAPIError(HilosError):
         self.field_errors = field_errors or {}
         self.attempts = attempts
 
+    def __reduce__(self):
+        return (_rebuild_api_error, (type(self), str(self), self.__dict__.copy()))
+
     @property
     def retryable(self) -> bool:
         """Whether the same request may succeed later (throttling, server errors, network)."""
@@ -84,3 +90,10 @@ class HilosAPIError(HilosError):
 
 #: Status codes the hook retries: throttling and transient server/gateway errors.
 RETRYABLE_STATUS_CODES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+
+
+def _rebuild_api_error(cls: type[HilosAPIError], message: str, state: dict[str, Any]) -> HilosAPIError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error

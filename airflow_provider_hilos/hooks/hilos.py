@@ -82,12 +82,16 @@ class HilosConnectionSettings:
         return f"{self.auth_header}: {self.auth_prefix + ' ' if self.auth_prefix else ''}***"
 
 
-def _extra(extras: Mapping[str, Any], key: str) -> Any:
-    """An extra by its plain name, or by the ``extra__hilos__`` name older forms saved."""
-    value = extras.get(key)
-    if value in (None, ""):
-        value = extras.get(f"extra__hilos__{key}")
-    return None if value == "" else value
+def _extra(extras: Mapping[str, Any], key: str, *, keep_empty: bool = False) -> Any:
+    """An extra by its plain name, or by the ``extra__hilos__`` name older forms saved.
+
+    An empty string counts as "not set" unless ``keep_empty`` (an empty auth prefix means a bare token).
+    """
+    for name in (key, f"extra__hilos__{key}"):
+        value = extras.get(name)
+        if value is not None and (value != "" or keep_empty):
+            return value
+    return None
 
 
 def _is_loopback(hostname: str) -> bool:
@@ -201,7 +205,7 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
             f"Hilos connection {conn_id!r}: extra auth_header={auth_header!r} is not a valid header name; "
             f"use {DEFAULT_AUTH_HEADER!r} (Hilos) or e.g. 'Token'"
         )
-    auth_prefix = _extra(extras, "auth_prefix")
+    auth_prefix = _extra(extras, "auth_prefix", keep_empty=True)
     auth_prefix = DEFAULT_AUTH_PREFIX if auth_prefix is None else str(auth_prefix).strip()
     if any(ch.isspace() or not ch.isprintable() for ch in auth_prefix):
         raise HilosConfigurationError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,10 @@ OVERRIDE_FIELDS = ("status", "tags", "assigned", "assigned_team", "channel")
 
 
 def parse_payload(payload: Any, *, field: str = "payload") -> dict[str, Any]:
-    """Return the payload as a dict: a mapping as is, a JSON string (a rendered template) parsed.
+    """Return the payload as a dict: a mapping as is, a rendered template string parsed.
+
+    A string may be JSON (``{"status": "CLOSED"}``) or, as ``{{ ti.xcom_pull(...) }}`` renders a dict
+    without ``render_template_as_native_obj``, a Python literal (``{'status': 'CLOSED'}``).
 
     :param payload: a dict, a JSON object string, or ``None`` (an empty payload).
     :param field: the argument name used in error messages.
@@ -36,12 +40,17 @@ def parse_payload(payload: Any, *, field: str = "payload") -> dict[str, Any]:
         try:
             parsed = json.loads(text)
         except ValueError as exc:
-            raise HilosValidationError(
-                [(field, f"is a string but not valid JSON ({exc.msg} at character {exc.pos}): {show(text)}. "
-                  "Pass a dict, an XComArg, or a template that renders a JSON object; with "
-                  "render_template_as_native_obj=False, use {{ ti.xcom_pull(...) | tojson }}")],
-                "Invalid Hilos payload",
-            ) from None
+            # "{{ ti.xcom_pull(...) }}" without render_template_as_native_obj renders a dict as its
+            # Python repr ({'status': 'CLOSED'}); read that too, as a literal only (nothing is executed).
+            try:
+                parsed = ast.literal_eval(text.strip())
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                raise HilosValidationError(
+                    [(field, f"is a string but not a JSON object ({exc.msg} at character {exc.pos}): {show(text)}. "
+                      "Pass a dict, an XComArg (upstream_task.output), or a template that renders a JSON "
+                      "object, e.g. {{ ti.xcom_pull(task_ids='make_payload') | tojson }}")],
+                    "Invalid Hilos payload",
+                ) from None
         if not isinstance(parsed, dict):
             raise HilosValidationError(
                 [(field, f"rendered to JSON {type(parsed).__name__} {show(parsed)}; it must be a JSON object "

@@ -58,7 +58,7 @@ class SandboxData:
                 "tags": [{"id": data.tags[n], "name": n} for n in sorted(rng.sample(TAG_NAMES, rng.randint(0, 3)))],
                 "created_on": created.isoformat().replace("+00:00", "Z"),
                 "source": rng.choice(sources).value,
-                "assigned_team": rng.choice([None, *data.teams]),
+                "assigned_team": rng.choice(sorted(data.teams)),
                 "channel": rng.choice(CHANNEL_IDS),
             }
         return data

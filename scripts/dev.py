@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Bootstrap and run the project with nothing but Python (>= 3.11) on the machine.
+
+    python3 scripts/dev.py demo    # the CRM-sync example DAG end to end against a local Hilos sandbox
+    python3 scripts/dev.py test    # the whole test suite (extra arguments go to pytest)
+
+Finds ``uv`` (or installs a pinned one into ``.bootstrap/``), syncs the locked environment
+(``uv sync --locked``) with this Python, then runs the command inside it.
+Standard library only: this file runs before any dependency exists.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+UV_VERSION = "0.13.9"
+BOOTSTRAP = ROOT / ".bootstrap"
+PYTEST_NO_TESTS = 5
+
+
+def find_uv() -> str:
+    """A ``uv`` executable: the one on PATH, or a pinned copy installed into ``.bootstrap/``."""
+    if found := shutil.which("uv"):
+        return found
+    uv = BOOTSTRAP / "uv-venv" / "bin" / "uv"
+    if uv.exists():
+        return str(uv)
+    print(f"dev.py: installing uv {UV_VERSION} into {BOOTSTRAP} ...", flush=True)
+    try:
+        venv.EnvBuilder(with_pip=True, clear=True).create(BOOTSTRAP / "uv-venv")
+        pip = [str(BOOTSTRAP / "uv-venv" / "bin" / "python"), "-m", "pip"]
+    except Exception as exc:  # e.g. Debian's python3 without python3-venv
+        print(f"dev.py: venv unavailable ({exc}); installing uv with pip --target", flush=True)
+        target = BOOTSTRAP / "uv-target"
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target),
+                        f"uv=={UV_VERSION}"], check=True)
+        return str(target / "bin" / "uv")
+    subprocess.run([*pip, "install", "--quiet", "--disable-pip-version-check", f"uv=={UV_VERSION}"], check=True)
+    return str(uv)
+
+
+def uv_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("UV_PYTHON", sys.executable)  # use this Python; never download one
+    env.setdefault("UV_PYTHON_DOWNLOADS", "never")
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+def sync(uv: str) -> None:
+    subprocess.run([uv, "sync", "--locked", "--all-groups"], cwd=ROOT, env=uv_env(), check=True)
+
+
+def in_env(uv: str, *cmd: str) -> int:
+    return subprocess.run([uv, "run", "--locked", "--no-sync", *cmd], cwd=ROOT, env=uv_env()).returncode
+
+
+def main(argv: list[str]) -> int:
+    if sys.version_info < (3, 11):
+        print("dev.py: Python >= 3.11 is required", file=sys.stderr)
+        return 2
+    if not argv or argv[0] not in ("test", "demo"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    uv = find_uv()
+    sync(uv)
+    if argv[0] == "demo":
+        return in_env(uv, "python", "scripts/demo.py", *argv[1:])
+    code = in_env(uv, "pytest", *argv[1:])
+    if code == PYTEST_NO_TESTS:
+        print("dev.py: pytest collected no tests; that is a failure here", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,98 @@
+"""Test set-up: a throwaway AIRFLOW_HOME (set before Airflow is imported), a migrated SQLite DB for
+DAG runs, and a distinctive token that no output may ever contain."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_DAGS = ROOT / "tests" / "dags"
+EXAMPLE_DAGS = ROOT / "dags_examples"
+#: A token distinctive enough that finding it anywhere in output is a leak, not a coincidence.
+TEST_TOKEN = "hilos-TEST-token-7Qx9Zr2Kp5Lm"
+
+_HOME = tempfile.mkdtemp(prefix="hilos-tests-airflow-home-")
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
+_LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
+os.environ.update(
+    {
+        "AIRFLOW_HOME": _HOME,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE_DAGS),
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+            [
+                {"name": "hilos-test-dags", "classpath": _LOCAL_BUNDLE, "kwargs": {"path": str(TEST_DAGS)}},
+                {"name": "hilos-examples", "classpath": _LOCAL_BUNDLE, "kwargs": {"path": str(EXAMPLE_DAGS)}},
+            ]
+        ),
+    }
+)
+for _name in [n for n in os.environ if n.startswith("AIRFLOW_CONN_")]:
+    del os.environ[_name]
+
+
+@pytest.fixture
+def hilos_conn(monkeypatch: pytest.MonkeyPatch):
+    """Set ``hilos_default`` (or another id) from keyword arguments, JSON form."""
+
+    def make(conn_id: str = "hilos_default", *, host: str | None = "https://api.hilos.io",
+             password: str | None = TEST_TOKEN, extra: dict | None = None, **fields) -> dict:
+        conn = {"conn_type": "hilos", "host": host, "password": password, **fields}
+        if extra is not None:
+            conn["extra"] = extra
+        conn = {k: v for k, v in conn.items() if v is not None}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+        return conn
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Iterator[None]:
+    """A migrated SQLite metadata DB in the throwaway AIRFLOW_HOME (once per session)."""
+    from airflow.utils import db
+
+    db.initdb()
+    yield
+
+
+@pytest.fixture
+def sandbox(monkeypatch: pytest.MonkeyPatch):
+    """A fresh Hilos sandbox with the test token; ``hilos_default`` points at it."""
+    from airflow_provider_hilos.sandbox import HilosSandbox
+
+    with HilosSandbox(conversations=20, seed=11, token=TEST_TOKEN) as sb:
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json())
+        yield sb
+
+
+def run_dag(dag_id: str, conf: dict | None = None):
+    """Run a DAG from the test or example bundles with ``dag.test()``; return the DagRun."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    for folder in (TEST_DAGS, EXAMPLE_DAGS):
+        dag = DagBag(str(folder)).get_dag(dag_id)
+        if dag is not None:
+            return dag.test(run_conf=conf)
+    raise LookupError(f"no DAG {dag_id!r} in {TEST_DAGS} or {EXAMPLE_DAGS}")
+
+
+def xcom_value(dag_run, task_id: str, key: str = "return_value", map_index: int = -1):
+    """An XCom value of a finished run, read from the metadata DB."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.execute(
+            XComModel.get_many(key=key, run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id,
+                               map_indexes=map_index).with_only_columns(XComModel.value)
+        ).first()
+    return None if row is None else XComModel.deserialize_value(row)

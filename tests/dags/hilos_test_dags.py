@@ -1,0 +1,59 @@
+"""DAGs used by tests/test_dag_runs.py. Conversation ids come from the run's conf."""
+
+from __future__ import annotations
+
+import pendulum
+
+from airflow.sdk import DAG, task
+
+from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
+
+START = pendulum.datetime(2025, 1, 1, tz="UTC")
+CID = "{{ dag_run.conf['conversation_id'] }}"
+
+
+@task
+def make_payload() -> dict:
+    return {"status": "CLOSED", "tags": [{"name": "vip"}, {"name": "renewal"}], "assigned": [{"id": 3}]}
+
+
+with DAG("hilos_test_xcom_native", schedule=None, start_date=START, catchup=False,
+         render_template_as_native_obj=True, tags=["test"]):
+    payload = make_payload()
+    via_xcomarg = ConversationUpdateOperator(task_id="via_xcomarg", conversation_id=CID, payload=payload)
+    via_jinja_native = ConversationUpdateOperator(
+        task_id="via_jinja_native", conversation_id="{{ dag_run.conf['second_id'] }}",
+        payload="{{ ti.xcom_pull(task_ids='make_payload') }}", assigned_team=2,
+    )
+    payload >> via_jinja_native
+
+
+with DAG("hilos_test_xcom_string", schedule=None, start_date=START, catchup=False, tags=["test"]):
+    payload = make_payload()
+    via_jinja_json = ConversationUpdateOperator(
+        task_id="via_jinja_json", conversation_id=CID,
+        payload="{{ ti.xcom_pull(task_ids='make_payload') | tojson }}",
+    )
+    via_jinja_repr = ConversationUpdateOperator(
+        task_id="via_jinja_repr", conversation_id="{{ dag_run.conf['second_id'] }}",
+        payload="{{ ti.xcom_pull(task_ids='make_payload') }}", status="RESOLVED",
+    )
+    payload >> [via_jinja_json, via_jinja_repr]
+
+
+with DAG("hilos_test_mapped", schedule=None, start_date=START, catchup=False, tags=["test"]):
+
+    @task
+    def changes(**context) -> list[dict]:
+        return [{"conversation_id": cid, "payload": {"status": "IN_PROGRESS", "assigned_team": 1}}
+                for cid in context["dag_run"].conf["ids"]]
+
+    ConversationUpdateOperator.partial(task_id="update").expand_kwargs(changes())
+
+
+with DAG("hilos_test_failures", schedule=None, start_date=START, catchup=False, tags=["test"]):
+    ConversationUpdateOperator(task_id="bad_token", conversation_id=CID, payload={"status": "NEW"},
+                               hilos_conn_id="hilos_bad_token")
+    ConversationUpdateOperator(task_id="bad_payload", conversation_id=CID, payload='{"status": "DONE"}')
+    ConversationUpdateOperator(task_id="unknown_conversation", conversation_id="{{ dag_run.conf['missing_id'] }}",
+                               payload={"status": "NEW"})

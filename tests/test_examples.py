@@ -1,0 +1,146 @@
+"""The example DAGs: they parse offline, and each runs end to end against the sandbox."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from airflow_provider_hilos.sandbox import HilosSandbox
+from tests.conftest import EXAMPLE_DAGS, ROOT, TEST_TOKEN, run_dag
+
+EXPECTED_DAGS = {"hilos_crm_sync", "hilos_manual_update", "hilos_close_stale_conversations"}
+
+
+def load_example_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLE_DAGS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def seven(monkeypatch):
+    """The sandbox the shipped change set was written for (seed 7)."""
+    with HilosSandbox(conversations=40, seed=7, token=TEST_TOKEN) as sb:
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json())
+        yield sb
+
+
+def test_examples_parse_with_no_connection_and_no_network():
+    code = f"""
+import socket
+def no_network(*a, **k):
+    raise AssertionError("network call while parsing DAGs")
+socket.socket.connect = no_network
+socket.create_connection = no_network
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag({str(EXAMPLE_DAGS)!r})
+import json
+print(json.dumps({{"errors": bag.import_errors, "dags": sorted(bag.dag_ids)}}))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["errors"] == {}
+    assert set(report["dags"]) == EXPECTED_DAGS
+
+
+def test_manual_dag_form_params():
+    dag = load_example_module("hilos_manual_update").dag
+    assert dag.schedule is None
+    schema = {name: param.schema for name, param in dag.params.items()}
+    assert schema["conversation_id"]["format"] == "uuid"
+    assert schema["status"]["enum"] == [None, "CREATED", "FLOW", "NEW", "IN_PROGRESS", "RESOLVED", "CLOSED"]
+    assert schema["tags"]["items"] == {"type": "string", "maxLength": 100}
+    assert schema["assignees"]["items"] == {"type": "integer"}
+    assert schema["team"]["type"] == ["null", "integer"]
+    assert schema["dry_run"]["type"] == "boolean"
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_crm_sync_applies_the_change_set(seven):
+    module = load_example_module("hilos_crm_sync")
+    intent = module.load_change_set(module.CHANGES_FILE)
+    assert len(intent) == 10
+    untouched = {cid: seven.conversation(cid) for cid in seven.conversation_ids()[10:]}
+    dag_run = run_dag("hilos_crm_sync")
+    assert dag_run.state == "success"
+    for update in intent:
+        conv = seven.conversation(update["conversation_id"])
+        for field, value in update["payload"].items():
+            if field == "tags":
+                assert [t["name"] for t in conv["tags"]] == [t["name"] for t in value]
+            else:
+                assert conv[field] == value, (update, field)
+    assert {cid: seven.conversation(cid) for cid in untouched} == untouched
+    assert len([r for r in seven.requests() if r["method"] == "PATCH"]) == 10
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_manual_update_sends_the_form_values(seven):
+    cid = seven.conversation_ids()[12]
+    conf = {"conversation_id": cid, "status": "RESOLVED", "tags": ["vip", "callback"], "assignees": [2, 5], "team": 3}
+    dag_run = run_dag("hilos_manual_update", conf)
+    assert dag_run.state == "success"
+    (sent,) = [r for r in seven.requests() if r["method"] == "PATCH"]
+    assert sent["body"] == {"status": "RESOLVED", "tags": [{"name": "vip"}, {"name": "callback"}],
+                            "assigned": [{"id": 2}, {"id": 5}], "assigned_team": 3}
+    conv = seven.conversation(cid)
+    assert (conv["status"], conv["assigned_team"]) == ("RESOLVED", 3)
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_manual_update_dry_run_sends_nothing(seven):
+    cid = seven.conversation_ids()[13]
+    before = seven.conversation(cid)
+    dag_run = run_dag("hilos_manual_update", {"conversation_id": cid, "status": "CLOSED", "dry_run": True})
+    assert dag_run.state == "success"
+    assert {ti.task_id: ti.state for ti in dag_run.get_task_instances()}["update_conversation"] == "skipped"
+    assert seven.requests() == [] and seven.conversation(cid) == before
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize("conf", [{"conversation_id": "not-a-uuid", "status": "CLOSED"},
+                                  {"conversation_id": "6513270e-269e-4d37-b2a7-4de452e6b438", "status": "DONE"}])
+def test_manual_update_refuses_conf_that_breaks_the_form_schema(seven, conf):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        run_dag("hilos_manual_update", conf)
+    assert seven.requests() == []
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_close_stale_uses_the_list_answer_as_payload(seven):
+    cutoff = datetime.now(timezone.utc) - timedelta(days=30)
+    everything = {cid: seven.conversation(cid) for cid in seven.conversation_ids()}
+    stale = {cid for cid, c in everything.items() if c["status"] in ("NEW", "CREATED")
+             and datetime.fromisoformat(c["created_on"].replace("Z", "+00:00")) < cutoff}
+    assert stale, "the seed should contain stale conversations"
+    dag_run = run_dag("hilos_close_stale_conversations")
+    assert dag_run.state == "success"
+    for cid, before in everything.items():
+        after = seven.conversation(cid)
+        if cid in stale:
+            assert after["status"] == "CLOSED"
+            assert [t["name"] for t in after["tags"]] == [t["name"] for t in before["tags"]] + ["auto-closed"]
+        else:
+            assert after == before
+
+
+def test_demo_command_runs_green():
+    """README's first command, minus the bootstrap (the test suite already runs in the locked env)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "10/10 updates landed" in result.stdout
+    assert "OK: every intended update landed." in result.stdout
+    assert "conversation  field" in result.stdout

@@ -1,0 +1,267 @@
+"""The Hilos sandbox behaves like the real API at the edges, and its knobs do what they say."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from airflow_provider_hilos.hooks.hilos import HilosHook
+from airflow_provider_hilos.sandbox import HilosSandbox
+from airflow_provider_hilos.sandbox.state import SandboxData
+from tests.conftest import TEST_TOKEN
+
+AUTH = {"Authorization": f"Token {TEST_TOKEN}"}
+
+
+def patch(sb: HilosSandbox, cid: str, body, headers=None, **kwargs) -> requests.Response:
+    return requests.patch(f"{sb.url}/channel/whatsapp/inbox/conversation/{cid}/update", json=body,
+                          headers=AUTH if headers is None else headers, timeout=10, **kwargs)
+
+
+def test_seeded_data_is_deterministic():
+    a, b, c = SandboxData.seeded(30, 7), SandboxData.seeded(30, 7), SandboxData.seeded(30, 8)
+    assert a.conversations == b.conversations
+    assert list(a.conversations) != list(c.conversations)
+    assert list(SandboxData.seeded(10, 7).conversations) == list(a.conversations)[:10]  # a prefix, whatever the count
+    statuses = {conv["status"] for conv in a.conversations.values()}
+    assert len(statuses) >= 4
+
+
+def test_patch_changes_only_sent_fields_and_returns_whole_conversation(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    before = sandbox.conversation(cid)
+    response = patch(sandbox, cid, {"status": "CLOSED", "tags": [{"name": "vip"}, {"name": "brand-new"}]})
+    assert response.status_code == 200
+    body = response.json()
+    assert body == sandbox.conversation(cid)
+    assert body["status"] == "CLOSED"
+    assert [t["name"] for t in body["tags"]] == ["vip", "brand-new"]
+    assert all(isinstance(t["id"], int) for t in body["tags"])
+    for field in ("id", "contact", "assigned", "created_on", "source", "assigned_team", "channel"):
+        assert body[field] == before[field]
+
+
+def test_read_only_and_unknown_fields_are_ignored(sandbox):
+    cid = sandbox.conversation_ids()[1]
+    before = sandbox.conversation(cid)
+    response = patch(sandbox, cid, {"created_on": "2000-01-01T00:00:00Z", "source": "API", "id": "x", "bogus": 1,
+                                    "channel": None})
+    assert response.status_code == 200
+    after = sandbox.conversation(cid)
+    assert after == {**before, "channel": None}
+
+
+def test_missing_and_wrong_token_answer_401(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    missing = patch(sandbox, cid, {"status": "NEW"}, headers={})
+    assert missing.status_code == 401
+    assert missing.json() == {"detail": "Authentication credentials were not provided."}
+    assert missing.headers["WWW-Authenticate"] == "Token"
+    wrong = patch(sandbox, cid, {"status": "NEW"}, headers={"Authorization": "Token nope"})
+    assert (wrong.status_code, wrong.json()) == (401, {"detail": "Invalid token."})
+    bearer = patch(sandbox, cid, {"status": "NEW"}, headers={"Authorization": f"Bearer {TEST_TOKEN}"})
+    assert bearer.status_code == 401
+
+
+@pytest.mark.parametrize("cid", ["00000000-0000-4000-8000-000000000000", "not-a-uuid"])
+def test_unknown_conversation_is_404(sandbox, cid):
+    response = patch(sandbox, cid, {"status": "NEW"})
+    assert response.status_code == 404
+    assert "detail" in response.json()
+
+
+def test_invalid_fields_are_400_drf_style_and_nothing_changes(sandbox):
+    cid = sandbox.conversation_ids()[2]
+    before = sandbox.conversation(cid)
+    response = patch(sandbox, cid, {"status": "DONE", "assigned": [{"id": 999}, {"id": "x"}],
+                                    "tags": [{"name": "x" * 101}], "assigned_team": 77, "channel": 9})
+    assert response.status_code == 400
+    assert response.json() == {
+        "status": ['"DONE" is not a valid choice.'],
+        "assigned": [{"id": ['Invalid pk "999" - object does not exist.']}, {"id": ["A valid integer is required."]}],
+        "tags": [{"name": ["Ensure this field has no more than 100 characters."]}],
+        "assigned_team": ['Invalid pk "77" - object does not exist.'],
+        "channel": ['Invalid pk "9" - object does not exist.'],
+    }
+    assert sandbox.conversation(cid) == before
+
+
+def test_non_json_bodies(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    url = f"{sandbox.url}/channel/whatsapp/inbox/conversation/{cid}/update"
+    form = requests.patch(url, data={"status": "NEW"}, headers=AUTH, timeout=10)
+    assert form.status_code == 415
+    broken = requests.patch(url, data="{", headers={**AUTH, "Content-Type": "application/json"}, timeout=10)
+    assert broken.status_code == 400 and broken.json()["detail"].startswith("JSON parse error")
+    listed = patch(sandbox, cid, [{"status": "NEW"}])
+    assert listed.json() == {"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]}
+
+
+def test_list_endpoint_pages_and_filters(sandbox):
+    url = f"{sandbox.url}/channel/whatsapp/inbox/conversation"
+    page = requests.get(url, params={"page_size": 7}, headers=AUTH, timeout=10).json()
+    assert page["count"] == 20 and len(page["results"]) == 7 and page["previous"] is None
+    second = requests.get(page["next"], headers=AUTH, timeout=10).json()
+    assert [r["id"] for r in second["results"]] == sandbox.conversation_ids()[7:14]
+    contact = page["results"][0]["contact"]
+    mine = requests.get(url, params={"contact": contact}, headers=AUTH, timeout=10).json()
+    assert mine["count"] == 1
+    assert requests.get(url, timeout=10).status_code == 401
+    assert requests.get(url, params={"page": 99}, headers=AUTH, timeout=10).status_code == 404
+
+
+def test_request_log_records_what_arrived_without_the_token(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    patch(sandbox, cid, {"status": "NEW"})
+    patch(sandbox, cid, {"status": "NEW"}, headers={"Authorization": "Token guess"})
+    first, second = sandbox.requests()
+    assert first["method"] == "PATCH" and first["body"] == {"status": "NEW"} and first["status"] == 200
+    assert first["headers"]["authorization"] == "Token <sandbox-token>"
+    assert second["headers"]["authorization"] == "<not the sandbox token>" and second["status"] == 401
+    served = requests.get(f"{sandbox.root_url}/_sandbox/requests", timeout=10).json()
+    assert served["total"] == 2 and TEST_TOKEN not in str(served)
+
+
+def test_inspection_api(sandbox):
+    root = f"{sandbox.root_url}/_sandbox"
+    cid = sandbox.conversation_ids()[3]
+    assert requests.get(f"{root}/health", timeout=10).json()["conversations"] == 20
+    assert requests.get(f"{root}/conversations", timeout=10).json() == sandbox.conversation_ids()
+    assert requests.get(f"{root}/conversations/{cid}", timeout=10).json() == sandbox.conversation(cid)
+    assert requests.get(f"{root}/conversations/nope", timeout=10).status_code == 404
+    reference = requests.get(f"{root}/reference", timeout=10).json()
+    assert {u["id"] for u in reference["users"]} == set(range(1, 13))
+    patch(sandbox, cid, {"status": "CLOSED"})
+    assert requests.post(f"{root}/reset", timeout=10).status_code == 204
+    assert sandbox.requests() == []
+    assert requests.put(f"{root}/faults", json={"error_rate": 1, "error_statuses": [503]}, timeout=10).ok
+    assert patch(sandbox, cid, {"status": "NEW"}).status_code == 503
+    assert requests.put(f"{root}/faults", json={"bogus": 1}, timeout=10).status_code == 400
+    assert requests.post(f"{root}/faults/next", json={"kind": "500"}, timeout=10).status_code == 204
+
+
+@pytest.mark.parametrize(("kind", "status", "ctype"), [("500", 500, "text/html"), ("502", 502, "text/html"),
+                                                       ("503", 503, "application/json"), ("429", 429, "application/json")])
+def test_scripted_faults(sandbox, kind, status, ctype):
+    cid = sandbox.conversation_ids()[0]
+    before = sandbox.conversation(cid)
+    sandbox.fail_next(kind)
+    response = patch(sandbox, cid, {"status": "CLOSED"})
+    assert response.status_code == status
+    assert response.headers["Content-Type"].startswith(ctype)
+    if kind in ("429", "503"):
+        assert response.headers["Retry-After"] == "1"
+    assert sandbox.conversation(cid) == before  # answered before the update was applied
+    assert patch(sandbox, cid, {"status": "CLOSED"}).status_code == 200  # only the next one
+
+
+def test_dropped_connection_after_the_update_was_applied(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    sandbox.fail_next("drop")
+    with pytest.raises(requests.exceptions.RequestException):
+        patch(sandbox, cid, {"status": "FLOW"})
+    assert sandbox.conversation(cid)["status"] == "FLOW"
+
+
+def test_truncated_json_and_html_on_200(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    sandbox.fail_next("truncate")
+    truncated = patch(sandbox, cid, {"status": "NEW"})
+    assert truncated.status_code == 200
+    with pytest.raises(ValueError):
+        truncated.json()
+    sandbox.fail_next("html200")
+    assert patch(sandbox, cid, {"status": "NEW"}).headers["Content-Type"].startswith("text/html")
+
+
+def test_rate_limit_answers_429_with_retry_after(sandbox):
+    sandbox.set_faults(rate_limit_per_second=2, rate_limit_burst=2)
+    cid = sandbox.conversation_ids()[0]
+    codes = [patch(sandbox, cid, {"status": "NEW"}) for _ in range(5)]
+    assert [r.status_code for r in codes[:2]] == [200, 200]
+    throttled = [r for r in codes if r.status_code == 429]
+    assert throttled and all(int(r.headers["Retry-After"]) >= 1 for r in throttled)
+    assert throttled[0].json()["detail"].startswith("Request was throttled.")
+
+
+def test_random_error_rate_is_seeded_and_roughly_right(sandbox):
+    sandbox.set_faults(error_rate=0.3, seed=5)
+    cid = sandbox.conversation_ids()[0]
+    first = [patch(sandbox, cid, {"status": "NEW"}).status_code for _ in range(200)]
+    sandbox.set_faults(error_rate=0.3, seed=5)
+    second = [patch(sandbox, cid, {"status": "NEW"}).status_code for _ in range(200)]
+    assert first == second
+    errors = sum(code >= 500 for code in first)
+    assert 35 <= errors <= 85
+    assert {code for code in first if code >= 500} <= {500, 502, 503}
+
+
+def test_latency_knob_delays_answers(sandbox):
+    sandbox.set_faults(latency_ms=150)
+    start = time.perf_counter()
+    patch(sandbox, sandbox.conversation_ids()[0], {"status": "NEW"})
+    assert time.perf_counter() - start >= 0.15
+
+
+def test_slow_answers_trip_the_hooks_read_timeout(sandbox, monkeypatch):
+    sandbox.set_faults(slow_rate=1, slow_seconds=1.0)
+    hook = HilosHook(timeout=(2, 0.3), max_attempts=2)
+    hook._sleep = lambda s: None
+    with pytest.raises(Exception, match="read timeout"):
+        hook.update_conversation(sandbox.conversation_ids()[0], {"status": "NEW"})
+    assert len(sandbox.requests()) == 2
+
+
+def test_prefix_and_custom_auth_header_with_the_hook(monkeypatch):
+    with HilosSandbox(conversations=3, token=TEST_TOKEN, prefix="/api/3", auth_header="Token", auth_prefix="") as sb:
+        assert sb.url.endswith("/api/3")
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json(auth_header="Token", auth_prefix=""))
+        cid = sb.conversation_ids()[0]
+        assert HilosHook().update_conversation(cid, {"status": "CLOSED"})["status"] == "CLOSED"
+        assert sb.requests()[-1]["path"] == f"/api/3/channel/whatsapp/inbox/conversation/{cid}/update"
+        assert sb.requests()[-1]["headers"]["token"] == "<sandbox-token>"
+        assert HilosHook().test_connection()[0] is True
+
+
+def test_loopback_only():
+    with pytest.raises(ValueError, match="loopback only"):
+        HilosSandbox(host="0.0.0.0")
+
+
+def test_context_manager_stops_the_server():
+    with HilosSandbox(conversations=1) as sb:
+        url = sb.root_url
+        assert requests.get(f"{url}/_sandbox/health", timeout=5).ok
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"{url}/_sandbox/health", timeout=2)
+
+
+def test_hilos_sandbox_command_prints_its_url_and_serves():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airflow_provider_hilos.sandbox.server", "--port", "0", "--token", "T0KEN-cli",
+         "--conversations", "1000", "--seed", "7"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+    )
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        page = requests.get(f"{url}/channel/whatsapp/inbox/conversation", params={"page_size": 1},
+                            headers={"Authorization": "Token T0KEN-cli"}, timeout=10).json()
+        assert page["count"] == 1000
+        assert page["results"][0]["id"] == list(SandboxData.seeded(1, 7).conversations)[0]
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+    assert "1000 conversations (seed 7)" in proc.stderr.read()
+
+
+def test_hilos_sandbox_console_script_is_installed():
+    from importlib.metadata import entry_points
+
+    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "hilos-sandbox"]
+    assert script.value == "airflow_provider_hilos.sandbox.server:main"
