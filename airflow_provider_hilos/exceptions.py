@@ -88,6 +88,24 @@ class HilosAPIError(HilosError):
         return self.status_code is None or self.status_code in RETRYABLE_STATUS_CODES
 
 
+class HilosBatchError(HilosError):
+    """A batch of updates failed by its failure policy. Every row was still accounted for.
+
+    :param message: the counts and the first failed rows.
+    :param result: the batch result (``BatchResult.to_dict()``): counts, duration, failed rows.
+    """
+
+    def __init__(self, message: str, *, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self):
+        return (type(self), (str(self),), {"result": self.result})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
 #: Status codes the hook retries: throttling and transient server/gateway errors.
 RETRYABLE_STATUS_CODES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 

@@ -40,6 +40,8 @@ from airflow_provider_hilos.models import validate_update
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
+    from airflow_provider_hilos.batch import BatchResult, RequestPacer
+
 CONVERSATION_UPDATE_PATH = "/channel/whatsapp/inbox/conversation/{id}/update"
 CONVERSATION_LIST_PATH = "/channel/whatsapp/inbox/conversation"
 WEB_CONVERSATION_PATH = "/inbox/conversation/{id}"
@@ -407,14 +409,19 @@ class HilosHook(BaseHook):
         update = validate_update(conversation_id, payload)
         return self.send_update(update.conversation_id, update.body)
 
-    def send_update(self, conversation_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def send_update(
+        self, conversation_id: str, body: dict[str, Any], *, pacer: RequestPacer | None = None
+    ) -> dict[str, Any]:
         """PATCH an already validated update (see :func:`~airflow_provider_hilos.models.validate_update`).
+
+        This is the one place the PATCH request is made; the single and the batch paths both call it.
 
         :param conversation_id: a canonical conversation UUID.
         :param body: the JSON body, as ``validate_update`` returned it.
+        :param pacer: shared pacing of a batch (rate limit, slow-down on 429), if any.
         """
         path = CONVERSATION_UPDATE_PATH.format(id=quote(conversation_id, safe=""))
-        result = self.request("PATCH", path, json=body, conversation_id=conversation_id)
+        result = self.request("PATCH", path, json=body, conversation_id=conversation_id, pacer=pacer)
         if not isinstance(result, dict):
             raise HilosAPIError(
                 f"Hilos answered the update of conversation {conversation_id} with "
@@ -422,6 +429,55 @@ class HilosHook(BaseHook):
                 status_code=200, method="PATCH", path=path,
             )
         return result
+
+    def update_conversations(
+        self,
+        updates: Any,
+        *,
+        max_concurrency: int = 16,
+        max_requests_per_second: float | None = None,
+        failure_policy: str = "fail_at_end",
+        max_failed_ratio: float = 0.0,
+        skip_invalid_rows: bool = False,
+        report: Any = None,
+        max_failed_rows: int = 100,
+        progress_interval: float = 10.0,
+    ) -> BatchResult:
+        """Update many conversations: validate every row first, then send them concurrently.
+
+        :param updates: rows ``{"conversation_id": ..., <fields>}`` (a list, a JSON string of one), or a
+            callable returning ``(row_number, row)`` pairs afresh on each call (see
+            :func:`~airflow_provider_hilos.batch.rows_from_json_lines` to stream a file).
+        :param max_concurrency: requests in flight at once (the session's pool grows to match).
+        :param max_requests_per_second: client-side rate limit, or ``None``.
+        :param failure_policy: ``fail_at_end`` (default), ``fail_fast`` or ``never``.
+        :param max_failed_ratio: the share of rows that may fail without failing the batch.
+        :param skip_invalid_rows: skip (and report) invalid rows instead of refusing the batch.
+        :param report: an open text stream, or a callable opening one (called only once every row
+            passed validation); one JSON line per row is written to it.
+        :param max_failed_rows: how many failed rows the result lists.
+        :param progress_interval: seconds between progress lines in the log.
+        :return: counts, duration, rate and the first failed rows.
+        :raises HilosValidationError: invalid rows (nothing was sent), unless ``skip_invalid_rows``.
+        :raises HilosBatchError: the failure policy says the batch failed (the result is attached).
+        """
+        from airflow_provider_hilos.batch import BatchUpdater, rows_from_updates
+
+        self.ensure_pool(max_concurrency)
+        updater = BatchUpdater(
+            self, max_concurrency=max_concurrency, max_requests_per_second=max_requests_per_second,
+            failure_policy=failure_policy, max_failed_ratio=max_failed_ratio, skip_invalid_rows=skip_invalid_rows,
+            report=report, max_failed_rows=max_failed_rows, progress_interval=progress_interval,
+        )
+        result = updater.run(updates if callable(updates) else rows_from_updates(updates))
+        updater.check(result)
+        return result
+
+    def ensure_pool(self, size: int) -> None:
+        """Keep at least ``size`` connections open to the API (for ``size`` concurrent requests)."""
+        if size > self.pool_maxsize:
+            self.pool_maxsize = size
+            self.close()  # the next request opens a session with the larger pool
 
     def list_conversations(
         self, *, page: int = 1, page_size: int = 20, contact: str | None = None, search: str | None = None,
@@ -457,7 +513,7 @@ class HilosHook(BaseHook):
         except (HilosAPIError, HilosConfigurationError) as exc:
             return False, str(exc)
         except Exception as exc:  # the Test button must answer, whatever went wrong
-            return False, self._redact(f"Unexpected error testing Hilos connection: {type(exc).__name__}: {exc}")
+            return False, self.redact(f"Unexpected error testing Hilos connection: {type(exc).__name__}: {exc}")
         count = page.get("count") if isinstance(page, dict) else None
         seen = f" ({count} conversations visible)" if isinstance(count, int) else ""
         return True, f"Connected to Hilos at {self.base_url}: the API token was accepted{seen}."
@@ -473,6 +529,7 @@ class HilosHook(BaseHook):
         params: Mapping[str, Any] | None = None,
         conversation_id: str | None = None,
         max_attempts: int | None = None,
+        pacer: RequestPacer | None = None,
     ) -> Any:
         """Send one API request with the hook's timeouts and retries, and return its parsed JSON.
 
@@ -482,6 +539,7 @@ class HilosHook(BaseHook):
         :param params: query parameters, if any.
         :param conversation_id: named in error messages.
         :param max_attempts: override the hook's attempts for this call.
+        :param pacer: shared pacing of a batch: consulted before every attempt, told about 429s.
         :raises HilosAPIError: after the last attempt, or at once for errors not worth retrying.
         """
         settings = self.settings
@@ -490,14 +548,14 @@ class HilosHook(BaseHook):
         url_path = urlsplit(url).path
         attempts = max_attempts or self.max_attempts
         for attempt in range(1, attempts + 1):
-            retry_after: float | None = None
+            ticket = pacer.acquire() if pacer is not None else None
             try:
                 response = session.request(
                     method, url, json=json, params=params, timeout=self.timeout, allow_redirects=False
                 )
             except requests.exceptions.SSLError as exc:
                 raise HilosAPIError(
-                    self._redact(f"TLS error talking to {settings.base_url} ({method} {url_path}): {exc}. "
+                    self.redact(f"TLS error talking to {settings.base_url} ({method} {url_path}): {exc}. "
                                  "Check the connection's Base URL and the server certificate."),
                     method=method, path=url_path, attempts=attempt,
                 ) from None
@@ -507,14 +565,18 @@ class HilosHook(BaseHook):
                     self._wait(attempt, attempts, method, url_path, problem, None)
                     continue
                 raise HilosAPIError(
-                    self._redact(
+                    self.redact(
                         f"Hilos {method} {url_path}{_for(conversation_id)} failed after {attempt} attempt(s): "
                         f"{problem} talking to {settings.base_url}. Check the connection's Base URL and that "
                         "the API is reachable, or raise max_attempts / the timeouts."
                     ),
                     method=method, path=url_path, attempts=attempt,
                 ) from None
+            if response.status_code == 429 and pacer is not None:
+                pacer.throttled(parse_retry_after(response.headers.get("Retry-After")), ticket)
             if 200 <= response.status_code < 300:
+                if pacer is not None:
+                    pacer.succeeded()
                 try:
                     return response.json() if response.content else {}
                 except ValueError:
@@ -523,14 +585,14 @@ class HilosHook(BaseHook):
                         self._wait(attempt, attempts, method, url_path, problem, None)
                         continue
                     raise HilosAPIError(
-                        self._redact(
+                        self.redact(
                             f"Hilos {method} {url_path}{_for(conversation_id)} answered {problem} "
                             f"after {attempt} attempt(s); expected JSON."
                         ),
                         status_code=response.status_code, method=method, path=url_path, attempts=attempt,
                     ) from None
             if response.status_code in RETRYABLE_STATUS_CODES and attempt < attempts:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                retry_after: float | None = parse_retry_after(response.headers.get("Retry-After"))
                 response.close()
                 self._wait(attempt, attempts, method, url_path, f"HTTP {response.status_code}", retry_after)
                 continue
@@ -558,7 +620,8 @@ class HilosHook(BaseHook):
         )
         self._sleep(delay)
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
+        """``text`` with the connection's token (if loaded) replaced by ``***``."""
         settings = self.__dict__.get("settings")
         if settings is not None and settings.token:
             text = text.replace(settings.token, "***")
@@ -612,10 +675,10 @@ class HilosHook(BaseHook):
             message = f"Hilos answered {where}{_for(conversation_id)}: {summary}."
         response.close()
         return HilosAPIError(
-            self._redact(message),
+            self.redact(message),
             status_code=status, method=method, path=path,
-            detail=None if detail is None else self._redact(detail),
-            field_errors=json.loads(self._redact(json.dumps(field_errors, default=str))),
+            detail=None if detail is None else self.redact(detail),
+            field_errors=json.loads(self.redact(json.dumps(field_errors, default=str))),
             attempts=attempts,
         )
 

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_hilos.exceptions import HilosValidationError
+from airflow_provider_hilos.batch import (
+    FailurePolicy,
+    check_concurrency,
+    check_failure_policy,
+    check_ratio,
+    rows_from_json_lines,
+    rows_from_updates,
+)
+from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.links import CONVERSATION_URL_XCOM_KEY, HilosConversationLink
 from airflow_provider_hilos.models import show, validate_update
@@ -17,6 +25,8 @@ from airflow_provider_hilos.models import show, validate_update
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+#: XCom key of a batch's result (also its return value when it succeeds).
+BATCH_RESULT_XCOM_KEY = "hilos_batch_result"
 #: The explicit fields that may be given as operator arguments, overriding the payload's keys.
 OVERRIDE_FIELDS = ("status", "tags", "assigned", "assigned_team", "channel")
 
@@ -138,3 +148,110 @@ class ConversationUpdateOperator(BaseOperator):
             len(result.get("assigned") or []),
         )
         return result
+
+
+class ConversationBatchUpdateOperator(BaseOperator):
+    """Update many Hilos conversations in one task: validated first, then sent concurrently.
+
+    Use it past a few hundred conversations, where one mapped task per conversation costs seconds of
+    scheduler and worker time each and runs into ``max_map_length``. Every row is validated before any
+    request is sent; rows go out over one pooled session, ``max_concurrency`` at a time, paced by
+    ``max_requests_per_second``, and the whole batch slows down when the API answers 429.
+
+    :param updates: rows ``{"conversation_id": ..., <fields>}`` (fields as in
+        :class:`ConversationUpdateOperator`'s payload; a nested ``"payload"`` dict works too): a list,
+        an ``XComArg``, or a template rendering a JSON list (templated).
+    :param updates_path: instead of ``updates``: a JSON Lines file, one row per line, read as a stream
+        through Airflow's ``ObjectStoragePath`` (local path, ``file://``, ``s3://``, ``gs://`` ... with
+        the matching provider installed) (templated).
+    :param report_path: where to write the per-row report, one JSON line per row with its outcome
+        (``updated``, ``failed``, ``skipped``, ``not_sent``) (templated).
+    :param max_concurrency: requests in flight at once (1 to 256).
+    :param max_requests_per_second: client-side rate limit (``None``: no limit).
+    :param failure_policy: ``fail_at_end`` (default: send all, then fail if too many failed),
+        ``fail_fast`` (stop sending once too many failed) or ``never``.
+    :param max_failed_ratio: the share of rows that may fail without failing the task (default 0).
+    :param skip_invalid_rows: send the valid rows and report the invalid ones as skipped, instead of
+        refusing the whole batch before sending anything.
+    :param max_failed_rows: how many failed rows the XCom result lists (all are in the log and report).
+    :param progress_interval: seconds between progress lines (done/total, failures, req/s, ETA).
+    :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
+    :return: counts (``total``, ``updated``, ``failed``, ``skipped``, ``not_sent``), ``duration_seconds``,
+        ``rate_per_second``, ``throttled`` and the first ``failed_rows``; also pushed under the XCom key
+        ``hilos_batch_result`` when the task fails.
+    """
+
+    template_fields: Sequence[str] = ("updates", "updates_path", "report_path", "hilos_conn_id")
+    template_fields_renderers = {"updates": "json"}
+    ui_color = "#128c7e"
+
+    def __init__(
+        self,
+        *,
+        updates: list[dict[str, Any]] | str | None = None,
+        updates_path: str | None = None,
+        report_path: str | None = None,
+        max_concurrency: int = 16,
+        max_requests_per_second: float | None = None,
+        failure_policy: FailurePolicy | str = FailurePolicy.FAIL_AT_END,
+        max_failed_ratio: float = 0.0,
+        skip_invalid_rows: bool = False,
+        max_failed_rows: int = 100,
+        progress_interval: float = 10.0,
+        hilos_conn_id: str = HilosHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (updates is None) == (updates_path is None):
+            raise ValueError(
+                f"{type(self).__name__} {kwargs.get('task_id', '')!r}: give exactly one of updates "
+                "(a list of rows, e.g. an XComArg) or updates_path (a JSON Lines file)"
+            )
+        if max_requests_per_second is not None and max_requests_per_second <= 0:
+            raise ValueError(f"max_requests_per_second={max_requests_per_second!r} must be greater than 0")
+        self.updates = updates
+        self.updates_path = updates_path
+        self.report_path = report_path
+        self.max_concurrency = check_concurrency(max_concurrency)
+        self.max_requests_per_second = max_requests_per_second
+        self.failure_policy = check_failure_policy(failure_policy).value
+        self.max_failed_ratio = check_ratio(max_failed_ratio)
+        self.skip_invalid_rows = skip_invalid_rows
+        self.max_failed_rows = max_failed_rows
+        self.progress_interval = progress_interval
+        self.hilos_conn_id = hilos_conn_id
+
+    def _source(self) -> Any:
+        if self.updates_path is None:
+            return rows_from_updates(self.updates)
+        path = _storage_path(self.updates_path)
+        return rows_from_json_lines(lambda: path.open("r", encoding="utf-8"))
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        source = self._source()
+        hook = HilosHook(self.hilos_conn_id, pool_maxsize=self.max_concurrency)
+        report_path = self.report_path
+        report = (lambda: _storage_path(report_path).open("w", encoding="utf-8")) if report_path else None
+        try:
+            result = hook.update_conversations(
+                source, max_concurrency=self.max_concurrency, max_requests_per_second=self.max_requests_per_second,
+                failure_policy=self.failure_policy, max_failed_ratio=self.max_failed_ratio,
+                skip_invalid_rows=self.skip_invalid_rows, report=report, max_failed_rows=self.max_failed_rows,
+                progress_interval=self.progress_interval,
+            ).to_dict()
+        except HilosBatchError as exc:
+            exc.result["report_path"] = self.report_path
+            context["ti"].xcom_push(key=BATCH_RESULT_XCOM_KEY, value=exc.result)
+            raise
+        finally:
+            hook.close()
+        result["report_path"] = self.report_path
+        context["ti"].xcom_push(key=BATCH_RESULT_XCOM_KEY, value=result)
+        return result
+
+
+def _storage_path(path: Any) -> Any:
+    """An ``ObjectStoragePath`` for a path or URL (a plain path is a local file)."""
+    from airflow.sdk import ObjectStoragePath
+
+    return path if isinstance(path, ObjectStoragePath) else ObjectStoragePath(str(path))

@@ -57,3 +57,13 @@ with DAG("hilos_test_failures", schedule=None, start_date=START, catchup=False, 
     ConversationUpdateOperator(task_id="bad_payload", conversation_id=CID, payload='{"status": "DONE"}')
     ConversationUpdateOperator(task_id="unknown_conversation", conversation_id="{{ dag_run.conf['missing_id'] }}",
                                payload={"status": "NEW"})
+
+
+with DAG("hilos_test_batch", schedule=None, start_date=START, catchup=False, tags=["test"]):
+    from airflow_provider_hilos.operators.conversation import ConversationBatchUpdateOperator
+
+    @task
+    def batch_rows(**context) -> list[dict]:
+        return [{"conversation_id": cid, "status": "RESOLVED"} for cid in context["dag_run"].conf["ids"]]
+
+    ConversationBatchUpdateOperator(task_id="batch", updates=batch_rows(), max_concurrency=8)
