@@ -8,11 +8,12 @@ large the input is; responses are counted and dropped, never kept.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import IO, TYPE_CHECKING, Any
@@ -322,19 +323,22 @@ class BatchUpdater:
         allowed_failures = int(self.max_failed_ratio * (total - invalid))
         started = last_progress = time.monotonic()
         stop = False
-        in_flight: dict[Future, tuple[int, str]] = {}
+        # Workers put each outcome on a queue: collecting is O(1) per row however many are in flight.
+        done: queue.SimpleQueue[tuple[int, str, int | None, str | None]] = queue.SimpleQueue()
+        pending = 0
         with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="hilos-batch") as pool:
 
-            def drain(block: bool) -> None:
-                nonlocal stop, last_progress
-                if not in_flight:
-                    return
-                timeout = (self.progress_interval or None) if block else 0  # a blocking wait never spins
-                done, _ = wait(list(in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
-                for future in done:
-                    number, cid = in_flight.pop(future)
-                    status, error = future.result()
-                    self._record(result, number, cid, status, error)
+            def collect(block: bool) -> None:
+                nonlocal pending, stop, last_progress
+                wait_for = (self.progress_interval or None) if block else None  # a blocking wait never spins
+                while pending:
+                    try:
+                        outcome = done.get(block=block, timeout=wait_for) if block else done.get_nowait()
+                    except queue.Empty:
+                        break
+                    block = False  # got one: take whatever else is ready, then go on
+                    pending -= 1
+                    self._record(result, *outcome)
                 if (self.failure_policy is FailurePolicy.FAIL_FAST and result.failed > allowed_failures
                         and not stop):
                     stop = True
@@ -357,12 +361,13 @@ class BatchUpdater:
                     result.not_sent += 1
                     self._write({"row": number, "conversation_id": update.conversation_id, "outcome": "not_sent"})
                     continue
-                while len(in_flight) >= 2 * self.max_concurrency:
-                    drain(block=True)
-                in_flight[pool.submit(self._send, update)] = (number, update.conversation_id)
-                drain(block=False)
-            while in_flight:
-                drain(block=True)
+                while pending >= 2 * self.max_concurrency:
+                    collect(block=True)
+                pool.submit(self._send_into, done, number, update)
+                pending += 1
+                collect(block=False)
+            while pending:
+                collect(block=True)
         result.duration_seconds = round(time.monotonic() - started, 3)
         finished = result.updated + result.failed
         result.rate_per_second = round(finished / result.duration_seconds, 1) if result.duration_seconds else 0.0
@@ -388,6 +393,13 @@ class BatchUpdater:
             f"First failures: {first}",
             result=result.to_dict(),
         )
+
+    def _send_into(self, done: queue.SimpleQueue, number: int, update: ValidatedUpdate) -> None:
+        status, error = None, "the batch worker stopped before this row was sent"
+        try:
+            status, error = self._send(update)
+        finally:  # always report, or the batch would wait for this row forever
+            done.put((number, update.conversation_id, status, error))
 
     def _send(self, update: ValidatedUpdate) -> tuple[int | None, str | None]:
         try:

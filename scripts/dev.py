@@ -3,6 +3,7 @@
 
     python3 scripts/dev.py demo    # the CRM-sync example DAG end to end against a local Hilos sandbox
     python3 scripts/dev.py test    # the whole test suite (extra arguments go to pytest)
+    python3 scripts/dev.py bench   # the bulk-update benchmark (prints a table; a few minutes)
 
 Finds ``uv`` (or installs a pinned one into ``.bootstrap/``), syncs the locked environment
 (``uv sync --locked``) with this Python, then runs the command inside it.
@@ -65,13 +66,15 @@ def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):
         print("dev.py: Python >= 3.11 is required", file=sys.stderr)
         return 2
-    if not argv or argv[0] not in ("test", "demo"):
+    if not argv or argv[0] not in ("test", "demo", "bench"):
         print(__doc__, file=sys.stderr)
         return 2
     uv = find_uv()
     sync(uv)
     if argv[0] == "demo":
         return in_env(uv, "python", "scripts/demo.py", *argv[1:])
+    if argv[0] == "bench":
+        return in_env(uv, "python", "benchmarks/bench_batch.py", *argv[1:])
     code = in_env(uv, "pytest", *argv[1:])
     if code == PYTEST_NO_TESTS:
         print("dev.py: pytest collected no tests; that is a failure here", file=sys.stderr)

@@ -34,7 +34,7 @@ _HTML_500 = "<!doctype html>\n<html lang=\"en\">\n<head><title>Server Error (500
 class FaultConfig:
     """Fault and load knobs. Rates are shares of Hilos API requests (0 to 1), drawn independently.
 
-    :param latency_ms: fixed delay before every API answer.
+    :param latency_ms: every API answer leaves this long after its request arrived (processing included).
     :param jitter_ms: extra random delay, uniform in ``[0, jitter_ms]``.
     :param rate_limit_per_second: a token-bucket limit; past it, 429 with ``Retry-After``.
     :param rate_limit_burst: the bucket's size.
@@ -46,6 +46,7 @@ class FaultConfig:
     :param slow_rate: share answered only after ``slow_seconds`` (after the update is applied).
     :param slow_seconds: how slow a slow answer is.
     :param truncate_rate: share answered 200 with truncated JSON (after the update is applied).
+    :param html_rate: share answered 200 with an HTML page instead of JSON (after the update is applied).
     :param seed: seed of the fault dice (same seed, same sequence of faults).
     """
 
@@ -61,6 +62,7 @@ class FaultConfig:
     slow_rate: float = 0.0
     slow_seconds: float = 0.0
     truncate_rate: float = 0.0
+    html_rate: float = 0.0
     seed: int = 0
 
     @classmethod
@@ -135,7 +137,8 @@ class FaultInjector:
         if cfg.error_rate and rng.random() < cfg.error_rate:
             status = str(rng.choice(cfg.error_statuses))
             return status, (cfg.retry_after_seconds if status == "503" else None)
-        for kind, rate in (("drop", cfg.drop_rate), ("slow", cfg.slow_rate), ("truncate", cfg.truncate_rate)):
+        for kind, rate in (("drop", cfg.drop_rate), ("slow", cfg.slow_rate), ("truncate", cfg.truncate_rate),
+                           ("html200", cfg.html_rate)):
             if rate and rng.random() < rate:
                 return kind, None
         return "ok", None
@@ -258,6 +261,10 @@ class SandboxApp:
         async def conversations() -> list[str]:
             return self.state.conversation_ids()
 
+        @router.get("/state")
+        async def state() -> dict[str, Any]:
+            return {"conversations": self.state.snapshot(), "requests": self.state.request_count}
+
         @router.get("/conversations/{conversation_id}")
         async def conversation(conversation_id: str) -> Response:
             try:
@@ -332,13 +339,15 @@ class SandboxApp:
             "headers": self._shown_headers(scope.get("headers", [])),
             "body": _decode_body(raw),
         }
-        if delay := self.faults.delay():
-            await asyncio.sleep(delay)
+        # The answer leaves `latency` after the request arrived (the sandbox's own processing counts
+        # towards it, as a real API's does), or when processing is done if that takes longer.
+        answer_at = time.monotonic() + self.faults.delay()
         kind, wait = self.faults.choose()
         entry["fault"] = kind
         if kind in ("429", "500", "502", "503"):
             entry["status"] = int(kind)
             self.state.log_request(entry)
+            await _sleep_until(answer_at)
             await _fault_response(send, kind, wait)
             return
 
@@ -358,6 +367,7 @@ class SandboxApp:
         body = b"".join(body_parts)
         entry["status"] = start.get("status")
         self.state.log_request(entry)
+        await _sleep_until(answer_at)
         if kind == "drop":
             await send(start)  # announces the full Content-Length, then sends half and hangs up
             await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
@@ -373,6 +383,11 @@ class SandboxApp:
         await send({"type": "http.response.body", "body": body})
 
 
+async def _sleep_until(moment: float) -> None:
+    if (left := moment - time.monotonic()) > 0:
+        await asyncio.sleep(left)
+
+
 def _decode_body(raw: bytes) -> Any:
     if not raw:
         return None
@@ -386,7 +401,7 @@ async def _fault_response(send: Any, kind: str, wait: float | None) -> None:
     status = int(kind)
     headers: list[tuple[bytes, bytes]] = []
     if kind == "429":
-        seconds = math.ceil(wait or 1)
+        seconds = math.ceil(wait) if wait is not None else 1
         body = json.dumps({"detail": f"Request was throttled. Expected available in {seconds} seconds."}).encode()
         ctype = b"application/json"
         headers.append((b"retry-after", str(seconds).encode()))

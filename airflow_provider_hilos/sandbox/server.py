@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--slow-rate", type=float, default=0.0)
     faults.add_argument("--slow-seconds", type=float, default=0.0)
     faults.add_argument("--truncate-rate", type=float, default=0.0, help="share answered with truncated JSON")
+    faults.add_argument("--html-rate", type=float, default=0.0, help="share answered 200 with an HTML page")
     faults.add_argument("--fault-seed", type=int, default=0)
     parser.add_argument("--request-log-limit", type=int, default=10_000)
     return parser
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         rate_limit_burst=args.rate_limit_burst, retry_after_seconds=args.retry_after,
         throttle_rate=args.throttle_rate, error_rate=args.error_rate, drop_rate=args.drop_rate,
         slow_rate=args.slow_rate, slow_seconds=args.slow_seconds, truncate_rate=args.truncate_rate,
-        seed=args.fault_seed,
+        html_rate=args.html_rate, seed=args.fault_seed,
     )
     try:
         sandbox = HilosSandbox(

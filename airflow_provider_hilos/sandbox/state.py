@@ -120,6 +120,11 @@ class SandboxState:
                 raise NotFound(conversation_id)
             return copy.deepcopy(conv)
 
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Every conversation, by id (a deep copy)."""
+        with self._lock:
+            return copy.deepcopy(self.data.conversations)
+
     def conversation_ids(self) -> list[str]:
         with self._lock:
             return list(self.data.conversations)

@@ -67,3 +67,19 @@ with DAG("hilos_test_batch", schedule=None, start_date=START, catchup=False, tag
         return [{"conversation_id": cid, "status": "RESOLVED"} for cid in context["dag_run"].conf["ids"]]
 
     ConversationBatchUpdateOperator(task_id="batch", updates=batch_rows(), max_concurrency=8)
+
+
+with DAG("hilos_test_secrecy", schedule=None, start_date=START, catchup=False, tags=["test"]):
+    from airflow_provider_hilos.operators.conversation import ConversationBatchUpdateOperator
+
+    ConversationUpdateOperator(task_id="succeeds", conversation_id=CID, payload={"status": "RESOLVED"})
+    ConversationUpdateOperator(task_id="unauthorized", conversation_id=CID, payload={"status": "NEW"},
+                               hilos_conn_id="hilos_bad_token")
+    ConversationUpdateOperator(task_id="server_errors_exhausted", conversation_id=CID, payload={"status": "NEW"},
+                               hilos_conn_id="hilos_failing")
+    ConversationUpdateOperator(task_id="bad_payload", conversation_id=CID, payload="{'status': 'DONE', 'x': 1}")
+    ConversationBatchUpdateOperator(
+        task_id="batch_with_failures", hilos_conn_id="hilos_failing", max_concurrency=2,
+        updates=[{"conversation_id": CID, "status": "CLOSED"},
+                 {"conversation_id": "{{ dag_run.conf['missing_id'] }}", "status": "CLOSED"}],
+    )
