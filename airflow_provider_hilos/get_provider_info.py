@@ -12,8 +12,8 @@ from airflow_provider_hilos import __version__
 
 DEFAULT_BASE_URL = "https://api.hilos.io"
 DEFAULT_WEB_BASE_URL = "https://app.hilos.io"
-DEFAULT_AUTH_HEADER = "Authorization"
-DEFAULT_AUTH_PREFIX = "Token"
+DEFAULT_HEADER_NAME = "Authorization"
+DEFAULT_AUTH_SCHEME = "Token"
 #: Seconds to open the TCP/TLS connection: a healthy API needs well under one second; ten seconds
 #: ride out a slow DNS answer or a lost SYN (retransmitted after 1 s and 3 s) and still fail fast.
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -23,18 +23,20 @@ DEFAULT_READ_TIMEOUT = 30.0
 #: Attempts per request (the first one included) for 429, 5xx gateway errors, timeouts, resets.
 DEFAULT_MAX_ATTEMPTS = 5
 
+#: The connection form's extra fields. Their names must not look secret to Airflow's masker
+#: ("auth_header", "token", ... are hidden as ***), or the form would show and save "***".
 CONN_FIELDS: dict[str, dict[str, Any]] = {
-    "auth_header": {
-        "label": "Auth header name",
+    "header_name": {
+        "label": "Token header name",
         "description": "HTTP header that carries the token. Hilos: Authorization. "
         "Some account hosts (…/api/3) expect a header named Token.",
-        "schema": {"type": ["string", "null"], "default": DEFAULT_AUTH_HEADER},
+        "schema": {"type": ["string", "null"], "default": DEFAULT_HEADER_NAME},
     },
-    "auth_prefix": {
-        "label": "Auth value prefix",
-        "description": "Text before the token in that header. Hilos: Token (sends 'Token <key>'). "
+    "auth_scheme": {
+        "label": "Auth scheme",
+        "description": "The word before the token in that header. Hilos: Token (sends 'Token <key>'). "
         "Leave empty to send the bare token.",
-        "schema": {"type": ["string", "null"], "default": DEFAULT_AUTH_PREFIX},
+        "schema": {"type": ["string", "null"], "default": DEFAULT_AUTH_SCHEME},
     },
     "connect_timeout": {
         "label": "Connect timeout (seconds)",

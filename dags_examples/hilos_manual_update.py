@@ -32,7 +32,9 @@ with DAG(
         ),
         "status": Param(
             None, type=["null", "string"], enum=[None, *[s.value for s in ConversationStatus]], title="Status",
-            description="New status; empty keeps the current one.",
+            values_display={None: "(keep the current status)",
+                            **{s.value: s.value.replace("_", " ").capitalize() for s in ConversationStatus}},
+            description="The new status, from the dropdown.",
         ),
         "tags": Param(
             None, type=["null", "array"], items={"type": "string", "maxLength": 100}, title="Tags",
@@ -40,7 +42,8 @@ with DAG(
         ),
         "assignees": Param(
             None, type=["null", "array"], items={"type": "integer"}, title="Assignees",
-            description="Hilos user ids, one per line. They replace the assignees; empty keeps them.",
+            description="Hilos user ids as a JSON list, e.g. [3, 7]. They replace the assignees; "
+            "null keeps them, [] removes them all.",
         ),
         "team": Param(None, type=["null", "integer"], minimum=1, title="Team", description="Team id; empty keeps it."),
         "dry_run": Param(False, type="boolean", title="Dry run", description="Validate and log, send nothing."),

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 UV_VERSION = "0.13.9"
 BOOTSTRAP = ROOT / ".bootstrap"
+CHROMIUM = "/usr/bin/chromium"
 PYTEST_NO_TESTS = 5
 
 
@@ -44,6 +45,21 @@ def find_uv() -> str:
         return str(target / "bin" / "uv")
     subprocess.run([*pip, "install", "--quiet", "--disable-pip-version-check", f"uv=={UV_VERSION}"], check=True)
     return str(uv)
+
+
+def ensure_chromium() -> None:
+    """The end-to-end tests drive Debian's Chromium (no browser is downloaded): install it if missing."""
+    if Path(CHROMIUM).exists():
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        print(f"dev.py: {CHROMIUM} is missing and cannot be installed here (needs root and apt-get); "
+              "install the 'chromium' package, or the end-to-end tests will fail", file=sys.stderr)
+        return
+    print("dev.py: installing Debian's chromium for the end-to-end tests ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([apt, "update", "-qq"], check=True, env=env)
+    subprocess.run([apt, "install", "-y", "-qq", "--no-install-recommends", "chromium"], check=True, env=env)
 
 
 def uv_env() -> dict[str, str]:
@@ -75,6 +91,7 @@ def main(argv: list[str]) -> int:
         return in_env(uv, "python", "scripts/demo.py", *argv[1:])
     if argv[0] == "bench":
         return in_env(uv, "python", "benchmarks/bench_batch.py", *argv[1:])
+    ensure_chromium()
     code = in_env(uv, "pytest", *argv[1:])
     if code == PYTEST_NO_TESTS:
         print("dev.py: pytest collected no tests; that is a failure here", file=sys.stderr)

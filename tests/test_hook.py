@@ -73,8 +73,8 @@ def test_uri_form_connection_keeps_path_prefix(monkeypatch, requests_mock):
     assert HilosHook().update_conversation(CID, {"status": "NEW"}) == EDIT
 
 
-def test_auth_header_and_prefix_configurable(hilos_conn, requests_mock):
-    hilos_conn(host="https://acme.api-us1.com/api/3", extra={"auth_header": "Token", "auth_prefix": ""})
+def test_header_name_and_prefix_configurable(hilos_conn, requests_mock):
+    hilos_conn(host="https://acme.api-us1.com/api/3", extra={"header_name": "Token", "auth_scheme": ""})
     requests_mock.patch(f"https://acme.api-us1.com/api/3/channel/whatsapp/inbox/conversation/{CID}/update", json=EDIT)
     HilosHook().update_conversation(CID, {"status": "NEW"})
     headers = requests_mock.last_request.headers
@@ -83,7 +83,7 @@ def test_auth_header_and_prefix_configurable(hilos_conn, requests_mock):
 
 
 def test_old_style_prefixed_extras_are_read(hilos_conn, requests_mock):
-    hilos_conn(extra={"extra__hilos__auth_prefix": "Bearer", "extra__hilos__read_timeout": "12"})
+    hilos_conn(extra={"extra__hilos__auth_scheme": "Bearer", "extra__hilos__read_timeout": "12"})
     requests_mock.patch(URL, json=EDIT)
     hook = HilosHook()
     hook.update_conversation(CID, {"status": "NEW"})
@@ -312,7 +312,7 @@ def test_redirects_are_not_followed(hook, requests_mock):
         ({"extra": {"connect_timeout": 0}}, "must be greater than 0"),
         ({"extra": {"max_attempts": 0}}, "must be at least 1"),
         ({"extra": {"max_attempts": 2.5}}, "is not a whole number"),
-        ({"extra": {"auth_header": "Bad Header"}}, "not a valid header name"),
+        ({"extra": {"header_name": "Bad Header"}}, "not a valid header name"),
     ],
 )
 def test_connection_mistakes_are_explained(hilos_conn, requests_mock, conn, match):

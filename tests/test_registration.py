@@ -63,14 +63,24 @@ def test_connection_form_declared_the_airflow_32_way():
 
     pm = ProvidersManager()
     widgets = pm.connection_form_widgets
-    for field in ("auth_header", "auth_prefix", "connect_timeout", "read_timeout", "max_attempts", "web_base_url",
+    for field in ("header_name", "auth_scheme", "connect_timeout", "read_timeout", "max_attempts", "web_base_url",
                   "allow_insecure_http"):
         assert f"extra__hilos__{field}" in widgets, field
-    assert widgets["extra__hilos__auth_prefix"].field["value"] == "Token"
+    assert widgets["extra__hilos__auth_scheme"].field["value"] == "Token"
     behaviour = pm.field_behaviours["hilos"]
     assert behaviour["relabeling"] == {"host": "Base URL", "password": "API token"}
     assert set(behaviour["hidden_fields"]) == {"schema", "login", "port", "extra"}
     assert behaviour["placeholders"]["host"] == "https://api.hilos.io"
+
+
+def test_form_field_names_are_not_masked_as_secrets():
+    """Airflow hides values of extras whose names look secret; the form must show our defaults."""
+    from airflow.sdk._shared.secrets_masker import should_hide_value_for_key
+
+    from airflow_provider_hilos.get_provider_info import CONN_FIELDS
+
+    assert [name for name in CONN_FIELDS if should_hide_value_for_key(name)] == []
+    assert should_hide_value_for_key("auth_header")  # the check can fail: this name would be hidden
 
 
 @pytest.mark.parametrize("module", ["airflow_provider_hilos.hooks.hilos", "airflow_provider_hilos.operators.conversation"])

@@ -218,10 +218,10 @@ def test_slow_answers_trip_the_hooks_read_timeout(sandbox, monkeypatch):
     assert len(sandbox.requests()) == 2
 
 
-def test_prefix_and_custom_auth_header_with_the_hook(monkeypatch):
-    with HilosSandbox(conversations=3, token=TEST_TOKEN, prefix="/api/3", auth_header="Token", auth_prefix="") as sb:
+def test_prefix_and_custom_header_name_with_the_hook(monkeypatch):
+    with HilosSandbox(conversations=3, token=TEST_TOKEN, prefix="/api/3", header_name="Token", auth_scheme="") as sb:
         assert sb.url.endswith("/api/3")
-        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json(auth_header="Token", auth_prefix=""))
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json(header_name="Token", auth_scheme=""))
         cid = sb.conversation_ids()[0]
         assert HilosHook().update_conversation(cid, {"status": "CLOSED"})["status"] == "CLOSED"
         assert sb.requests()[-1]["path"] == f"/api/3/channel/whatsapp/inbox/conversation/{cid}/update"

@@ -28,8 +28,8 @@ from airflow_provider_hilos.exceptions import (
     HilosConfigurationError,
 )
 from airflow_provider_hilos.get_provider_info import (
-    DEFAULT_AUTH_HEADER,
-    DEFAULT_AUTH_PREFIX,
+    DEFAULT_HEADER_NAME,
+    DEFAULT_AUTH_SCHEME,
     DEFAULT_BASE_URL,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_ATTEMPTS,
@@ -60,8 +60,8 @@ class HilosConnectionSettings:
     conn_id: str
     base_url: str
     token: str
-    auth_header: str = DEFAULT_AUTH_HEADER
-    auth_prefix: str = DEFAULT_AUTH_PREFIX
+    header_name: str = DEFAULT_HEADER_NAME
+    auth_scheme: str = DEFAULT_AUTH_SCHEME
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -70,19 +70,19 @@ class HilosConnectionSettings:
     def __repr__(self) -> str:
         return (
             f"HilosConnectionSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, token='***', "
-            f"auth_header={self.auth_header!r}, auth_prefix={self.auth_prefix!r}, "
+            f"header_name={self.header_name!r}, auth_scheme={self.auth_scheme!r}, "
             f"timeout=({self.connect_timeout}, {self.read_timeout}), max_attempts={self.max_attempts})"
         )
 
     @property
     def auth_value(self) -> str:
         """The value of the auth header, e.g. ``Token <key>``."""
-        return f"{self.auth_prefix} {self.token}" if self.auth_prefix else self.token
+        return f"{self.auth_scheme} {self.token}" if self.auth_scheme else self.token
 
     @property
     def auth_display(self) -> str:
         """The auth header as it may be shown to a person: ``Authorization: Token ***``."""
-        return f"{self.auth_header}: {self.auth_prefix + ' ' if self.auth_prefix else ''}***"
+        return f"{self.header_name}: {self.auth_scheme + ' ' if self.auth_scheme else ''}***"
 
 
 def _extra(extras: Mapping[str, Any], key: str, *, keep_empty: bool = False) -> Any:
@@ -201,19 +201,19 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
     base_url = parse_base_url(
         conn.host, conn_id=conn_id, schema=conn.schema, port=conn.port, allow_insecure_http=allow_http
     )
-    auth_header = _extra(extras, "auth_header")
-    auth_header = DEFAULT_AUTH_HEADER if auth_header is None else str(auth_header).strip()
-    if not auth_header or not all(ch.isalnum() or ch in "-_" for ch in auth_header):
+    header_name = _extra(extras, "header_name")
+    header_name = DEFAULT_HEADER_NAME if header_name is None else str(header_name).strip()
+    if not header_name or not all(ch.isalnum() or ch in "-_" for ch in header_name):
         raise HilosConfigurationError(
-            f"Hilos connection {conn_id!r}: extra auth_header={auth_header!r} is not a valid header name; "
-            f"use {DEFAULT_AUTH_HEADER!r} (Hilos) or e.g. 'Token'"
+            f"Hilos connection {conn_id!r}: extra header_name={header_name!r} is not a valid header name; "
+            f"use {DEFAULT_HEADER_NAME!r} (Hilos) or e.g. 'Token'"
         )
-    auth_prefix = _extra(extras, "auth_prefix", keep_empty=True)
-    auth_prefix = DEFAULT_AUTH_PREFIX if auth_prefix is None else str(auth_prefix).strip()
-    if any(ch.isspace() or not ch.isprintable() for ch in auth_prefix):
+    auth_scheme = _extra(extras, "auth_scheme", keep_empty=True)
+    auth_scheme = DEFAULT_AUTH_SCHEME if auth_scheme is None else str(auth_scheme).strip()
+    if any(ch.isspace() or not ch.isprintable() for ch in auth_scheme):
         raise HilosConfigurationError(
-            f"Hilos connection {conn_id!r}: extra auth_prefix={auth_prefix!r} must be one word, "
-            f"e.g. {DEFAULT_AUTH_PREFIX!r}, or empty for a bare token"
+            f"Hilos connection {conn_id!r}: extra auth_scheme={auth_scheme!r} must be one word, "
+            f"e.g. {DEFAULT_AUTH_SCHEME!r}, or empty for a bare token"
         )
     values: dict[str, Any] = {}
     for field, integer in (("connect_timeout", False), ("read_timeout", False), ("max_attempts", True)):
@@ -224,8 +224,8 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
         conn_id=conn_id,
         base_url=base_url,
         token=token,
-        auth_header=auth_header,
-        auth_prefix=auth_prefix,
+        header_name=header_name,
+        auth_scheme=auth_scheme,
         web_base_url=web_base_url,
         **values,
     )
@@ -278,7 +278,7 @@ class HilosHook(BaseHook):
 
     The connection's *Base URL* (host) defaults to ``https://api.hilos.io`` and may carry a path
     prefix (``https://youraccount.api-us1.com/api/3``); its *API token* (password) is sent as
-    ``Authorization: Token <token>`` unless the extras ``auth_header`` / ``auth_prefix`` say otherwise.
+    ``Authorization: Token <token>`` unless the extras ``header_name`` / ``auth_scheme`` say otherwise.
 
     Nothing is looked up or sent until the first request: creating a hook is free.
     One pooled ``requests.Session`` serves every request of the hook. Requests answered 429,
@@ -383,7 +383,7 @@ class HilosHook(BaseHook):
             {
                 "Accept": "application/json",
                 "User-Agent": user_agent(),
-                settings.auth_header: settings.auth_value,
+                settings.header_name: settings.auth_value,
             }
         )
         return session
@@ -648,7 +648,7 @@ class HilosHook(BaseHook):
                 f"Hilos rejected the API token of connection {settings.conn_id!r} ({where}: {summary}). "
                 f"Put a valid token from {TOKEN_HELP_URL} in the connection's 'API token' field"
                 + (f" and check its auth header settings (sent as '{settings.auth_display}')"
-                   if (settings.auth_header, settings.auth_prefix) != (DEFAULT_AUTH_HEADER, DEFAULT_AUTH_PREFIX)
+                   if (settings.header_name, settings.auth_scheme) != (DEFAULT_HEADER_NAME, DEFAULT_AUTH_SCHEME)
                    else "")
                 + ("; if the token is right, it lacks permission for this request" if status == 403 else "")
                 + "."

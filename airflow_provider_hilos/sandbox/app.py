@@ -154,31 +154,31 @@ class SandboxApp:
     :param state: the data.
     :param token: the API token the sandbox accepts.
     :param prefix: a path prefix for the Hilos endpoints, e.g. ``/api/3``.
-    :param auth_header: the header that carries the token.
-    :param auth_prefix: the word before the token in that header (empty: bare token).
+    :param header_name: the header that carries the token.
+    :param auth_scheme: the word before the token in that header (empty: bare token).
     :param faults: the fault injector.
     """
 
-    def __init__(self, state: SandboxState, *, token: str, prefix: str = "", auth_header: str = "Authorization",
-                 auth_prefix: str = "Token", faults: FaultInjector | None = None) -> None:
+    def __init__(self, state: SandboxState, *, token: str, prefix: str = "", header_name: str = "Authorization",
+                 auth_scheme: str = "Token", faults: FaultInjector | None = None) -> None:
         self.state = state
         self.token = token
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-        self.auth_header = auth_header.lower()
-        self.auth_prefix = auth_prefix
+        self.header_name = header_name.lower()
+        self.auth_scheme = auth_scheme
         self.faults = faults or FaultInjector()
-        self.expected_auth = f"{auth_prefix} {token}" if auth_prefix else token
+        self.expected_auth = f"{auth_scheme} {token}" if auth_scheme else token
         self.app = self._build()
 
     # -- helpers ------------------------------------------------------------------------------
 
     def _auth_error(self, request: Request) -> JSONResponse | None:
-        value = request.headers.get(self.auth_header)
+        value = request.headers.get(self.header_name)
         if not value:
             return _json(401, {"detail": "Authentication credentials were not provided."},
-                         {"WWW-Authenticate": self.auth_prefix or "Token"})
+                         {"WWW-Authenticate": self.auth_scheme or "Token"})
         if value != self.expected_auth:
-            return _json(401, {"detail": "Invalid token."}, {"WWW-Authenticate": self.auth_prefix or "Token"})
+            return _json(401, {"detail": "Invalid token."}, {"WWW-Authenticate": self.auth_scheme or "Token"})
         return None
 
     def _shown_headers(self, headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -186,9 +186,9 @@ class SandboxApp:
         shown: dict[str, str] = {}
         for raw_name, raw_value in headers:
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-            if name == self.auth_header or name in ("authorization", "token"):
+            if name == self.header_name or name in ("authorization", "token"):
                 if value == self.expected_auth:
-                    value = f"{self.auth_prefix} {TOKEN_PLACEHOLDER}" if self.auth_prefix else TOKEN_PLACEHOLDER
+                    value = f"{self.auth_scheme} {TOKEN_PLACEHOLDER}" if self.auth_scheme else TOKEN_PLACEHOLDER
                 else:
                     value = "<not the sandbox token>"
             elif len(self.token) >= 8 and self.token in value:

@@ -41,8 +41,8 @@ class HilosSandbox:
     :param conversations: how many conversations to seed.
     :param seed: the seed of the data (same seed, same conversations).
     :param prefix: a path prefix for the API, e.g. ``/api/3`` (account-host style).
-    :param auth_header: the header that carries the token.
-    :param auth_prefix: the word before the token (``Token``); empty for a bare token.
+    :param header_name: the header that carries the token.
+    :param auth_scheme: the word before the token (``Token``); empty for a bare token.
     :param faults: fault and load knobs (:class:`~airflow_provider_hilos.sandbox.app.FaultConfig` or a dict).
     :param request_log_limit: how many requests the log keeps.
     """
@@ -56,8 +56,8 @@ class HilosSandbox:
         conversations: int = 100,
         seed: int = 7,
         prefix: str = "",
-        auth_header: str = "Authorization",
-        auth_prefix: str = "Token",
+        header_name: str = "Authorization",
+        auth_scheme: str = "Token",
         faults: FaultConfig | dict[str, Any] | None = None,
         request_log_limit: int = 10_000,
     ) -> None:
@@ -68,8 +68,8 @@ class HilosSandbox:
         self.state = SandboxState(conversations=conversations, seed=seed, request_log_limit=request_log_limit)
         config = FaultConfig.from_dict(faults) if isinstance(faults, dict) else faults
         self.faults = FaultInjector(config)
-        self.asgi = SandboxApp(self.state, token=self.token, prefix=prefix, auth_header=auth_header,
-                               auth_prefix=auth_prefix, faults=self.faults)
+        self.asgi = SandboxApp(self.state, token=self.token, prefix=prefix, header_name=header_name,
+                               auth_scheme=auth_scheme, faults=self.faults)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--conversations", type=int, default=100, help="conversations to seed (default 100)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the data (default 7)")
     parser.add_argument("--prefix", default="", help="path prefix of the API, e.g. /api/3")
-    parser.add_argument("--auth-header", default="Authorization", help="header carrying the token")
-    parser.add_argument("--auth-prefix", default="Token", help="word before the token ('' for a bare token)")
+    parser.add_argument("--header-name", default="Authorization", help="header carrying the token")
+    parser.add_argument("--auth-scheme", default="Token", help="word before the token ('' for a bare token)")
     faults = parser.add_argument_group("faults and load")
     faults.add_argument("--latency-ms", type=float, default=0.0)
     faults.add_argument("--jitter-ms", type=float, default=0.0)
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sandbox = HilosSandbox(
             port=args.port, host=args.host, token=args.token, conversations=args.conversations, seed=args.seed,
-            prefix=args.prefix, auth_header=args.auth_header, auth_prefix=args.auth_prefix, faults=faults,
+            prefix=args.prefix, header_name=args.header_name, auth_scheme=args.auth_scheme, faults=faults,
             request_log_limit=args.request_log_limit,
         ).start()
     except (ValueError, OSError) as exc:

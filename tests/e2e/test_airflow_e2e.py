@@ -1,0 +1,213 @@
+"""End to end in a real Airflow 3: scheduler, LocalExecutor, the REST API, and the UI in a browser.
+
+Starts api-server, scheduler, dag-processor and triggerer on loopback (SQLite, a throwaway
+AIRFLOW_HOME, ``dags_examples/`` as the DAGs folder) with the Hilos sandbox behind ``hilos_default``,
+then checks what users do every day. Run alone with ``pytest -m e2e``. Screenshots are saved under
+``test-artifacts/e2e/``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from airflow_provider_hilos.sandbox import HilosSandbox
+from tests.conftest import EXAMPLE_DAGS, ROOT
+from tests.e2e.airflow_deployment import ADMIN, AirflowDeployment
+
+pytestmark = pytest.mark.e2e
+
+SANDBOX_TOKEN = "hilos-E2E-token-Vq8Wn3Tz"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update"]
+ARTIFACTS = ROOT / "test-artifacts" / "e2e"
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with HilosSandbox(conversations=40, seed=7, token=SANDBOX_TOKEN) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def airflow(sandbox):
+    deployment = AirflowDeployment(EXAMPLE_DAGS, {"AIRFLOW_CONN_HILOS_DEFAULT": sandbox.connection_json()})
+    atexit.register(deployment.stop)  # even if the session is interrupted
+    deployment.start()
+    try:
+        for dag_id in ("hilos_crm_sync", "hilos_manual_update"):
+            deployment.wait_for_dag(dag_id)
+        yield deployment
+    finally:
+        deployment.stop()
+        logs = deployment.home / "logs"
+        if logs.exists():  # keep the task logs next to the screenshots, then drop the rest
+            shutil.copytree(logs, ARTIFACTS / "task-logs", dirs_exist_ok=True)
+        deployment.cleanup()
+
+
+@pytest.fixture(scope="module")
+def crm_sync_started(airflow):
+    """Unpause the scheduled CRM sync early: the scheduler runs it while the other checks go on."""
+    response = airflow.api("PATCH", "/api/v2/dags/hilos_crm_sync", json={"is_paused": False})
+    assert response.status_code == 200, response.text
+    return time.monotonic()
+
+
+def patches_for(sandbox, conversation_id: str) -> list[dict]:
+    return [r for r in sandbox.requests() if r["method"] == "PATCH" and conversation_id in r["path"]]
+
+
+def test_provider_and_connection_type_are_registered(airflow, crm_sync_started):
+    providers = airflow.api("GET", "/api/v2/providers").json()["providers"]
+    assert "airflow-provider-hilos" in {p["package_name"] for p in providers}
+    (meta,) = [h for h in airflow.api("GET", "/ui/connections/hook_meta").json() if h["connection_type"] == "hilos"]
+    assert meta["hook_name"] == "Hilos"
+    assert meta["hook_class_name"] == "airflow_provider_hilos.hooks.hilos.HilosHook"
+    fields = meta["standard_fields"]
+    assert (fields["host"]["title"], fields["host"]["placeholder"]) == ("Base URL", "https://api.hilos.io")
+    assert fields["password"]["title"] == "API token"
+    assert all(fields[f]["hidden"] for f in ("login", "port", "url_schema"))
+    extras = meta["extra_fields"]
+    assert {"header_name", "auth_scheme", "connect_timeout", "read_timeout", "max_attempts", "web_base_url",
+            "allow_insecure_http"} <= set(extras)
+    assert extras["header_name"]["value"] == "Authorization"  # shown, not masked as a secret
+    assert extras["auth_scheme"]["value"] == "Token"
+
+
+def test_connection_test_button(airflow, sandbox):
+    body = {"connection_id": "hilos_e2e", "conn_type": "hilos", "host": sandbox.url, "password": SANDBOX_TOKEN}
+    ok = airflow.api("POST", "/api/v2/connections/test", json=body).json()
+    assert ok["status"] is True, ok
+    assert ok["message"].startswith(f"Connected to Hilos at {sandbox.url}: the API token was accepted")
+    wrong = airflow.api("POST", "/api/v2/connections/test", json={**body, "password": "wrong-" + SANDBOX_TOKEN}).json()
+    assert wrong["status"] is False
+    assert "rejected the API token" in wrong["message"] and "HTTP 401" in wrong["message"]
+    assert SANDBOX_TOKEN not in wrong["message"] and SANDBOX_TOKEN not in ok["message"]
+    tests = [r for r in sandbox.requests() if r["path"].endswith("/channel/whatsapp/inbox/conversation")]
+    assert len(tests) == 2 and all(r["method"] == "GET" and "page_size=1" in r["query"] for r in tests)
+
+
+def test_trigger_manual_dag_with_a_valid_conf(airflow, sandbox):
+    cid = sandbox.conversation_ids()[20]
+    assert airflow.api("PATCH", "/api/v2/dags/hilos_manual_update", json={"is_paused": False}).status_code == 200
+    conf = {"conversation_id": cid, "status": "RESOLVED", "tags": ["vip", "e2e"], "assignees": [4], "team": 2}
+    response = airflow.api("POST", "/api/v2/dags/hilos_manual_update/dagRuns",
+                           json={"logical_date": None, "conf": conf})
+    assert response.status_code == 200, response.text
+    run = airflow.wait_for_run("hilos_manual_update", response.json()["dag_run_id"])
+    assert run["state"] == "success", airflow.log_tail("scheduler")
+    conv = sandbox.conversation(cid)
+    assert (conv["status"], conv["assigned"], conv["assigned_team"]) == ("RESOLVED", [{"id": 4}], 2)
+    assert [t["name"] for t in conv["tags"]] == ["vip", "e2e"]
+
+
+@pytest.mark.parametrize("conf", [{"conversation_id": "CID", "status": "FINISHED"},
+                                  {"conversation_id": "not-a-uuid", "status": "CLOSED"}], ids=["bad status", "bad id"])
+def test_conf_violating_the_param_schema_is_refused_at_trigger_time(airflow, sandbox, conf):
+    cid = sandbox.conversation_ids()[30]
+    conf = {**conf, "conversation_id": conf["conversation_id"].replace("CID", cid)}
+    before = len(airflow.api("GET", "/api/v2/dags/hilos_manual_update/dagRuns").json()["dag_runs"])
+    response = airflow.api("POST", "/api/v2/dags/hilos_manual_update/dagRuns", json={"logical_date": None, "conf": conf})
+    assert response.status_code == 400, response.text
+    assert "param" in response.text.lower() or "invalid" in response.text.lower()
+    time.sleep(2)
+    assert len(airflow.api("GET", "/api/v2/dags/hilos_manual_update/dagRuns").json()["dag_runs"]) == before
+    assert patches_for(sandbox, cid) == []
+
+
+def test_scheduler_runs_the_crm_sync_and_every_update_lands(airflow, sandbox, crm_sync_started):
+    run = airflow.wait_for_run("hilos_crm_sync", timeout=240)
+    assert run["state"] == "success", airflow.log_tail("scheduler")
+    assert run["run_type"] == "scheduled"
+    spec = importlib.util.spec_from_file_location("crm_sync_example", EXAMPLE_DAGS / "hilos_crm_sync.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    intent = module.load_change_set(module.CHANGES_FILE)
+    for update in intent:
+        conv = sandbox.conversation(update["conversation_id"])
+        for field, value in update["payload"].items():
+            got = [t["name"] for t in conv["tags"]] if field == "tags" else conv[field]
+            want = [t["name"] for t in value] if field == "tags" else value
+            assert got == want, (update["conversation_id"], field)
+    links = airflow.api(
+        "GET", f"/api/v2/dags/hilos_crm_sync/dagRuns/{run['dag_run_id']}/taskInstances/apply_update/links",
+        params={"map_index": 3}).json()
+    expected = f"https://app.hilos.io/inbox/conversation/{intent[3]['conversation_id']}"
+    assert links["extra_links"] == {"Hilos conversation": expected}
+
+
+def test_browser_trigger_form_and_connection_form(airflow, sandbox):
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: install Debian's chromium (scripts/dev.py test does)"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    cid = sandbox.conversation_ids()[25]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(f"{airflow.url}/")
+            page.get_by_label("Username").fill(ADMIN[0])
+            page.get_by_label("Password").fill(ADMIN[1])
+            page.screenshot(path=str(ARTIFACTS / "01-login.png"))
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(f"{airflow.url}/", timeout=30_000)
+
+            page.goto(f"{airflow.url}/dags/hilos_manual_update")
+            page.get_by_role("button", name="Trigger").first.click()
+            dialog = page.get_by_role("dialog")
+            dialog.locator("#element_conversation_id").fill(cid)
+            dialog.locator("#element_status").click()
+            options = [o.inner_text() for o in page.get_by_role("option").all()]
+            assert options == ["(keep the current status)", "Created", "Flow", "New", "In progress", "Resolved",
+                               "Closed"]
+            page.screenshot(path=str(ARTIFACTS / "02-trigger-form-status-dropdown.png"))
+            page.get_by_role("option", name="Closed", exact=True).click()
+            page.screenshot(path=str(ARTIFACTS / "03-trigger-form-filled.png"), full_page=True)
+            dialog.get_by_role("button", name="Trigger").last.click()
+            page.get_by_text("Dag run has been successfully triggered").wait_for()
+
+            runs = airflow.api("GET", "/api/v2/dags/hilos_manual_update/dagRuns").json()["dag_runs"]
+            (mine,) = [r for r in runs if r["conf"].get("conversation_id") == cid]
+            assert mine["conf"]["status"] == "CLOSED" and mine["conf"]["tags"] is None
+            run = airflow.wait_for_run("hilos_manual_update", mine["dag_run_id"])
+            assert run["state"] == "success"
+            page.reload()
+            page.get_by_text("Success").first.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "04-run-succeeded.png"))
+            assert sandbox.conversation(cid)["status"] == "CLOSED"
+
+            page.goto(f"{airflow.url}/connections")
+            page.get_by_role("button", name="Add Connection").click()
+            page.get_by_role("combobox").first.click()
+            page.keyboard.type("Hilos")
+            page.get_by_role("option", name="Hilos", exact=True).click()
+            page.get_by_text("API token", exact=True).wait_for()
+            assert page.get_by_text("Base URL", exact=True).is_visible()
+            assert page.get_by_text("Login", exact=True).count() == 0
+            page.screenshot(path=str(ARTIFACTS / "05-connection-form-hilos.png"), full_page=True)
+        finally:
+            browser.close()
+    shots = sorted(p.name for p in ARTIFACTS.glob("*.png"))
+    assert len(shots) == 5, shots
+    assert all(SANDBOX_TOKEN not in json.dumps(r) for r in sandbox.requests())
+
+
+def test_nothing_leaked_into_task_logs(airflow):
+    logs = airflow.home / "logs"
+    texts = [p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file()]
+    assert texts, "the runs above should have written task logs"
+    assert any("Hilos conversation" in t and "updated" in t for t in texts)
+    assert not [t for t in texts if SANDBOX_TOKEN in t]
+    health = requests.get(f"{airflow.url}/api/v2/monitor/health", timeout=10).json()
+    assert health["scheduler"]["status"] == "healthy"
