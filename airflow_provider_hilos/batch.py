@@ -187,7 +187,8 @@ def rows_from_json_lines(open_text: Callable[[], IO[str]]) -> Callable[[], Itera
 
     def iterate() -> Iterator[tuple[int, Any]]:
         with open_text() as handle:
-            for number, line in enumerate(handle, start=1):
+            # readline, not iteration: Airflow 2's ObjectStoragePath file wrapper is not iterable
+            for number, line in enumerate(iter(handle.readline, ""), start=1):
                 if not line.strip():
                     continue
                 try:

@@ -69,7 +69,6 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "placeholders": {
         "host": DEFAULT_BASE_URL,
         "password": "API token from https://app.hilos.io/dev/api-keys",
-        "description": "Hilos WhatsApp CRM API",
     },
 }
 

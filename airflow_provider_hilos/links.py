@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperatorLink
+from airflow.providers.common.compat.sdk import BaseOperatorLink
 
 if TYPE_CHECKING:
-    from airflow.sdk import BaseOperator
-    from airflow.sdk.definitions.taskinstancekey import TaskInstanceKey
+    from airflow.providers.common.compat.sdk import BaseOperator, TaskInstanceKey
 
 #: XCom key under which the operator stores the conversation's web URL (one per map index).
 CONVERSATION_URL_XCOM_KEY = "hilos_conversation_url"
@@ -28,7 +27,7 @@ class HilosConversationLink(BaseOperatorLink):
         return CONVERSATION_URL_XCOM_KEY
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
+        from airflow.providers.common.compat.sdk import XCom
 
         url: Any = XCom.get_value(ti_key=ti_key, key=CONVERSATION_URL_XCOM_KEY)
         return url if isinstance(url, str) else ""

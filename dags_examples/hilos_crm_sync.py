@@ -19,7 +19,7 @@ from typing import Any
 
 import pendulum
 
-from airflow.sdk import DAG, Param, task
+from airflow.providers.common.compat.sdk import DAG, Param, task
 
 from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
 

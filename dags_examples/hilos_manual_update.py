@@ -12,7 +12,7 @@ from typing import Any
 
 import pendulum
 
-from airflow.sdk import DAG, Param, task
+from airflow.providers.common.compat.sdk import DAG, Param, task
 
 from airflow_provider_hilos.models import ConversationStatus, validate_update
 from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator

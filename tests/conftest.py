@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from importlib.metadata import version
+
 import pytest
+
+#: The Airflow the suite runs against (read without importing Airflow: AIRFLOW_HOME is not set yet).
+AIRFLOW_V3 = int(version("apache-airflow").split(".")[0]) >= 3
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DAGS = ROOT / "tests" / "dags"
@@ -55,6 +61,19 @@ def hilos_conn(monkeypatch: pytest.MonkeyPatch):
     return make
 
 
+@pytest.fixture
+def output(capfd: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture):
+    """Everything printed or logged so far, as one string (Airflow 3 logs to stdout through structlog;
+    Airflow 2 logs through the logging module, which pytest captures in caplog)."""
+    caplog.set_level(logging.INFO)
+
+    def read() -> str:
+        out, err = capfd.readouterr()
+        return out + err + caplog.text
+
+    return read
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Iterator[None]:
     """A migrated SQLite metadata DB in the throwaway AIRFLOW_HOME (once per session)."""
@@ -76,23 +95,39 @@ def sandbox(monkeypatch: pytest.MonkeyPatch):
 
 def run_dag(dag_id: str, conf: dict | None = None):
     """Run a DAG from the test or example bundles with ``dag.test()``; return the DagRun."""
-    from airflow.dag_processing.dagbag import DagBag
-
     for folder in (TEST_DAGS, EXAMPLE_DAGS):
-        dag = DagBag(str(folder)).get_dag(dag_id)
+        dag = dag_bag(folder).get_dag(dag_id)
         if dag is not None:
             return dag.test(run_conf=conf)
     raise LookupError(f"no DAG {dag_id!r} in {TEST_DAGS} or {EXAMPLE_DAGS}")
 
 
-def xcom_value(dag_run, task_id: str, key: str = "return_value", map_index: int = -1):
-    """An XCom value of a finished run, read from the metadata DB."""
-    from airflow.models.xcom import XComModel
+def dag_bag(folder: Path):
+    """A DagBag of one folder, on Airflow 3 or 2."""
+    if AIRFLOW_V3:
+        from airflow.dag_processing.dagbag import DagBag
+
+        return DagBag(str(folder))
+    from airflow.models.dagbag import DagBag
+
+    return DagBag(str(folder), include_examples=False)
+
+
+def stored_xcoms(dag_run) -> list[tuple[str, str, int, object]]:
+    """Every XCom of a finished run, from the metadata DB: ``(task_id, key, map_index, value)``."""
     from airflow.utils.session import create_session
 
+    if AIRFLOW_V3:
+        from airflow.models.xcom import XComModel as Model
+    else:
+        from airflow.models.xcom import BaseXCom as Model
     with create_session() as session:
-        row = session.execute(
-            XComModel.get_many(key=key, run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id,
-                               map_indexes=map_index).with_only_columns(XComModel.value)
-        ).first()
-    return None if row is None else XComModel.deserialize_value(row)
+        rows = session.query(Model).filter(Model.dag_id == dag_run.dag_id, Model.run_id == dag_run.run_id).all()
+        # Airflow 2's model deserializes the value when it loads the row
+        return [(r.task_id, r.key, r.map_index, Model.deserialize_value(r) if AIRFLOW_V3 else r.value) for r in rows]
+
+
+def xcom_value(dag_run, task_id: str, key: str = "return_value", map_index: int = -1):
+    """An XCom value of a finished run, read from the metadata DB."""
+    found = [v for t, k, m, v in stored_xcoms(dag_run) if (t, k, m) == (task_id, key, map_index)]
+    return found[0] if found else None

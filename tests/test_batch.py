@@ -253,9 +253,9 @@ def test_rows_read_lazily_one_line_at_a_time():
     class Lines(io.StringIO):
         reads = 0
 
-        def __next__(self):
+        def readline(self, *args):
             Lines.reads += 1
-            return super().__next__()
+            return super().readline(*args)
 
     text = "".join(json.dumps({"conversation_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "status": "NEW"}) + "\n"
                    for _ in range(1000))
@@ -290,11 +290,11 @@ def test_injected_5xx_every_update_lands_exactly_as_intended(big):
     assert_state_matches(big, intent, untouched)
 
 
-def test_progress_is_logged_with_rate_and_eta(big, capfd):
+def test_progress_is_logged_with_rate_and_eta(big, output):
     fast_hook().update_conversations(intent_for(big.conversation_ids()[:40]), progress_interval=0, max_concurrency=2)
-    out, err = capfd.readouterr()
-    assert "Hilos batch: " in out and "req/s, ETA" in out
-    assert "Hilos batch finished: 40/40 done (100.0%), 40 updated, 0 failed, 0 skipped" in out
+    text = output()
+    assert "Hilos batch: " in text and "req/s, ETA" in text
+    assert "Hilos batch finished: 40/40 done (100.0%), 40 updated, 0 failed, 0 skipped" in text
 
 
 @pytest.mark.parametrize(

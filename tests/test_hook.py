@@ -379,12 +379,12 @@ def test_test_connection_wrong_path_prefix(hook, requests_mock):
     assert ok is False and "check the connection's Base URL" in message
 
 
-def test_retry_warnings_are_logged_without_the_token(hook, requests_mock, capfd):
+def test_retry_warnings_are_logged_without_the_token(hook, requests_mock, output):
     requests_mock.patch(URL, [{"status_code": 503, "json": {}}, {"status_code": 200, "json": EDIT}])
     hook.update_conversation(CID, {"status": "NEW"})
-    out, err = capfd.readouterr()
-    assert "HTTP 503 (attempt 1 of 5); retrying in" in out + err
-    assert TEST_TOKEN not in out + err
+    text = output()
+    assert "HTTP 503 (attempt 1 of 5); retrying in" in text
+    assert TEST_TOKEN not in text
 
 
 def test_api_error_is_picklable_for_airflow(hook, requests_mock):

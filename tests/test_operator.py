@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseHook
 
 from airflow_provider_hilos.exceptions import HilosValidationError
 from airflow_provider_hilos.links import CONVERSATION_URL_XCOM_KEY, HilosConversationLink

@@ -11,7 +11,7 @@ import pytest
 
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.sandbox import HilosSandbox
-from tests.conftest import TEST_TOKEN, run_dag
+from tests.conftest import TEST_TOKEN, run_dag, stored_xcoms
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -19,19 +19,17 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 def everything_stored_for(dag_run) -> str:
     """XComs and rendered template fields of the run, as text."""
     from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
-    from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
+    xcoms = stored_xcoms(dag_run)
     with create_session() as session:
-        xcoms = session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
         rendered = session.query(RTIF).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
-        text = json.dumps([[x.task_id, x.key, XComModel.deserialize_value(x)] for x in xcoms], default=str)
-        text += json.dumps([[r.task_id, r.rendered_fields] for r in rendered], default=str)
+        text = json.dumps(xcoms, default=str) + json.dumps([[r.task_id, r.rendered_fields] for r in rendered], default=str)
         assert xcoms and rendered
     return text
 
 
-def test_no_output_or_stored_value_contains_the_token(sandbox, monkeypatch, capfd):
+def test_no_output_or_stored_value_contains_the_token(sandbox, monkeypatch, output):
     with HilosSandbox(conversations=2, token=TEST_TOKEN, faults={"error_rate": 1, "error_statuses": [500]}) as failing:
         monkeypatch.setenv("AIRFLOW_CONN_HILOS_BAD_TOKEN", json.dumps(
             {"conn_type": "hilos", "host": sandbox.url, "password": TEST_TOKEN + "x"}))
@@ -42,14 +40,13 @@ def test_no_output_or_stored_value_contains_the_token(sandbox, monkeypatch, capf
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states == {"succeeds": "success", "unauthorized": "failed", "server_errors_exhausted": "failed",
                       "bad_payload": "failed", "batch_with_failures": "failed"}
-    out, err = capfd.readouterr()
-    output = out + err
+    printed = output()
     # the failures really were reported (so the scan below looked at real error text)
-    assert "rejected the API token of connection 'hilos_bad_token'" in output
-    assert "after 2 attempt(s): last answer HTTP 500" in output
-    assert "status: 'DONE' is not a valid status" in output
-    assert "Hilos batch failed: 2 of 2 row(s) failed" in output
-    assert TEST_TOKEN not in output
+    assert "rejected the API token of connection 'hilos_bad_token'" in printed
+    assert "after 2 attempt(s): last answer HTTP 500" in printed
+    assert "status: 'DONE' is not a valid status" in printed
+    assert "Hilos batch failed: 2 of 2 row(s) failed" in printed
+    assert TEST_TOKEN not in printed
     stored = everything_stored_for(dag_run)
     assert "hilos_batch_result" in stored and cid in stored
     assert TEST_TOKEN not in stored

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from airflow.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_hilos import __version__
 from airflow_provider_hilos.exceptions import (
@@ -28,13 +28,15 @@ from airflow_provider_hilos.exceptions import (
     HilosConfigurationError,
 )
 from airflow_provider_hilos.get_provider_info import (
-    DEFAULT_HEADER_NAME,
+    CONN_FIELDS,
     DEFAULT_AUTH_SCHEME,
     DEFAULT_BASE_URL,
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HEADER_NAME,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_READ_TIMEOUT,
     DEFAULT_WEB_BASE_URL,
+    UI_FIELD_BEHAVIOUR,
 )
 from airflow_provider_hilos.models import validate_update
 
@@ -327,6 +329,40 @@ class HilosHook(BaseHook):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(hilos_conn_id={self.hilos_conn_id!r})"
+
+    # -- the connection form on Airflow < 3.2 (3.2+ reads conn-fields from the provider info) ---
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The extra fields of the connection form, built from the provider info's ``conn-fields``."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import BooleanField, IntegerField, StringField
+        from wtforms.validators import NumberRange, Optional
+
+        widgets: dict[str, Any] = {}
+        for name, spec in CONN_FIELDS.items():
+            types, default = spec["schema"]["type"], spec["schema"].get("default")
+            label, description = lazy_gettext(spec["label"]), spec.get("description", "")
+            if "boolean" in types:
+                field = BooleanField(label, default=default, description=description)
+            elif "integer" in types:
+                field = IntegerField(label, validators=[Optional(), NumberRange(min=spec["schema"].get("minimum", 0))],
+                                     widget=BS3TextFieldWidget(), default=default, description=description)
+            else:  # strings, and numbers (wtforms' FloatField is not allowed in connection forms)
+                field = StringField(label, widget=BS3TextFieldWidget(), description=description,
+                                    default=None if default is None else str(default))
+            widgets[name] = field
+        return widgets
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Hidden, relabelled and placeholder fields, from the provider info's ``ui-field-behaviour``."""
+        return {
+            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
+            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
+            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
+        }
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -739,8 +775,6 @@ def user_agent() -> str:
 
 def _mask(secret: str) -> None:
     """Register the token with Airflow's secrets masker so no log line can show it."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - other Airflow layouts
-        return
+    from airflow.providers.common.compat.sdk import mask_secret
+
     mask_secret(secret)

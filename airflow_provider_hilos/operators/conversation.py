@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_hilos.batch import (
     FailurePolicy,
@@ -23,7 +23,7 @@ from airflow_provider_hilos.links import CONVERSATION_URL_XCOM_KEY, HilosConvers
 from airflow_provider_hilos.models import show, validate_update
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 #: XCom key of a batch's result (also its return value when it succeeds).
 BATCH_RESULT_XCOM_KEY = "hilos_batch_result"
@@ -252,6 +252,6 @@ class ConversationBatchUpdateOperator(BaseOperator):
 
 def _storage_path(path: Any) -> Any:
     """An ``ObjectStoragePath`` for a path or URL (a plain path is a local file)."""
-    from airflow.sdk import ObjectStoragePath
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     return path if isinstance(path, ObjectStoragePath) else ObjectStoragePath(str(path))

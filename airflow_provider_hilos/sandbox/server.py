@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``hilos-sandbox``."""
     args = build_parser().parse_args(argv)
+    stop = threading.Event()  # handlers first: a stop request during start-up must not kill us half-way
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     faults = FaultConfig(
         latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, rate_limit_per_second=args.rate_limit,
         rate_limit_burst=args.rate_limit_burst, retry_after_seconds=args.retry_after,
@@ -234,9 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         "  Ctrl+C to stop.",
         file=sys.stderr, flush=True,
     )
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     sandbox.stop()
     return 0

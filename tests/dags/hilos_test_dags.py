@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pendulum
 
-from airflow.sdk import DAG, task
+from airflow.providers.common.compat.sdk import DAG, task
 
 from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
 
