@@ -60,7 +60,7 @@ def ensure_chromium() -> None:
     print("dev.py: installing Debian's chromium for the end-to-end tests ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run([apt, "update", "-qq"], check=True, env=env)
-    subprocess.run([apt, "install", "-y", "-qq", "--no-install-recommends", "chromium"], check=True, env=env)
+    subprocess.run([apt, "install", "-y", "-qq", "chromium"], check=True, env=env)
 
 
 def uv_env(airflow: str = "3") -> dict[str, str]:
