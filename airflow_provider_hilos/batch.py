@@ -60,9 +60,7 @@ class RequestPacer:
 
     def __init__(self, max_per_second: float | None = None, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        if max_per_second is not None and max_per_second <= 0:
-            raise ValueError(f"max_requests_per_second={max_per_second!r} must be greater than 0")
-        self.max_per_second = max_per_second
+        self.max_per_second = check_rate(max_per_second)
         self.rate: float | None = max_per_second
         self._clock = clock
         self._sleep = sleep
@@ -465,6 +463,12 @@ def check_failure_policy(value: FailurePolicy | str) -> FailurePolicy:
     except ValueError:
         allowed = ", ".join(p.value for p in FailurePolicy)
         raise ValueError(f"failure_policy={value!r} is not one of {allowed}") from None
+
+
+def check_rate(value: float | None) -> float | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+        raise ValueError(f"max_requests_per_second={value!r} must be a number greater than 0 (or None: no limit)")
+    return value
 
 
 def check_ratio(value: float) -> float:

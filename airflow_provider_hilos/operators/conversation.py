@@ -13,6 +13,7 @@ from airflow_provider_hilos.batch import (
     FailurePolicy,
     check_concurrency,
     check_failure_policy,
+    check_rate,
     check_ratio,
     rows_from_json_lines,
     rows_from_updates,
@@ -207,13 +208,11 @@ class ConversationBatchUpdateOperator(BaseOperator):
                 f"{type(self).__name__} {kwargs.get('task_id', '')!r}: give exactly one of updates "
                 "(a list of rows, e.g. an XComArg) or updates_path (a JSON Lines file)"
             )
-        if max_requests_per_second is not None and max_requests_per_second <= 0:
-            raise ValueError(f"max_requests_per_second={max_requests_per_second!r} must be greater than 0")
         self.updates = updates
         self.updates_path = updates_path
         self.report_path = report_path
         self.max_concurrency = check_concurrency(max_concurrency)
-        self.max_requests_per_second = max_requests_per_second
+        self.max_requests_per_second = check_rate(max_requests_per_second)
         self.failure_policy = check_failure_policy(failure_policy).value
         self.max_failed_ratio = check_ratio(max_failed_ratio)
         self.skip_invalid_rows = skip_invalid_rows

@@ -149,7 +149,7 @@ class HilosSandbox:
     def conversation_ids(self) -> list[str]:
         return self.state.conversation_ids()
 
-    def requests(self, *, hilos_only: bool = True) -> list[dict[str, Any]]:
+    def requests(self) -> list[dict[str, Any]]:
         """The request log, oldest first (tokens replaced by ``<sandbox-token>``)."""
         return self.state.requests()
 
