@@ -194,7 +194,7 @@ RSS_CHILD = textwrap.dedent('''
 
 
 def bench_rss(n: int) -> dict[str, Any]:
-    with SandboxProcess("--conversations", "10000", "--seed", "2") as sb:
+    with SandboxProcess("--conversations", str(n), "--seed", "2") as sb:  # one row per conversation
         path = Path(tempfile.mkdtemp(prefix="hilos-bench-")) / "updates.jsonl"
         with path.open("w") as handle:
             for row in rows(sb.ids, n, "CLOSED"):

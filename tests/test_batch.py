@@ -317,3 +317,16 @@ def test_batch_operator_in_a_dag_run_with_updates_from_xcom(big):
     result = xcom_value(dag_run, "batch")
     assert (result["total"], result["updated"], result["failed"]) == (50, 50, 0)
     assert all(big.conversation(cid)["status"] == "RESOLVED" for cid in ids)
+
+
+def test_a_conversation_repeated_in_one_batch_is_refused_naming_both_rows(big):
+    cid, other = big.conversation_ids()[:2]
+    rows = [{"conversation_id": cid, "status": "NEW"}, {"conversation_id": other, "status": "NEW"},
+            {"conversation_id": cid.upper(), "status": "CLOSED"}]
+    with pytest.raises(HilosValidationError, match=rf"row 3 \(conversation '{cid.upper()}'\): conversation_id: "
+                                                   rf"{cid} is already updated by row 1"):
+        fast_hook().update_conversations(rows)
+    assert big.requests() == []
+    result = fast_hook().update_conversations(rows, skip_invalid_rows=True)
+    assert (result.updated, result.skipped) == (2, 1)
+    assert big.conversation(cid)["status"] == "NEW"  # the first row wins, deterministically
