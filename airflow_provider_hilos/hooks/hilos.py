@@ -617,8 +617,10 @@ class HilosHook(BaseHook):
                     ),
                     method=method, path=url_path, attempts=attempt,
                 ) from None
+            retry_after = (parse_retry_after(response.headers.get("Retry-After"))
+                           if response.status_code in RETRYABLE_STATUS_CODES else None)
             if response.status_code == 429 and pacer is not None:
-                pacer.throttled(parse_retry_after(response.headers.get("Retry-After")), ticket)
+                pacer.throttled(retry_after, ticket)
             if 200 <= response.status_code < 300:
                 if pacer is not None:
                     pacer.succeeded()
@@ -637,7 +639,6 @@ class HilosHook(BaseHook):
                         status_code=response.status_code, method=method, path=url_path, attempts=attempt,
                     ) from None
             if response.status_code in RETRYABLE_STATUS_CODES and attempt < attempts:
-                retry_after: float | None = parse_retry_after(response.headers.get("Retry-After"))
                 response.close()
                 self._wait(attempt, attempts, method, url_path, f"HTTP {response.status_code}", retry_after)
                 continue
