@@ -15,6 +15,11 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 class HilosError(AirflowException):
     """Base class of every error this provider raises on purpose."""
 
+    def __reduce__(self):
+        # Airflow ships errors across processes: keep the message and every attribute through pickling,
+        # whatever the subclass's __init__ takes.
+        return (_rebuild, (type(self), str(self), self.__dict__.copy()))
+
 
 class HilosValidationError(HilosError, AirflowFailException, ValueError):
     """Bad input, found before any request was sent.
@@ -34,9 +39,6 @@ class HilosValidationError(HilosError, AirflowFailException, ValueError):
         lines = [f"{subject}: {count} problem{'s' if count != 1 else ''}:"]
         lines += [f"  - {field}: {message}" for field, message in self.problems]
         super().__init__("\n".join(lines))
-
-    def __reduce__(self):  # keep problems and subject through pickling (Airflow ships errors across processes)
-        return (type(self), (self.problems, self.subject))
 
     @property
     def fields(self) -> list[str]:
@@ -79,9 +81,6 @@ class HilosAPIError(HilosError):
         self.field_errors = field_errors or {}
         self.attempts = attempts
 
-    def __reduce__(self):
-        return (_rebuild_api_error, (type(self), str(self), self.__dict__.copy()))
-
     @property
     def retryable(self) -> bool:
         """Whether the same request may succeed later (throttling, server errors, network)."""
@@ -99,18 +98,12 @@ class HilosBatchError(HilosError):
         super().__init__(message)
         self.result = result
 
-    def __reduce__(self):
-        return (type(self), (str(self),), {"result": self.result})
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
 
 #: Status codes the hook retries: throttling and transient server/gateway errors.
 RETRYABLE_STATUS_CODES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 
 
-def _rebuild_api_error(cls: type[HilosAPIError], message: str, state: dict[str, Any]) -> HilosAPIError:
+def _rebuild(cls: type[HilosError], message: str, state: dict[str, Any]) -> HilosError:
     error = cls.__new__(cls)
     Exception.__init__(error, message)
     error.__dict__.update(state)

@@ -10,7 +10,12 @@ from email.utils import format_datetime
 import pytest
 import requests
 
-from airflow_provider_hilos.exceptions import HilosAPIError, HilosConfigurationError, HilosValidationError
+from airflow_provider_hilos.exceptions import (
+    HilosAPIError,
+    HilosBatchError,
+    HilosConfigurationError,
+    HilosValidationError,
+)
 from airflow_provider_hilos.hooks.hilos import HilosHook, parse_retry_after
 from tests.conftest import TEST_TOKEN
 
@@ -397,4 +402,6 @@ def test_api_error_is_picklable_for_airflow(hook, requests_mock):
     assert str(clone) == str(err.value) and clone.status_code == 404
     val = pickle.loads(pickle.dumps(HilosValidationError([("status", "bad")], "Invalid")))
     assert val.problems == [("status", "bad")] and str(val) == "Invalid: 1 problem:\n  - status: bad"
+    batch = pickle.loads(pickle.dumps(HilosBatchError("2 failed", result={"failed": 2})))
+    assert (str(batch), batch.result) == ("2 failed", {"failed": 2})
     json.dumps(err.value.field_errors)
