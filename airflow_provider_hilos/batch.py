@@ -347,9 +347,14 @@ class BatchUpdater:
             if opens_report and self.report is not None:
                 self.report.close()
 
+    def allowed_failures(self, sendable: int) -> int:
+        """How many of ``sendable`` rows may fail before the batch fails (``max_failed_ratio``)."""
+        return int(self.max_failed_ratio * sendable)
+
     def _send_all(self, rows: Callable[[], Iterator[tuple[int, Any]]], total: int, invalid: int) -> BatchResult:
         result = BatchResult(total=total)
-        allowed_failures = int(self.max_failed_ratio * (total - invalid))
+        sendable = total - invalid
+        allowed_failures = self.allowed_failures(sendable)
         started = last_progress = time.monotonic()
         stop = False
         # Workers put each outcome on a queue: collecting is O(1) per row however many are in flight.
@@ -376,7 +381,7 @@ class BatchUpdater:
                 now = time.monotonic()
                 if now - last_progress >= self.progress_interval:
                     last_progress = now
-                    self._progress(result, total - invalid, now - started)
+                    self._progress(result, sendable, now - started)
 
             checker = RowChecker()  # the same verdicts as the validation pass
             for number, row in rows():
@@ -402,7 +407,7 @@ class BatchUpdater:
         finished = result.updated + result.failed
         result.rate_per_second = round(finished / result.duration_seconds, 1) if result.duration_seconds else 0.0
         result.throttled = self.pacer.throttle_events
-        self._progress(result, total - invalid, result.duration_seconds, final=True)
+        self._progress(result, sendable, result.duration_seconds, final=True)
         return result
 
     def check(self, result: BatchResult) -> None:
@@ -413,7 +418,7 @@ class BatchUpdater:
         if self.failure_policy is FailurePolicy.NEVER or not (result.failed or result.not_sent):
             return
         sendable = result.total - result.skipped
-        allowed = int(self.max_failed_ratio * sendable)
+        allowed = self.allowed_failures(sendable)
         if result.failed <= allowed and not result.not_sent:
             return
         first = "; ".join(f"row {r['row']} ({r['conversation_id']}): {r['error']}" for r in result.failed_rows[:5])
