@@ -275,3 +275,14 @@ def test_hilos_sandbox_fixture_points_hilos_default_at_a_running_sandbox(hilos_s
     cid = hilos_sandbox.conversation_ids()[0]
     assert HilosHook().update_conversation(cid, {"status": "RESOLVED"})["status"] == "RESOLVED"
     assert hilos_sandbox.conversation(cid)["status"] == "RESOLVED"
+
+
+def test_reset_restores_seed_clears_faults_and_log(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    seeded = sandbox.conversation(cid)
+    patch(sandbox, cid, {"status": "CLOSED" if seeded["status"] != "CLOSED" else "NEW"})
+    sandbox.set_faults(error_rate=1)
+    sandbox.fail_next("drop", 3)
+    sandbox.reset()
+    assert sandbox.conversation(cid) == seeded and sandbox.requests() == []
+    assert patch(sandbox, cid, {"status": "NEW"}).status_code == 200  # no fault left, none scheduled

@@ -170,6 +170,12 @@ class SandboxApp:
         self.expected_auth = f"{auth_scheme} {token}" if auth_scheme else token
         self.app = self._build()
 
+    def reset(self) -> None:
+        """Back to the seeded data, no faults (none scheduled either), an empty request log."""
+        self.state.reset()
+        self.faults.configure(FaultConfig())
+        self.faults.script.clear()
+
     # -- helpers ------------------------------------------------------------------------------
 
     def _auth_error(self, request: Request) -> JSONResponse | None:
@@ -289,9 +295,7 @@ class SandboxApp:
 
         @router.post("/reset")
         async def reset() -> Response:
-            self.state.reset()
-            self.faults.configure(FaultConfig())
-            self.faults.script.clear()
+            self.reset()
             return Response(status_code=204)
 
         @router.get("/faults")

@@ -168,9 +168,7 @@ class HilosSandbox:
 
     def reset(self) -> None:
         """Back to the seeded data, no faults, empty request log."""
-        self.state.reset()
-        self.faults.configure(FaultConfig())
-        self.faults.script.clear()
+        self.asgi.reset()
 
 
 def build_parser() -> argparse.ArgumentParser:
