@@ -42,19 +42,6 @@ def summarize(conv: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def landed(payload: dict[str, Any], conv: dict[str, Any]) -> list[str]:
-    """The fields of ``payload`` the conversation does not show."""
-    wrong = []
-    for field, value in payload.items():
-        if field == "tags":
-            ok = [t["name"] for t in conv["tags"]] == [t["name"] for t in value]
-        else:
-            ok = conv[field] == value
-        if not ok:
-            wrong.append(field)
-    return wrong
-
-
 def run(cmd: list[str], env: dict[str, str], log: Path) -> int:
     with log.open("ab") as handle:
         handle.write(f"\n$ {' '.join(cmd)}\n".encode())
@@ -64,6 +51,7 @@ def run(cmd: list[str], env: dict[str, str], log: Path) -> int:
 
 def main() -> int:
     from airflow_provider_hilos.sandbox import HilosSandbox
+    from airflow_provider_hilos.sandbox.state import payload_mismatches
 
     started = time.monotonic()
     home = Path(tempfile.mkdtemp(prefix="hilos-demo-airflow-home-"))
@@ -94,7 +82,7 @@ def main() -> int:
     failures = 0
     for update in intent:
         cid = update["conversation_id"]
-        wrong = landed(update["payload"], after[cid])
+        wrong = payload_mismatches(update["payload"], after[cid])
         failures += bool(wrong)
         b, a = summarize(before[cid]), summarize(after[cid])
         for field in ("status", "tags", "assigned", "assigned_team"):

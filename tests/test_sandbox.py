@@ -286,3 +286,11 @@ def test_reset_restores_seed_clears_faults_and_log(sandbox):
     sandbox.reset()
     assert sandbox.conversation(cid) == seeded and sandbox.requests() == []
     assert patch(sandbox, cid, {"status": "NEW"}).status_code == 200  # no fault left, none scheduled
+
+
+def test_mismatches_names_the_fields_that_did_not_land(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    patch(sandbox, cid, {"status": "CLOSED", "tags": [{"name": "vip"}], "assigned_team": 2})
+    assert sandbox.mismatches(cid, {"status": "CLOSED", "tags": [{"name": "vip"}], "assigned_team": 2}) == []
+    assert sandbox.mismatches(cid, {"status": "NEW", "tags": [{"name": "other"}], "assigned_team": 2}) == [
+        "status", "tags"]

@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from airflow_provider_hilos.sandbox.app import FaultConfig, FaultInjector, SandboxApp
-from airflow_provider_hilos.sandbox.state import SandboxState
+from airflow_provider_hilos.sandbox.state import SandboxState, payload_mismatches
 
 
 def _check_loopback(host: str) -> None:
@@ -148,6 +148,14 @@ class HilosSandbox:
 
     def conversation_ids(self) -> list[str]:
         return self.state.conversation_ids()
+
+    def mismatches(self, conversation_id: str, payload: dict[str, Any]) -> list[str]:
+        """The fields of ``payload`` the conversation does not show as sent: ``[]`` when it landed.
+
+        :param conversation_id: the conversation's UUID.
+        :param payload: what a PATCH was meant to set, e.g. ``{"status": "CLOSED", "tags": [{"name": "vip"}]}``.
+        """
+        return payload_mismatches(payload, self.state.conversation(conversation_id))
 
     def requests(self) -> list[dict[str, Any]]:
         """The request log, oldest first (tokens replaced by ``<sandbox-token>``)."""

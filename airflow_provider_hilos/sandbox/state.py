@@ -11,6 +11,7 @@ import random
 import threading
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -62,6 +63,21 @@ class SandboxData:
                 "channel": rng.choice(CHANNEL_IDS),
             }
         return data
+
+
+def payload_mismatches(payload: Mapping[str, Any], conversation: Mapping[str, Any]) -> list[str]:
+    """The fields of a PATCH payload that ``conversation`` does not show as sent.
+
+    Tags are compared by name (the API assigns their ids); every other field by value.
+    """
+    wrong = []
+    for field, value in payload.items():
+        got = conversation.get(field)
+        if field == "tags":
+            got, value = [tag["name"] for tag in got or []], [tag["name"] for tag in value]
+        if got != value:
+            wrong.append(field)
+    return wrong
 
 
 class DRFValidationError(Exception):
