@@ -99,6 +99,11 @@ def _extra(extras: Mapping[str, Any], key: str, *, keep_empty: bool = False) -> 
     return None
 
 
+def _not_one_word(text: str) -> bool:
+    """Whether ``text`` holds spaces or control characters (it could not be sent in one header value)."""
+    return any(ch.isspace() or not ch.isprintable() for ch in text)
+
+
 def _is_loopback(hostname: str) -> bool:
     if hostname == "localhost" or hostname.endswith(".localhost"):
         return True
@@ -193,7 +198,7 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
             f"Hilos connection {conn_id!r} has no API token: put the token from {TOKEN_HELP_URL} in its "
             "'API token' (password) field"
         )
-    if any(ch.isspace() or not ch.isprintable() for ch in token):
+    if _not_one_word(token):
         raise HilosConfigurationError(
             f"Hilos connection {conn_id!r}: the API token contains spaces or control characters; "
             "paste the token alone into the 'API token' (password) field"
@@ -212,7 +217,7 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
         )
     auth_scheme = _extra(extras, "auth_scheme", keep_empty=True)
     auth_scheme = DEFAULT_AUTH_SCHEME if auth_scheme is None else str(auth_scheme).strip()
-    if any(ch.isspace() or not ch.isprintable() for ch in auth_scheme):
+    if _not_one_word(auth_scheme):
         raise HilosConfigurationError(
             f"Hilos connection {conn_id!r}: extra auth_scheme={auth_scheme!r} must be one word, "
             f"e.g. {DEFAULT_AUTH_SCHEME!r}, or empty for a bare token"
