@@ -178,8 +178,9 @@ class ConversationBatchUpdateOperator(BaseOperator):
     :param progress_interval: seconds between progress lines (done/total, failures, req/s, ETA).
     :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
     :return: counts (``total``, ``updated``, ``failed``, ``skipped``, ``not_sent``), ``duration_seconds``,
-        ``rate_per_second``, ``throttled`` and the first ``failed_rows``; also pushed under the XCom key
-        ``hilos_batch_result`` when the task fails.
+        ``rate_per_second``, ``throttled`` and the first ``failed_rows``. The same result is always pushed
+        under the XCom key ``hilos_batch_result`` too, so a downstream task can read it whether this
+        task succeeded or failed.
     """
 
     template_fields: Sequence[str] = ("updates", "updates_path", "report_path", "hilos_conn_id")
