@@ -17,9 +17,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-from airflow_provider_hilos.exceptions import HilosAPIError, HilosBatchError, HilosError, HilosValidationError
+from airflow_provider_hilos.exceptions import (
+    HilosAPIError,
+    HilosBatchError,
+    HilosEndpointNotFoundError,
+    HilosError,
+    HilosValidationError,
+)
 from airflow_provider_hilos.models import ValidatedUpdate, show, validate_update
 
 if TYPE_CHECKING:
@@ -203,6 +209,19 @@ class _Unparsable:
     reason: str
 
 
+class _Outcome(NamedTuple):
+    """What a worker reports for one row."""
+
+    number: int
+    conversation_id: str
+    status: int | None = None
+    error: str | None = None
+    #: the error, when no other row can succeed either (the batch must stop)
+    stopper: HilosError | None = None
+    #: False when the batch had stopped before this row's turn came
+    sent: bool = True
+
+
 def validate_row(row: Any) -> ValidatedUpdate:
     """Validate one batch row: ``{"conversation_id": ..., <fields>}`` (or ``{"conversation_id", "payload"}``).
 
@@ -304,6 +323,9 @@ class BatchUpdater:
         self.max_failed_rows = max_failed_rows
         self.progress_interval = progress_interval
         self.log = log or hook.log
+        #: An error that no other row could escape (the endpoint does not exist): the batch stopped on it.
+        self.stopped_by: HilosError | None = None
+        self._halt = threading.Event()  # set when the batch stops: rows waiting for a worker are not sent
 
     # -- phase 1: validate everything before sending anything --
 
@@ -356,14 +378,13 @@ class BatchUpdater:
         sendable = total - invalid
         allowed_failures = self.allowed_failures(sendable)
         started = last_progress = time.monotonic()
-        stop = False
         # Workers put each outcome on a queue: collecting is O(1) per row however many are in flight.
-        done: queue.SimpleQueue[tuple[int, str, int | None, str | None]] = queue.SimpleQueue()
+        done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
         pending = 0
         with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="hilos-batch") as pool:
 
             def collect(block: bool) -> None:
-                nonlocal pending, stop, last_progress
+                nonlocal pending, last_progress
                 wait_for = (self.progress_interval or None) if block else None  # a blocking wait never spins
                 while pending:
                     try:
@@ -372,10 +393,13 @@ class BatchUpdater:
                         break
                     block = False  # got one: take whatever else is ready, then go on
                     pending -= 1
-                    self._record(result, *outcome)
+                    self._record(result, outcome)
+                    if outcome.stopper is not None and self.stopped_by is None:
+                        self.stopped_by = outcome.stopper
+                        self.log.error("Hilos batch stopped sending: %s", outcome.stopper)
                 if (self.failure_policy is FailurePolicy.FAIL_FAST and result.failed > allowed_failures
-                        and not stop):
-                    stop = True
+                        and not self._halt.is_set()):
+                    self._halt.set()
                     self.log.error("Hilos batch: %d row(s) failed, more than the %d allowed; fail_fast stops "
                                    "sending", result.failed, allowed_failures)
                 now = time.monotonic()
@@ -392,9 +416,8 @@ class BatchUpdater:
                     self._write({"row": number, "conversation_id": _plain(row), "outcome": "skipped",
                                  "error": _short(str(exc))})
                     continue
-                if stop:
-                    result.not_sent += 1
-                    self._write({"row": number, "conversation_id": update.conversation_id, "outcome": "not_sent"})
+                if self._halt.is_set():
+                    self._record(result, _Outcome(number, update.conversation_id, sent=False))
                     continue
                 while pending >= 2 * self.max_concurrency:
                     collect(block=True)
@@ -415,9 +438,15 @@ class BatchUpdater:
 
         :raises HilosBatchError: naming the counts and the first failed rows; carries the result.
         """
+        sendable = result.total - result.skipped
+        if self.stopped_by is not None:
+            raise HilosBatchError(
+                f"Hilos batch stopped at its first answers, as every row would fail the same way: {self.stopped_by} "
+                f"{result.updated} of {sendable} row(s) updated, {result.failed} failed, {result.not_sent} not sent.",
+                result=result.to_dict(),
+            )
         if self.failure_policy is FailurePolicy.NEVER or not (result.failed or result.not_sent):
             return
-        sendable = result.total - result.skipped
         allowed = self.allowed_failures(sendable)
         if result.failed <= allowed and not result.not_sent:
             return
@@ -430,24 +459,36 @@ class BatchUpdater:
         )
 
     def _send_into(self, done: queue.SimpleQueue, number: int, update: ValidatedUpdate) -> None:
-        status, error = None, "the batch worker stopped before this row was sent"
+        outcome = _Outcome(number, update.conversation_id, error="the batch worker stopped before this row was sent")
         try:
-            status, error = self._send(update)
+            outcome = self._send(number, update)
         finally:  # always report, or the batch would wait for this row forever
-            done.put((number, update.conversation_id, status, error))
+            done.put(outcome)
 
-    def _send(self, update: ValidatedUpdate) -> tuple[int | None, str | None]:
+    def _send(self, number: int, update: ValidatedUpdate) -> _Outcome:
+        """Send one row, unless the batch stopped while the row waited for a worker."""
+        cid = update.conversation_id
+        if self._halt.is_set():
+            return _Outcome(number, cid, sent=False)
         try:
-            self.hook.send_update(update.conversation_id, update.body, pacer=self.pacer)
+            self.hook.send_update(cid, update.body, pacer=self.pacer)
+        except HilosEndpointNotFoundError as exc:
+            self._halt.set()  # at once: a worker must not pick up another row before the collector sees this
+            return _Outcome(number, cid, exc.status_code, str(exc), stopper=exc)
         except HilosAPIError as exc:
-            return exc.status_code, str(exc)
+            return _Outcome(number, cid, exc.status_code, str(exc))
         except HilosError as exc:
-            return None, str(exc)
+            return _Outcome(number, cid, error=str(exc))
         except Exception as exc:  # a failed row must never kill the batch or vanish
-            return None, self.hook.redact(f"{type(exc).__name__}: {exc}")
-        return 200, None
+            return _Outcome(number, cid, error=self.hook.redact(f"{type(exc).__name__}: {exc}"))
+        return _Outcome(number, cid, 200)
 
-    def _record(self, result: BatchResult, number: int, cid: str, status: int | None, error: str | None) -> None:
+    def _record(self, result: BatchResult, outcome: _Outcome) -> None:
+        number, cid, status, error = outcome.number, outcome.conversation_id, outcome.status, outcome.error
+        if not outcome.sent:
+            result.not_sent += 1
+            self._write({"row": number, "conversation_id": cid, "outcome": "not_sent"})
+            return
         if error is None:
             result.updated += 1
             self._write({"row": number, "conversation_id": cid, "outcome": "updated", "status_code": status})

@@ -87,6 +87,15 @@ class HilosAPIError(HilosError):
         return self.status_code is None or self.status_code in RETRYABLE_STATUS_CODES
 
 
+class HilosEndpointNotFoundError(HilosAPIError, AirflowFailException):
+    """The API has no endpoint at the URL called: the connection's Base URL or API family is wrong.
+
+    Django answers an unknown route with an HTML (or empty) 404, unlike a missing conversation
+    (a JSON ``{"detail": ...}`` 404). Every request of that connection would fail the same way,
+    so Airflow does not retry it and a batch stops at once.
+    """
+
+
 class HilosBatchError(HilosError):
     """A batch of updates failed by its failure policy. Every row was still accounted for.
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_hilos import __version__
+from airflow_provider_hilos.endpoints import API_FAMILY_CHOICES, AUTO
 
 DEFAULT_BASE_URL = "https://api.hilos.io"
 DEFAULT_WEB_BASE_URL = "https://app.hilos.io"
 DEFAULT_HEADER_NAME = "Authorization"
 DEFAULT_AUTH_SCHEME = "Token"
+#: Which path family to call: decided by the host unless the connection says otherwise.
+DEFAULT_API_FAMILY = AUTO
 #: Seconds to open the TCP/TLS connection: a healthy API needs well under one second; ten seconds
 #: ride out a slow DNS answer or a lost SYN (retransmitted after 1 s and 3 s) and still fail fast.
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -26,6 +29,13 @@ DEFAULT_MAX_ATTEMPTS = 5
 #: The connection form's extra fields. Their names must not look secret to Airflow's masker
 #: ("auth_header", "token", ... are hidden as ***), or the form would show and save "***".
 CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "api_family": {
+        "label": "API family",
+        "description": "Which published paths to call. auto: ActiveCampaign account hosts (*.api-us1.com, "
+        "*.activehosted.com) use /channel/whatsapp/inbox/...; any other host (api.hilos.io) uses /api/inbox/.... "
+        "hilos or activecampaign force one.",
+        "schema": {"type": ["string", "null"], "default": DEFAULT_API_FAMILY, "enum": list(API_FAMILY_CHOICES)},
+    },
     "header_name": {
         "label": "Token header name",
         "description": "HTTP header that carries the token. Hilos: Authorization. "

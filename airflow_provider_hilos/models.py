@@ -1,8 +1,11 @@
 """The Hilos conversation schemas, modelled once.
 
-Mirrors ``PatchedConversationEdit`` / ``ConversationEdit`` of the vendor's OpenAPI description
-(``tests/contract/openapi-conversation-update.json``). The hook, the operator, the batch path
-and the sandbox all validate through :func:`validate_update`, so a rule lives in one place.
+Mirrors ``PatchedConversationEdit`` / ``ConversationEdit`` of the two published OpenAPI descriptions
+of the API (``tests/contract/openapi-hilos-native-conversation.json``, Hilos's own, and
+``tests/contract/openapi-conversation-update.json``, ActiveCampaign's copy). The hook, the operator
+and the batch path all validate through :func:`validate_update`, so a rule lives in one place.
+Requests accept the union of both documents; responses are never rejected for a value this
+provider does not know yet.
 """
 
 from __future__ import annotations
@@ -25,10 +28,14 @@ _EXAMPLE_UUID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 
 
 class ConversationStatus(enum.StrEnum):
-    """``ConversationStatusEnum``: where a conversation is in its life cycle."""
+    """``ConversationStatusEnum``: where a conversation is in its life cycle.
+
+    The union of both documents: Hilos's own adds ``FLOW_PAUSED``.
+    """
 
     CREATED = "CREATED"
     FLOW = "FLOW"
+    FLOW_PAUSED = "FLOW_PAUSED"
     NEW = "NEW"
     IN_PROGRESS = "IN_PROGRESS"
     RESOLVED = "RESOLVED"
@@ -88,17 +95,20 @@ class ConversationTag(BaseModel):
 
 
 class ConversationEdit(BaseModel):
-    """``ConversationEdit``: the API's answer to a PATCH (the whole conversation)."""
+    """``ConversationEdit``: the API's answer to a PATCH (the whole conversation).
+
+    Forward compatible: a status or source this provider does not know yet is kept as a string.
+    """
 
     model_config = ConfigDict(extra="allow")
 
     id: str
     contact: uuid.UUID
-    status: ConversationStatus | None = None
+    status: ConversationStatus | str | None = None
     assigned: list[UserRef]
     tags: list[ConversationTag] = []
     created_on: str
-    source: ConversationSource
+    source: ConversationSource | str
     assigned_team: int | None = None
     channel: int | None = None
 

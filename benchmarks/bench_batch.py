@@ -113,7 +113,7 @@ def bench_http_hook(sb: SandboxProcess, n: int, repeats: int) -> float:
     def run() -> None:
         for row in data:
             body = {k: v for k, v in row.items() if k != "conversation_id"}
-            hook.run(f"channel/whatsapp/inbox/conversation/{row['conversation_id']}/update", json=body)
+            hook.run(f"api/inbox/conversation/{row['conversation_id']}/update", json=body)
 
     return timed(run, repeats)
 

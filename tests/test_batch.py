@@ -328,3 +328,23 @@ def test_a_conversation_repeated_in_one_batch_is_refused_naming_both_rows(big):
     result = fast_hook().update_conversations(rows, skip_invalid_rows=True)
     assert (result.updated, result.skipped) == (2, 1)
     assert big.conversation(cid)["status"] == "NEW"  # the first row wins, deterministically
+
+
+def test_a_batch_against_a_missing_endpoint_stops_at_its_first_answers(big, monkeypatch):
+    """The wrong API family (or Base URL) makes every row fail the same way: stop, and say what to fix."""
+    monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", big.connection_json(api_family="activecampaign"))
+    rows = intent_for(big.conversation_ids()[:300])
+    ti = FakeTI()
+    with pytest.raises(HilosBatchError) as err:
+        ConversationBatchUpdateOperator(task_id="b", updates=rows, max_concurrency=4).execute({"ti": ti})
+    message = str(err.value)
+    assert "the API has no endpoint at PATCH http://127.0.0.1:" in message
+    assert "/channel/whatsapp/inbox/conversation/" in message and "check the Base URL and the API family" in message
+    assert "API family activecampaign (api_family='activecampaign' in the connection)" in message
+    sent = [r for r in big.requests() if r["method"] == "PATCH"]
+    assert 1 <= len(sent) <= 4  # the rows already in flight, not 300
+    result = ti.pushed[BATCH_RESULT_XCOM_KEY]
+    assert result["updated"] == 0 and result["failed"] == len(sent) and result["not_sent"] == 300 - len(sent)
+    assert all(r["status"] == 404 for r in sent)
+    ok, test_message = HilosHook().test_connection()  # the Test button says the same
+    assert ok is False and "the API has no endpoint at GET http://127.0.0.1:" in test_message

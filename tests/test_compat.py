@@ -60,8 +60,11 @@ def test_classic_connection_form_for_airflow_before_3_2():
 
     widgets = HilosHook.get_connection_form_widgets()
     assert {name: type(field.field_class) for name, field in widgets.items()}.keys() == {
-        "header_name", "auth_scheme", "connect_timeout", "read_timeout", "max_attempts", "web_base_url",
+        "api_family", "header_name", "auth_scheme", "connect_timeout", "read_timeout", "max_attempts", "web_base_url",
         "allow_insecure_http"}
+    assert widgets["api_family"].field_class is StringField  # Airflow 2 allows no select field
+    assert widgets["api_family"].kwargs["default"] == "auto"
+    assert widgets["api_family"].kwargs["description"].endswith("One of: auto, hilos, activecampaign.")
     assert widgets["max_attempts"].field_class is IntegerField
     assert widgets["allow_insecure_http"].field_class is BooleanField
     assert widgets["read_timeout"].field_class is StringField and widgets["read_timeout"].kwargs["default"] == "30.0"

@@ -25,7 +25,7 @@ def patches(sandbox) -> list[dict]:
 
 def assert_exact_patch(entry: dict, conversation_id: str, body: dict) -> None:
     assert entry["method"] == "PATCH"
-    assert entry["path"] == f"/channel/whatsapp/inbox/conversation/{conversation_id}/update"
+    assert entry["path"] == f"/api/inbox/conversation/{conversation_id}/update"  # the default family: Hilos's own
     assert entry["query"] == ""
     headers = entry["headers"]
     assert headers["authorization"] == "Token <sandbox-token>"  # the sandbox saw exactly "Token <its token>"
@@ -122,8 +122,7 @@ def test_failures_fail_loudly_and_never_show_the_token(sandbox, monkeypatch, out
     assert set(states(dag_run).values()) == {"failed"}
     # the bad payload never reached the server; the bad token and the unknown id did, once each
     paths = sorted(e["path"] for e in patches(sandbox))
-    assert paths == sorted([f"/channel/whatsapp/inbox/conversation/{cid}/update",
-                            f"/channel/whatsapp/inbox/conversation/{missing}/update"])
+    assert paths == sorted([f"/api/inbox/conversation/{cid}/update", f"/api/inbox/conversation/{missing}/update"])
     assert sandbox.conversation(cid) == before
     text = output()
     assert "rejected the API token of connection 'hilos_bad_token'" in text

@@ -10,18 +10,22 @@ from email.utils import format_datetime
 import pytest
 import requests
 
+from airflow.providers.common.compat.sdk import AirflowFailException
+
 from airflow_provider_hilos.exceptions import (
     HilosAPIError,
     HilosBatchError,
     HilosConfigurationError,
+    HilosEndpointNotFoundError,
     HilosValidationError,
 )
 from airflow_provider_hilos.hooks.hilos import HilosHook, parse_retry_after
 from tests.conftest import TEST_TOKEN
 
 CID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
-URL = f"https://api.hilos.io/channel/whatsapp/inbox/conversation/{CID}/update"
-LIST_URL = "https://api.hilos.io/channel/whatsapp/inbox/conversation"
+#: Hilos's own path family: what api.hilos.io serves (and any host but an ActiveCampaign account host).
+URL = f"https://api.hilos.io/api/inbox/conversation/{CID}/update"
+LIST_URL = "https://api.hilos.io/api/inbox/conversation"
 EDIT = {
     "id": CID, "contact": "8c8d5e2a-55c4-4a4e-9d5b-3b0b7e1b2f10", "status": "CLOSED", "assigned": [{"id": 3}],
     "tags": [{"id": 1, "name": "vip"}], "created_on": "2025-01-01T00:00:00Z", "source": "API",
@@ -53,23 +57,60 @@ def test_update_sends_exact_request_and_returns_conversation(hook, requests_mock
 
 
 @pytest.mark.parametrize(
-    ("host", "expected_base"),
+    ("host", "expected_url"),
     [
-        (None, "https://api.hilos.io"),
-        ("", "https://api.hilos.io"),
-        ("api.hilos.io", "https://api.hilos.io"),
-        ("https://api.hilos.io///", "https://api.hilos.io"),
-        ("https://acme.api-us1.com/api/3/", "https://acme.api-us1.com/api/3"),
-        ("acme.api-us1.com/api/3", "https://acme.api-us1.com/api/3"),
-        ("http://127.0.0.1:8765", "http://127.0.0.1:8765"),
-        ("http://localhost:8765/prefix", "http://localhost:8765/prefix"),
+        (None, f"https://api.hilos.io/api/inbox/conversation/{CID}/update"),
+        ("", f"https://api.hilos.io/api/inbox/conversation/{CID}/update"),
+        ("api.hilos.io", f"https://api.hilos.io/api/inbox/conversation/{CID}/update"),
+        ("https://api.hilos.io///", f"https://api.hilos.io/api/inbox/conversation/{CID}/update"),
+        ("https://acme.api-us1.com/api/3/", f"https://acme.api-us1.com/api/3/channel/whatsapp/inbox/conversation/{CID}/update"),
+        ("acme.api-us1.com/api/3", f"https://acme.api-us1.com/api/3/channel/whatsapp/inbox/conversation/{CID}/update"),
+        ("https://acme.activehosted.com", f"https://acme.activehosted.com/channel/whatsapp/inbox/conversation/{CID}/update"),
+        ("https://hilos.example.com/proxy", f"https://hilos.example.com/proxy/api/inbox/conversation/{CID}/update"),
+        ("http://127.0.0.1:8765", f"http://127.0.0.1:8765/api/inbox/conversation/{CID}/update"),
+        ("http://localhost:8765/prefix", f"http://localhost:8765/prefix/api/inbox/conversation/{CID}/update"),
     ],
 )
-def test_base_url_from_host(hilos_conn, requests_mock, host, expected_base):
+def test_base_url_from_host_and_the_family_it_implies(hilos_conn, requests_mock, host, expected_url):
     hilos_conn(host=host)
-    requests_mock.patch(f"{expected_base}/channel/whatsapp/inbox/conversation/{CID}/update", json=EDIT)
+    requests_mock.patch(expected_url, json=EDIT)
     HilosHook().update_conversation(CID, {"status": "NEW"})
-    assert requests_mock.last_request.url == f"{expected_base}/channel/whatsapp/inbox/conversation/{CID}/update"
+    assert requests_mock.last_request.url == expected_url
+
+
+@pytest.mark.parametrize(
+    ("host", "family", "expected_url"),
+    [
+        ("https://api.hilos.io", "activecampaign", f"https://api.hilos.io/channel/whatsapp/inbox/conversation/{CID}/update"),
+        ("https://acme.api-us1.com/api/3", "hilos", f"https://acme.api-us1.com/api/3/api/inbox/conversation/{CID}/update"),
+        ("https://acme.api-us1.com/api/3", "AUTO", f"https://acme.api-us1.com/api/3/channel/whatsapp/inbox/conversation/{CID}/update"),
+        ("http://127.0.0.1:9", "activecampaign", f"http://127.0.0.1:9/channel/whatsapp/inbox/conversation/{CID}/update"),
+    ],
+)
+def test_api_family_chosen_explicitly(hilos_conn, requests_mock, host, family, expected_url):
+    hilos_conn(host=host, extra={"api_family": family})
+    requests_mock.patch(expected_url, json=EDIT)
+    HilosHook().update_conversation(CID, {"status": "NEW"})
+    assert requests_mock.last_request.url == expected_url
+
+
+def test_the_log_says_once_which_family_and_url_a_hook_uses(hook, requests_mock, output):
+    requests_mock.patch(URL, json=EDIT)
+    requests_mock.get(LIST_URL, json={"count": 0, "next": None, "previous": None, "results": []})
+    hook.update_conversation(CID, {"status": "NEW"})
+    hook.update_conversation(CID, {"status": "CLOSED"})
+    hook.list_conversations()
+    text = output()
+    line = ("Hilos connection 'hilos_default': API family hilos (auto: api.hilos.io is not an ActiveCampaign "
+            "account host); updates go to PATCH https://api.hilos.io/api/inbox/conversation/{id}/update")
+    assert text.count(line) == 1
+
+
+def test_an_unknown_api_family_is_explained(hilos_conn, requests_mock):
+    hilos_conn(extra={"api_family": "native"})
+    with pytest.raises(HilosConfigurationError, match="api_family='native' is not one of auto, hilos, activecampaign"):
+        HilosHook().update_conversation(CID, {"status": "NEW"})
+    assert not requests_mock.called
 
 
 def test_uri_form_connection_keeps_path_prefix(monkeypatch, requests_mock):
@@ -160,7 +201,7 @@ def test_other_4xx_are_not_retried(hook, requests_mock, status):
     assert hook.sleeps == []
     assert err.value.status_code == status
     assert err.value.method == "PATCH"
-    assert err.value.path == f"/channel/whatsapp/inbox/conversation/{CID}/update"
+    assert err.value.path == f"/api/inbox/conversation/{CID}/update"
 
 
 @pytest.mark.parametrize(
@@ -264,8 +305,30 @@ def test_403_says_permission(hook, requests_mock):
 
 def test_404_says_conversation_not_found(hook, requests_mock):
     requests_mock.patch(URL, status_code=404, json={"detail": "Not found."})
-    with pytest.raises(HilosAPIError, match=f"conversation {CID} was not found"):
+    with pytest.raises(HilosAPIError, match=f"conversation {CID} was not found") as err:
         hook.update_conversation(CID, {"status": "NEW"})
+    assert not isinstance(err.value, HilosEndpointNotFoundError)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"text": "<!doctype html><html><head><title>Not Found</title></head><body><h1>Not Found</h1></body></html>",
+      "headers": {"Content-Type": "text/html"}},
+     {"text": ""},
+     {"json": {"message": "no route"}}],
+    ids=["django html page", "empty body", "json without detail"],
+)
+def test_a_route_404_says_the_endpoint_is_missing_not_the_conversation(hook, requests_mock, answer):
+    requests_mock.patch(URL, status_code=404, **answer)
+    with pytest.raises(HilosEndpointNotFoundError) as err:
+        hook.update_conversation(CID, {"status": "NEW"})
+    message = str(err.value)
+    assert f"the API has no endpoint at PATCH {URL} (HTTP 404, " in message
+    assert "): check the Base URL and the API family (extra api_family: hilos for api.hilos.io" in message
+    assert "Hilos connection 'hilos_default' uses API family hilos (auto: api.hilos.io is not an ActiveCampaign" in message
+    assert "was not found" not in message
+    assert isinstance(err.value, AirflowFailException)  # no Airflow retry: it cannot work next time either
+    assert requests_mock.call_count == 1
 
 
 def test_400_reports_drf_field_errors(hook, requests_mock):
@@ -331,7 +394,7 @@ def test_connection_mistakes_are_explained(hilos_conn, requests_mock, conn, matc
 
 def test_plain_http_to_remote_host_allowed_only_when_asked(hilos_conn, requests_mock):
     hilos_conn(host="http://hilos.internal", extra={"allow_insecure_http": True})
-    requests_mock.patch(f"http://hilos.internal/channel/whatsapp/inbox/conversation/{CID}/update", json=EDIT)
+    requests_mock.patch(f"http://hilos.internal/api/inbox/conversation/{CID}/update", json=EDIT)
     assert HilosHook().update_conversation(CID, {"status": "NEW"}) == EDIT
 
 
@@ -381,7 +444,9 @@ def test_test_connection_unreachable_and_misconfigured(hilos_conn, requests_mock
 def test_test_connection_wrong_path_prefix(hook, requests_mock):
     requests_mock.get(LIST_URL, status_code=404, text="<h1>Not Found</h1>", headers={"Content-Type": "text/html"})
     ok, message = hook.test_connection()
-    assert ok is False and "check the connection's Base URL" in message
+    assert ok is False
+    assert f"the API has no endpoint at GET {LIST_URL} (HTTP 404" in message
+    assert "check the Base URL and the API family" in message
 
 
 def test_retry_warnings_are_logged_without_the_token(hook, requests_mock, output):

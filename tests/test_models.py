@@ -38,7 +38,8 @@ def test_only_given_fields_are_sent():
 
 def test_writable_fields_and_statuses_match_the_seed():
     assert WRITABLE_FIELDS == ("status", "assigned", "tags", "assigned_team", "channel")
-    assert [s.value for s in ConversationStatus] == ["CREATED", "FLOW", "NEW", "IN_PROGRESS", "RESOLVED", "CLOSED"]
+    assert [s.value for s in ConversationStatus] == ["CREATED", "FLOW", "FLOW_PAUSED", "NEW", "IN_PROGRESS",
+                                                     "RESOLVED", "CLOSED"]
 
 
 @pytest.mark.parametrize(
@@ -61,7 +62,7 @@ def test_every_problem_is_reported_together_with_its_fix():
         "contact": CID, "id": CID,
     })
     assert found["conversation_id"].startswith("'../x' is not a conversation UUID")
-    assert "use one of CREATED, FLOW, NEW, IN_PROGRESS, RESOLVED, CLOSED" in found["status"]
+    assert "use one of CREATED, FLOW, FLOW_PAUSED, NEW, IN_PROGRESS, RESOLVED, CLOSED" in found["status"]
     assert "got str '7'" in found["assigned[0].id"]
     assert 'a user object like {"id": 12}' in found["assigned[1]"]
     assert "101 characters, the API allows at most 100" in found["tags[0].name"]

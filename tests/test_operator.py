@@ -12,7 +12,7 @@ from airflow_provider_hilos.operators.conversation import ConversationUpdateOper
 from tests.conftest import TEST_TOKEN
 
 CID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
-URL = f"https://api.hilos.io/channel/whatsapp/inbox/conversation/{CID}/update"
+URL = f"https://api.hilos.io/api/inbox/conversation/{CID}/update"
 EDIT = {"id": CID, "contact": CID, "status": "CLOSED", "assigned": [], "tags": [], "created_on": "2025-01-01T00:00:00Z",
         "source": "API", "assigned_team": None, "channel": 1}
 

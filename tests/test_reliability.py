@@ -148,9 +148,11 @@ def test_soak_small(monkeypatch):
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
     seen: list[dict] = []
+    paths: list[tuple[str, str]] = []
 
     def do_PATCH(self):  # noqa: N802
         type(self).seen.append(dict(self.headers))
+        type(self).paths.append((self.command, self.path))
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -193,6 +195,22 @@ def test_a_redirect_to_another_host_never_carries_the_token(monkeypatch, status)
     finally:
         first.shutdown()
         other.shutdown()
+
+
+def test_a_default_connection_calls_hilos_own_paths(monkeypatch):
+    """No family chosen, a host that is not an ActiveCampaign account host: /api/inbox/..., as api.hilos.io serves."""
+    _Recorder.paths = []
+    server, url = _serve(_Recorder)
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", json.dumps(
+            {"conn_type": "hilos", "host": url, "password": TEST_TOKEN}))
+        cid = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+        HilosHook().update_conversation(cid, {"status": "NEW"})
+        HilosHook().test_connection()
+    finally:
+        server.shutdown()
+    assert _Recorder.paths == [("PATCH", f"/api/inbox/conversation/{cid}/update"),
+                               ("GET", "/api/inbox/conversation?page=1&page_size=1")]
 
 
 def test_wrong_port_fails_clearly(monkeypatch):

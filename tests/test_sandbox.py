@@ -17,10 +17,13 @@ from airflow_provider_hilos.sandbox.state import SandboxData
 from tests.conftest import TEST_TOKEN
 
 AUTH = {"Authorization": f"Token {TEST_TOKEN}"}
+#: The paths of each family, spelled out (not taken from the package, so a wrong path cannot pass).
+NATIVE = "/api/inbox/conversation"
+ACTIVECAMPAIGN = "/channel/whatsapp/inbox/conversation"
 
 
 def patch(sb: HilosSandbox, cid: str, body, headers=None, **kwargs) -> requests.Response:
-    return requests.patch(f"{sb.url}/channel/whatsapp/inbox/conversation/{cid}/update", json=body,
+    return requests.patch(f"{sb.url}{NATIVE}/{cid}/update", json=body,
                           headers=AUTH if headers is None else headers, timeout=10, **kwargs)
 
 
@@ -92,11 +95,29 @@ def test_invalid_fields_are_400_drf_style_and_nothing_changes(sandbox):
     assert sandbox.conversation(cid) == before
 
 
+def test_form_and_multipart_bodies_are_accepted_as_the_documents_list_them(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    url = f"{sandbox.url}{NATIVE}/{cid}/update"
+    form = requests.patch(url, data={"status": "NEW", "assigned_team": "2", "channel": "", "tags[0]name": " vip ",
+                                     "tags[1].name": "lead", "assigned[0]id": "3"}, headers=AUTH, timeout=10)
+    assert form.status_code == 200, form.text
+    conv = sandbox.conversation(cid)
+    assert (conv["status"], conv["assigned_team"], conv["channel"], conv["assigned"]) == ("NEW", 2, None, [{"id": 3}])
+    assert [t["name"] for t in conv["tags"]] == ["vip", "lead"]
+    multipart = requests.patch(url, files={"status": (None, "RESOLVED"), "tags[0][name]": (None, "renewal")},
+                               headers=AUTH, timeout=10)
+    assert multipart.status_code == 200, multipart.text
+    assert multipart.json()["status"] == "RESOLVED" and [t["name"] for t in multipart.json()["tags"]] == ["renewal"]
+    bad = requests.patch(url, data={"status": "DONE", "assigned_team": "x"}, headers=AUTH, timeout=10)
+    assert bad.status_code == 400
+    assert bad.json() == {"status": ['"DONE" is not a valid choice.'], "assigned_team": ["A valid integer is required."]}
+
+
 def test_non_json_bodies(sandbox):
     cid = sandbox.conversation_ids()[0]
-    url = f"{sandbox.url}/channel/whatsapp/inbox/conversation/{cid}/update"
-    form = requests.patch(url, data={"status": "NEW"}, headers=AUTH, timeout=10)
-    assert form.status_code == 415
+    url = f"{sandbox.url}{NATIVE}/{cid}/update"
+    text = requests.patch(url, data="status=NEW", headers={**AUTH, "Content-Type": "text/plain"}, timeout=10)
+    assert text.status_code == 415 and text.json() == {"detail": 'Unsupported media type "text/plain" in request.'}
     broken = requests.patch(url, data="{", headers={**AUTH, "Content-Type": "application/json"}, timeout=10)
     assert broken.status_code == 400 and broken.json()["detail"].startswith("JSON parse error")
     listed = patch(sandbox, cid, [{"status": "NEW"}])
@@ -104,7 +125,7 @@ def test_non_json_bodies(sandbox):
 
 
 def test_list_endpoint_pages_and_filters(sandbox):
-    url = f"{sandbox.url}/channel/whatsapp/inbox/conversation"
+    url = f"{sandbox.url}{NATIVE}"
     page = requests.get(url, params={"page_size": 7}, headers=AUTH, timeout=10).json()
     assert page["count"] == 20 and len(page["results"]) == 7 and page["previous"] is None
     second = requests.get(page["next"], headers=AUTH, timeout=10).json()
@@ -114,6 +135,24 @@ def test_list_endpoint_pages_and_filters(sandbox):
     assert mine["count"] == 1
     assert requests.get(url, timeout=10).status_code == 401
     assert requests.get(url, params={"page": 99}, headers=AUTH, timeout=10).status_code == 404
+    for bad_page in ("0", "-1", "x", "²"):
+        assert requests.get(url, params={"page": bad_page}, headers=AUTH, timeout=10).json() == {"detail": "Invalid page."}
+    assert len(requests.get(url, params={"page_size": "x"}, headers=AUTH, timeout=10).json()["results"]) == 20
+    assert requests.get(url, params={"contact": "nope"}, headers=AUTH, timeout=10).json() == {
+        "contact": ["Enter a valid UUID."]}
+
+
+def test_list_rows_are_conversation_read_simple(sandbox):
+    """As the list endpoint documents them: assignees in full and the first message (data unchanged)."""
+    page = requests.get(f"{sandbox.url}{NATIVE}", params={"page_size": 20}, headers=AUTH, timeout=10).json()
+    for row in page["results"]:
+        stored = sandbox.conversation(row["id"])
+        assert [u["id"] for u in row["assigned"]] == [u["id"] for u in stored["assigned"]]
+        assert all({"first_name", "last_name", "email", "account", "profile_image", "date_joined"} <= set(u)
+                   for u in row["assigned"])
+        assert row["first_message"]["contact"] == stored["contact"]
+        assert {k: row[k] for k in ("status", "tags", "created_on", "source", "assigned_team", "channel")} == {
+            k: stored[k] for k in ("status", "tags", "created_on", "source", "assigned_team", "channel")}
 
 
 def test_request_log_records_what_arrived_without_the_token(sandbox):
@@ -218,15 +257,91 @@ def test_slow_answers_trip_the_hooks_read_timeout(sandbox, monkeypatch):
     assert len(sandbox.requests()) == 2
 
 
-def test_prefix_and_custom_header_name_with_the_hook(monkeypatch):
-    with HilosSandbox(conversations=3, token=TEST_TOKEN, prefix="/api/3", header_name="Token", auth_scheme="") as sb:
+@pytest.mark.parametrize(("family", "path"), [("hilos", NATIVE), ("activecampaign", ACTIVECAMPAIGN)])
+def test_prefix_and_custom_header_name_with_the_hook(monkeypatch, family, path):
+    with HilosSandbox(conversations=3, token=TEST_TOKEN, prefix="/api/3", header_name="Token", auth_scheme="",
+                      api_family=family) as sb:
         assert sb.url.endswith("/api/3")
         monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json(header_name="Token", auth_scheme=""))
         cid = sb.conversation_ids()[0]
         assert HilosHook().update_conversation(cid, {"status": "CLOSED"})["status"] == "CLOSED"
-        assert sb.requests()[-1]["path"] == f"/api/3/channel/whatsapp/inbox/conversation/{cid}/update"
+        assert sb.requests()[-1]["path"] == f"/api/3{path}/{cid}/update"
         assert sb.requests()[-1]["headers"]["token"] == "<sandbox-token>"
         assert HilosHook().test_connection()[0] is True
+        assert sb.requests()[-1]["path"] == f"/api/3{path}"
+
+
+@pytest.mark.parametrize(("family", "served", "other"), [("hilos", NATIVE, ACTIVECAMPAIGN),
+                                                         ("activecampaign", ACTIVECAMPAIGN, NATIVE)])
+def test_each_sandbox_serves_one_family_and_answers_the_other_with_a_django_route_404(family, served, other):
+    with HilosSandbox(conversations=2, token=TEST_TOKEN, api_family=family) as sb:
+        cid = sb.conversation_ids()[0]
+        assert requests.patch(f"{sb.url}{served}/{cid}/update", json={"status": "NEW"}, headers=AUTH, timeout=10).ok
+        assert requests.get(f"{sb.url}{served}", headers=AUTH, timeout=10).ok
+        for method, url in (("PATCH", f"{sb.url}{other}/{cid}/update"), ("GET", f"{sb.url}{other}"),
+                            ("GET", f"{sb.url}/nowhere")):
+            wrong = requests.request(method, url, json={"status": "NEW"}, headers=AUTH, timeout=10)
+            assert wrong.status_code == 404
+            assert wrong.headers["Content-Type"].startswith("text/html")
+            assert "<h1>Not Found</h1>" in wrong.text  # Django's page, unlike a missing conversation's JSON
+        missing = requests.patch(f"{sb.url}{served}/00000000-0000-4000-8000-000000000000/update",
+                                 json={"status": "NEW"}, headers=AUTH, timeout=10)
+        assert (missing.status_code, missing.json()) == (404, {"detail": "No Conversation matches the given query."})
+        not_allowed = requests.delete(f"{sb.url}{served}/{cid}/update", headers=AUTH, timeout=10)
+        assert (not_allowed.status_code, not_allowed.json()) == (405, {"detail": 'Method "DELETE" not allowed.'})
+
+
+def test_put_is_a_full_update(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    url = f"{sandbox.url}{NATIVE}/{cid}/update"
+    before = sandbox.conversation(cid)
+    missing = requests.put(url, json={"status": "CLOSED"}, headers=AUTH, timeout=10)
+    assert missing.status_code == 400 and missing.json() == {f: ["This field is required."] for f in ("id", "contact",
+                                                                                                        "assigned")}
+    assert sandbox.conversation(cid) == before
+    full = requests.put(url, json={"id": cid, "contact": before["contact"], "assigned": [{"id": 2}],
+                                   "status": "FLOW_PAUSED"}, headers=AUTH, timeout=10)
+    assert full.status_code == 200 and (full.json()["status"], full.json()["assigned"]) == ("FLOW_PAUSED", [{"id": 2}])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [json.dumps(body) for body in (
+        {"status": {"x": 1}}, {"status": ["CLOSED"]}, {"status": 5}, {"assigned_team": "--5"}, {"assigned_team": "²"},
+        {"assigned": [{"id": "--5"}]}, {"assigned": [{"id": "²"}]}, {"channel": "٣"}, {"assigned_team": 1e300},
+        {"tags": [{"name": {"a": 1}}]}, {"tags": "vip"}, {"assigned": {"id": 1}}, {"contact": ["x"]},
+        {"contact": 10**60}, {"status": "x" * 100_000}, {"tags": [{"name": "\u0000"}]})]
+    + ['{"assigned_team": ' + "9" * 5000 + "}"],  # more digits than Python reads into an int by default
+    ids=lambda raw: raw[:40],
+)
+def test_no_client_input_makes_the_sandbox_answer_500(sandbox, raw):
+    cid = sandbox.conversation_ids()[0]
+    before = sandbox.conversation(cid)
+    response = requests.patch(f"{sandbox.url}{NATIVE}/{cid}/update", data=raw,
+                              headers={**AUTH, "Content-Type": "application/json"}, timeout=10)
+    assert response.status_code == 400, response.text
+    assert sandbox.conversation(cid) == before
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    nested = '{"status": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    response = requests.patch(f"{sandbox.url}{NATIVE}/{cid}/update", data=nested,
+                              headers={**AUTH, "Content-Type": "application/json"}, timeout=10)
+    assert response.status_code == 400 and response.json()["detail"].startswith("JSON parse error")
+
+
+def test_drf_field_rules_trim_refuse_blank_and_nul_and_read_digit_strings(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    ok = patch(sandbox, cid, {"tags": [{"name": "  vip  "}, {"name": " " + "x" * 100 + " "}], "assigned_team": "3",
+                              "assigned": [{"id": "2"}, {"id": 2.0}], "channel": " 1 "})
+    assert ok.status_code == 200, ok.text
+    assert [t["name"] for t in ok.json()["tags"]] == ["vip", "x" * 100]  # trimmed before the length check
+    assert (ok.json()["assigned_team"], ok.json()["assigned"], ok.json()["channel"]) == (3, [{"id": 2}], 1)
+    bad = patch(sandbox, cid, {"tags": [{"name": "   "}, {"name": "a\x00b"}, {"name": "x" * 101}]})
+    assert bad.json() == {"tags": [{"name": ["This field may not be blank."]},
+                                   {"name": ["Null characters are not allowed."]},
+                                   {"name": ["Ensure this field has no more than 100 characters."]}]}
 
 
 def test_loopback_only():
@@ -251,7 +366,7 @@ def test_hilos_sandbox_command_prints_its_url_and_serves():
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
-        page = requests.get(f"{url}/channel/whatsapp/inbox/conversation", params={"page_size": 1},
+        page = requests.get(f"{url}{NATIVE}", params={"page_size": 1},
                             headers={"Authorization": "Token T0KEN-cli"}, timeout=10).json()
         assert page["count"] == 1000
         assert page["results"][0]["id"] == list(SandboxData.seeded(1, 7).conversations)[0]
@@ -294,3 +409,17 @@ def test_mismatches_names_the_fields_that_did_not_land(sandbox):
     assert sandbox.mismatches(cid, {"status": "CLOSED", "tags": [{"name": "vip"}], "assigned_team": 2}) == []
     assert sandbox.mismatches(cid, {"status": "NEW", "tags": [{"name": "other"}], "assigned_team": 2}) == [
         "status", "tags"]
+
+
+def test_uri_form_of_a_plain_http_loopback_sandbox(sandbox, monkeypatch):
+    """The README's recipe: put the scheme in the URI; without it, the TLS error says how."""
+    port = sandbox.port
+    monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", f"hilos://http://:{TEST_TOKEN}@127.0.0.1:{port}")
+    cid = sandbox.conversation_ids()[0]
+    assert HilosHook().update_conversation(cid, {"status": "CLOSED"})["status"] == "CLOSED"
+    monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", f"hilos://:{TEST_TOKEN}@127.0.0.1:{port}")
+    with pytest.raises(Exception, match="TLS error") as err:
+        HilosHook().update_conversation(cid, {"status": "NEW"})
+    assert f"write the Base URL as http://127.0.0.1:{port} (URI form: hilos://http://:<token>@127.0.0.1:{port})" in str(
+        err.value)
+    assert TEST_TOKEN not in str(err.value)

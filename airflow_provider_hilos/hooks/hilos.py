@@ -22,13 +22,16 @@ from requests.adapters import HTTPAdapter
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_hilos import __version__
+from airflow_provider_hilos.endpoints import API_FAMILY_CHOICES, ApiFamily, resolve_api_family
 from airflow_provider_hilos.exceptions import (
     RETRYABLE_STATUS_CODES,
     HilosAPIError,
     HilosConfigurationError,
+    HilosEndpointNotFoundError,
 )
 from airflow_provider_hilos.get_provider_info import (
     CONN_FIELDS,
+    DEFAULT_API_FAMILY,
     DEFAULT_AUTH_SCHEME,
     DEFAULT_BASE_URL,
     DEFAULT_CONNECT_TIMEOUT,
@@ -45,8 +48,6 @@ if TYPE_CHECKING:
 
     from airflow_provider_hilos.batch import BatchResult, RequestPacer
 
-CONVERSATION_UPDATE_PATH = "/channel/whatsapp/inbox/conversation/{id}/update"
-CONVERSATION_LIST_PATH = "/channel/whatsapp/inbox/conversation"
 WEB_CONVERSATION_PATH = "/inbox/conversation/{id}"
 TOKEN_HELP_URL = "https://app.hilos.io/dev/api-keys"
 _SNIPPET_CHARS = 200
@@ -68,13 +69,25 @@ class HilosConnectionSettings:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     web_base_url: str = DEFAULT_WEB_BASE_URL
+    api_family: ApiFamily = ApiFamily.HILOS
+    api_family_reason: str = "the default"
 
     def __repr__(self) -> str:
         return (
             f"HilosConnectionSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, token='***', "
-            f"header_name={self.header_name!r}, auth_scheme={self.auth_scheme!r}, "
-            f"timeout=({self.connect_timeout}, {self.read_timeout}), max_attempts={self.max_attempts})"
+            f"api_family={self.api_family.value!r}, header_name={self.header_name!r}, "
+            f"auth_scheme={self.auth_scheme!r}, timeout=({self.connect_timeout}, {self.read_timeout}), "
+            f"max_attempts={self.max_attempts})"
         )
+
+    def url(self, path: str) -> str:
+        """The full URL of an API path (never carries the token: it travels in a header)."""
+        return self.base_url + path
+
+    @property
+    def family_display(self) -> str:
+        """``API family hilos (auto: api.hilos.io is not an ActiveCampaign account host)``."""
+        return f"API family {self.api_family.value} ({self.api_family_reason})"
 
     @property
     def auth_value(self) -> str:
@@ -227,9 +240,19 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
         if (raw := _extra(extras, field)) is not None:
             values[field] = _number(raw, field=field, conn_id=conn_id, integer=integer, minimum=1 if integer else 0)
     web_base_url = str(_extra(extras, "web_base_url") or DEFAULT_WEB_BASE_URL).strip().rstrip("/")
+    family_choice = str(_extra(extras, "api_family") or DEFAULT_API_FAMILY).strip().lower()
+    if family_choice not in API_FAMILY_CHOICES:
+        raise HilosConfigurationError(
+            f"Hilos connection {conn_id!r}: extra api_family={family_choice!r} is not one of "
+            f"{', '.join(API_FAMILY_CHOICES)}; use auto (the host decides), hilos (api.hilos.io: /api/inbox/...) "
+            "or activecampaign (ActiveCampaign account hosts: /channel/whatsapp/inbox/...)"
+        )
+    api_family, family_reason = resolve_api_family(family_choice, urlsplit(base_url).hostname or "")
     return HilosConnectionSettings(
         conn_id=conn_id,
         base_url=base_url,
+        api_family=api_family,
+        api_family_reason=family_reason,
         token=token,
         header_name=header_name,
         auth_scheme=auth_scheme,
@@ -343,13 +366,19 @@ class HilosHook(BaseHook):
         from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
         from flask_babel import lazy_gettext
         from wtforms import BooleanField, IntegerField, StringField
-        from wtforms.validators import NumberRange, Optional
+        from wtforms.validators import AnyOf, NumberRange, Optional
 
+        # Airflow 2 accepts only String, Password, Integer and Boolean fields: a choice is a checked text field
         widgets: dict[str, Any] = {}
         for name, spec in CONN_FIELDS.items():
             types, default = spec["schema"]["type"], spec["schema"].get("default")
             label, description = lazy_gettext(spec["label"]), spec.get("description", "")
-            if "boolean" in types:
+            if "enum" in spec["schema"]:
+                choices = spec["schema"]["enum"]
+                field = StringField(label, widget=BS3TextFieldWidget(), default=default,
+                                    validators=[Optional(), AnyOf(choices)],
+                                    description=f"{description} One of: {', '.join(choices)}.")
+            elif "boolean" in types:
                 field = BooleanField(label, default=default, description=description)
             elif "integer" in types:
                 field = IntegerField(label, validators=[Optional(), NumberRange(min=spec["schema"].get("minimum", 0))],
@@ -376,6 +405,10 @@ class HilosHook(BaseHook):
         """The checked connection settings (looked up once, on first use)."""
         settings = settings_from_connection(self.get_connection(self.hilos_conn_id))
         _mask(settings.token)
+        self.log.info(
+            "Hilos connection %r: %s; updates go to PATCH %s",
+            settings.conn_id, settings.family_display, settings.url(settings.api_family.update_path("{id}")),
+        )
         return settings
 
     @property
@@ -445,7 +478,8 @@ class HilosHook(BaseHook):
     # -- endpoints ----------------------------------------------------------------------------
 
     def update_conversation(self, conversation_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Partially update a conversation: ``PATCH /channel/whatsapp/inbox/conversation/{id}/update``.
+        """Partially update a conversation: ``PATCH /api/inbox/conversation/{id}/update`` (or the
+        ActiveCampaign-hosted ``/channel/whatsapp/inbox/conversation/{id}/update``, by the connection's API family).
 
         The payload is validated completely before anything is sent (or the connection looked up).
 
@@ -470,7 +504,7 @@ class HilosHook(BaseHook):
         :param body: the JSON body, as ``validate_update`` returned it.
         :param pacer: shared pacing of a batch (rate limit, slow-down on 429), if any.
         """
-        path = CONVERSATION_UPDATE_PATH.format(id=quote(conversation_id, safe=""))
+        path = self.settings.api_family.update_path(quote(conversation_id, safe=""))
         result = self.request("PATCH", path, json=body, conversation_id=conversation_id, pacer=pacer)
         if not isinstance(result, dict):
             raise HilosAPIError(
@@ -533,7 +567,8 @@ class HilosHook(BaseHook):
         self, *, page: int = 1, page_size: int = 20, contact: str | None = None, search: str | None = None,
         max_attempts: int | None = None,
     ) -> dict[str, Any]:
-        """List conversations (read-only): ``GET /channel/whatsapp/inbox/conversation``.
+        """List conversations (read-only): ``GET /api/inbox/conversation`` (or the ActiveCampaign-hosted
+        ``/channel/whatsapp/inbox/conversation``, by the connection's API family).
 
         :param page: the page number, from 1.
         :param page_size: conversations per page.
@@ -547,7 +582,8 @@ class HilosHook(BaseHook):
             params["contact"] = contact
         if search is not None:
             params["search"] = search
-        return self.request("GET", CONVERSATION_LIST_PATH, params=params, max_attempts=max_attempts)
+        return self.request("GET", self.settings.api_family.conversation_path, params=params,
+                            max_attempts=max_attempts)
 
     def conversation_web_url(self, conversation_id: str) -> str:
         """The conversation's page in the Hilos web app (the connection's extra ``web_base_url``)."""
@@ -606,7 +642,8 @@ class HilosHook(BaseHook):
             except requests.exceptions.SSLError as exc:
                 raise HilosAPIError(
                     self.redact(f"TLS error talking to {settings.base_url} ({method} {url_path}): {exc}. "
-                                 "Check the connection's Base URL and the server certificate."),
+                                 "Check the connection's Base URL and the server certificate"
+                                 + _plain_http_hint(settings.base_url) + "."),
                     method=method, path=url_path, attempts=attempt,
                 ) from None
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
@@ -685,6 +722,7 @@ class HilosHook(BaseHook):
         detail, field_errors, summary = _describe_body(response)
         settings = self.settings
         where = f"HTTP {status} on {method} {path}"
+        error_class = HilosAPIError
         if status in (401, 403):
             message = (
                 f"Hilos rejected the API token of connection {settings.conn_id!r} ({where}: {summary}). "
@@ -695,11 +733,18 @@ class HilosHook(BaseHook):
                 + ("; if the token is right, it lacks permission for this request" if status == 403 else "")
                 + "."
             )
+        elif status == 404 and detail is None:
+            # Django answers an unknown route with an HTML (or empty) page, a missing object with JSON {"detail"}
+            error_class = HilosEndpointNotFoundError
+            message = (
+                f"Hilos connection {settings.conn_id!r} uses {settings.family_display}, and the API has no endpoint "
+                f"at {method} {settings.url(path)} (HTTP 404, {summary}): check the Base URL and the API family "
+                "(extra api_family: hilos for api.hilos.io, activecampaign for ActiveCampaign account hosts)."
+            )
         elif status == 404 and conversation_id:
             message = (
                 f"Hilos conversation {conversation_id} was not found ({where}: {summary}). Check the "
-                f"conversation_id; if no conversation is ever found, check the connection's Base URL "
-                f"({settings.base_url})."
+                "conversation_id: the API knows no conversation with that id for this token."
             )
         elif status == 404:
             message = f"Hilos answered {where} ({summary}): check the connection's Base URL ({settings.base_url})."
@@ -725,7 +770,7 @@ class HilosHook(BaseHook):
         else:
             message = f"Hilos answered {where}{_for(conversation_id)}: {summary}."
         response.close()
-        return HilosAPIError(
+        return error_class(
             self.redact(message),
             status_code=status, method=method, path=path,
             detail=None if detail is None else self.redact(detail),
@@ -747,6 +792,16 @@ def _prepare(
     prepared.prepare(method=method, url=url, headers=session.headers, json=body, params=params,
                      cookies=session.cookies, hooks=session.hooks)
     return prepared
+
+
+def _plain_http_hint(base_url: str) -> str:
+    """A hint for the usual cause of a TLS error on loopback: a plain-http server (the sandbox)."""
+    parts = urlsplit(base_url)
+    if parts.scheme != "https" or not _is_loopback(parts.hostname or ""):
+        return ""
+    plain = base_url.replace("https://", "http://", 1)
+    return (f"; if that server speaks plain http (the Hilos sandbox does), write the Base URL as {plain} "
+            f"(URI form: hilos://http://:<token>@{parts.netloc})")
 
 
 def _for(conversation_id: str | None) -> str:

@@ -6,18 +6,22 @@ import asyncio
 import json
 import math
 import random
+import re
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from airflow_provider_hilos.endpoints import ApiFamily
 from airflow_provider_hilos.sandbox.state import DRFValidationError, NotFound, SandboxState
 
-CONVERSATION_PATH = "/channel/whatsapp/inbox/conversation"
 INSPECTION_PREFIX = "/_sandbox"
 #: Fault kinds a request can be given (randomly by the rates, or scripted with ``fail_next``).
 FAULT_KINDS = ("ok", "429", "500", "502", "503", "drop", "slow", "truncate", "html200")
@@ -28,6 +32,15 @@ _HTML_502 = (
     "</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 )
 _HTML_500 = "<!doctype html>\n<html lang=\"en\">\n<head><title>Server Error (500)</title></head>\n<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n"
+#: What Django (DEBUG off) answers for a URL no route matches: HTML, unlike DRF's JSON 404 for a missing object.
+DJANGO_ROUTE_404 = (
+    "<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n  <h1>Not Found</h1>"
+    "<p>The requested resource was not found on this server.</p>\n</body>\n</html>\n"
+)
+#: The JSON and form media types the update endpoints accept, as both documents list them.
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+#: Indexed form keys of nested lists, as DRF reads them: tags[0]name, tags[0].name or tags[0][name].
+_FORM_LIST_KEY = re.compile(r"(assigned|tags)\[([0-9]{1,4})\]\.?\[?([a-z_]+)\]?", re.ASCII)
 
 
 @dataclass
@@ -153,16 +166,19 @@ class SandboxApp:
 
     :param state: the data.
     :param token: the API token the sandbox accepts.
+    :param api_family: the path family it serves (the other family's paths answer Django's route 404).
     :param prefix: a path prefix for the Hilos endpoints, e.g. ``/api/3``.
     :param header_name: the header that carries the token.
     :param auth_scheme: the word before the token in that header (empty: bare token).
     :param faults: the fault injector.
     """
 
-    def __init__(self, state: SandboxState, *, token: str, prefix: str = "", header_name: str = "Authorization",
-                 auth_scheme: str = "Token", faults: FaultInjector | None = None) -> None:
+    def __init__(self, state: SandboxState, *, token: str, api_family: ApiFamily | str = ApiFamily.HILOS,
+                 prefix: str = "", header_name: str = "Authorization", auth_scheme: str = "Token",
+                 faults: FaultInjector | None = None) -> None:
         self.state = state
         self.token = token
+        self.api_family = ApiFamily(api_family)
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.header_name = header_name.lower()
         self.auth_scheme = auth_scheme
@@ -206,42 +222,44 @@ class SandboxApp:
 
     def _build(self) -> FastAPI:
         app = FastAPI(title="Hilos sandbox", docs_url=f"{INSPECTION_PREFIX}/docs", openapi_url=f"{INSPECTION_PREFIX}/openapi.json", redoc_url=None)
-        api = APIRouter(prefix=self.prefix)
+        api = APIRouter(prefix=self.prefix + self.api_family.conversation_path)
 
-        @api.patch(CONVERSATION_PATH + "/{conversation_id}/update")
-        async def partial_update(conversation_id: str, request: Request) -> Response:
+        async def write(conversation_id: str, request: Request, *, partial: bool) -> Response:
             if denied := self._auth_error(request):
                 return denied
-            ctype = request.headers.get("content-type", "").split(";")[0].strip()
-            if ctype != "application/json":
-                return _json(415, {"detail": f'Unsupported media type "{ctype}" in request.'})
-            raw = await request.body()
+            body = await _read_body(request)
+            if isinstance(body, Response):
+                return body
             try:
-                body = json.loads(raw) if raw else {}
-            except ValueError as exc:
-                return _json(400, {"detail": f"JSON parse error - {exc}"})
-            if not isinstance(body, dict):
-                return _json(400, {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {type(body).__name__}."]})
-            try:
-                return _json(200, self.state.partial_update(conversation_id, body))
+                return _json(200, self.state.update(conversation_id, body, partial=partial))
             except NotFound:
                 return _json(404, {"detail": "No Conversation matches the given query."})
             except DRFValidationError as exc:
                 return _json(400, exc.errors)
 
-        @api.get(CONVERSATION_PATH)
+        @api.patch("/{conversation_id}/update")
+        async def partial_update(conversation_id: str, request: Request) -> Response:
+            return await write(conversation_id, request, partial=True)
+
+        @api.put("/{conversation_id}/update")
+        async def update(conversation_id: str, request: Request) -> Response:
+            return await write(conversation_id, request, partial=False)
+
+        @api.get("")
         async def list_conversations(request: Request) -> Response:
             if denied := self._auth_error(request):
                 return denied
             query = request.query_params
-            try:
-                page = int(query.get("page", "1"))
-                page_size = max(1, min(int(query.get("page_size", "20")), 1000))
-            except ValueError:
+            page = _positive_int(query.get("page", "1"))
+            page_size = min(_positive_int(query.get("page_size", "")) or 20, 1000)  # DRF: invalid means default
+            contact = query.get("contact")
+            if contact is not None and not _is_uuid(contact):
+                return _json(400, {"contact": ["Enter a valid UUID."]})
+            if page is None:
                 return _json(404, {"detail": "Invalid page."})
-            total, rows = self.state.list_conversations(
-                page=page, page_size=page_size, contact=query.get("contact"), search=query.get("search"))
-            if page < 1 or (page > 1 and not rows):
+            total, rows = self.state.list_conversations(page=page, page_size=page_size, contact=contact,
+                                                        search=query.get("search"))
+            if page > 1 and not rows:
                 return _json(404, {"detail": "Invalid page."})
             base = str(request.url.remove_query_params("page"))
             sep = "&" if "?" in base else "?"
@@ -251,6 +269,14 @@ class SandboxApp:
                 "previous": f"{base}{sep}page={page - 1}" if page > 1 else None,
                 "results": rows,
             })
+
+        @app.exception_handler(StarletteHTTPException)
+        async def django_errors(request: Request, exc: StarletteHTTPException) -> Response:
+            if exc.status_code == 405:  # DRF's answer for a method the view does not allow
+                return _json(405, {"detail": f'Method "{request.method}" not allowed.'}, dict(exc.headers or {}))
+            if exc.status_code == 404:  # no route: Django's own page, never JSON
+                return HTMLResponse(DJANGO_ROUTE_404, status_code=404)
+            return _json(exc.status_code, {"detail": exc.detail})
 
         app.include_router(api)
         app.include_router(self._inspection_router())
@@ -397,8 +423,64 @@ def _decode_body(raw: bytes) -> Any:
         return None
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return raw.decode("utf-8", errors="replace")
+
+
+async def _read_body(request: Request) -> dict[str, Any] | Response:
+    """The request body as DRF's parsers would read it (JSON, form or multipart), or the 4xx answer."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in FORM_TYPES:
+        try:
+            form = await request.form()
+        except Exception as exc:  # a malformed multipart body: DRF's ParseError
+            return _json(400, {"detail": f"Multipart form parse error - {type(exc).__name__}"})
+        return _form_to_data(form.multi_items())
+    if ctype != "application/json":
+        return _json(415, {"detail": f'Unsupported media type "{ctype}" in request.'})
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw else {}
+    except (ValueError, RecursionError) as exc:
+        reason = "too deeply nested" if isinstance(exc, RecursionError) else str(exc)
+        return _json(400, {"detail": f"JSON parse error - {reason}"})
+    if not isinstance(body, dict):
+        return _json(400, {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {type(body).__name__}."]})
+    return body
+
+
+def _form_to_data(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Form fields as DRF reads them: the last value of a plain key, ``tags[0]name``-style keys as lists.
+
+    A plain ``tags``/``assigned`` key (no index) is ignored, as DRF's list fields ignore it in HTML input.
+    """
+    data: dict[str, Any] = {}
+    lists: dict[str, dict[int, dict[str, Any]]] = {}
+    for key, value in items:
+        value = "" if isinstance(value, UploadFile) else value  # a file where text belongs: an invalid value
+        if match := _FORM_LIST_KEY.fullmatch(key):
+            name, index, sub = match.group(1), int(match.group(2)), match.group(3)
+            lists.setdefault(name, {}).setdefault(index, {})[sub] = value
+        elif key not in ("tags", "assigned"):
+            data[key] = value
+    for name, items_by_index in lists.items():
+        data[name] = [items_by_index[i] for i in sorted(items_by_index)]
+    if data.get("channel") == "":
+        data["channel"] = None  # an empty form value of a nullable field is null
+    return data
+
+
+def _positive_int(text: str) -> int | None:
+    """DRF's pagination reading of a query value: a positive whole number, else ``None``."""
+    return int(text) if text.isascii() and text.isdigit() and 0 < len(text) <= 9 and int(text) > 0 else None
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 async def _fault_response(send: Any, kind: str, wait: float | None) -> None:

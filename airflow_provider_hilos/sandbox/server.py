@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 
+from airflow_provider_hilos.endpoints import ApiFamily
 from airflow_provider_hilos.sandbox.app import FaultConfig, FaultInjector, SandboxApp
 from airflow_provider_hilos.sandbox.state import SandboxState, payload_mismatches
 
@@ -40,6 +41,9 @@ class HilosSandbox:
     :param token: the API token it accepts; a random one when omitted (:attr:`token`).
     :param conversations: how many conversations to seed.
     :param seed: the seed of the data (same seed, same conversations).
+    :param api_family: the path family it serves: ``hilos`` (``/api/inbox/...``, the default, as api.hilos.io)
+        or ``activecampaign`` (``/channel/whatsapp/inbox/...``, as ActiveCampaign account hosts). The other
+        family's paths answer a Django route 404, as a real deployment would.
     :param prefix: a path prefix for the API, e.g. ``/api/3`` (account-host style).
     :param header_name: the header that carries the token.
     :param auth_scheme: the word before the token (``Token``); empty for a bare token.
@@ -55,6 +59,7 @@ class HilosSandbox:
         token: str | None = None,
         conversations: int = 100,
         seed: int = 7,
+        api_family: ApiFamily | str = ApiFamily.HILOS,
         prefix: str = "",
         header_name: str = "Authorization",
         auth_scheme: str = "Token",
@@ -68,8 +73,8 @@ class HilosSandbox:
         self.state = SandboxState(conversations=conversations, seed=seed, request_log_limit=request_log_limit)
         config = FaultConfig.from_dict(faults) if isinstance(faults, dict) else faults
         self.faults = FaultInjector(config)
-        self.asgi = SandboxApp(self.state, token=self.token, prefix=prefix, header_name=header_name,
-                               auth_scheme=auth_scheme, faults=self.faults)
+        self.asgi = SandboxApp(self.state, token=self.token, api_family=api_family, prefix=prefix,
+                               header_name=header_name, auth_scheme=auth_scheme, faults=self.faults)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
@@ -130,8 +135,19 @@ class HilosSandbox:
         """The API base URL to put in a Hilos connection's host: root URL plus the prefix."""
         return self.root_url + self.asgi.prefix
 
+    @property
+    def api_family(self) -> ApiFamily:
+        """The path family this sandbox serves."""
+        return self.asgi.api_family
+
     def connection(self, **extra: Any) -> dict[str, Any]:
-        """A Hilos Airflow connection in JSON form (for ``AIRFLOW_CONN_<ID>``) pointing here."""
+        """A Hilos Airflow connection in JSON form (for ``AIRFLOW_CONN_<ID>``) pointing here.
+
+        A loopback host is not an ActiveCampaign account host, so for an ``activecampaign`` sandbox the
+        connection names the family (``api_family``); for the default family it relies on ``auto``.
+        """
+        if self.api_family is not ApiFamily.HILOS:
+            extra = {"api_family": self.api_family.value, **extra}
         conn: dict[str, Any] = {"conn_type": "hilos", "host": self.url, "password": self.token}
         if extra:
             conn["extra"] = extra
@@ -189,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", help="API token to accept (default: a random one, printed to stderr)")
     parser.add_argument("--conversations", type=int, default=100, help="conversations to seed (default 100)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the data (default 7)")
+    parser.add_argument("--api-family", default=ApiFamily.HILOS.value, choices=[f.value for f in ApiFamily],
+                        help="path family to serve: hilos (/api/inbox/..., as api.hilos.io; the default) or "
+                        "activecampaign (/channel/whatsapp/inbox/..., as ActiveCampaign account hosts)")
     parser.add_argument("--prefix", default="", help="path prefix of the API, e.g. /api/3")
     parser.add_argument("--header-name", default="Authorization", help="header carrying the token")
     parser.add_argument("--auth-scheme", default="Token", help="word before the token ('' for a bare token)")
@@ -226,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sandbox = HilosSandbox(
             port=args.port, host=args.host, token=args.token, conversations=args.conversations, seed=args.seed,
-            prefix=args.prefix, header_name=args.header_name, auth_scheme=args.auth_scheme, faults=faults,
+            api_family=args.api_family, prefix=args.prefix, header_name=args.header_name, auth_scheme=args.auth_scheme, faults=faults,
             request_log_limit=args.request_log_limit,
         ).start()
     except (ValueError, OSError) as exc:
@@ -236,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     token_note = "the --token you gave" if args.token else f"{sandbox.token} (generated; pass --token to choose)"
     active = {k: v for k, v in asdict(faults).items() if v not in (0, 0.0, None, 1, 1.0, (500, 502, 503))}
     print(
-        f"Hilos sandbox: {args.conversations} conversations (seed {args.seed}) at {sandbox.url}\n"
+        f"Hilos sandbox: {args.conversations} conversations (seed {args.seed}) at {sandbox.url}, "
+        f"API family {sandbox.api_family.value} ({sandbox.url}{sandbox.api_family.conversation_path})\n"
         f"  token: {token_note}\n"
         f"  inspect: {sandbox.root_url}/_sandbox/requests, {sandbox.root_url}/_sandbox/conversations/<id>\n"
         f"  faults: {active or 'none'}\n"

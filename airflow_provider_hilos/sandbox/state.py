@@ -1,13 +1,17 @@
 """The sandbox's data: seeded conversations, users, teams, tags, and the request log.
 
 Pure Python (no web framework), so it can be unit-tested and inspected directly.
-Behaves like the Django REST Framework ``partial_update`` behind the real endpoint.
+Behaves like the Django REST Framework serializer behind the real endpoints: ``partial_update``
+(PATCH) and ``update`` (PUT) validate every field first and change nothing when one is invalid,
+with DRF's field rules (integers from digit strings, ``CharField`` trimming, blank and NUL refused).
+No input makes it fail with anything but a 400 in DRF's shape.
 """
 
 from __future__ import annotations
 
 import copy
 import random
+import re
 import threading
 import uuid
 from collections import deque
@@ -19,9 +23,22 @@ from typing import Any
 from airflow_provider_hilos.models import TAG_NAME_MAX_LENGTH, ConversationSource, ConversationStatus
 
 FIRST_NAMES = ("Ana", "Luis", "Maria", "Jorge", "Sofia", "Diego", "Lucia", "Pedro", "Elena", "Raul", "Carmen", "Tomas")
+LAST_NAMES = ("Garcia", "Lopez", "Martinez", "Hernandez", "Perez", "Sanchez")
 TEAM_NAMES = ("Sales", "Support", "Billing", "Onboarding")
 TAG_NAMES = ("vip", "lead", "churn-risk", "renewal", "complaint", "billing", "new-customer", "follow-up")
 CHANNEL_IDS = (1, 2, 3)
+ACCOUNT_ID = 1
+#: The statuses seeded conversations start in: the six both documents share, in a fixed order, so that
+#: the same seed gives the same data whatever statuses the API adds (``FLOW_PAUSED`` is only ever set).
+SEEDED_STATUSES = ("CREATED", "FLOW", "NEW", "IN_PROGRESS", "RESOLVED", "CLOSED")
+STATUSES = frozenset(status.value for status in ConversationStatus)
+#: Fields PUT (a full update) requires, as ``ConversationEdit`` marks them (read-only ones aside).
+PUT_REQUIRED = ("id", "contact", "assigned")
+
+# DRF IntegerField: int(re.sub(r"\.0*\s*$", "", str(data))), i.e. digits with an optional ".0".
+_DRF_INTEGER = re.compile(r"\s*[+-]?[0-9]+(?:\.0*)?\s*", re.ASCII)
+_DRF_MAX_STRING_LENGTH = 1000
+_MESSAGE_NAMESPACE = uuid.UUID("6f1c1a52-3c5e-4a5c-9d41-0d6a5b2f7e11")
 
 
 @dataclass
@@ -40,13 +57,15 @@ class SandboxData:
         rng = random.Random(seed)
         data = cls()
         for i, name in enumerate(FIRST_NAMES, start=1):
-            data.users[i] = {"id": i, "first_name": name, "email": f"{name.lower()}@example.com"}
+            data.users[i] = {"id": i, "first_name": name, "last_name": LAST_NAMES[i % len(LAST_NAMES)],
+                             "email": f"{name.lower()}@example.com", "account": ACCOUNT_ID,
+                             "profile_image": f"https://app.hilos.io/static/avatars/{i}.png",
+                             "date_joined": f"2024-0{1 + i % 9}-1{i % 10}T09:00:00Z"}
         for i, name in enumerate(TEAM_NAMES, start=1):
             data.teams[i] = {"id": i, "name": name}
         for i, name in enumerate(TAG_NAMES, start=1):
             data.tags[name] = i
         start = datetime(2025, 1, 1, tzinfo=timezone.utc)
-        statuses = list(ConversationStatus)
         sources = list(ConversationSource)
         for _ in range(conversations):
             conv_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -54,7 +73,7 @@ class SandboxData:
             data.conversations[conv_id] = {
                 "id": conv_id,
                 "contact": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                "status": rng.choice(statuses).value,
+                "status": rng.choice(SEEDED_STATUSES),
                 "assigned": [{"id": uid} for uid in sorted(rng.sample(sorted(data.users), rng.randint(0, 2)))],
                 "tags": [{"id": data.tags[n], "name": n} for n in sorted(rng.sample(TAG_NAMES, rng.randint(0, 3)))],
                 "created_on": created.isoformat().replace("+00:00", "Z"),
@@ -64,6 +83,33 @@ class SandboxData:
             }
         return data
 
+    def read_simple(self, conversation: Mapping[str, Any]) -> dict[str, Any]:
+        """A conversation as the list endpoint shows it (``ConversationReadSimple``): assignees in full,
+        and its first message (derived from the conversation, so the seeded data stays the same)."""
+        row = {k: copy.deepcopy(conversation[k]) for k in ("id", "contact", "status", "created_on", "source",
+                                                            "tags", "assigned_team", "channel")}
+        row["assigned"] = [copy.deepcopy(self.users[user["id"]]) for user in conversation["assigned"]]
+        row["first_message"] = _first_message(conversation)
+        return row
+
+
+def _first_message(conversation: Mapping[str, Any]) -> dict[str, Any]:
+    """``WhatsAppMessageSimple``: the inbound message that opened the conversation."""
+    at = conversation["created_on"]
+    number = "+52155" + str(uuid.UUID(conversation["contact"]).int % 10**8).zfill(8)
+    return {
+        "id": str(uuid.uuid5(_MESSAGE_NAMESPACE, conversation["id"])), "to_number": "+5215500000000",
+        "from_number": number, "body": "Hola, quisiera información", "direction": "INBOUND",
+        "timestamp": at, "contact": conversation["contact"], "status": "received", "queued_on": at,
+        "accepted_on": at, "sent_on": at, "delivered_on": at, "read_on": at, "failed_on": at,
+        "provider_id": "wamid." + conversation["id"].replace("-", ""), "provider_error_code": "",
+        "provider_error_message": "", "sent_by": {"id": 1, "first_name": "Ana", "last_name": "", "email":
+                                                  "ana@example.com", "profile_image": None, "role": "AGENT"},
+        "is_deleted": False, "content": {}, "whatsapp_template": str(uuid.UUID(int=0)),
+        "content_type": "text/plain", "content_url": None, "msg_type": "text", "failed_attempts": 0,
+        "source": "INBOUND",
+    }
+
 
 def payload_mismatches(payload: Mapping[str, Any], conversation: Mapping[str, Any]) -> list[str]:
     """The fields of a PATCH payload that ``conversation`` does not show as sent.
@@ -71,12 +117,12 @@ def payload_mismatches(payload: Mapping[str, Any], conversation: Mapping[str, An
     Tags are compared by name (the API assigns their ids); every other field by value.
     """
     wrong = []
-    for field, value in payload.items():
-        got = conversation.get(field)
-        if field == "tags":
+    for name, value in payload.items():
+        got = conversation.get(name)
+        if name == "tags":
             got, value = [tag["name"] for tag in got or []], [tag["name"] for tag in value]
         if got != value:
-            wrong.append(field)
+            wrong.append(name)
     return wrong
 
 
@@ -92,16 +138,29 @@ class NotFound(Exception):
     """A 404 answer."""
 
 
-def _int_error(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return None  # DRF's IntegerField accepts numeric strings
-        return "A valid integer is required."
+def drf_integer(value: Any) -> int | None:
+    """The integer DRF's ``IntegerField`` reads from ``value``, or ``None`` when it refuses it.
+
+    Accepts ints and strings of ASCII digits (an optional sign, an optional ``.0``), as DRF does;
+    refuses bools, other floats, and anything else.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < 2**63 else None
+    if isinstance(value, str) and len(value) <= _DRF_MAX_STRING_LENGTH and _DRF_INTEGER.fullmatch(value):
+        return int(value.strip().split(".")[0])
     return None
 
 
-def _as_int(value: Any) -> int:
-    return int(value)
+def _shown(value: Any) -> str:
+    """How DRF would quote an invalid input in a message, kept short and safe to build."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        text = value if isinstance(value, str) else repr(value) if abs(value) < 10**100 else "<a huge number>"
+        return text if len(text) <= 100 else text[:100] + "..."
+    return type(value).__name__
 
 
 class SandboxState:
@@ -173,75 +232,81 @@ class SandboxState:
                     needle in t["name"] for t in c["tags"])]
             total = len(rows)
             chosen = rows[(page - 1) * page_size: page * page_size]
-            simple = [
-                {k: copy.deepcopy(c[k]) for k in ("id", "contact", "status", "created_on", "source",
-                                                  "assigned", "tags", "assigned_team", "channel")}
-                for c in chosen
-            ]
-        return total, simple
+            return total, [self.data.read_simple(c) for c in chosen]
 
-    def partial_update(self, conversation_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def partial_update(self, conversation_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Apply a PATCH the way DRF's ``partial_update`` would: validate everything, then change
         only the fields sent; read-only and unknown fields are ignored.
 
         :raises NotFound: no such conversation.
         :raises DRFValidationError: a field is invalid; nothing was changed.
         """
+        return self.update(conversation_id, body, partial=True)
+
+    def update(self, conversation_id: str, body: Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
+        """Apply a PATCH (``partial``) or a PUT: a PUT also requires ``id``, ``contact`` and ``assigned``.
+
+        :raises NotFound: no such conversation.
+        :raises DRFValidationError: a field is invalid or missing; nothing was changed.
+        """
         with self._lock:
             conv = self.data.conversations.get(conversation_id.lower())
             if conv is None:
                 raise NotFound(conversation_id)
-            changes = self._validate(body)
+            changes = self._validate(body, partial=partial)
             for key, value in changes.items():
                 if key == "tags":
                     value = [{"id": self.data.tags.setdefault(n, len(self.data.tags) + 1), "name": n} for n in value]
                 conv[key] = value
             return copy.deepcopy(conv)
 
-    def _validate(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _validate(self, body: Mapping[str, Any], *, partial: bool) -> dict[str, Any]:
         errors: dict[str, Any] = {}
         changes: dict[str, Any] = {}
+        if not partial:
+            for name in PUT_REQUIRED:
+                if name not in body:
+                    errors[name] = ["This field is required."]
         if "status" in body:
             value = body["status"]
             if value is None:
                 errors["status"] = ["This field may not be null."]
-            elif value not in {s.value for s in ConversationStatus}:
-                errors["status"] = [f'"{value}" is not a valid choice.']
+            elif not isinstance(value, str) or value not in STATUSES:
+                errors["status"] = [f'"{_shown(value)}" is not a valid choice.']
             else:
                 changes["status"] = value
         if "assigned" in body:
             self._check_assigned(body["assigned"], errors, changes)
         if "tags" in body:
             self._check_tags(body["tags"], errors, changes)
-        if "assigned_team" in body:
-            value = body["assigned_team"]
-            if value is None:
-                errors["assigned_team"] = ["This field may not be null."]
-            elif msg := _int_error(value):
-                errors["assigned_team"] = [msg]
-            elif _as_int(value) not in self.data.teams:
-                errors["assigned_team"] = [f'Invalid pk "{value}" - object does not exist.']
-            else:
-                changes["assigned_team"] = _as_int(value)
-        if "channel" in body:
-            value = body["channel"]
-            if value is None:
-                changes["channel"] = None
-            elif msg := _int_error(value):
-                errors["channel"] = [msg]
-            elif _as_int(value) not in self.data.channels:
-                errors["channel"] = [f'Invalid pk "{value}" - object does not exist.']
-            else:
-                changes["channel"] = _as_int(value)
+        for name, table in (("assigned_team", self.data.teams), ("channel", self.data.channels)):
+            if name in body:
+                self._check_pk(name, body[name], table, nullable=name == "channel", errors=errors, changes=changes)
         if "contact" in body:
-            value = body["contact"]
-            try:
-                changes["contact"] = str(uuid.UUID(str(value)))
-            except ValueError:
+            if (contact := _drf_uuid(body["contact"])) is None:
                 errors["contact"] = ["Must be a valid UUID."]
+            else:
+                changes["contact"] = contact
         if errors:
             raise DRFValidationError(errors)
         return changes
+
+    @staticmethod
+    def _check_pk(name: str, value: Any, table: Any, *, nullable: bool, errors: dict[str, Any],
+                  changes: dict[str, Any]) -> None:
+        if value is None or (value == "" and nullable):
+            if nullable:
+                changes[name] = None
+            else:
+                errors[name] = ["This field may not be null."]
+            return
+        number = drf_integer(value)
+        if number is None:
+            errors[name] = ["A valid integer is required."]
+        elif number not in table:
+            errors[name] = [f'Invalid pk "{_shown(value)}" - object does not exist.']
+        else:
+            changes[name] = number
 
     def _check_assigned(self, value: Any, errors: dict[str, Any], changes: dict[str, Any]) -> None:
         if not isinstance(value, list):
@@ -253,15 +318,18 @@ class SandboxState:
             if not isinstance(item, dict):
                 item_errors.append({"non_field_errors": ["Invalid data. Expected a dictionary, but got "
                                                          f"{type(item).__name__}."]})
-            elif "id" not in item:
+                continue
+            if "id" not in item:
                 item_errors.append({"id": ["This field is required."]})
-            elif msg := _int_error(item["id"]):
-                item_errors.append({"id": [msg]})
-            elif _as_int(item["id"]) not in self.data.users:
-                item_errors.append({"id": [f'Invalid pk "{item["id"]}" - object does not exist.']})
+                continue
+            number = drf_integer(item["id"])
+            if number is None:
+                item_errors.append({"id": ["A valid integer is required."]})
+            elif number not in self.data.users:
+                item_errors.append({"id": [f'Invalid pk "{_shown(item["id"])}" - object does not exist.']})
             else:
                 item_errors.append({})
-                ids.append(_as_int(item["id"]))
+                ids.append(number)
         if any(item_errors):
             errors["assigned"] = item_errors
         else:
@@ -278,19 +346,46 @@ class SandboxState:
                 item_errors.append({"non_field_errors": ["Invalid data. Expected a dictionary, but got "
                                                          f"{type(item).__name__}."]})
                 continue
-            name = item.get("name")
-            if name is None:
-                item_errors.append({"name": ["This field is required."]})
-            elif not isinstance(name, str):
-                item_errors.append({"name": ["Not a valid string."]})
-            elif not name.strip():
-                item_errors.append({"name": ["This field may not be blank."]})
-            elif len(name) > TAG_NAME_MAX_LENGTH:
-                item_errors.append({"name": [f"Ensure this field has no more than {TAG_NAME_MAX_LENGTH} characters."]})
+            problem, name = _tag_name(item.get("name")) if "name" in item else ("This field is required.", "")
+            if problem:
+                item_errors.append({"name": [problem]})
             else:
                 item_errors.append({})
-                names.append(name.strip())
+                names.append(name)
         if any(item_errors):
             errors["tags"] = item_errors
         else:
             changes["tags"] = list(dict.fromkeys(names))
+
+
+def _drf_uuid(value: Any) -> str | None:
+    """DRF ``UUIDField``: a UUID string (any of Python's spellings) or a 128-bit int, else ``None``."""
+    try:
+        if isinstance(value, str) and len(value) <= _DRF_MAX_STRING_LENGTH:
+            return str(uuid.UUID(value))
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(uuid.UUID(int=value))
+    except ValueError:
+        pass
+    return None
+
+
+def _tag_name(value: Any) -> tuple[str | None, str]:
+    """DRF ``CharField(max_length=100)``: ``(problem, trimmed name)``.
+
+    Numbers are read as their text; surrounding whitespace is trimmed before the length check;
+    blank names and NUL characters are refused.
+    """
+    if value is None:
+        return "This field may not be null.", ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return "Not a valid string.", ""
+    text = value if isinstance(value, str) else _shown(value)
+    name = text.strip()
+    if not name:
+        return "This field may not be blank.", ""
+    if len(name) > TAG_NAME_MAX_LENGTH:
+        return f"Ensure this field has no more than {TAG_NAME_MAX_LENGTH} characters.", ""
+    if "\x00" in name:
+        return "Null characters are not allowed.", ""
+    return None, name

@@ -80,6 +80,8 @@ def test_provider_and_connection_type_are_registered(airflow, crm_sync_started):
     assert {"header_name", "auth_scheme", "connect_timeout", "read_timeout", "max_attempts", "web_base_url",
             "allow_insecure_http"} <= set(extras)
     assert extras["header_name"]["value"] == "Authorization"  # shown, not masked as a secret
+    assert extras["api_family"]["value"] == "auto"
+    assert extras["api_family"]["schema"]["enum"] == ["auto", "hilos", "activecampaign"]
     assert extras["auth_scheme"]["value"] == "Token"
 
 
@@ -92,7 +94,7 @@ def test_connection_test_button(airflow, sandbox):
     assert wrong["status"] is False
     assert "rejected the API token" in wrong["message"] and "HTTP 401" in wrong["message"]
     assert SANDBOX_TOKEN not in wrong["message"] and SANDBOX_TOKEN not in ok["message"]
-    tests = [r for r in sandbox.requests() if r["path"].endswith("/channel/whatsapp/inbox/conversation")]
+    tests = [r for r in sandbox.requests() if r["path"] == "/api/inbox/conversation"]
     assert len(tests) == 2 and all(r["method"] == "GET" and "page_size=1" in r["query"] for r in tests)
 
 
@@ -165,13 +167,13 @@ def test_browser_trigger_form_and_connection_form(airflow, sandbox):
             dialog.locator("#element_conversation_id").fill(cid)
             dialog.locator("#element_status").click()
             options = [o.inner_text() for o in page.get_by_role("option").all()]
-            assert options == ["(keep the current status)", "Created", "Flow", "New", "In progress", "Resolved",
-                               "Closed"]
+            assert options == ["(keep the current status)", "Created", "Flow", "Flow paused", "New", "In progress",
+                               "Resolved", "Closed"]
             page.screenshot(path=str(ARTIFACTS / "02-trigger-form-status-dropdown.png"))
             page.get_by_role("option", name="Closed", exact=True).click()
             page.screenshot(path=str(ARTIFACTS / "03-trigger-form-filled.png"), full_page=True)
             dialog.get_by_role("button", name="Trigger").last.click()
-            page.get_by_text("Dag run has been successfully triggered").wait_for()
+            page.get_by_text("Dag run has been successfully triggered").first.wait_for()  # a toast may be doubled
 
             runs = airflow.api("GET", "/api/v2/dags/hilos_manual_update/dagRuns").json()["dag_runs"]
             (mine,) = [r for r in runs if r["conf"].get("conversation_id") == cid]
@@ -192,10 +194,15 @@ def test_browser_trigger_form_and_connection_form(airflow, sandbox):
             assert page.get_by_text("Base URL", exact=True).is_visible()
             assert page.get_by_text("Login", exact=True).count() == 0
             page.screenshot(path=str(ARTIFACTS / "05-connection-form-hilos.png"), full_page=True)
+            page.get_by_text("Extra Fields", exact=True).click()
+            page.get_by_text("API family", exact=True).wait_for()
+            assert page.get_by_text("Token header name", exact=True).is_visible()
+            page.wait_for_timeout(1000)  # let the accordion finish its animation before the screenshot
+            page.screenshot(path=str(ARTIFACTS / "06-connection-form-extra-fields.png"), full_page=True)
         finally:
             browser.close()
     shots = sorted(p.name for p in ARTIFACTS.glob("*.png"))
-    assert len(shots) == 5, shots
+    assert len(shots) == 6, shots
     assert all(SANDBOX_TOKEN not in json.dumps(r) for r in sandbox.requests())
 
 
