@@ -1,7 +1,11 @@
-"""Contract tests: the provider and the sandbox against the vendor's OpenAPI description.
+"""Contract tests: the provider and the sandbox against both published OpenAPI descriptions of the API.
 
-The description is kept in the repo (tests/contract/openapi-conversation-update.json), a copy of
-the vendor's seed; nothing here reads anything outside the repository.
+``tests/contract/openapi-hilos-native-conversation.json`` is Hilos's own document (api.hilos.io,
+``/api/inbox/...``); ``tests/contract/openapi-conversation-update.json`` is the copy in ActiveCampaign's
+developer reference (account hosts, ``/channel/whatsapp/inbox/...``). Both are kept in the repository;
+nothing here reads anything outside it. Request bodies the client builds are validated against
+``PatchedConversationEdit``, sandbox answers against ``ConversationEdit`` and the paginated list, and
+schemathesis (a tool nobody here wrote) fuzzes the sandbox with each document in each family.
 """
 
 from __future__ import annotations
@@ -13,8 +17,13 @@ from typing import Any
 
 import jsonschema
 import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from airflow_provider_hilos.hooks.hilos import CONVERSATION_LIST_PATH, CONVERSATION_UPDATE_PATH, HilosHook
+from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.models import (
     REFUSED_FIELDS,
     TAG_NAME_MAX_LENGTH,
@@ -23,9 +32,19 @@ from airflow_provider_hilos.models import (
     ConversationSource,
     ConversationStatus,
 )
+from airflow_provider_hilos.sandbox import HilosSandbox
+from tests.conftest import TEST_TOKEN
 
-SPEC = json.loads((Path(__file__).parent / "contract" / "openapi-conversation-update.json").read_text())
-SCHEMAS = SPEC["components"]["schemas"]
+CONTRACT = Path(__file__).parent / "contract"
+DOCUMENTS = {
+    "hilos": json.loads((CONTRACT / "openapi-hilos-native-conversation.json").read_text()),
+    "activecampaign": json.loads((CONTRACT / "openapi-conversation-update.json").read_text()),
+}
+#: Where each document puts the conversation endpoints (spelled out: a wrong path in the package cannot pass).
+ROOTS = {"hilos": "/api/inbox/conversation", "activecampaign": "/channel/whatsapp/inbox/conversation"}
+#: Answers Django REST Framework gives any endpoint, documented or not: bad input, no token, no such
+#: object (or page), a media type the view does not parse.
+DRF_STANDARD_STATUSES = {400, 401, 404, 415}
 
 
 def to_json_schema(node: Any) -> Any:
@@ -40,8 +59,8 @@ def to_json_schema(node: Any) -> Any:
     return out
 
 
-def validator(name: str, *, request: bool = False) -> jsonschema.Draft202012Validator:
-    components = to_json_schema(copy.deepcopy(SCHEMAS))
+def validator(document: str, name: str, *, request: bool = False) -> jsonschema.Draft202012Validator:
+    components = to_json_schema(copy.deepcopy(DOCUMENTS[document]["components"]["schemas"]))
     if request:  # readOnly properties must not be sent
         for schema in components.values():
             for prop in [p for p, d in schema.get("properties", {}).items() if d.get("readOnly")]:
@@ -52,61 +71,161 @@ def validator(name: str, *, request: bool = False) -> jsonschema.Draft202012Vali
     return jsonschema.Draft202012Validator(root, format_checker=jsonschema.FormatChecker())
 
 
-PATCH_REQUEST = validator("PatchedConversationEdit", request=True)
-EDIT_RESPONSE = validator("ConversationEdit")
+def schemas(document: str) -> dict[str, Any]:
+    return DOCUMENTS[document]["components"]["schemas"]
 
 
-def test_the_seed_operation_is_the_one_the_hook_calls():
-    operation = SPEC["paths"][CONVERSATION_UPDATE_PATH]["patch"]
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_the_documented_update_is_the_one_the_hook_calls_in_that_family(document, hilos_conn, requests_mock):
+    operation = DOCUMENTS[document]["paths"][f"{ROOTS[document]}/{{id}}/update"]["patch"]
     assert operation["operationId"] == "Partially update a Conversation"
     assert operation["parameters"][0]["schema"] == {"type": "string", "format": "uuid"}
     assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ConversationEdit")
-    assert CONVERSATION_LIST_PATH == CONVERSATION_UPDATE_PATH.removesuffix("/{id}/update")
+    cid = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+    server = DOCUMENTS[document]["servers"][0]["url"].replace("{youraccountname}", "acme")
+    hilos_conn(host=server)  # the document's own server, no family chosen: the host decides
+    requests_mock.patch(f"{server}{ROOTS[document]}/{cid}/update", json={})
+    HilosHook().update_conversation(cid, {"status": "CLOSED"})
+    assert requests_mock.last_request.url == f"{server}{ROOTS[document]}/{cid}/update"
 
 
-def test_models_mirror_the_seed_schemas():
-    assert [s.value for s in ConversationStatus] == SCHEMAS["ConversationStatusEnum"]["enum"]
-    assert [s.value for s in ConversationSource] == SCHEMAS["ConversationSourceEnum"]["enum"]
-    assert TAG_NAME_MAX_LENGTH == SCHEMAS["ConversationTag"]["properties"]["name"]["maxLength"]
-    props = SCHEMAS["PatchedConversationEdit"]["properties"]
-    read_only = {p for p, d in props.items() if d.get("readOnly")}
-    assert read_only == {"created_on", "source"}
-    assert set(WRITABLE_FIELDS) | set(REFUSED_FIELDS) == set(props)
-    assert set(WRITABLE_FIELDS).isdisjoint(read_only)
-    assert set(ConversationEdit.model_fields) == set(SCHEMAS["ConversationEdit"]["properties"])
+def test_hilos_documents_the_list_the_test_button_calls():
+    operation = DOCUMENTS["hilos"]["paths"][ROOTS["hilos"]]["get"]
+    assert {p["name"] for p in operation["parameters"]} == {"contact", "page", "page_size", "search"}
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/PaginatedConversationReadSimpleList")
 
 
-def test_every_seeded_conversation_is_a_valid_conversation_edit(sandbox):
+def test_models_mirror_both_documents():
+    native, hosted = schemas("hilos"), schemas("activecampaign")
+    union = set(native["ConversationStatusEnum"]["enum"]) | set(hosted["ConversationStatusEnum"]["enum"])
+    assert {s.value for s in ConversationStatus} == union
+    assert set(native["ConversationStatusEnum"]["enum"]) - set(hosted["ConversationStatusEnum"]["enum"]) == {
+        "FLOW_PAUSED"}
+    for document in DOCUMENTS:
+        assert [s.value for s in ConversationSource] == schemas(document)["ConversationSourceEnum"]["enum"]
+        assert TAG_NAME_MAX_LENGTH == schemas(document)["ConversationTag"]["properties"]["name"]["maxLength"]
+        props = schemas(document)["PatchedConversationEdit"]["properties"]
+        assert {p for p, d in props.items() if d.get("readOnly")} == {"created_on", "source"}
+        assert set(WRITABLE_FIELDS) | set(REFUSED_FIELDS) == set(props)
+        assert set(ConversationEdit.model_fields) == set(schemas(document)["ConversationEdit"]["properties"])
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_seeded_conversation_is_a_valid_conversation_edit(document, sandbox):
+    edit = validator(document, "ConversationEdit")
     for cid in sandbox.conversation_ids():
-        EDIT_RESPONSE.validate(sandbox.conversation(cid))
+        edit.validate(sandbox.conversation(cid))
 
 
-@pytest.mark.parametrize(
-    "payload",
-    [{"status": "CLOSED"}, {"tags": [{"name": "vip"}, {"name": "x" * 100}]}, {"assigned": [{"id": 1}, {"id": 2}]},
-     {"assigned_team": 3, "channel": None}, {"channel": 2, "tags": [], "assigned": []},
-     {"status": "IN_PROGRESS", "tags": [{"name": "renewal"}], "assigned": [{"id": 4}], "assigned_team": 1, "channel": 1}],
-)
-def test_requests_and_responses_match_the_seed(sandbox, payload):
-    cid = sandbox.conversation_ids()[0]
-    answer = HilosHook().update_conversation(cid, payload)
-    (sent,) = [r for r in sandbox.requests() if r["method"] == "PATCH"]
-    PATCH_REQUEST.validate(sent["body"])  # no read-only field, right types
+PAYLOADS = [
+    {"status": "CLOSED"}, {"tags": [{"name": "vip"}, {"name": "x" * 100}]}, {"assigned": [{"id": 1}, {"id": 2}]},
+    {"assigned_team": 3, "channel": None}, {"channel": 2, "tags": [], "assigned": []},
+    {"status": "IN_PROGRESS", "tags": [{"name": "renewal"}], "assigned": [{"id": 4}], "assigned_team": 1, "channel": 1},
+]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: ",".join(p))
+def test_requests_and_responses_match_each_document(document, payload, monkeypatch):
+    with HilosSandbox(conversations=3, seed=11, token=TEST_TOKEN, api_family=document) as sb:
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json())
+        cid = sb.conversation_ids()[0]
+        answer = HilosHook().update_conversation(cid, payload)
+        (sent,) = [r for r in sb.requests() if r["method"] == "PATCH"]
+    validator(document, "PatchedConversationEdit", request=True).validate(sent["body"])  # no read-only field
     assert sent["body"] == payload
-    assert sent["path"] == CONVERSATION_UPDATE_PATH.format(id=cid)
-    EDIT_RESPONSE.validate(answer)
+    assert sent["path"] == f"{ROOTS[document]}/{cid}/update"
+    validator(document, "ConversationEdit").validate(answer)
     ConversationEdit.model_validate(answer)
+
+
+def test_flow_paused_is_sent_as_hilos_documents_it(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    answer = HilosHook().update_conversation(cid, {"status": "FLOW_PAUSED"})
+    (sent,) = [r for r in sandbox.requests() if r["method"] == "PATCH"]
+    validator("hilos", "PatchedConversationEdit", request=True).validate(sent["body"])
+    with pytest.raises(jsonschema.ValidationError):  # ActiveCampaign's copy predates it
+        validator("activecampaign", "PatchedConversationEdit", request=True).validate(sent["body"])
+    assert answer["status"] == "FLOW_PAUSED"
+    validator("hilos", "ConversationEdit").validate(answer)
 
 
 def test_request_validator_rejects_read_only_fields():
     with pytest.raises(jsonschema.ValidationError):
-        PATCH_REQUEST.validate({"created_on": "2025-01-01T00:00:00Z"})
+        validator("hilos", "PatchedConversationEdit", request=True).validate({"created_on": "2025-01-01T00:00:00Z"})
     with pytest.raises(jsonschema.ValidationError):
-        EDIT_RESPONSE.validate({"id": "x"})  # required fields missing
+        validator("hilos", "ConversationEdit").validate({"id": "x"})  # required fields missing
 
 
-def test_list_answer_is_a_drf_page_of_conversations(sandbox):
+def test_list_answer_is_the_documented_page_of_conversations(sandbox):
     page = HilosHook().list_conversations(page_size=5)
-    assert set(page) == {"count", "next", "previous", "results"}
-    for row in page["results"]:
-        EDIT_RESPONSE.validate(row)
+    validator("hilos", "PaginatedConversationReadSimpleList").validate(page)
+    assert set(page) == {"count", "next", "previous", "results"} and len(page["results"]) == 5
+
+
+def test_answers_with_values_the_provider_does_not_know_yet_pass_through(hilos_conn, requests_mock):
+    """Forward compatible: a new status or source in an answer is returned as the API sent it."""
+    cid = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+    answer = {"id": cid, "contact": cid, "status": "ARCHIVED", "assigned": [], "tags": [],
+              "created_on": "2025-01-01T00:00:00Z", "source": "INSTAGRAM", "assigned_team": 1, "channel": None,
+              "new_field": {"x": 1}}
+    hilos_conn()
+    requests_mock.patch(f"https://api.hilos.io/api/inbox/conversation/{cid}/update", json=answer)
+    requests_mock.get("https://api.hilos.io/api/inbox/conversation",
+                      json={"count": 1, "next": None, "previous": None, "results": [answer]})
+    hook = HilosHook()
+    assert hook.update_conversation(cid, {"status": "CLOSED"}) == answer
+    assert hook.list_conversations()["results"] == [answer]
+    assert ConversationEdit.model_validate(answer).status == "ARCHIVED"
+
+
+# -- schemathesis: each document, in each family, against the sandbox -----------------------------------
+
+FUZZ_EXAMPLES = 50
+
+
+def in_family(document: str, family: str) -> dict[str, Any]:
+    """The document with its paths moved to ``family``'s root (the same API, served under the other path)."""
+    spec = copy.deepcopy(DOCUMENTS[document])
+    spec["paths"] = {path.replace(ROOTS[document], ROOTS[family], 1): item for path, item in spec["paths"].items()}
+    for server in spec["servers"]:  # ActiveCampaign's copy uses {youraccountname} without declaring it
+        if "{youraccountname}" in server["url"]:
+            server.setdefault("variables", {"youraccountname": {"default": "acme"}})
+    return spec
+
+
+@pytest.mark.parametrize("family", ROOTS)
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(document, family):
+    schema = schemathesis.openapi.from_dict(in_family(document, family))
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == {"hilos": 3, "activecampaign": 1}[document]  # list, PATCH, PUT / PATCH
+    with HilosSandbox(conversations=3, seed=5, token=TEST_TOKEN, api_family=family) as sb:
+        conversation_id = sb.conversation_ids()[0]  # a fixed, existing conversation
+        auth = {"Authorization": f"Token {TEST_TOKEN}", "Token": f"Token {TEST_TOKEN}"}
+        seen: dict[str, set[int]] = {}
+        session = requests.Session()
+        for operation in operations:
+            documented = {int(code) for code in operation.definition.raw["responses"]}
+            for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+                params = {"id": conversation_id} if "{id}" in operation.path else None
+                strategy = operation.as_strategy(mode, path_parameters=params, headers=auth)
+
+                @settings(max_examples=FUZZ_EXAMPLES, derandomize=True, database=None, deadline=None,
+                          suppress_health_check=list(HealthCheck))
+                @given(case=strategy)
+                def fuzz(case):
+                    response = case.call(base_url=sb.url, session=session)
+                    case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+                    assert response.status_code in documented | DRF_STANDARD_STATUSES, (
+                        f"{case.method} {case.formatted_path}: undocumented HTTP {response.status_code}: "
+                        f"{response.text[:300]}")
+                    seen.setdefault(operation.label, set()).add(response.status_code)
+
+                fuzz()
+        server_errors = [r for r in sb.requests() if (r.get("status") or 0) >= 500]
+
+    assert server_errors == []
+    assert set(seen) == {op.label for op in operations}
+    assert all(200 in codes for codes in seen.values()), seen  # real answers were checked, not only refusals
