@@ -61,15 +61,27 @@ def hilos_conn(monkeypatch: pytest.MonkeyPatch):
     return make
 
 
+class FakeTI:
+    """The part of a task instance an operator's ``execute`` uses outside a DAG run: ``xcom_push``."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.pushed[key] = value
+
+
 @pytest.fixture
 def output(capfd: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture):
-    """Everything printed or logged so far, as one string (Airflow 3 logs to stdout through structlog;
-    Airflow 2 logs through the logging module, which pytest captures in caplog)."""
+    """Everything printed or logged since the last read, as one string (Airflow 3 logs to stdout through
+    structlog; Airflow 2 logs through the logging module, which pytest captures in caplog)."""
     caplog.set_level(logging.INFO)
 
     def read() -> str:
         out, err = capfd.readouterr()
-        return out + err + caplog.text
+        text = out + err + caplog.text
+        caplog.clear()
+        return text
 
     return read
 

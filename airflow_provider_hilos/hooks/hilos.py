@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import ipaddress
-import json
 import os
 import random
 import threading
@@ -42,6 +40,7 @@ from airflow_provider_hilos.get_provider_info import (
     UI_FIELD_BEHAVIOUR,
 )
 from airflow_provider_hilos.models import validate_update
+from airflow_provider_hilos.urls import check_url, environ_proxy, is_loopback_host, without_credentials
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -71,6 +70,9 @@ class HilosConnectionSettings:
     web_base_url: str = DEFAULT_WEB_BASE_URL
     api_family: ApiFamily = ApiFamily.HILOS
     api_family_reason: str = "the default"
+    #: the proxy the environment sends the Base URL through, read once with the connection (never shown:
+    #: it may hold credentials)
+    proxy: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -117,15 +119,6 @@ def _not_one_word(text: str) -> bool:
     return any(ch.isspace() or not ch.isprintable() for ch in text)
 
 
-def _is_loopback(hostname: str) -> bool:
-    if hostname == "localhost" or hostname.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
-
-
 def parse_base_url(host: str | None, *, conn_id: str, schema: str | None = None, port: int | None = None,
                    allow_insecure_http: bool = False) -> str:
     """Turn the connection's host field into the API base URL.
@@ -136,47 +129,41 @@ def parse_base_url(host: str | None, *, conn_id: str, schema: str | None = None,
     :param schema: the connection's schema field, used as a path prefix when the host has none
         (that is where a URI like ``hilos://:TOKEN@acct.api-us1.com/api/3`` puts ``api/3``).
     :param port: the connection's port field, used when the host names none.
-    :param allow_insecure_http: allow ``http://`` to a host that is not loopback.
-    :raises HilosConfigurationError: on a query string, fragment, credentials in the URL,
-        a scheme other than http(s), or clear-text http to a remote host.
+    :param allow_insecure_http: allow ``http://`` to a host that is not loopback, or through a proxy.
+    :raises HilosConfigurationError: on a query string, fragment, credentials in the URL, a scheme
+        other than http(s), a host two URL parsers read differently, or clear-text http that could
+        leave the machine (a remote host, or a proxy on the way).
     """
     raw = (host or "").strip() or DEFAULT_BASE_URL
     if "://" not in raw:
         raw = f"https://{raw}"
-    where = f"Hilos connection {conn_id!r}: Base URL (host) {raw!r}"
     try:
-        parts = urlsplit(raw)
-        url_port = parts.port
-    except ValueError as exc:
-        raise HilosConfigurationError(f"{where} is not a valid URL ({exc}); use e.g. {DEFAULT_BASE_URL}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise HilosConfigurationError(f"{where} has scheme {scheme!r}; use https:// (e.g. {DEFAULT_BASE_URL})")
-    if parts.query or parts.fragment or raw.rstrip().endswith(("?", "#")):
-        raise HilosConfigurationError(
-            f"{where} has a query string or fragment; give only scheme, host and an optional path prefix, "
-            f"e.g. {DEFAULT_BASE_URL} or https://youraccount.api-us1.com/api/3"
-        )
-    if parts.username or parts.password:
-        raise HilosConfigurationError(
-            f"Hilos connection {conn_id!r}: the Base URL (host) contains credentials; remove them and put "
-            "the token in the 'API token' (password) field"
-        )
-    hostname = parts.hostname or ""
-    if not hostname:
-        raise HilosConfigurationError(f"{where} has no host name; use e.g. {DEFAULT_BASE_URL}")
-    if scheme == "http" and not _is_loopback(hostname) and not allow_insecure_http:
-        raise HilosConfigurationError(
-            f"{where} uses plain http:// to {hostname!r}, which would send the API token in clear text; "
-            "use https://, or set the connection extra allow_insecure_http to true if you really mean it"
-        )
-    path = parts.path.rstrip("/")
+        url = check_url(raw)
+    except ValueError as reason:
+        shown = "" if "@" in raw else f" {raw!r}"  # never repeat credentials
+        fix = ("put the token in the 'API token' (password) field" if "credentials" in str(reason)
+               else f"give only scheme, host and an optional path prefix, e.g. {DEFAULT_BASE_URL} or "
+                    "https://youraccount.api-us1.com/api/3")
+        raise HilosConfigurationError(f"Hilos connection {conn_id!r}: the Base URL (host){shown} {reason}; {fix}") from None
+    where = f"Hilos connection {conn_id!r}: Base URL (host) {raw!r}"
+    path = url.path.rstrip("/")
     if not path and schema and schema.strip("/"):
         path = "/" + schema.strip("/")
-    netloc = parts.netloc
-    if url_port is None and port:
-        netloc = f"{netloc}:{port}"
-    return f"{scheme}://{netloc}{path}"
+    netloc = url.netloc if url.port is not None or not port else f"{url.netloc}:{port}"
+    base_url = f"{url.scheme}://{netloc}{path}"
+    if url.scheme == "http" and not allow_insecure_http:
+        if not is_loopback_host(url.host):
+            raise HilosConfigurationError(
+                f"{where} uses plain http:// to {url.host!r}, which would send the API token in clear text; "
+                "use https://, or set the connection extra allow_insecure_http to true if you really mean it"
+            )
+        if proxy := environ_proxy(base_url):
+            raise HilosConfigurationError(
+                f"{where} is plain http:// to loopback, but the environment (HTTP_PROXY / ALL_PROXY) sends it "
+                f"through the proxy {without_credentials(proxy)}, which would receive the API token in clear text; "
+                f"add {url.host} to NO_PROXY, use https://, or set allow_insecure_http to true if you really mean it"
+            )
+    return base_url
 
 
 def _number(value: Any, *, field: str, conn_id: str, integer: bool = False, minimum: float = 0) -> Any:
@@ -216,6 +203,11 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
             f"Hilos connection {conn_id!r}: the API token contains spaces or control characters; "
             "paste the token alone into the 'API token' (password) field"
         )
+    if not _header_safe(token):
+        raise HilosConfigurationError(
+            f"Hilos connection {conn_id!r}: the API token contains characters an HTTP header cannot carry "
+            f"(only Latin-1 can be sent); copy the token again from {TOKEN_HELP_URL} into the 'API token' field"
+        )
     allow_http = _extra(extras, "allow_insecure_http")
     allow_http = str(allow_http).strip().lower() in ("true", "1", "yes") if allow_http is not None else False
     base_url = parse_base_url(
@@ -230,7 +222,7 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
         )
     auth_scheme = _extra(extras, "auth_scheme", keep_empty=True)
     auth_scheme = DEFAULT_AUTH_SCHEME if auth_scheme is None else str(auth_scheme).strip()
-    if _not_one_word(auth_scheme):
+    if _not_one_word(auth_scheme) or not _header_safe(auth_scheme):
         raise HilosConfigurationError(
             f"Hilos connection {conn_id!r}: extra auth_scheme={auth_scheme!r} must be one word, "
             f"e.g. {DEFAULT_AUTH_SCHEME!r}, or empty for a bare token"
@@ -239,7 +231,7 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
     for field, integer in (("connect_timeout", False), ("read_timeout", False), ("max_attempts", True)):
         if (raw := _extra(extras, field)) is not None:
             values[field] = _number(raw, field=field, conn_id=conn_id, integer=integer, minimum=1 if integer else 0)
-    web_base_url = str(_extra(extras, "web_base_url") or DEFAULT_WEB_BASE_URL).strip().rstrip("/")
+    web_base_url = _web_base_url(_extra(extras, "web_base_url"), conn_id=conn_id)
     family_choice = str(_extra(extras, "api_family") or DEFAULT_API_FAMILY).strip().lower()
     if family_choice not in API_FAMILY_CHOICES:
         raise HilosConfigurationError(
@@ -251,6 +243,7 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
     return HilosConnectionSettings(
         conn_id=conn_id,
         base_url=base_url,
+        proxy=environ_proxy(base_url),
         api_family=api_family,
         api_family_reason=family_reason,
         token=token,
@@ -259,6 +252,31 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
         web_base_url=web_base_url,
         **values,
     )
+
+
+def _header_safe(text: str) -> bool:
+    """Whether ``text`` can travel in an HTTP header value (``http.client`` encodes them as Latin-1)."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _web_base_url(value: Any, *, conn_id: str) -> str:
+    """The extra ``web_base_url``, checked: it becomes a link users click, so https (http only to loopback)."""
+    raw = str(value if value is not None else DEFAULT_WEB_BASE_URL).strip().rstrip("/")
+    try:
+        url = check_url(raw)
+        if url.scheme != "https" and not is_loopback_host(url.host):
+            raise ValueError("is plain http:// to a host that is not loopback")
+    except ValueError as reason:
+        shown = "" if "@" in raw else f"={raw!r}"
+        raise HilosConfigurationError(
+            f"Hilos connection {conn_id!r}: extra web_base_url{shown} {reason}; it becomes the task's "
+            f"'Hilos conversation' link, so give an https:// address such as {DEFAULT_WEB_BASE_URL}"
+        ) from None
+    return raw
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -279,18 +297,35 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
+def _redacted(data: Any, redact: Callable[[str], str]) -> Any:
+    """``data`` (parsed JSON) with ``redact`` applied to every string in it, dictionary keys included."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, list):
+        return [_redacted(item, redact) for item in data]
+    if isinstance(data, dict):
+        return {redact(str(key)): _redacted(value, redact) for key, value in data.items()}
+    return data
+
+
 def _response_snippet(response: requests.Response) -> str:
     text = " ".join((response.text or "").split())
     return text[:_SNIPPET_CHARS] + ("..." if len(text) > _SNIPPET_CHARS else "")
 
 
-def _describe_body(response: requests.Response) -> tuple[str | None, dict[str, Any], str]:
-    """The API's ``detail``, its field errors, and a one-line summary of the body."""
+def _describe_body(
+    response: requests.Response, redact: Callable[[str], str] = lambda text: text
+) -> tuple[str | None, dict[str, Any], str]:
+    """The API's ``detail``, its field errors, and a one-line summary of the body, all redacted.
+
+    The body is redacted as parsed data (every string in it, keys too) before anything is built from
+    it: redacting text made from it afterwards would miss a token that JSON or ``repr`` escaped.
+    """
     try:
-        body = response.json()
-    except ValueError:
+        body = _redacted(response.json(), redact)
+    except (ValueError, RecursionError):
         ctype = response.headers.get("Content-Type", "no content type").split(";")[0]
-        snippet = _response_snippet(response)
+        snippet = redact(_response_snippet(response))
         return None, {}, f"non-JSON body ({ctype}): {snippet!r}" if snippet else f"empty body ({ctype})"
     if isinstance(body, dict):
         detail = body.get("detail")
@@ -442,10 +477,11 @@ class HilosHook(BaseHook):
     def _new_session(self) -> requests.Session:
         settings = self.settings
         session = requests.Session()
-        # Read proxies and the CA bundle from the environment once, not on every request (requests'
-        # trust_env re-scans os.environ per call, a third of the client's CPU in a batch), and never
-        # let a ~/.netrc entry replace the token header.
-        session.proxies.update(requests.utils.get_environ_proxies(settings.base_url))
+        # The proxy was read (and checked) with the connection, the CA bundle is read here, both once, not on
+        # every request (requests' trust_env re-scans os.environ per call, a third of the client's CPU in a
+        # batch); and no ~/.netrc entry may replace the token header.
+        if settings.proxy:
+            session.proxies[urlsplit(settings.base_url).scheme] = settings.proxy
         ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         if ca_bundle:
             session.verify = ca_bundle
@@ -669,7 +705,8 @@ class HilosHook(BaseHook):
                 try:
                     return response.json() if response.content else {}
                 except ValueError:
-                    problem = f"HTTP {response.status_code} with an unreadable body ({_describe_body(response)[2]})"
+                    problem = (f"HTTP {response.status_code} with an unreadable body "
+                               f"({_describe_body(response, self.redact)[2]})")
                     if attempt < attempts:
                         self._wait(attempt, attempts, method, url_path, problem, None)
                         continue
@@ -719,7 +756,7 @@ class HilosHook(BaseHook):
         self, response: requests.Response, method: str, path: str, attempts: int, conversation_id: str | None
     ) -> HilosAPIError:
         status = response.status_code
-        detail, field_errors, summary = _describe_body(response)
+        detail, field_errors, summary = _describe_body(response, self.redact)
         settings = self.settings
         where = f"HTTP {status} on {method} {path}"
         error_class = HilosAPIError
@@ -773,9 +810,7 @@ class HilosHook(BaseHook):
         return error_class(
             self.redact(message),
             status_code=status, method=method, path=path,
-            detail=None if detail is None else self.redact(detail),
-            field_errors=json.loads(self.redact(json.dumps(field_errors, default=str))),
-            attempts=attempts,
+            detail=detail, field_errors=field_errors, attempts=attempts,
         )
 
 
@@ -797,7 +832,7 @@ def _prepare(
 def _plain_http_hint(base_url: str) -> str:
     """A hint for the usual cause of a TLS error on loopback: a plain-http server (the sandbox)."""
     parts = urlsplit(base_url)
-    if parts.scheme != "https" or not _is_loopback(parts.hostname or ""):
+    if parts.scheme != "https" or not is_loopback_host(parts.hostname or ""):
         return ""
     plain = base_url.replace("https://", "http://", 1)
     return (f"; if that server speaks plain http (the Hilos sandbox does), write the Base URL as {plain} "

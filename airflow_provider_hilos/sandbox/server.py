@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import secrets
 import signal
@@ -20,17 +19,12 @@ import uvicorn
 from airflow_provider_hilos.endpoints import ApiFamily
 from airflow_provider_hilos.sandbox.app import FaultConfig, FaultInjector, SandboxApp
 from airflow_provider_hilos.sandbox.state import SandboxState, payload_mismatches
+from airflow_provider_hilos.urls import is_loopback_host
 
 
 def _check_loopback(host: str) -> None:
-    if host == "localhost":
-        return
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass
-    raise ValueError(f"the sandbox listens on loopback only (127.0.0.1, ::1, localhost), not {host!r}")
+    if not is_loopback_host(host):  # the same check that grants the provider's plain-http exemption
+        raise ValueError(f"the sandbox listens on loopback only (127.0.0.1, ::1, localhost), not {host!r}")
 
 
 class HilosSandbox:
