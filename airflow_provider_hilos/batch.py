@@ -170,9 +170,10 @@ def rows_from_updates(updates: Any) -> Callable[[], Iterator[tuple[int, Any]]]:
     if isinstance(updates, (str, bytes)):
         try:
             updates = json.loads(updates)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             raise HilosValidationError(
-                [("updates", f"is a string but not JSON ({exc}): {show(updates)}; pass a list of rows, an XComArg, "
+                [("updates", f"is a string but not JSON ({reason}): {show(updates)}; pass a list of rows, an XComArg, "
                   "or a template rendering a JSON list")], "Invalid Hilos batch input") from None
     if isinstance(updates, Mapping) or not isinstance(updates, Iterable):
         raise HilosValidationError(
@@ -198,8 +199,11 @@ def rows_from_json_lines(open_text: Callable[[], IO[str]]) -> Callable[[], Itera
                     continue
                 try:
                     yield number, json.loads(line)
-                except ValueError as exc:
+                except json.JSONDecodeError as exc:
                     yield number, _Unparsable(f"line is not JSON ({exc.msg} at character {exc.pos})")
+                except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting too deep
+                    reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                    yield number, _Unparsable(f"line is not usable JSON ({reason})")
 
     return iterate
 

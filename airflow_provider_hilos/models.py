@@ -18,11 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from airflow_provider_hilos.exceptions import HilosValidationError
 
 TAG_NAME_MAX_LENGTH = 100
+#: The largest id the API can store (its ids are 64-bit database keys); ids start at 1.
+MAX_ID = 2**63 - 1
+#: At most this many tags, or assignees, in one update: more is a data bug, not a CRM state.
+MAX_LIST_ITEMS = 100
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII | re.IGNORECASE)
 _EXAMPLE_UUID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 
@@ -57,16 +61,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _no_blank_or_nul(name: str) -> str:
+    if not name.strip():
+        raise ValueError("blank")
+    if "\x00" in name:
+        raise ValueError("nul")
+    return name
+
+
+#: An id the API can store: a whole number from 1 to 2**63 - 1 (bools refused).
+ObjectId = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+TagName = Annotated[StrictStr, Field(min_length=1, max_length=TAG_NAME_MAX_LENGTH), AfterValidator(_no_blank_or_nul)]
+
+
 class UserRef(_Strict):
     """``UserBasicEdit``: a Hilos user, by id."""
 
-    id: StrictInt
+    id: ObjectId
 
 
 class TagRef(_Strict):
     """A tag to set on a conversation, by name (the API assigns tag ids itself)."""
 
-    name: Annotated[StrictStr, Field(min_length=1, max_length=TAG_NAME_MAX_LENGTH)]
+    name: TagName
 
 
 class ConversationUpdate(_Strict):
@@ -77,10 +94,10 @@ class ConversationUpdate(_Strict):
     """
 
     status: ConversationStatus = None  # type: ignore[assignment]
-    assigned: list[UserRef] = None  # type: ignore[assignment]
-    tags: list[TagRef] = None  # type: ignore[assignment]
-    assigned_team: StrictInt = None  # type: ignore[assignment]
-    channel: StrictInt | None = None
+    assigned: Annotated[list[UserRef], Field(max_length=MAX_LIST_ITEMS)] = None  # type: ignore[assignment]
+    tags: Annotated[list[TagRef], Field(max_length=MAX_LIST_ITEMS)] = None  # type: ignore[assignment]
+    assigned_team: ObjectId = None  # type: ignore[assignment]
+    channel: ObjectId | None = None
 
     def to_body(self) -> dict[str, Any]:
         """The JSON body to send: only the fields that were given."""
@@ -145,23 +162,40 @@ class ValidatedUpdate:
 
 
 def show(value: Any, limit: int = 60) -> str:
-    """A short, safe ``repr`` of a bad value for an error message."""
-    text = repr(value)
+    """A short, safe ``repr`` of a bad value for an error message (whatever the value is)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"<a {len(str(abs(value))) if value.bit_length() < 13_000 else 'more than 4000'}-digit number>"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # ints past Python's digit limit, self-nested containers
+        return f"<a {type(value).__name__}>"
     return text if len(text) <= limit else f"{text[: limit - 15]}...({len(text)} chars)"
+
+
+def canonical_conversation_id(value: Any) -> str | None:
+    """``value`` as the canonical lower-case UUID string the URL will carry, or ``None`` if it is not one.
+
+    Built from the value's data, never from its ``__str__`` (a subclass may override it), so the
+    id that was checked is the id that is sent.
+    """
+    if isinstance(value, uuid.UUID):
+        return str(uuid.UUID(int=value.int))
+    if isinstance(value, str):
+        text = str.__str__(value)  # the characters themselves, whatever the subclass says
+        return text.lower() if _UUID_RE.fullmatch(text) else None
+    return None
 
 
 def conversation_id_problem(value: Any) -> str | None:
     """Why ``value`` is not a usable conversation id, or ``None`` when it is fine."""
-    if isinstance(value, uuid.UUID):
+    if canonical_conversation_id(value) is not None:
         return None
     if not isinstance(value, str):
         return f"expected a UUID string, got {type(value).__name__} {show(value)}"
-    if not _UUID_RE.fullmatch(value):
-        return (
-            f"{show(value)} is not a conversation UUID (expected 36 characters like {_EXAMPLE_UUID}, "
-            "no spaces, slashes or other characters: it goes into the URL path)"
-        )
-    return None
+    return (
+        f"{show(value)} is not a conversation UUID (expected 36 characters like {_EXAMPLE_UUID}, "
+        "no spaces, slashes or other characters: it goes into the URL path)"
+    )
 
 
 def normalize_conversation_id(value: Any) -> str:
@@ -170,9 +204,10 @@ def normalize_conversation_id(value: Any) -> str:
     :param value: a UUID or its 36-character string form.
     :raises HilosValidationError: when it is anything else.
     """
-    if problem := conversation_id_problem(value):
-        raise HilosValidationError([("conversation_id", problem)], "Invalid Hilos conversation id")
-    return str(value).lower()
+    if (canonical := canonical_conversation_id(value)) is None:
+        raise HilosValidationError([("conversation_id", conversation_id_problem(value) or "")],
+                                   "Invalid Hilos conversation id")
+    return canonical
 
 
 def _payload_key_problems(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -217,6 +252,15 @@ def _pydantic_problem(error: Mapping[str, Any]) -> tuple[str, str]:
         )
     if kind == "string_too_short":
         return field, "tag name is empty; give a name or remove the tag"
+    if kind == "value_error" and loc[-1] == "name":
+        if "blank" in error["msg"]:
+            return field, "tag name is only whitespace; give a name or remove the tag"
+        return field, "tag name contains a NUL character (\\x00), which the API refuses; remove it"
+    if kind == "too_long":
+        noun = "tags" if top == "tags" else "assignees"
+        return field, f"{len(value)} {noun} in one update; at most {MAX_LIST_ITEMS} are allowed"
+    if kind in {"greater_than_equal", "less_than_equal"}:
+        return field, f"{show(value)} is not an id the API can store: use a whole number from 1 to {MAX_ID}"
     if kind in {"int_type", "string_type", "list_type", "model_type", "dict_type", "none_required"} or (
         kind.endswith("_type")
     ):
@@ -270,10 +314,9 @@ def validate_update(conversation_id: Any, payload: Any, *, subject: str | None =
         problems.append(("conversation_id", id_problem))
     payload_problems, model = update_problems(payload)
     problems += payload_problems
-    if problems or model is None:
+    canonical = canonical_conversation_id(conversation_id)
+    if problems or model is None or canonical is None:
         if subject is None:
-            subject = "Invalid Hilos conversation update" + (
-                "" if id_problem else f" for conversation {str(conversation_id).lower()}"
-            )
+            subject = "Invalid Hilos conversation update" + (f" for conversation {canonical}" if canonical else "")
         raise HilosValidationError(problems, subject)
-    return ValidatedUpdate(conversation_id=str(conversation_id).lower(), body=model.to_body())
+    return ValidatedUpdate(conversation_id=canonical, body=model.to_body())

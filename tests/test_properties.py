@@ -137,8 +137,10 @@ def test_oversized_nested_and_null_junk(hook, sandbox, payload, field):
     assert field in refused(hook, sandbox, sandbox.conversation_ids()[0], payload).fields
 
 
-def test_thousands_of_tags_are_sent_as_given(hook, sandbox):
-    """The seed sets no limit on the number of tags: 3,000 valid tags are sent, not truncated."""
-    tags = [{"name": f"tag-{i}"} for i in range(3_000)]
+def test_up_to_a_hundred_tags_are_sent_as_given_and_more_are_refused(hook, sandbox):
+    """The documents set no limit; a hundred tags on one conversation is already a data bug, so more is refused."""
+    tags = [{"name": f"tag-{i}"} for i in range(100)]
     answer = hook.update_conversation(sandbox.conversation_ids()[2], {"tags": tags})
-    assert len(answer["tags"]) == 3_000 and len(sandbox.requests()[0]["body"]["tags"]) == 3_000
+    assert len(answer["tags"]) == 100 and len(sandbox.requests()[0]["body"]["tags"]) == 100
+    error = refused(hook, sandbox, sandbox.conversation_ids()[2], {"tags": tags + [{"name": "one-more"}]})
+    assert error.problems == [("tags", "101 tags in one update; at most 100 are allowed")]

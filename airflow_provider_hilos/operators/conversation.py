@@ -50,14 +50,16 @@ def parse_payload(payload: Any, *, field: str = "payload") -> dict[str, Any]:
         text = payload.decode() if isinstance(payload, bytes) else payload
         try:
             parsed = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            reason = f"{exc.msg} at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else (
+                "nested too deeply" if isinstance(exc, RecursionError) else str(exc))
             # "{{ ti.xcom_pull(...) }}" without render_template_as_native_obj renders a dict as its
             # Python repr ({'status': 'CLOSED'}); read that too, as a literal only (nothing is executed).
             try:
                 parsed = ast.literal_eval(text.strip())
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 raise HilosValidationError(
-                    [(field, f"is a string but not a JSON object ({exc.msg} at character {exc.pos}): {show(text)}. "
+                    [(field, f"is a string but not a JSON object ({reason}): {show(text)}. "
                       "Pass a dict, an XComArg (upstream_task.output), or a template that renders a JSON "
                       "object, e.g. {{ ti.xcom_pull(task_ids='make_payload') | tojson }}")],
                     "Invalid Hilos payload",
