@@ -1,7 +1,13 @@
 """Errors raised by the Hilos provider.
 
 ``HilosValidationError`` is raised before anything is sent; ``HilosAPIError`` after the API
-answered with an error (once the hook's retries are exhausted). Neither ever contains the token.
+answered with an error (once the hook's retries are exhausted). None ever contains the token.
+
+Airflow retries a failed task (when the task has ``retries``) unless its error is an
+``AirflowFailException``. So every error that another try cannot fix is one: bad input
+(``HilosValidationError``), a bad connection (``HilosConfigurationError``), a request the API refused
+(``HilosPermanentAPIError``: 400, 401, 403, 404, ...), a batch whose failures are all such refusals
+(``HilosPermanentBatchError``). Throttling, server errors, timeouts and outages stay retryable.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ class HilosAPIError(HilosError):
     :param detail: the API's own ``detail`` text when it sent one.
     :param field_errors: the API's field errors (Django REST Framework's ``{"field": ["msg"]}``).
     :param attempts: how many attempts were made.
+    :param problem: the cause in a few words (``HTTP 503``, ``no answer within the read timeout (30 s)``).
+    :param retry_after: the seconds the API asked to wait (``Retry-After``), if it did.
     """
 
     def __init__(
@@ -72,6 +80,8 @@ class HilosAPIError(HilosError):
         detail: str | None = None,
         field_errors: dict[str, Any] | None = None,
         attempts: int = 1,
+        problem: str = "",
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -80,14 +90,23 @@ class HilosAPIError(HilosError):
         self.detail = detail
         self.field_errors = field_errors or {}
         self.attempts = attempts
+        self.problem = problem or (f"HTTP {status_code}" if status_code else "no answer")
+        self.retry_after = retry_after
 
     @property
     def retryable(self) -> bool:
         """Whether the same request may succeed later (throttling, server errors, network)."""
-        return self.status_code is None or self.status_code in RETRYABLE_STATUS_CODES
+        return not isinstance(self, AirflowFailException) and (
+            self.status_code is None or self.status_code in RETRYABLE_STATUS_CODES or 200 <= self.status_code < 300
+        )
 
 
-class HilosEndpointNotFoundError(HilosAPIError, AirflowFailException):
+class HilosPermanentAPIError(HilosAPIError, AirflowFailException):
+    """The API refused the request (400, 401, 403, 404, 405, 409, 422, a redirect, ...): sending it again
+    cannot help, so Airflow does not retry the task. Fix the payload, the id, the token or the connection."""
+
+
+class HilosEndpointNotFoundError(HilosPermanentAPIError):
     """The API has no endpoint at the URL called: the connection's Base URL or API family is wrong.
 
     Django answers an unknown route with an HTML (or empty) 404, unlike a missing conversation
@@ -99,6 +118,9 @@ class HilosEndpointNotFoundError(HilosAPIError, AirflowFailException):
 class HilosBatchError(HilosError):
     """A batch of updates failed by its failure policy. Every row was still accounted for.
 
+    This class itself is retryable: some failed rows may succeed on another try (throttling, server
+    errors), and a retried task skips the rows already applied (see the batch operator's ``resume``).
+
     :param message: the counts and the first failed rows.
     :param result: the batch result (``BatchResult.to_dict()``): counts, duration, failed rows.
     """
@@ -106,6 +128,16 @@ class HilosBatchError(HilosError):
     def __init__(self, message: str, *, result: dict[str, Any]) -> None:
         super().__init__(message)
         self.result = result
+
+
+class HilosPermanentBatchError(HilosBatchError, AirflowFailException):
+    """A batch failed, and every failed row was refused for good (400, 404, ...) or the batch stopped on an
+    error no row could escape (a missing endpoint, a rejected token): Airflow does not retry it."""
+
+
+class HilosAPIUnavailableError(HilosBatchError):
+    """A batch stopped sending because the API looks unavailable (a run of server errors, timeouts or
+    connection failures). Retryable: a later try resumes after the rows already applied."""
 
 
 #: Status codes the hook retries: throttling and transient server/gateway errors.

@@ -26,6 +26,7 @@ from airflow_provider_hilos.exceptions import (
     HilosAPIError,
     HilosConfigurationError,
     HilosEndpointNotFoundError,
+    HilosPermanentAPIError,
 )
 from airflow_provider_hilos.get_provider_info import (
     CONN_FIELDS,
@@ -39,13 +40,14 @@ from airflow_provider_hilos.get_provider_info import (
     DEFAULT_WEB_BASE_URL,
     UI_FIELD_BEHAVIOUR,
 )
-from airflow_provider_hilos.models import validate_update
+from airflow_provider_hilos.models import ValidatedUpdate, validate_update
 from airflow_provider_hilos.urls import check_url, environ_proxy, is_loopback_host, without_credentials
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-    from airflow_provider_hilos.batch import BatchResult, RequestPacer
+    from airflow_provider_hilos.batch import BatchResult
+    from airflow_provider_hilos.checkpoint import Checkpoint
 
 WEB_CONVERSATION_PATH = "/inbox/conversation/{id}"
 TOKEN_HELP_URL = "https://app.hilos.io/dev/api-keys"
@@ -526,27 +528,33 @@ class HilosHook(BaseHook):
         :raises HilosValidationError: bad id or payload (nothing was sent).
         :raises HilosAPIError: the API refused the update, or failed after every retry.
         """
-        update = validate_update(conversation_id, payload)
-        return self.send_update(update.conversation_id, update.body)
+        return self.send_update(validate_update(conversation_id, payload))
 
-    def send_update(
-        self, conversation_id: str, body: dict[str, Any], *, pacer: RequestPacer | None = None
-    ) -> dict[str, Any]:
-        """PATCH an already validated update (see :func:`~airflow_provider_hilos.models.validate_update`).
+    def send_update(self, update: ValidatedUpdate, *, attempt: int | None = None) -> dict[str, Any]:
+        """PATCH an update that passed :func:`~airflow_provider_hilos.models.validate_update`.
 
         This is the one place the PATCH request is made; the single and the batch paths both call it.
+        Only a :class:`~airflow_provider_hilos.models.ValidatedUpdate` is accepted, so unvalidated input
+        cannot reach the wire.
 
-        :param conversation_id: a canonical conversation UUID.
-        :param body: the JSON body, as ``validate_update`` returned it.
-        :param pacer: shared pacing of a batch (rate limit, slow-down on 429), if any.
+        :param update: the canonical conversation id and the JSON body.
+        :param attempt: send exactly once, counting this as attempt number ``attempt`` (the batch path
+            schedules its own retries); ``None``: with the hook's retries.
+        :raises HilosAPIError: the API refused the update, or failed (after every retry, unless ``attempt``).
         """
-        path = self.settings.api_family.update_path(quote(conversation_id, safe=""))
-        result = self.request("PATCH", path, json=body, conversation_id=conversation_id, pacer=pacer)
+        if not isinstance(update, ValidatedUpdate):
+            raise TypeError(f"send_update takes a ValidatedUpdate (see validate_update), not {type(update).__name__}")
+        path = self.settings.api_family.update_path(quote(update.conversation_id, safe=""))
+        cid = update.conversation_id
+        if attempt is None:
+            result = self.request("PATCH", path, json=update.body, conversation_id=cid)
+        else:
+            result = self.attempt("PATCH", path, json=update.body, conversation_id=cid, number=attempt)
         if not isinstance(result, dict):
             raise HilosAPIError(
-                f"Hilos answered the update of conversation {conversation_id} with "
+                f"Hilos answered the update of conversation {cid} with "
                 f"{type(result).__name__} instead of a ConversationEdit object",
-                status_code=200, method="PATCH", path=path,
+                status_code=200, method="PATCH", path=path, problem="an answer that is not a JSON object",
             )
         return result
 
@@ -559,9 +567,11 @@ class HilosHook(BaseHook):
         failure_policy: str = "fail_at_end",
         max_failed_ratio: float = 0.0,
         skip_invalid_rows: bool = False,
+        max_invalid_ratio: float | None = None,
         report: Any = None,
         max_failed_rows: int = 100,
         progress_interval: float = 10.0,
+        checkpoint: Checkpoint | None = None,
     ) -> BatchResult:
         """Update many conversations: validate every row first, then send them concurrently.
 
@@ -573,13 +583,18 @@ class HilosHook(BaseHook):
         :param failure_policy: ``fail_at_end`` (default), ``fail_fast`` or ``never``.
         :param max_failed_ratio: the share of rows that may fail without failing the batch.
         :param skip_invalid_rows: skip (and report) invalid rows instead of refusing the batch.
+        :param max_invalid_ratio: with ``skip_invalid_rows``, the share of rows that may be invalid
+            (``None``: any share but all).
         :param report: an open text stream, or a callable opening one (called only once every row
             passed validation); one JSON line per row is written to it.
-        :param max_failed_rows: how many failed rows the result lists.
+        :param max_failed_rows: how many failed (and skipped) rows the result lists.
         :param progress_interval: seconds between progress lines in the log.
+        :param checkpoint: record applied rows there, and skip the rows an earlier try recorded; it is
+            cleared when the batch succeeds.
         :return: counts, duration, rate and the first failed rows.
         :raises HilosValidationError: invalid rows (nothing was sent), unless ``skip_invalid_rows``.
-        :raises HilosBatchError: the failure policy says the batch failed (the result is attached).
+        :raises HilosBatchError: the batch failed (the result is attached); its subclasses say whether
+            another try can help (:class:`HilosPermanentBatchError`, :class:`HilosAPIUnavailableError`).
         """
         from airflow_provider_hilos.batch import BatchUpdater, rows_from_updates
 
@@ -587,10 +602,13 @@ class HilosHook(BaseHook):
         updater = BatchUpdater(
             self, max_concurrency=max_concurrency, max_requests_per_second=max_requests_per_second,
             failure_policy=failure_policy, max_failed_ratio=max_failed_ratio, skip_invalid_rows=skip_invalid_rows,
-            report=report, max_failed_rows=max_failed_rows, progress_interval=progress_interval,
+            max_invalid_ratio=max_invalid_ratio, report=report, max_failed_rows=max_failed_rows,
+            progress_interval=progress_interval, checkpoint=checkpoint,
         )
         result = updater.run(updates if callable(updates) else rows_from_updates(updates))
         updater.check(result)
+        if checkpoint is not None:
+            checkpoint.clear()
         return result
 
     def ensure_pool(self, size: int) -> None:
@@ -651,7 +669,6 @@ class HilosHook(BaseHook):
         params: Mapping[str, Any] | None = None,
         conversation_id: str | None = None,
         max_attempts: int | None = None,
-        pacer: RequestPacer | None = None,
     ) -> Any:
         """Send one API request with the hook's timeouts and retries, and return its parsed JSON.
 
@@ -661,68 +678,77 @@ class HilosHook(BaseHook):
         :param params: query parameters, if any.
         :param conversation_id: named in error messages.
         :param max_attempts: override the hook's attempts for this call.
-        :param pacer: shared pacing of a batch: consulted before every attempt, told about 429s.
-        :raises HilosAPIError: after the last attempt, or at once for errors not worth retrying.
+        :raises HilosAPIError: after the last attempt, or at once for errors not worth retrying
+            (:class:`HilosPermanentAPIError`).
+        """
+        attempts = max_attempts or self.max_attempts
+        for number in range(1, attempts + 1):
+            try:
+                return self.attempt(method, path, json=json, params=params, conversation_id=conversation_id,
+                                    number=number)
+            except HilosAPIError as exc:
+                if not exc.retryable or number == attempts:
+                    raise
+                self._wait(number, attempts, method, exc.path, exc.problem, exc.retry_after)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def attempt(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        conversation_id: str | None = None,
+        number: int = 1,
+    ) -> Any:
+        """Send one request once (no retry) and return its parsed JSON.
+
+        The batch path calls this and schedules retries itself, so no worker sleeps on a ``Retry-After``.
+
+        :param number: which attempt this is (1-based), as error messages count it.
+        :raises HilosAPIError: ``retryable`` (with ``retry_after`` when the API sent one) or not.
         """
         settings = self.settings
         session = self.get_conn()
-        url = settings.base_url + path
+        url = settings.url(path)
         url_path = urlsplit(url).path
-        attempts = max_attempts or self.max_attempts
-        for attempt in range(1, attempts + 1):
-            ticket = pacer.acquire() if pacer is not None else None
+        try:
+            response = session.send(
+                _prepare(session, method, url, json, params), timeout=self.timeout, allow_redirects=False
+            )
+        except requests.exceptions.SSLError as exc:
+            raise HilosPermanentAPIError(
+                self.redact(f"TLS error talking to {settings.base_url} ({method} {url_path}): {exc}. "
+                            "Check the connection's Base URL and the server certificate"
+                            + _plain_http_hint(settings.base_url) + "."),
+                method=method, path=url_path, attempts=number, problem="TLS error",
+            ) from None
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            problem = _network_problem(exc, self.timeout)
+            raise HilosAPIError(
+                self.redact(
+                    f"Hilos {method} {url_path}{_for(conversation_id)} failed after {number} attempt(s): "
+                    f"{problem} talking to {settings.base_url}. Check the connection's Base URL and that "
+                    "the API is reachable, or raise max_attempts / the timeouts."
+                ),
+                method=method, path=url_path, attempts=number, problem=problem,
+            ) from None
+        if 200 <= response.status_code < 300:
             try:
-                response = session.send(
-                    _prepare(session, method, url, json, params), timeout=self.timeout, allow_redirects=False
-                )
-            except requests.exceptions.SSLError as exc:
-                raise HilosAPIError(
-                    self.redact(f"TLS error talking to {settings.base_url} ({method} {url_path}): {exc}. "
-                                 "Check the connection's Base URL and the server certificate"
-                                 + _plain_http_hint(settings.base_url) + "."),
-                    method=method, path=url_path, attempts=attempt,
-                ) from None
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-                problem = _network_problem(exc, self.timeout)
-                if attempt < attempts:
-                    self._wait(attempt, attempts, method, url_path, problem, None)
-                    continue
+                return response.json() if response.content else {}
+            except (ValueError, RecursionError):
+                problem = (f"HTTP {response.status_code} with an unreadable body "
+                           f"({_describe_body(response, self.redact)[2]})")
                 raise HilosAPIError(
                     self.redact(
-                        f"Hilos {method} {url_path}{_for(conversation_id)} failed after {attempt} attempt(s): "
-                        f"{problem} talking to {settings.base_url}. Check the connection's Base URL and that "
-                        "the API is reachable, or raise max_attempts / the timeouts."
+                        f"Hilos {method} {url_path}{_for(conversation_id)} answered {problem} "
+                        f"after {number} attempt(s); expected JSON."
                     ),
-                    method=method, path=url_path, attempts=attempt,
+                    status_code=response.status_code, method=method, path=url_path, attempts=number,
+                    problem=problem,
                 ) from None
-            retry_after = (parse_retry_after(response.headers.get("Retry-After"))
-                           if response.status_code in RETRYABLE_STATUS_CODES else None)
-            if response.status_code == 429 and pacer is not None:
-                pacer.throttled(retry_after, ticket)
-            if 200 <= response.status_code < 300:
-                if pacer is not None:
-                    pacer.succeeded()
-                try:
-                    return response.json() if response.content else {}
-                except ValueError:
-                    problem = (f"HTTP {response.status_code} with an unreadable body "
-                               f"({_describe_body(response, self.redact)[2]})")
-                    if attempt < attempts:
-                        self._wait(attempt, attempts, method, url_path, problem, None)
-                        continue
-                    raise HilosAPIError(
-                        self.redact(
-                            f"Hilos {method} {url_path}{_for(conversation_id)} answered {problem} "
-                            f"after {attempt} attempt(s); expected JSON."
-                        ),
-                        status_code=response.status_code, method=method, path=url_path, attempts=attempt,
-                    ) from None
-            if response.status_code in RETRYABLE_STATUS_CODES and attempt < attempts:
-                response.close()
-                self._wait(attempt, attempts, method, url_path, f"HTTP {response.status_code}", retry_after)
-                continue
-            raise self._api_error(response, method, url_path, attempt, conversation_id)
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise self._api_error(response, method, url_path, number, conversation_id)
 
     def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based).
@@ -759,7 +785,9 @@ class HilosHook(BaseHook):
         detail, field_errors, summary = _describe_body(response, self.redact)
         settings = self.settings
         where = f"HTTP {status} on {method} {path}"
-        error_class = HilosAPIError
+        retryable = status in RETRYABLE_STATUS_CODES
+        error_class: type[HilosAPIError] = HilosAPIError if retryable else HilosPermanentAPIError
+        retry_after = parse_retry_after(response.headers.get("Retry-After")) if retryable else None
         if status in (401, 403):
             message = (
                 f"Hilos rejected the API token of connection {settings.conn_id!r} ({where}: {summary}). "
@@ -810,7 +838,7 @@ class HilosHook(BaseHook):
         return error_class(
             self.redact(message),
             status_code=status, method=method, path=path,
-            detail=detail, field_errors=field_errors, attempts=attempts,
+            detail=detail, field_errors=field_errors, attempts=attempts, retry_after=retry_after,
         )
 
 
