@@ -1,38 +1,49 @@
 """Bulk conversation updates: validate every row first, then send them concurrently over the hook's
-one pooled session, paced, slowing the whole batch down when the API answers 429.
+one pooled session, at the pace the API allows, resuming after the rows an earlier try applied.
 
 Rows are read as a stream (twice: once to validate, once to send) so memory stays flat however
 large the input is; responses are counted and dropped, never kept.
+
+Retries are scheduled here, not slept through: a row answered 429, 5xx or not at all goes back into
+the batch with a not-before time (``Retry-After``, or exponential backoff), and its worker moves on to
+the next row. The :class:`~airflow_provider_hilos.pacing.AdaptivePacer` sets the pace; the
+:class:`~airflow_provider_hilos.pacing.CircuitBreaker` stops the batch when the API looks down.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import queue
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
+from airflow_provider_hilos.checkpoint import Checkpoint, fingerprint
 from airflow_provider_hilos.exceptions import (
     HilosAPIError,
+    HilosAPIUnavailableError,
     HilosBatchError,
     HilosEndpointNotFoundError,
     HilosError,
+    HilosPermanentBatchError,
     HilosValidationError,
 )
 from airflow_provider_hilos.models import ValidatedUpdate, show, validate_update
+from airflow_provider_hilos.pacing import AdaptivePacer, CircuitBreaker, check_rate
 
 if TYPE_CHECKING:
     from airflow_provider_hilos.hooks.hilos import HilosHook
 
 #: How many invalid rows an error message lists (all of them are counted, and written to the report).
 MAX_LISTED_INVALID_ROWS = 50
+#: How many skipped invalid rows are logged with their reasons (the rest are counted).
+MAX_LOGGED_SKIPS = 20
 _ERROR_CHARS = 300
 
 
@@ -42,6 +53,9 @@ class FailurePolicy(str, Enum):
     * ``fail_at_end``: send every row, then fail if more rows failed than ``max_failed_ratio`` allows.
     * ``fail_fast``: stop sending as soon as that many rows failed (rows not sent are reported).
     * ``never``: send every row and never fail; read the counts and the report.
+
+    Whatever the policy, a batch stops at once on an error every row would share (a missing endpoint,
+    a rejected token), and when the API looks unavailable (see :class:`~airflow_provider_hilos.pacing.CircuitBreaker`).
     """
 
     FAIL_AT_END = "fail_at_end"
@@ -49,110 +63,45 @@ class FailurePolicy(str, Enum):
     NEVER = "never"
 
 
-class RequestPacer:
-    """Shared pacing for every thread of a batch: a rate limit, and a slow-down on 429.
-
-    ``acquire()`` spaces requests at most ``max_per_second`` apart (no limit when ``None``) and returns
-    a ticket: the pace generation the request was scheduled under. ``throttled(retry_after, ticket)``
-    pauses *every* thread until ``Retry-After`` has passed and halves the pace, once per burst: 429s
-    for requests scheduled before the last slow-down only extend the pause. Each success then raises
-    the pace by 2 % until the limit (or none) is back.
-
-    :param max_per_second: the client-side rate limit, or ``None``.
-    :param clock: monotonic clock (tests inject one).
-    :param sleep: sleep function (tests inject one).
-    """
-
-    MIN_RATE = 0.5
-
-    def __init__(self, max_per_second: float | None = None, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.max_per_second = check_rate(max_per_second)
-        self.rate: float | None = max_per_second
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._next_slot = 0.0
-        self._pause_until = 0.0
-        self._generation = 0
-        self._recent: deque[float] = deque(maxlen=64)
-        self.throttle_events = 0
-
-    def acquire(self) -> int:
-        """Block until this thread may send its next request; return its ticket (the pace generation)."""
-        with self._lock:
-            now = self._clock()
-            slot = max(now, self._next_slot, self._pause_until)
-            if self.rate:
-                self._next_slot = slot + 1.0 / self.rate
-            self._recent.append(slot)
-            ticket = self._generation
-        if slot > now:
-            self._sleep(slot - now)
-        return ticket
-
-    def throttled(self, retry_after: float | None, ticket: int | None = None) -> None:
-        """The API answered 429: pause everyone; go on at half the pace unless this burst already did.
-
-        :param retry_after: the seconds ``Retry-After`` asked for (1 when absent).
-        :param ticket: what :meth:`acquire` returned for the throttled request.
-        """
-        with self._lock:
-            now = self._clock()
-            self._pause_until = max(self._pause_until, now + (retry_after if retry_after is not None else 1.0))
-            self._next_slot = max(self._next_slot, self._pause_until)
-            if ticket is not None and ticket < self._generation:
-                return  # scheduled before the last slow-down: part of a burst already answered
-            self._generation += 1
-            self.throttle_events += 1
-            current = self.rate or self._observed_rate(now)
-            self.rate = max(self.MIN_RATE, current / 2)
-
-    def succeeded(self) -> None:
-        """A request went through: recover the pace slowly."""
-        if self.rate is None or self.rate == self.max_per_second:
-            return
-        with self._lock:
-            if self.rate is None:
-                return
-            self.rate *= 1.02
-            if self.max_per_second is not None and self.rate >= self.max_per_second:
-                self.rate = self.max_per_second
-
-    def _observed_rate(self, now: float) -> float:
-        if len(self._recent) < 2:
-            return 10.0
-        span = max(now - self._recent[0], 1e-3)
-        return len(self._recent) / span
-
-
 @dataclass
 class BatchResult:
-    """What a batch did; small enough for XCom (``failed_rows`` is capped).
+    """What a batch did; small enough for XCom (``failed_rows`` and ``skipped_rows`` are capped).
 
     :param total: rows read.
-    :param updated: rows the API accepted.
-    :param failed: rows the API refused or that failed after every retry.
+    :param updated: rows the API accepted in this try.
+    :param already_applied: rows an earlier try of the same task applied (skipped, from its checkpoint).
+    :param failed: rows the API refused, or that failed after every retry.
+    :param failed_permanently: of those, the rows the API refused for good (400, 404, ...).
     :param skipped: invalid rows skipped (``skip_invalid_rows``).
-    :param not_sent: valid rows not sent because ``fail_fast`` stopped the batch.
+    :param not_sent: valid rows not sent because the batch stopped (``fail_fast``, an outage, ...).
+    :param retried: retries sent (a row answered 429, 5xx or not at all, sent again).
+    :param throttled: requests answered 429.
     :param duration_seconds: wall time of the sending phase.
-    :param rate_per_second: requests finished per second in that phase.
+    :param rate_per_second: rows finished per second in that phase.
     :param failed_rows: the first failed rows: row number, conversation id, status code, error.
     :param failed_rows_omitted: failed rows not listed in ``failed_rows`` (they are in the log and report).
-    :param throttled: how many times the API answered 429 and the batch slowed down.
+    :param skipped_rows: the first skipped invalid rows: row number, conversation id, reasons.
+    :param skipped_rows_omitted: skipped rows not listed in ``skipped_rows``.
+    :param stopped: why the batch stopped sending early, if it did.
     :param report_path: where the full per-row report was written, if anywhere.
     """
 
     total: int = 0
     updated: int = 0
+    already_applied: int = 0
     failed: int = 0
+    failed_permanently: int = 0
     skipped: int = 0
     not_sent: int = 0
+    retried: int = 0
+    throttled: int = 0
     duration_seconds: float = 0.0
     rate_per_second: float = 0.0
     failed_rows: list[dict[str, Any]] = field(default_factory=list)
     failed_rows_omitted: int = 0
-    throttled: int = 0
+    skipped_rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped_rows_omitted: int = 0
+    stopped: str | None = None
     report_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,19 +160,6 @@ def rows_from_json_lines(open_text: Callable[[], IO[str]]) -> Callable[[], Itera
 @dataclass(frozen=True)
 class _Unparsable:
     reason: str
-
-
-class _Outcome(NamedTuple):
-    """What a worker reports for one row."""
-
-    number: int
-    conversation_id: str
-    status: int | None = None
-    error: str | None = None
-    #: the error, when no other row can succeed either (the batch must stop)
-    stopper: HilosError | None = None
-    #: False when the batch had stopped before this row's turn came
-    sent: bool = True
 
 
 def validate_row(row: Any) -> ValidatedUpdate:
@@ -285,20 +221,44 @@ def _row_label(row: Any) -> str:
 # -- the batch --------------------------------------------------------------------------------
 
 
+class _Row(NamedTuple):
+    """A valid row on its way: how many attempts it had, and why the last one failed."""
+
+    number: int
+    update: ValidatedUpdate
+    digest: str
+    attempts: int = 0
+    last_error: HilosAPIError | None = None
+
+
+class _Outcome(NamedTuple):
+    """What a worker reports for one attempt of one row."""
+
+    row: _Row
+    error: HilosError | None = None
+    #: False when the batch had stopped before this row's turn came
+    sent: bool = True
+    #: the error stops the whole batch: no other row can succeed either
+    stops: bool = False
+
+
 class BatchUpdater:
     """Send many conversation updates through one hook.
 
     :param hook: the hook whose pooled session carries every request (``pool_maxsize`` should be
         at least ``max_concurrency``).
     :param max_concurrency: requests in flight at once.
-    :param max_requests_per_second: client-side rate limit, or ``None``.
+    :param max_requests_per_second: client-side rate limit (the pacer's ceiling), or ``None``.
     :param failure_policy: ``fail_at_end``, ``fail_fast`` or ``never`` (see :class:`FailurePolicy`).
     :param max_failed_ratio: the share of rows allowed to fail before the batch fails (0: none).
-    :param skip_invalid_rows: skip invalid rows (counted and reported) instead of refusing the batch.
+    :param skip_invalid_rows: skip invalid rows (logged, counted and reported) instead of refusing the batch.
+    :param max_invalid_ratio: with ``skip_invalid_rows``, the share of rows that may be invalid; ``None``:
+        any share but all (a batch of only invalid rows fails: its input is probably not what was meant).
     :param report: where the per-row JSON Lines report goes: an open text stream, a callable that opens
         one (called only once validation passed, and closed at the end), or ``None``.
-    :param max_failed_rows: how many failed rows the result lists (all are logged and reported).
+    :param max_failed_rows: how many failed (and skipped) rows the result lists (all are logged and reported).
     :param progress_interval: seconds between progress lines in the log.
+    :param checkpoint: where applied rows are recorded, and read back to skip them on a later try.
     :param log: where progress and failures are logged (``logging.Logger``-like).
     """
 
@@ -311,23 +271,28 @@ class BatchUpdater:
         failure_policy: FailurePolicy | str = FailurePolicy.FAIL_AT_END,
         max_failed_ratio: float = 0.0,
         skip_invalid_rows: bool = False,
+        max_invalid_ratio: float | None = None,
         report: IO[str] | Callable[[], IO[str]] | None = None,
         max_failed_rows: int = 100,
         progress_interval: float = 10.0,
+        checkpoint: Checkpoint | None = None,
         log: Any = None,
     ) -> None:
         self.hook = hook
         self.max_concurrency = check_concurrency(max_concurrency)
-        self.pacer = RequestPacer(max_requests_per_second)
+        self.pacer = AdaptivePacer(max_requests_per_second)
+        self.breaker = CircuitBreaker.for_concurrency(self.max_concurrency)
         self.failure_policy = check_failure_policy(failure_policy)
         self.max_failed_ratio = check_ratio(max_failed_ratio)
         self.skip_invalid_rows = skip_invalid_rows
+        self.max_invalid_ratio = None if max_invalid_ratio is None else check_ratio(max_invalid_ratio, "max_invalid_ratio")
         self._report_target = report
         self.report: IO[str] | None = None
         self.max_failed_rows = max_failed_rows
         self.progress_interval = progress_interval
+        self.checkpoint = checkpoint
         self.log = log or hook.log
-        #: An error that no other row could escape (the endpoint does not exist): the batch stopped on it.
+        #: An error that no other row could escape (no endpoint, a rejected token): the batch stopped on it.
         self.stopped_by: HilosError | None = None
         self._halt = threading.Event()  # set when the batch stops: rows waiting for a worker are not sent
 
@@ -336,7 +301,7 @@ class BatchUpdater:
     def validate_all(self, rows: Callable[[], Iterator[tuple[int, Any]]]) -> tuple[int, int]:
         """Read every row once and validate it. Returns ``(total, invalid)``.
 
-        :raises HilosValidationError: listing the invalid rows, unless ``skip_invalid_rows``.
+        :raises HilosValidationError: listing the invalid rows, unless ``skip_invalid_rows`` allows them.
         """
         total = invalid = 0
         listed: list[tuple[str, str]] = []
@@ -348,15 +313,24 @@ class BatchUpdater:
             except HilosValidationError as exc:
                 invalid += 1
                 if len(listed) < MAX_LISTED_INVALID_ROWS:
-                    reasons = "; ".join(f"{f}: {m}" for f, m in exc.problems)
-                    listed.append((f"row {number}{_row_label(row)}", reasons))
+                    listed.append((f"row {number}{_row_label(row)}", _reasons(exc)))
+        if invalid > len(listed):
+            listed.append(("...", f"and {invalid - len(listed)} more invalid row(s)"))
         if invalid and not self.skip_invalid_rows:
-            if invalid > len(listed):
-                listed.append(("...", f"and {invalid - len(listed)} more invalid row(s)"))
             raise HilosValidationError(
                 listed,
                 f"Hilos batch refused: {invalid} of {total} row(s) are invalid and nothing was sent "
                 "(fix them, or set skip_invalid_rows=True to send the valid rows only)",
+            )
+        allowed = total - 1 if self.max_invalid_ratio is None else int(self.max_invalid_ratio * total)
+        if invalid and invalid > allowed:
+            share = ("every row is invalid" if invalid == total else
+                     f"more than max_invalid_ratio={self.max_invalid_ratio} of them are invalid")
+            raise HilosValidationError(
+                listed,
+                f"Hilos batch refused: {invalid} of {total} row(s) are invalid, and {share}, so nothing was sent: "
+                "the input is probably not what was meant (a CSV read as JSON Lines?). Fix it, or raise "
+                "max_invalid_ratio (1.0 allows a batch of invalid rows only)",
             )
         return total, invalid
 
@@ -365,162 +339,292 @@ class BatchUpdater:
     def run(self, rows: Callable[[], Iterator[tuple[int, Any]]]) -> BatchResult:
         """Validate every row, then send the valid ones. Never raises for failed rows: see :meth:`check`."""
         total, invalid = self.validate_all(rows)
+        self.hook.settings  # a bad connection fails here, once, not in every worker
         opens_report = callable(self._report_target)
         self.report = self._report_target() if opens_report else self._report_target  # type: ignore[operator]
         try:
-            return self._send_all(rows, total, invalid)
+            return _Run(self, total, invalid).send(rows)
         finally:
             if opens_report and self.report is not None:
                 self.report.close()
+            if self.checkpoint is not None:
+                self.checkpoint.close()
 
     def allowed_failures(self, sendable: int) -> int:
         """How many of ``sendable`` rows may fail before the batch fails (``max_failed_ratio``)."""
         return int(self.max_failed_ratio * sendable)
 
-    def _send_all(self, rows: Callable[[], Iterator[tuple[int, Any]]], total: int, invalid: int) -> BatchResult:
-        result = BatchResult(total=total)
-        sendable = total - invalid
-        allowed_failures = self.allowed_failures(sendable)
-        started = last_progress = time.monotonic()
-        # Workers put each outcome on a queue: collecting is O(1) per row however many are in flight.
-        done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
-        pending = 0
-        with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="hilos-batch") as pool:
-
-            def collect(block: bool) -> None:
-                nonlocal pending, last_progress
-                wait_for = (self.progress_interval or None) if block else None  # a blocking wait never spins
-                while pending:
-                    try:
-                        outcome = done.get(block=block, timeout=wait_for) if block else done.get_nowait()
-                    except queue.Empty:
-                        break
-                    block = False  # got one: take whatever else is ready, then go on
-                    pending -= 1
-                    self._record(result, outcome)
-                    if outcome.stopper is not None and self.stopped_by is None:
-                        self.stopped_by = outcome.stopper
-                        self.log.error("Hilos batch stopped sending: %s", outcome.stopper)
-                if (self.failure_policy is FailurePolicy.FAIL_FAST and result.failed > allowed_failures
-                        and not self._halt.is_set()):
-                    self._halt.set()
-                    self.log.error("Hilos batch: %d row(s) failed, more than the %d allowed; fail_fast stops "
-                                   "sending", result.failed, allowed_failures)
-                now = time.monotonic()
-                if now - last_progress >= self.progress_interval:
-                    last_progress = now
-                    self._progress(result, sendable, now - started)
-
-            checker = RowChecker()  # the same verdicts as the validation pass
-            for number, row in rows():
-                try:
-                    update = checker.check(number, row)
-                except HilosValidationError as exc:
-                    result.skipped += 1
-                    self._write({"row": number, "conversation_id": _plain(row), "outcome": "skipped",
-                                 "error": _short(str(exc))})
-                    continue
-                if self._halt.is_set():
-                    self._record(result, _Outcome(number, update.conversation_id, sent=False))
-                    continue
-                while pending >= 2 * self.max_concurrency:
-                    collect(block=True)
-                pool.submit(self._send_into, done, number, update)
-                pending += 1
-                collect(block=False)
-            while pending:
-                collect(block=True)
-        result.duration_seconds = round(time.monotonic() - started, 3)
-        finished = result.updated + result.failed
-        result.rate_per_second = round(finished / result.duration_seconds, 1) if result.duration_seconds else 0.0
-        result.throttled = self.pacer.throttle_events
-        self._progress(result, sendable, result.duration_seconds, final=True)
-        return result
-
     def check(self, result: BatchResult) -> None:
-        """Raise if the failure policy says the batch failed.
+        """Raise if the batch failed: it stopped early, or its failure policy says so.
 
-        :raises HilosBatchError: naming the counts and the first failed rows; carries the result.
+        :raises HilosPermanentBatchError: every failure was a refusal another try cannot fix (Airflow
+            does not retry it), or the batch stopped on an error every row shared.
+        :raises HilosAPIUnavailableError: the API looked down and the batch stopped sending (retryable).
+        :raises HilosBatchError: too many rows failed, some of them for reasons another try may fix.
         """
         sendable = result.total - result.skipped
+        counts = (f"{result.updated + result.already_applied} of {sendable} row(s) applied ({result.updated} now, "
+                  f"{result.already_applied} by an earlier try), {result.failed} failed, {result.not_sent} not sent")
         if self.stopped_by is not None:
-            raise HilosBatchError(
+            raise HilosPermanentBatchError(
                 f"Hilos batch stopped at its first answers, as every row would fail the same way: {self.stopped_by} "
-                f"{result.updated} of {sendable} row(s) updated, {result.failed} failed, {result.not_sent} not sent.",
-                result=result.to_dict(),
-            )
+                f"{counts}.", result=result.to_dict())
+        if self.breaker.open:
+            raise HilosAPIUnavailableError(
+                f"Hilos API looks unavailable: {self.breaker.describe()}. The batch stopped sending; {counts}. "
+                "A retry of the task resumes after the rows already applied.", result=result.to_dict())
         if self.failure_policy is FailurePolicy.NEVER or not (result.failed or result.not_sent):
             return
         allowed = self.allowed_failures(sendable)
         if result.failed <= allowed and not result.not_sent:
             return
         first = "; ".join(f"row {r['row']} ({r['conversation_id']}): {r['error']}" for r in result.failed_rows[:5])
-        raise HilosBatchError(
+        permanent = result.failed == result.failed_permanently
+        error_class = HilosPermanentBatchError if permanent else HilosBatchError
+        raise error_class(
             f"Hilos batch failed: {result.failed} of {sendable} row(s) failed (allowed: {allowed}, "
-            f"max_failed_ratio={self.max_failed_ratio}); {result.updated} updated, {result.not_sent} not sent. "
-            f"First failures: {first}",
+            f"max_failed_ratio={self.max_failed_ratio}); {counts}"
+            + (" (every failure is a refusal another try cannot fix: Airflow will not retry)" if permanent else "")
+            + f". First failures: {first}",
             result=result.to_dict(),
         )
 
-    def _send_into(self, done: queue.SimpleQueue, number: int, update: ValidatedUpdate) -> None:
-        outcome = _Outcome(number, update.conversation_id, error="the batch worker stopped before this row was sent")
-        try:
-            outcome = self._send(number, update)
-        finally:  # always report, or the batch would wait for this row forever
-            done.put(outcome)
+    # -- what a worker does with one row --
 
-    def _send(self, number: int, update: ValidatedUpdate) -> _Outcome:
-        """Send one row, unless the batch stopped while the row waited for a worker."""
-        cid = update.conversation_id
+    def send_row(self, row: _Row) -> _Outcome:
+        """Send one attempt of one row, unless the batch stopped while the row waited for a worker."""
         if self._halt.is_set():
-            return _Outcome(number, cid, sent=False)
+            return _Outcome(row, sent=False)
+        ticket = self.pacer.acquire()
+        if self._halt.is_set():
+            return _Outcome(row, sent=False)
         try:
-            self.hook.send_update(cid, update.body, pacer=self.pacer)
-        except HilosEndpointNotFoundError as exc:
-            self._halt.set()  # at once: a worker must not pick up another row before the collector sees this
-            return _Outcome(number, cid, exc.status_code, str(exc), stopper=exc)
+            self.hook.send_update(row.update, attempt=row.attempts + 1)
         except HilosAPIError as exc:
-            return _Outcome(number, cid, exc.status_code, str(exc))
-        except HilosError as exc:
-            return _Outcome(number, cid, error=str(exc))
+            if exc.status_code is not None and exc.status_code < 500:  # an answer from the API itself
+                self.pacer.answered(ticket, throttled=exc.status_code == 429)
+            stops = isinstance(exc, HilosEndpointNotFoundError) or exc.status_code == 401
+            if stops:
+                self._halt.set()  # at once: a worker must not pick up another row before the batch sees this
+            return _Outcome(row, exc, stops=stops)
         except Exception as exc:  # a failed row must never kill the batch or vanish
-            return _Outcome(number, cid, error=self.hook.redact(f"{type(exc).__name__}: {exc}"))
-        return _Outcome(number, cid, 200)
+            error = HilosAPIError(self.hook.redact(f"{type(exc).__name__}: {exc}"), problem=type(exc).__name__)
+            return _Outcome(row, error)
+        self.pacer.answered(ticket, throttled=False)
+        if self.checkpoint is not None:  # before the outcome is collected: a crash now re-sends only rows in flight
+            self.checkpoint.record(row.number, row.digest)
+        return _Outcome(row)
 
-    def _record(self, result: BatchResult, outcome: _Outcome) -> None:
-        number, cid, status, error = outcome.number, outcome.conversation_id, outcome.status, outcome.error
-        if not outcome.sent:
-            result.not_sent += 1
-            self._write({"row": number, "conversation_id": cid, "outcome": "not_sent"})
-            return
-        if error is None:
-            result.updated += 1
-            self._write({"row": number, "conversation_id": cid, "outcome": "updated", "status_code": status})
-            return
-        result.failed += 1
-        short = _short(error)
-        self.log.warning("Hilos batch: row %d (conversation %s) failed: %s", number, cid, short)
-        if len(result.failed_rows) < self.max_failed_rows:
-            result.failed_rows.append({"row": number, "conversation_id": cid, "status_code": status, "error": short})
-        else:
-            result.failed_rows_omitted += 1
-        self._write({"row": number, "conversation_id": cid, "outcome": "failed", "status_code": status,
-                     "error": error})
-
-    def _write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         if self.report is not None:
             self.report.write(json.dumps(record) + "\n")
 
-    def _progress(self, result: BatchResult, sendable: int, elapsed: float, final: bool = False) -> None:
-        done = result.updated + result.failed + result.not_sent
+    def halt(self) -> None:
+        self._halt.set()
+
+    @property
+    def halted(self) -> bool:
+        return self._halt.is_set()
+
+
+class _Run:
+    """One sending pass of a :class:`BatchUpdater`: the scheduler, on the calling thread."""
+
+    def __init__(self, updater: BatchUpdater, total: int, invalid: int) -> None:
+        self.u = updater
+        self.result = BatchResult(total=total)
+        self.sendable = total - invalid
+        self.allowed_failures = updater.allowed_failures(self.sendable)
+        self.done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()  # workers' outcomes: O(1) per row
+        self.in_flight = 0
+        self.waiting: list[tuple[float, int, _Row]] = []  # rows to retry: (not before, row number, row)
+        self.started = self.last_progress = time.monotonic()
+        self.applied = updater.checkpoint.applied() if updater.checkpoint is not None else {}
+        if self.applied:
+            updater.log.info("Hilos batch: resuming from %s: %d row(s) were applied by an earlier try",
+                             updater.checkpoint, len(self.applied))
+
+    def send(self, rows: Callable[[], Iterator[tuple[int, Any]]]) -> BatchResult:
+        u, result = self.u, self.result
+        source = self._valid_rows(rows)
+        cap = 2 * u.max_concurrency  # submitted and not yet collected: bounds memory, keeps every worker busy
+        with ThreadPoolExecutor(u.max_concurrency, thread_name_prefix="hilos-batch") as pool:
+
+            def submit(row: _Row) -> None:
+                pool.submit(self._work, row)
+                self.in_flight += 1
+
+            while True:
+                self._collect(block=False)
+                if u.halted:
+                    break
+                now = time.monotonic()
+                if self.in_flight >= cap:
+                    self._collect(block=True)
+                elif self.waiting and self.waiting[0][0] <= now:
+                    submit(heapq.heappop(self.waiting)[2])
+                elif (row := next(source, None)) is not None:
+                    submit(row)
+                elif self.in_flight:
+                    self._collect(block=True, until=self.waiting[0][0] if self.waiting else None)
+                elif self.waiting:
+                    time.sleep(min(self.waiting[0][0] - now, 1.0))
+                else:
+                    break
+            while self.in_flight:
+                self._collect(block=True)
+            for _, _, row in self.waiting:  # the batch stopped with these rows waiting for a retry
+                self._failed(row, row.last_error or HilosAPIError("not retried: the batch stopped"))
+            for row in source:
+                self._not_sent(row)
+        result.duration_seconds = round(time.monotonic() - self.started, 3)
+        finished = result.updated + result.failed
+        result.rate_per_second = round(finished / result.duration_seconds, 1) if result.duration_seconds else 0.0
+        result.throttled = u.pacer.throttled
+        if result.skipped_rows_omitted:
+            u.log.warning("Hilos batch: %d more invalid row(s) skipped (all are in the report)",
+                          result.skipped_rows_omitted)
+        self._progress(final=True)
+        return result
+
+    def _valid_rows(self, rows: Callable[[], Iterator[tuple[int, Any]]]) -> Iterator[_Row]:
+        """The rows to send, in order; invalid and already applied rows are accounted for on the way."""
+        checker = RowChecker()  # the same verdicts as the validation pass
+        for number, raw in rows():
+            try:
+                update = checker.check(number, raw)
+            except HilosValidationError as exc:
+                self._skipped(number, raw, exc)
+                continue
+            digest = fingerprint(update.conversation_id, update.body)
+            if self.applied.get(number) == digest:
+                self.result.already_applied += 1
+                self.u.write({"row": number, "conversation_id": update.conversation_id, "outcome": "already_applied"})
+                continue
+            yield _Row(number, update, digest)
+
+    def _work(self, row: _Row) -> None:
+        outcome = _Outcome(row, HilosAPIError("the batch worker stopped before this row was sent"))
+        try:
+            outcome = self.u.send_row(row)
+        finally:  # always report, or the batch would wait for this row forever
+            self.done.put(outcome)
+
+    def _collect(self, block: bool, until: float | None = None) -> None:
+        """Record the outcomes that are in; with ``block``, wait for one first (at most until ``until``)."""
+        u = self.u
+        timeout = u.progress_interval or None
+        if until is not None:
+            timeout = max(0.0, until - time.monotonic()) if timeout is None else min(timeout, max(0.0, until - time.monotonic()))
+        while self.in_flight:
+            try:
+                outcome = self.done.get(timeout=timeout) if block else self.done.get_nowait()
+            except queue.Empty:
+                break
+            block = False  # got one: take whatever else is ready, then go on
+            self.in_flight -= 1
+            self._handle(outcome)
+        if (u.failure_policy is FailurePolicy.FAIL_FAST and self.result.failed > self.allowed_failures
+                and not u.halted):
+            u.halt()
+            self.result.stopped = f"fail_fast: {self.result.failed} row(s) failed, more than the {self.allowed_failures} allowed"
+            u.log.error("Hilos batch: %s; it stops sending", self.result.stopped)
+        if time.monotonic() - self.last_progress >= u.progress_interval:
+            self._progress()
+
+    def _handle(self, outcome: _Outcome) -> None:
+        u, row, error = self.u, outcome.row, outcome.error
+        if not outcome.sent:
+            self._not_sent(row)
+            return
+        if error is None:
+            u.breaker.succeeded()
+            self.result.updated += 1
+            u.write({"row": row.number, "conversation_id": row.update.conversation_id, "outcome": "updated"})
+            return
+        if outcome.stops:
+            if u.stopped_by is None:
+                u.stopped_by = error
+                self.result.stopped = str(error)
+                u.log.error("Hilos batch stopped sending: %s", error)
+            self._failed(row, error)
+            return
+        assert isinstance(error, HilosAPIError)
+        if not error.retryable:
+            u.breaker.refused()
+            self._failed(row, error)
+            return
+        if error.status_code != 429:
+            u.breaker.attempt_failed(error.problem)
+        attempts = row.attempts + 1
+        if attempts < u.hook.max_attempts and not u.breaker.open and not u.halted:
+            delay = u.hook.backoff_delay(attempts, error.retry_after)
+            heapq.heappush(self.waiting, (time.monotonic() + delay, row.number,
+                                          row._replace(attempts=attempts, last_error=error)))
+            self.result.retried += 1
+            u.log.debug("Hilos batch: row %d (%s): %s; retry %d in %.2f s", row.number,
+                        row.update.conversation_id, error.problem, attempts, delay)
+        else:
+            if attempts >= u.hook.max_attempts:
+                u.breaker.row_failed(error.problem)
+            self._failed(row, error)
+        if u.breaker.open and not u.halted:
+            u.halt()
+            self.result.stopped = f"the API looks unavailable: {u.breaker.describe()}"
+            u.log.error("Hilos batch stops sending: %s", self.result.stopped)
+
+    def _failed(self, row: _Row, error: HilosError) -> None:
+        result, u = self.result, self.u
+        result.failed += 1
+        if not (isinstance(error, HilosAPIError) and error.retryable):
+            result.failed_permanently += 1
+        status = error.status_code if isinstance(error, HilosAPIError) else None
+        short = _short(str(error))
+        cid = row.update.conversation_id
+        u.log.warning("Hilos batch: row %d (conversation %s) failed: %s", row.number, cid, short)
+        if len(result.failed_rows) < u.max_failed_rows:
+            result.failed_rows.append({"row": row.number, "conversation_id": cid, "status_code": status, "error": short})
+        else:
+            result.failed_rows_omitted += 1
+        u.write({"row": row.number, "conversation_id": cid, "outcome": "failed", "status_code": status,
+                 "error": str(error)})
+
+    def _not_sent(self, row: _Row) -> None:
+        self.result.not_sent += 1
+        self.u.write({"row": row.number, "conversation_id": row.update.conversation_id, "outcome": "not_sent"})
+
+    def _skipped(self, number: int, raw: Any, exc: HilosValidationError) -> None:
+        result, u = self.result, self.u
+        result.skipped += 1
+        reasons = _short(_reasons(exc))
+        if result.skipped <= MAX_LOGGED_SKIPS:
+            u.log.warning("Hilos batch: row %d%s skipped, it is invalid: %s", number, _row_label(raw), reasons)
+        if len(result.skipped_rows) < u.max_failed_rows:
+            result.skipped_rows.append({"row": number, "conversation_id": _plain(raw), "error": reasons})
+        else:
+            result.skipped_rows_omitted += 1
+        u.write({"row": number, "conversation_id": _plain(raw), "outcome": "skipped", "error": reasons})
+
+    def _progress(self, final: bool = False) -> None:
+        result, sendable = self.result, self.sendable
+        elapsed = time.monotonic() - self.started
+        self.last_progress = time.monotonic()
+        done = result.updated + result.already_applied + result.failed + result.not_sent
         rate = (result.updated + result.failed) / elapsed if elapsed > 0 else 0.0
         remaining = sendable - done
         eta = f"{remaining / rate:.0f} s" if rate > 0 and not final else "-"
-        self.log.info(
-            "Hilos batch%s: %d/%d done (%.1f%%), %d updated, %d failed, %d skipped, %.1f req/s, ETA %s",
+        pace = self.u.pacer.rate
+        self.u.log.info(
+            "Hilos batch%s: %d/%d done (%.1f%%), %d updated, %d already applied, %d failed, %d skipped, "
+            "%d retried, %d throttled, %.1f req/s%s, ETA %s",
             " finished" if final else "", done, sendable, 100.0 * done / sendable if sendable else 100.0,
-            result.updated, result.failed, result.skipped, rate, eta,
+            result.updated, result.already_applied, result.failed, result.skipped, result.retried,
+            self.u.pacer.throttled, rate, f" (paced at {pace:.1f}/s)" if pace else "", eta,
         )
+
+
+def _reasons(exc: HilosValidationError) -> str:
+    return "; ".join(f"{f}: {m}" for f, m in exc.problems)
 
 
 def _plain(row: Any) -> Any:
@@ -546,13 +650,7 @@ def check_failure_policy(value: FailurePolicy | str) -> FailurePolicy:
         raise ValueError(f"failure_policy={value!r} is not one of {allowed}") from None
 
 
-def check_rate(value: float | None) -> float | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-        raise ValueError(f"max_requests_per_second={value!r} must be a number greater than 0 (or None: no limit)")
-    return value
-
-
-def check_ratio(value: float) -> float:
+def check_ratio(value: float, name: str = "max_failed_ratio") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"max_failed_ratio={value!r} must be a number from 0 to 1")
+        raise ValueError(f"{name}={value!r} must be a number from 0 to 1")
     return float(value)

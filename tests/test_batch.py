@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from airflow_provider_hilos.batch import BatchUpdater, RequestPacer, rows_from_json_lines, rows_from_updates
+from airflow_provider_hilos.batch import BatchUpdater, rows_from_json_lines, rows_from_updates
 from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.operators.conversation import BATCH_RESULT_XCOM_KEY, ConversationBatchUpdateOperator
 from airflow_provider_hilos.sandbox import HilosSandbox
-from tests.conftest import TEST_TOKEN, run_dag, xcom_value
+from tests.conftest import TEST_TOKEN, FakeTI, run_dag, xcom_value
 
 STATUSES = ["NEW", "IN_PROGRESS", "RESOLVED", "CLOSED"]
 MISSING = "00000000-0000-4000-8000-{:012d}"
@@ -41,14 +41,6 @@ def assert_state_matches(sandbox, intent: list[dict], untouched: dict[str, dict]
         assert sandbox.mismatches(row["conversation_id"], payload) == [], row
     for cid, before in untouched.items():
         assert sandbox.conversation(cid) == before, f"{cid} changed but was not in the intent"
-
-
-class FakeTI:
-    def __init__(self) -> None:
-        self.pushed: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.pushed[key] = value
 
 
 def test_batch_updates_every_row(big):
@@ -140,7 +132,7 @@ def test_never_policy_and_failed_ratio_threshold(big):
         hook.update_conversations(rows, max_failed_ratio=0.03)
 
 
-def test_429_slows_the_whole_batch_down_and_every_row_lands(big):
+def test_a_rate_limit_is_found_and_every_row_lands(big):
     big.set_faults(rate_limit_per_second=40, rate_limit_burst=5, retry_after_seconds=1)
     ids = big.conversation_ids()
     intent = intent_for(ids[:80])
@@ -148,54 +140,11 @@ def test_429_slows_the_whole_batch_down_and_every_row_lands(big):
     hook = HilosHook(max_attempts=8)
     result = hook.update_conversations(intent, max_concurrency=16)
     assert result.updated == 80 and result.failed == 0
-    assert result.throttled >= 1
     throttled = [r for r in big.requests() if r["status"] == 429]
     assert throttled, "the sandbox should have throttled"
-    # a burst of 429s from requests already in flight slows the batch down once, not once per 429
-    assert result.throttled < len(throttled)
+    assert result.throttled == len(throttled) and result.retried == len(throttled)
+    assert len([r for r in big.requests() if r["method"] == "PATCH"]) == 80 + len(throttled)
     assert_state_matches(big, intent, untouched)
-
-
-def test_pacer_spaces_requests_and_pauses_everyone_on_429():
-    now = [100.0]
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(round(seconds, 3))
-
-    pacer = RequestPacer(10, clock=lambda: now[0], sleep=sleep)
-    for _ in range(3):
-        pacer.acquire()
-    assert slept == [0.1, 0.2]  # 10/s: 0.1 s apart
-    pacer.throttled(2.0)
-    assert pacer.rate == 5.0
-    slept.clear()
-    pacer.acquire()
-    assert slept == [2.0]  # waits out Retry-After
-    for _ in range(100):
-        pacer.succeeded()
-    assert pacer.rate == 10  # recovered, never above the limit
-    unlimited = RequestPacer(None, clock=lambda: now[0], sleep=sleep)
-    slept.clear()
-    unlimited.acquire()
-    unlimited.acquire()
-    assert slept == []
-    unlimited.throttled(None)
-    assert unlimited.rate is not None and unlimited.rate >= RequestPacer.MIN_RATE
-
-
-def test_one_burst_of_429s_slows_the_pace_once():
-    now = [0.0]
-    pacer = RequestPacer(100, clock=lambda: now[0], sleep=lambda s: None)
-    tickets = [pacer.acquire() for _ in range(16)]  # 16 requests in flight
-    now[0] = 0.2
-    for ticket in tickets:  # all of them come back 429
-        pacer.throttled(1.0, ticket)
-    assert pacer.rate == 50 and pacer.throttle_events == 1
-    now[0] = 1.5
-    later = pacer.acquire()  # sent after the slow-down: a new 429 halves again
-    pacer.throttled(1.0, later)
-    assert pacer.rate == 25 and pacer.throttle_events == 2
 
 
 def test_client_side_rate_limit_is_respected(big):
@@ -292,7 +241,8 @@ def test_progress_is_logged_with_rate_and_eta(big, output):
     fast_hook().update_conversations(intent_for(big.conversation_ids()[:40]), progress_interval=0, max_concurrency=2)
     text = output()
     assert "Hilos batch: " in text and "req/s, ETA" in text
-    assert "Hilos batch finished: 40/40 done (100.0%), 40 updated, 0 failed, 0 skipped" in text
+    assert ("Hilos batch finished: 40/40 done (100.0%), 40 updated, 0 already applied, 0 failed, 0 skipped, "
+            "0 retried, 0 throttled") in text
 
 
 @pytest.mark.parametrize(

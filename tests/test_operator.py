@@ -9,20 +9,12 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseHook
 from airflow_provider_hilos.exceptions import HilosValidationError
 from airflow_provider_hilos.links import CONVERSATION_URL_XCOM_KEY, HilosConversationLink
 from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator, parse_payload
-from tests.conftest import TEST_TOKEN
+from tests.conftest import TEST_TOKEN, FakeTI
 
 CID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 URL = f"https://api.hilos.io/api/inbox/conversation/{CID}/update"
 EDIT = {"id": CID, "contact": CID, "status": "CLOSED", "assigned": [], "tags": [], "created_on": "2025-01-01T00:00:00Z",
         "source": "API", "assigned_team": None, "channel": 1}
-
-
-class FakeTI:
-    def __init__(self) -> None:
-        self.pushed: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.pushed[key] = value
 
 
 def test_every_argument_is_templated_and_payload_renders_as_json():

@@ -18,7 +18,7 @@ from airflow_provider_hilos.exceptions import HilosAPIError
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
 from airflow_provider_hilos.sandbox import HilosSandbox
-from tests.conftest import TEST_TOKEN
+from tests.conftest import TEST_TOKEN, FakeTI
 
 STATUSES = ["NEW", "IN_PROGRESS", "RESOLVED", "CLOSED"]
 MAX_ATTEMPTS = 8
@@ -114,12 +114,8 @@ def test_exhausted_retries_fail_the_task_naming_conversation_and_cause(sb, monke
     cid = sb.conversation_ids()[0]
     op = ConversationUpdateOperator(task_id="t", conversation_id=cid, status="CLOSED")
 
-    class TI:
-        def xcom_push(self, key, value):
-            pass
-
     with pytest.raises(HilosAPIError) as err:
-        op.execute({"ti": TI()})
+        op.execute({"ti": FakeTI()})
     message = str(err.value)
     assert cid in message and cause in message and "3 attempt(s)" in message
     assert TEST_TOKEN not in message

@@ -400,6 +400,7 @@ def test_reset_restores_seed_clears_faults_and_log(sandbox):
     sandbox.fail_next("drop", 3)
     sandbox.reset()
     assert sandbox.conversation(cid) == seeded and sandbox.requests() == []
+    assert sandbox.faults.injected == {}  # the counts of injected faults start again too
     assert patch(sandbox, cid, {"status": "NEW"}).status_code == 200  # no fault left, none scheduled
 
 

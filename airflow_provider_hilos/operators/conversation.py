@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -13,15 +14,16 @@ from airflow_provider_hilos.batch import (
     FailurePolicy,
     check_concurrency,
     check_failure_policy,
-    check_rate,
     check_ratio,
     rows_from_json_lines,
     rows_from_updates,
 )
+from airflow_provider_hilos.checkpoint import Checkpoint, task_key
 from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.links import CONVERSATION_URL_XCOM_KEY, HilosConversationLink
 from airflow_provider_hilos.models import show, validate_update
+from airflow_provider_hilos.pacing import check_rate
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -144,7 +146,7 @@ class ConversationUpdateOperator(BaseOperator):
             self.log.info(
                 "Updating Hilos conversation %s: %s", update.conversation_id, json.dumps(update.body, sort_keys=True)
             )
-            result = hook.send_update(update.conversation_id, update.body)
+            result = hook.send_update(update)
         self.log.info(
             "Hilos conversation %s updated: status=%s, %d tag(s), %d assignee(s)",
             update.conversation_id, result.get("status"), len(result.get("tags") or []),
@@ -158,8 +160,9 @@ class ConversationBatchUpdateOperator(BaseOperator):
 
     Use it past a few hundred conversations, where one mapped task per conversation costs seconds of
     scheduler and worker time each and runs into ``max_map_length``. Every row is validated before any
-    request is sent; rows go out over one pooled session, ``max_concurrency`` at a time, paced by
-    ``max_requests_per_second``, and the whole batch slows down when the API answers 429.
+    request is sent; rows go out over one pooled session, ``max_concurrency`` at a time, at the pace the
+    API allows (found by the batch, capped by ``max_requests_per_second``). A retried task (or a re-run
+    after a crash) skips the rows an earlier try applied.
 
     :param updates: rows ``{"conversation_id": ..., <fields>}`` (fields as in
         :class:`ConversationUpdateOperator`'s payload; a nested ``"payload"`` dict works too): a list,
@@ -168,24 +171,38 @@ class ConversationBatchUpdateOperator(BaseOperator):
         through Airflow's ``ObjectStoragePath`` (local path, ``file://``, ``s3://``, ``gs://`` ... with
         the matching provider installed) (templated).
     :param report_path: where to write the per-row report, one JSON line per row with its outcome
-        (``updated``, ``failed``, ``skipped``, ``not_sent``) (templated).
+        (``updated``, ``already_applied``, ``failed``, ``skipped``, ``not_sent``); its folder is created
+        (templated).
     :param max_concurrency: requests in flight at once (1 to 256).
-    :param max_requests_per_second: client-side rate limit (``None``: no limit).
+    :param max_requests_per_second: client-side rate limit, the most the batch may send (``None``: no
+        limit; the batch still slows down to the rate the API allows when it answers 429).
     :param failure_policy: ``fail_at_end`` (default: send all, then fail if too many failed),
-        ``fail_fast`` (stop sending once too many failed) or ``never``.
+        ``fail_fast`` (stop sending once too many failed) or ``never``. Whatever the policy, the batch
+        stops at once when the API looks unavailable or every row would fail the same way.
     :param max_failed_ratio: the share of rows that may fail without failing the task (default 0).
-    :param skip_invalid_rows: send the valid rows and report the invalid ones as skipped, instead of
-        refusing the whole batch before sending anything.
-    :param max_failed_rows: how many failed rows the XCom result lists (all are in the log and report).
+    :param skip_invalid_rows: send the valid rows and report the invalid ones as skipped (each logged with
+        its reasons), instead of refusing the whole batch before sending anything.
+    :param max_invalid_ratio: with ``skip_invalid_rows``, the share of rows that may be invalid; ``None``
+        (default): any share but all, so a batch of invalid rows only (the wrong file) fails.
+    :param max_failed_rows: how many failed (and skipped) rows the XCom result lists (all are in the log
+        and report).
     :param progress_interval: seconds between progress lines (done/total, failures, req/s, ETA).
+    :param resume: record each applied row in a checkpoint as it is applied, and skip the rows an earlier
+        try of the same task instance recorded (default ``True``). The checkpoint is removed when the
+        task succeeds, so a later run sends every row again.
+    :param checkpoint_path: the folder checkpoints go under (an ``ObjectStoragePath``: local, ``s3://``...),
+        one sub-folder per DAG, run, task and map index. Default: ``_hilos_checkpoints`` next to the
+        report if there is one, else ``$AIRFLOW_HOME/hilos_checkpoints``. On distributed executors, use
+        storage every worker reaches (templated).
     :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
-    :return: counts (``total``, ``updated``, ``failed``, ``skipped``, ``not_sent``), ``duration_seconds``,
-        ``rate_per_second``, ``throttled`` and the first ``failed_rows``. The same result is always pushed
+    :return: counts (``total``, ``updated``, ``already_applied``, ``failed``, ``skipped``, ``not_sent``,
+        ``retried``, ``throttled``), ``duration_seconds``, ``rate_per_second``, the first ``failed_rows``
+        and ``skipped_rows``, and why it ``stopped`` early if it did. The same result is always pushed
         under the XCom key ``hilos_batch_result`` too, so a downstream task can read it whether this
         task succeeded or failed.
     """
 
-    template_fields: Sequence[str] = ("updates", "updates_path", "report_path", "hilos_conn_id")
+    template_fields: Sequence[str] = ("updates", "updates_path", "report_path", "checkpoint_path", "hilos_conn_id")
     template_fields_renderers = {"updates": "json"}
     ui_color = "#128c7e"
 
@@ -200,8 +217,11 @@ class ConversationBatchUpdateOperator(BaseOperator):
         failure_policy: FailurePolicy | str = FailurePolicy.FAIL_AT_END,
         max_failed_ratio: float = 0.0,
         skip_invalid_rows: bool = False,
+        max_invalid_ratio: float | None = None,
         max_failed_rows: int = 100,
         progress_interval: float = 10.0,
+        resume: bool = True,
+        checkpoint_path: str | None = None,
         hilos_conn_id: str = HilosHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -219,27 +239,67 @@ class ConversationBatchUpdateOperator(BaseOperator):
         self.failure_policy = check_failure_policy(failure_policy).value
         self.max_failed_ratio = check_ratio(max_failed_ratio)
         self.skip_invalid_rows = skip_invalid_rows
+        self.max_invalid_ratio = None if max_invalid_ratio is None else check_ratio(max_invalid_ratio,
+                                                                                    "max_invalid_ratio")
         self.max_failed_rows = max_failed_rows
         self.progress_interval = progress_interval
+        self.resume = resume
+        self.checkpoint_path = checkpoint_path
         self.hilos_conn_id = hilos_conn_id
 
     def _source(self) -> Any:
         if self.updates_path is None:
             return rows_from_updates(self.updates)
         path = _storage_path(self.updates_path)
+        if not path.exists():
+            raise HilosValidationError(
+                [("updates_path", f"{str(self.updates_path)!r} does not exist; check the path (and that the task "
+                  "writing it ran first), or pass the rows as updates")],
+                "Invalid Hilos batch input",
+            )
         return rows_from_json_lines(lambda: path.open("r", encoding="utf-8"))
+
+    def _checkpoint(self, context: Context) -> Checkpoint | None:
+        if not self.resume:
+            return None
+        if self.checkpoint_path:
+            root = _storage_path(self.checkpoint_path)
+        elif self.report_path:
+            root = _storage_path(self.report_path).parent / "_hilos_checkpoints"
+        else:
+            home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+            root = _storage_path(os.path.join(home, "hilos_checkpoints"))
+        ti = context["ti"]
+        key = task_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", None))
+        folder = root
+        for part in key.split("/"):
+            folder = folder / part
+        return Checkpoint(folder)
+
+    def _report(self) -> Any:
+        if not self.report_path:
+            return None
+        path = _storage_path(self.report_path)
+
+        def open_report() -> Any:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError:  # object stores have no folders; the write below says what is wrong, if anything
+                pass
+            return path.open("w", encoding="utf-8")
+
+        return open_report
 
     def execute(self, context: Context) -> dict[str, Any]:
         source = self._source()
         hook = HilosHook(self.hilos_conn_id, pool_maxsize=self.max_concurrency)
-        report_path = self.report_path
-        report = (lambda: _storage_path(report_path).open("w", encoding="utf-8")) if report_path else None
         try:
             result = hook.update_conversations(
                 source, max_concurrency=self.max_concurrency, max_requests_per_second=self.max_requests_per_second,
                 failure_policy=self.failure_policy, max_failed_ratio=self.max_failed_ratio,
-                skip_invalid_rows=self.skip_invalid_rows, report=report, max_failed_rows=self.max_failed_rows,
-                progress_interval=self.progress_interval,
+                skip_invalid_rows=self.skip_invalid_rows, max_invalid_ratio=self.max_invalid_ratio,
+                report=self._report(), max_failed_rows=self.max_failed_rows,
+                progress_interval=self.progress_interval, checkpoint=self._checkpoint(context),
             ).to_dict()
         except HilosBatchError as exc:
             exc.result["report_path"] = self.report_path

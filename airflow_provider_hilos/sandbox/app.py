@@ -191,6 +191,7 @@ class SandboxApp:
         self.state.reset()
         self.faults.configure(FaultConfig())
         self.faults.script.clear()
+        self.faults.injected.clear()
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -83,3 +83,33 @@ with DAG("hilos_test_secrecy", schedule=None, start_date=START, catchup=False, t
         updates=[{"conversation_id": CID, "status": "CLOSED"},
                  {"conversation_id": "{{ dag_run.conf['missing_id'] }}", "status": "CLOSED"}],
     )
+
+
+with DAG("hilos_test_retries", schedule=None, start_date=START, catchup=False, tags=["test"],
+         default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=0)}):
+    ConversationUpdateOperator(task_id="revoked_token", conversation_id=CID, payload={"status": "NEW"},
+                               hilos_conn_id="hilos_revoked")
+    ConversationUpdateOperator(task_id="api_down", conversation_id=CID, payload={"status": "NEW"},
+                               hilos_conn_id="hilos_down")
+
+
+with DAG("hilos_test_alert_pattern", schedule=None, start_date=START, catchup=False, tags=["test"]):
+    # The README's failure-alert pattern: a summary that runs whatever happened, and a watcher that keeps
+    # the DAG run red when the batch failed (a leaf task that succeeds would turn the run green).
+    from airflow.providers.common.compat.sdk import AirflowFailException, TriggerRule
+
+    from airflow_provider_hilos.operators.conversation import ConversationBatchUpdateOperator
+
+    apply = ConversationBatchUpdateOperator(task_id="apply", updates="{{ dag_run.conf['rows'] | tojson }}")
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def summary(ti=None) -> dict:
+        result = ti.xcom_pull(task_ids="apply", key="hilos_batch_result")
+        print(f"Hilos sync: {result['updated']} updated, {result['failed']} failed")
+        return result
+
+    @task(trigger_rule=TriggerRule.ONE_FAILED)
+    def fail_run_if_batch_failed() -> None:
+        raise AirflowFailException("the Hilos batch failed: see its log and report")
+
+    apply >> [summary(), fail_run_if_batch_failed()]
