@@ -5,6 +5,7 @@
     python3 scripts/dev.py test    # the whole test suite, on Airflow 3.3.x then on 2.11.x (extra arguments go to pytest)
     python3 scripts/dev.py test --airflow 2 [pytest args]   # one Airflow only (3 or 2)
     python3 scripts/dev.py bench   # the bulk-update benchmark (prints a table; a few minutes)
+    python3 scripts/dev.py bench-weather   # the batch under throttling, outages and a crash (about 2 minutes)
 
 Finds ``uv`` (or installs a pinned one into ``.bootstrap/``), syncs the locked environment
 (``uv sync --locked``) with this Python, then runs the command inside it.
@@ -105,7 +106,7 @@ def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):
         print("dev.py: Python >= 3.11 is required", file=sys.stderr)
         return 2
-    if not argv or argv[0] not in ("test", "demo", "bench"):
+    if not argv or argv[0] not in ("test", "demo", "bench", "bench-weather"):
         print(__doc__, file=sys.stderr)
         return 2
     uv = find_uv()
@@ -123,7 +124,8 @@ def main(argv: list[str]) -> int:
     sync(uv)
     if argv[0] == "demo":
         return in_env(uv, "python", "scripts/demo.py", *argv[1:])
-    return in_env(uv, "python", "benchmarks/bench_batch.py", *argv[1:])
+    script = "benchmarks/bench_weather.py" if argv[0] == "bench-weather" else "benchmarks/bench_batch.py"
+    return in_env(uv, "python", script, *argv[1:])
 
 
 if __name__ == "__main__":
