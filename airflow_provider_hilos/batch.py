@@ -122,12 +122,26 @@ def rows_from_updates(updates: Any) -> Callable[[], Iterator[tuple[int, Any]]]:
         except (ValueError, RecursionError) as exc:
             reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             raise HilosValidationError(
-                [("updates", f"is a string but not JSON ({reason}): {show(updates)}; pass a list of rows, an XComArg, "
-                  "or a template rendering a JSON list")], "Invalid Hilos batch input") from None
+                [
+                    (
+                        "updates",
+                        f"is a string but not JSON ({reason}): {show(updates)}; pass a list of rows, an XComArg, "
+                        "or a template rendering a JSON list",
+                    )
+                ],
+                "Invalid Hilos batch input",
+            ) from None
     if isinstance(updates, Mapping) or not isinstance(updates, Iterable):
         raise HilosValidationError(
-            [("updates", f"must be a list of {{\"conversation_id\": ..., <fields>}} rows, got "
-              f"{type(updates).__name__} {show(updates)}")], "Invalid Hilos batch input")
+            [
+                (
+                    "updates",
+                    f'must be a list of {{"conversation_id": ..., <fields>}} rows, got '
+                    f"{type(updates).__name__} {show(updates)}",
+                )
+            ],
+            "Invalid Hilos batch input",
+        )
     rows = updates if isinstance(updates, (list, tuple)) else list(updates)
     return lambda: enumerate(rows, start=1)
 
@@ -171,8 +185,15 @@ def validate_row(row: Any) -> ValidatedUpdate:
         raise HilosValidationError([("row", row.reason)], "Invalid row")
     if not isinstance(row, Mapping):
         raise HilosValidationError(
-            [("row", f'must be an object like {{"conversation_id": "...", "status": "CLOSED"}}, got '
-              f"{type(row).__name__} {show(row)}")], "Invalid row")
+            [
+                (
+                    "row",
+                    f'must be an object like {{"conversation_id": "...", "status": "CLOSED"}}, got '
+                    f"{type(row).__name__} {show(row)}",
+                )
+            ],
+            "Invalid row",
+        )
     fields = {k: v for k, v in row.items() if k not in ("conversation_id", "payload")}
     payload = row.get("payload")
     if payload is not None:
@@ -180,8 +201,9 @@ def validate_row(row: Any) -> ValidatedUpdate:
             raise HilosValidationError([("payload", f"must be an object, got {show(payload)}")], "Invalid row")
         fields = {**payload, **fields}
     if "conversation_id" not in row:
-        raise HilosValidationError([("conversation_id", "is missing; every row needs the conversation's UUID")],
-                                   "Invalid row")
+        raise HilosValidationError(
+            [("conversation_id", "is missing; every row needs the conversation's UUID")], "Invalid row"
+        )
     return validate_update(row["conversation_id"], fields, subject="Invalid row")
 
 
@@ -205,9 +227,14 @@ class RowChecker:
         first = self._first_row.setdefault(uuid.UUID(update.conversation_id).int, number)
         if first != number:
             raise HilosValidationError(
-                [("conversation_id", f"{update.conversation_id} is already updated by row {first}; two rows for "
-                  "one conversation would race: keep one row per conversation (its last change), or send the "
-                  "rows in separate batches")],
+                [
+                    (
+                        "conversation_id",
+                        f"{update.conversation_id} is already updated by row {first}; two rows for "
+                        "one conversation would race: keep one row per conversation (its last change), or send the "
+                        "rows in separate batches",
+                    )
+                ],
                 "Invalid row",
             )
         return update
@@ -285,7 +312,9 @@ class BatchUpdater:
         self.failure_policy = check_failure_policy(failure_policy)
         self.max_failed_ratio = check_ratio(max_failed_ratio)
         self.skip_invalid_rows = skip_invalid_rows
-        self.max_invalid_ratio = None if max_invalid_ratio is None else check_ratio(max_invalid_ratio, "max_invalid_ratio")
+        self.max_invalid_ratio = (
+            None if max_invalid_ratio is None else check_ratio(max_invalid_ratio, "max_invalid_ratio")
+        )
         self._report_target = report
         self.report: IO[str] | None = None
         self.max_failed_rows = max_failed_rows
@@ -324,8 +353,11 @@ class BatchUpdater:
             )
         allowed = total - 1 if self.max_invalid_ratio is None else int(self.max_invalid_ratio * total)
         if invalid and invalid > allowed:
-            share = ("every row is invalid" if invalid == total else
-                     f"more than max_invalid_ratio={self.max_invalid_ratio} of them are invalid")
+            share = (
+                "every row is invalid"
+                if invalid == total
+                else f"more than max_invalid_ratio={self.max_invalid_ratio} of them are invalid"
+            )
             raise HilosValidationError(
                 listed,
                 f"Hilos batch refused: {invalid} of {total} row(s) are invalid, and {share}, so nothing was sent: "
@@ -363,16 +395,22 @@ class BatchUpdater:
         :raises HilosBatchError: too many rows failed, some of them for reasons another try may fix.
         """
         sendable = result.total - result.skipped
-        counts = (f"{result.updated + result.already_applied} of {sendable} row(s) applied ({result.updated} now, "
-                  f"{result.already_applied} by an earlier try), {result.failed} failed, {result.not_sent} not sent")
+        counts = (
+            f"{result.updated + result.already_applied} of {sendable} row(s) applied ({result.updated} now, "
+            f"{result.already_applied} by an earlier try), {result.failed} failed, {result.not_sent} not sent"
+        )
         if self.stopped_by is not None:
             raise HilosPermanentBatchError(
                 f"Hilos batch stopped at its first answers, as every row would fail the same way: {self.stopped_by} "
-                f"{counts}.", result=result.to_dict())
+                f"{counts}.",
+                result=result.to_dict(),
+            )
         if self.breaker.open:
             raise HilosAPIUnavailableError(
                 f"Hilos API looks unavailable: {self.breaker.describe()}. The batch stopped sending; {counts}. "
-                "A retry of the task resumes after the rows already applied.", result=result.to_dict())
+                "A retry of the task resumes after the rows already applied.",
+                result=result.to_dict(),
+            )
         if self.failure_policy is FailurePolicy.NEVER or not (result.failed or result.not_sent):
             return
         allowed = self.allowed_failures(sendable)
@@ -441,8 +479,11 @@ class _Run:
         self.started = self.last_progress = time.monotonic()
         self.applied = updater.checkpoint.applied() if updater.checkpoint is not None else {}
         if self.applied:
-            updater.log.info("Hilos batch: resuming from %s: %d row(s) were applied by an earlier try",
-                             updater.checkpoint, len(self.applied))
+            updater.log.info(
+                "Hilos batch: resuming from %s: %d row(s) were applied by an earlier try",
+                updater.checkpoint,
+                len(self.applied),
+            )
 
     def send(self, rows: Callable[[], Iterator[tuple[int, Any]]]) -> BatchResult:
         u, result = self.u, self.result
@@ -482,8 +523,9 @@ class _Run:
         result.rate_per_second = round(finished / result.duration_seconds, 1) if result.duration_seconds else 0.0
         result.throttled = u.pacer.throttled
         if result.skipped_rows_omitted:
-            u.log.warning("Hilos batch: %d more invalid row(s) skipped (all are in the report)",
-                          result.skipped_rows_omitted)
+            u.log.warning(
+                "Hilos batch: %d more invalid row(s) skipped (all are in the report)", result.skipped_rows_omitted
+            )
         self._progress(final=True)
         return result
 
@@ -515,7 +557,11 @@ class _Run:
         u = self.u
         timeout = u.progress_interval or None
         if until is not None:
-            timeout = max(0.0, until - time.monotonic()) if timeout is None else min(timeout, max(0.0, until - time.monotonic()))
+            timeout = (
+                max(0.0, until - time.monotonic())
+                if timeout is None
+                else min(timeout, max(0.0, until - time.monotonic()))
+            )
         while self.in_flight:
             try:
                 outcome = self.done.get(timeout=timeout) if block else self.done.get_nowait()
@@ -524,10 +570,11 @@ class _Run:
             block = False  # got one: take whatever else is ready, then go on
             self.in_flight -= 1
             self._handle(outcome)
-        if (u.failure_policy is FailurePolicy.FAIL_FAST and self.result.failed > self.allowed_failures
-                and not u.halted):
+        if u.failure_policy is FailurePolicy.FAIL_FAST and self.result.failed > self.allowed_failures and not u.halted:
             u.halt()
-            self.result.stopped = f"fail_fast: {self.result.failed} row(s) failed, more than the {self.allowed_failures} allowed"
+            self.result.stopped = (
+                f"fail_fast: {self.result.failed} row(s) failed, more than the {self.allowed_failures} allowed"
+            )
             u.log.error("Hilos batch: %s; it stops sending", self.result.stopped)
         if time.monotonic() - self.last_progress >= u.progress_interval:
             self._progress()
@@ -559,11 +606,18 @@ class _Run:
         attempts = row.attempts + 1
         if attempts < u.hook.max_attempts and not u.breaker.open and not u.halted:
             delay = u.hook.backoff_delay(attempts, error.retry_after)
-            heapq.heappush(self.waiting, (time.monotonic() + delay, row.number,
-                                          row._replace(attempts=attempts, last_error=error)))
+            heapq.heappush(
+                self.waiting, (time.monotonic() + delay, row.number, row._replace(attempts=attempts, last_error=error))
+            )
             self.result.retried += 1
-            u.log.debug("Hilos batch: row %d (%s): %s; retry %d in %.2f s", row.number,
-                        row.update.conversation_id, error.problem, attempts, delay)
+            u.log.debug(
+                "Hilos batch: row %d (%s): %s; retry %d in %.2f s",
+                row.number,
+                row.update.conversation_id,
+                error.problem,
+                attempts,
+                delay,
+            )
         else:
             if attempts >= u.hook.max_attempts:
                 u.breaker.row_failed(error.problem)
@@ -583,11 +637,14 @@ class _Run:
         cid = row.update.conversation_id
         u.log.warning("Hilos batch: row %d (conversation %s) failed: %s", row.number, cid, short)
         if len(result.failed_rows) < u.max_failed_rows:
-            result.failed_rows.append({"row": row.number, "conversation_id": cid, "status_code": status, "error": short})
+            result.failed_rows.append(
+                {"row": row.number, "conversation_id": cid, "status_code": status, "error": short}
+            )
         else:
             result.failed_rows_omitted += 1
-        u.write({"row": row.number, "conversation_id": cid, "outcome": "failed", "status_code": status,
-                 "error": str(error)})
+        u.write(
+            {"row": row.number, "conversation_id": cid, "outcome": "failed", "status_code": status, "error": str(error)}
+        )
 
     def _not_sent(self, row: _Row) -> None:
         self.result.not_sent += 1
@@ -617,9 +674,19 @@ class _Run:
         self.u.log.info(
             "Hilos batch%s: %d/%d done (%.1f%%), %d updated, %d already applied, %d failed, %d skipped, "
             "%d retried, %d throttled, %.1f req/s%s, ETA %s",
-            " finished" if final else "", done, sendable, 100.0 * done / sendable if sendable else 100.0,
-            result.updated, result.already_applied, result.failed, result.skipped, result.retried,
-            self.u.pacer.throttled, rate, f" (paced at {pace:.1f}/s)" if pace else "", eta,
+            " finished" if final else "",
+            done,
+            sendable,
+            100.0 * done / sendable if sendable else 100.0,
+            result.updated,
+            result.already_applied,
+            result.failed,
+            result.skipped,
+            result.retried,
+            self.u.pacer.throttled,
+            rate,
+            f" (paced at {pace:.1f}/s)" if pace else "",
+            eta,
         )
 
 

@@ -104,8 +104,7 @@ class Checkpoint:
             self._in_segment += 1
             if self.local:
                 self._file.flush()
-            elif (self._in_segment >= self.segment_rows
-                  or time.monotonic() - self._opened_at >= self.segment_seconds):
+            elif self._in_segment >= self.segment_rows or time.monotonic() - self._opened_at >= self.segment_seconds:
                 self._close_segment()
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ CONVERSATION_URL_XCOM_KEY = "hilos_conversation_url"
 
 
 class HilosConversationLink(BaseOperatorLink):
-    """"Hilos conversation": the updated conversation in the Hilos web app.
+    """ "Hilos conversation": the updated conversation in the Hilos web app.
 
     The operator stores the URL in XCom before it sends the update, so the link works
     for failed tries and for each mapped task instance.

@@ -137,8 +137,7 @@ REFUSED_FIELDS: dict[str, str] = {
     "created_on": "is read-only (the API sets it); remove it from the payload",
     "source": "is read-only (the API sets it); remove it from the payload",
     "id": "is the conversation's own id; pass it as conversation_id, not in the payload",
-    "contact": "moving a conversation to another contact is not supported by this provider; "
-    "remove it from the payload",
+    "contact": "moving a conversation to another contact is not supported by this provider; remove it from the payload",
 }
 _FIELD_HINTS: dict[str, str] = {
     "status": "one of " + ", ".join(ConversationStatus),
@@ -205,8 +204,9 @@ def normalize_conversation_id(value: Any) -> str:
     :raises HilosValidationError: when it is anything else.
     """
     if (canonical := canonical_conversation_id(value)) is None:
-        raise HilosValidationError([("conversation_id", conversation_id_problem(value) or "")],
-                                   "Invalid Hilos conversation id")
+        raise HilosValidationError(
+            [("conversation_id", conversation_id_problem(value) or "")], "Invalid Hilos conversation id"
+        )
     return canonical
 
 
@@ -247,9 +247,7 @@ def _pydantic_problem(error: Mapping[str, Any]) -> tuple[str, str]:
     if kind == "missing":
         return field, f"is required; {top} must be {hint}"
     if kind == "string_too_long":
-        return field, (
-            f"tag name is {len(value)} characters, the API allows at most {TAG_NAME_MAX_LENGTH}; shorten it"
-        )
+        return field, (f"tag name is {len(value)} characters, the API allows at most {TAG_NAME_MAX_LENGTH}; shorten it")
     if kind == "string_too_short":
         return field, "tag name is empty; give a name or remove the tag"
     if kind == "value_error" and loc[-1] == "name":

@@ -54,8 +54,13 @@ class AdaptivePacer:
     CHECK_SAMPLES = 50  #: answers after a cut before it is checked against noise
     MAX_NOISE = 0.10  #: the highest background 429 share the pacer accepts as noise
 
-    def __init__(self, max_requests_per_second: float | None = None, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        max_requests_per_second: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.ceiling = check_rate(max_requests_per_second)
         self._clock = clock
         self._sleep = sleep
@@ -240,6 +245,9 @@ class CircuitBreaker:
     def describe(self) -> str:
         """Why it opened: ``64 consecutive failed requests since 18:43:02 UTC (last: HTTP 503 ...)``."""
         since = self.failing_since.strftime("%Y-%m-%d %H:%M:%S UTC") if self.failing_since else "now"
-        what = (f"{self.failed_attempts} consecutive failed requests" if self.failed_attempts >= self.max_failed_attempts
-                else f"{self.failed_rows} consecutive rows failed after every retry")
+        what = (
+            f"{self.failed_attempts} consecutive failed requests"
+            if self.failed_attempts >= self.max_failed_attempts
+            else f"{self.failed_rows} consecutive rows failed after every retry"
+        )
         return f"{what} since {since} (last: {self.last_problem})"

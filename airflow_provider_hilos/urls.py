@@ -17,8 +17,9 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 #: A DNS host name in ASCII (IDNA names in their ``xn--`` form), labels of letters, digits and hyphens.
-_HOST_NAME = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.?",
-                        re.ASCII | re.IGNORECASE)
+_HOST_NAME = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.?", re.ASCII | re.IGNORECASE
+)
 #: Characters no authority part of a URL this provider calls may hold: they make parsers disagree.
 _AMBIGUOUS = re.compile(r"[\\@%\s\x00-\x1f\x7f]")
 
@@ -59,8 +60,9 @@ def check_url(raw: str, *, schemes: tuple[str, ...] = ("http", "https")) -> Chec
     if "@" in authority:
         raise ValueError("contains credentials (user:password@)")
     if _AMBIGUOUS.search(authority) or any(ch.isspace() for ch in raw):
-        raise ValueError("has a host part with a character URL parsers read differently (\\, %, a space or a "
-                         "control character)")
+        raise ValueError(
+            "has a host part with a character URL parsers read differently (\\, %, a space or a control character)"
+        )
     try:
         parts = urlsplit(raw)
         port = parts.port

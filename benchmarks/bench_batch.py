@@ -42,9 +42,21 @@ class SandboxProcess:
 
     def __enter__(self) -> SandboxProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "airflow_provider_hilos.sandbox.server", "--port", "0", "--token", TOKEN,
-             "--request-log-limit", "100", *self.args],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                sys.executable,
+                "-m",
+                "airflow_provider_hilos.sandbox.server",
+                "--port",
+                "0",
+                "--token",
+                TOKEN,
+                "--request-log-limit",
+                "100",
+                *self.args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http://127.0.0.1:"):
@@ -63,8 +75,9 @@ class SandboxProcess:
 
 
 def rows(ids: list[str], n: int, status: str) -> list[dict[str, Any]]:
-    return [{"conversation_id": ids[i % len(ids)], "status": status, "tags": [{"name": f"bench-{i % 7}"}]}
-            for i in range(n)]
+    return [
+        {"conversation_id": ids[i % len(ids)], "status": status, "tags": [{"name": f"bench-{i % 7}"}]} for i in range(n)
+    ]
 
 
 def timed(fn, repeats: int) -> float:
@@ -106,7 +119,8 @@ def bench_http_hook(sb: SandboxProcess, n: int, repeats: int) -> float:
     from airflow.providers.http.hooks.http import HttpHook
 
     os.environ["AIRFLOW_CONN_HILOS_HTTP"] = json.dumps(
-        {"conn_type": "http", "host": sb.url, "extra": {"Authorization": f"Token {TOKEN}"}})
+        {"conn_type": "http", "host": sb.url, "extra": {"Authorization": f"Token {TOKEN}"}}
+    )
     hook = HttpHook(method="PATCH", http_conn_id="hilos_http")
     data = rows(sb.ids, n, "NEW")
 
@@ -118,7 +132,7 @@ def bench_http_hook(sb: SandboxProcess, n: int, repeats: int) -> float:
     return timed(run, repeats)
 
 
-MAPPED_DAG = textwrap.dedent('''
+MAPPED_DAG = textwrap.dedent("""
     import pendulum
     from airflow.sdk import DAG, task
     from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
@@ -129,7 +143,7 @@ MAPPED_DAG = textwrap.dedent('''
             return [{"conversation_id": cid, "payload": {"status": "CLOSED"}} for cid in context["dag_run"].conf["ids"]]
 
         ConversationUpdateOperator.partial(task_id="update").expand_kwargs(changes())
-''')
+""")
 
 
 def bench_mapped(sb: SandboxProcess, n: int) -> tuple[float, float]:
@@ -139,23 +153,30 @@ def bench_mapped(sb: SandboxProcess, n: int) -> tuple[float, float]:
     dags.mkdir()
     (dags / "bench_mapped.py").write_text(MAPPED_DAG)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__MAX_MAP_LENGTH": "100000",
-                "AIRFLOW_CONN_HILOS_DEFAULT": sb.connection()})
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__MAX_MAP_LENGTH": "100000",
+            "AIRFLOW_CONN_HILOS_DEFAULT": sb.connection(),
+        }
+    )
     quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, **quiet)
 
     def run(count: int) -> float:
         conf = json.dumps({"ids": sb.ids[:count]})
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "airflow", "dags", "test", "bench_mapped", "-c", conf], check=True,
-                       **quiet)
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "dags", "test", "bench_mapped", "-c", conf], check=True, **quiet
+        )
         return time.perf_counter() - start
 
     return run(n), run(1)
 
 
-RSS_CHILD = textwrap.dedent('''
+RSS_CHILD = textwrap.dedent("""
     import gc, json, sys, threading, time
     import airflow_provider_hilos.operators.conversation  # the provider, imported
     from airflow_provider_hilos.batch import rows_from_json_lines
@@ -190,7 +211,7 @@ RSS_CHILD = textwrap.dedent('''
     print(json.dumps({"start_mb": start, "peak_mb": status("VmHWM"), "end_mb": status("VmRSS"),
                       "samples": len(samples), "updated": result and result["updated"],
                       "seconds": result and result["duration_seconds"]}))
-''')
+""")
 
 
 def bench_rss(n: int) -> dict[str, Any]:
@@ -202,8 +223,9 @@ def bench_rss(n: int) -> dict[str, Any]:
         env = {**os.environ, "AIRFLOW_CONN_HILOS_DEFAULT": sb.connection()}
 
         def child(mode: str) -> dict[str, Any]:
-            out = subprocess.run([sys.executable, "-c", RSS_CHILD, mode, str(path)], env=env, check=True,
-                                 capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", RSS_CHILD, mode, str(path)], env=env, check=True, capture_output=True, text=True
+            ).stdout
             return json.loads(out.strip().splitlines()[-1])
 
         measured = {mode: child(mode) for mode in ("idle", "stream", "list")}
@@ -223,12 +245,16 @@ def main() -> int:
     lat = LATENCY_MS / 1000
     rows_out: list[tuple[str, int, int, float]] = []
     started = time.perf_counter()
-    print(f"Hilos batch benchmark: sandbox in its own process, {LATENCY_MS:g} ms latency per request, "
-          f"median of {repeats} run(s); {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}", flush=True)
+    print(
+        f"Hilos batch benchmark: sandbox in its own process, {LATENCY_MS:g} ms latency per request, "
+        f"median of {repeats} run(s); {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}",
+        flush=True,
+    )
     with SandboxProcess("--conversations", "5000", "--seed", "1", "--latency-ms", str(LATENCY_MS)) as sb:
         os.environ["AIRFLOW_CONN_HILOS_DEFAULT"] = sb.connection()
-        rows_out.append(("batch path (update_conversations)", n_batch, concurrency,
-                         bench_batch(sb, n_batch, concurrency, repeats)))
+        rows_out.append(
+            ("batch path (update_conversations)", n_batch, concurrency, bench_batch(sb, n_batch, concurrency, repeats))
+        )
         rows_out.append(("sequential HilosHook.update_conversation", n_loop, 1, bench_sequential(sb, n_loop, repeats)))
         rows_out.append(("HttpHook(method='PATCH').run in a loop", n_loop, 1, bench_http_hook(sb, n_loop, repeats)))
         mapped, fixed = bench_mapped(sb, n_mapped)
@@ -245,20 +271,30 @@ def main() -> int:
     batch_rate = rates["batch path (update_conversations)"]
     seq_rate = rates["sequential HilosHook.update_conversation"]
     print()
-    print(f"batch path vs sequential loop: {batch_rate / seq_rate:.1f}x; vs HttpHook loop: "
-          f"{batch_rate / rates['HttpHook(method=' + chr(39) + 'PATCH' + chr(39) + ').run in a loop']:.1f}x")
-    print(f"mapped tasks: {mapped / n_mapped:.3f} s per update over the whole run; "
-          f"{(mapped - fixed) / max(n_mapped - 1, 1):.3f} s per extra update (a 1-update run takes {fixed:.1f} s)")
+    print(
+        f"batch path vs sequential loop: {batch_rate / seq_rate:.1f}x; vs HttpHook loop: "
+        f"{batch_rate / rates['HttpHook(method=' + chr(39) + 'PATCH' + chr(39) + ').run in a loop']:.1f}x"
+    )
+    print(
+        f"mapped tasks: {mapped / n_mapped:.3f} s per update over the whole run; "
+        f"{(mapped - fixed) / max(n_mapped - 1, 1):.3f} s per extra update (a 1-update run takes {fixed:.1f} s)"
+    )
     rss = bench_rss(n_rss)
     idle, stream, listed = rss["idle"], rss["stream"], rss["list"]
-    print(f"memory, {n_rss:,} updates in a {rss['file_mb']:.1f} MB JSON Lines file (latency 0, concurrency 32; "
-          "peak = VmHWM after the imports, reset via /proc/self/clear_refs):")
+    print(
+        f"memory, {n_rss:,} updates in a {rss['file_mb']:.1f} MB JSON Lines file (latency 0, concurrency 32; "
+        "peak = VmHWM after the imports, reset via /proc/self/clear_refs):"
+    )
     print(f"  idle Python with the provider imported: {idle['start_mb']:.1f} MB, peak {idle['peak_mb']:.1f} MB")
-    print(f"  streamed through the batch path:        {stream['start_mb']:.1f} MB at start, peak "
-          f"{stream['peak_mb']:.1f} MB (+{stream['peak_mb'] - idle['peak_mb']:.1f} MB over idle), "
-          f"{stream['updated']:,} updated in {stream['seconds']:.1f} s")
-    print(f"  control, the same rows loaded as a list: peak {listed['peak_mb']:.1f} MB "
-          f"(+{listed['peak_mb'] - idle['peak_mb']:.1f} MB over idle)")
+    print(
+        f"  streamed through the batch path:        {stream['start_mb']:.1f} MB at start, peak "
+        f"{stream['peak_mb']:.1f} MB (+{stream['peak_mb'] - idle['peak_mb']:.1f} MB over idle), "
+        f"{stream['updated']:,} updated in {stream['seconds']:.1f} s"
+    )
+    print(
+        f"  control, the same rows loaded as a list: peak {listed['peak_mb']:.1f} MB "
+        f"(+{listed['peak_mb'] - idle['peak_mb']:.1f} MB over idle)"
+    )
     print(f"benchmark wall time {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -67,7 +67,7 @@ def run_batch(sb: SandboxProcess, n: int, **kwargs: Any) -> tuple[float, Any, Ex
     return time.perf_counter() - start, result, error
 
 
-CRASH_CHILD = textwrap.dedent('''
+CRASH_CHILD = textwrap.dedent("""
     import sys
     from airflow_provider_hilos.operators.conversation import ConversationBatchUpdateOperator
 
@@ -81,12 +81,13 @@ CRASH_CHILD = textwrap.dedent('''
                                          max_concurrency=int(sys.argv[3]), progress_interval=3600)
     result = op.execute({"ti": TI()})
     print("RESULT", result["updated"], result["already_applied"], result["duration_seconds"])
-''')
+""")
 
 
 def crash(n: int) -> dict[str, Any]:
-    with SandboxProcess("--conversations", str(n), "--seed", "4", "--latency-ms", str(LATENCY_MS),
-                        "--request-log-limit", str(3 * n)) as sb:
+    with SandboxProcess(
+        "--conversations", str(n), "--seed", "4", "--latency-ms", str(LATENCY_MS), "--request-log-limit", str(3 * n)
+    ) as sb:
         work = Path(tempfile.mkdtemp(prefix="hilos-bench-crash-"))
         data = rows(sb.ids, n, "CLOSED")  # one row per conversation
         updates = work / "updates.jsonl"
@@ -109,9 +110,14 @@ def crash(n: int) -> dict[str, Any]:
         state = requests.get(f"{sb.url}/_sandbox/state", timeout=120).json()["conversations"]
         lost = sum(state[r["conversation_id"]]["status"] != "CLOSED" for r in data)
         updated, already, seconds = second.stdout.split("RESULT")[1].split()
-        return {"applied_before_kill": len(before), "resent": sum(after[c] > 1 for c in before), "lost": lost,
-                "second_updated": int(updated), "second_already_applied": int(already),
-                "second_seconds": float(seconds)}
+        return {
+            "applied_before_kill": len(before),
+            "resent": sum(after[c] > 1 for c in before),
+            "lost": lost,
+            "second_updated": int(updated),
+            "second_already_applied": int(already),
+            "second_seconds": float(seconds),
+        }
 
 
 def main() -> int:
@@ -120,8 +126,11 @@ def main() -> int:
     args = parser.parse_args()
     n, n_outage, n_crash = (400, 1000, 4000) if args.quick else (2000, 5000, 20_000)
     started = time.perf_counter()
-    print(f"Hilos batch weather benchmark: sandbox in its own process, {LATENCY_MS:g} ms latency, concurrency "
-          f"{CONCURRENCY}, one run each; {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}", flush=True)
+    print(
+        f"Hilos batch weather benchmark: sandbox in its own process, {LATENCY_MS:g} ms latency, concurrency "
+        f"{CONCURRENCY}, one run each; {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}",
+        flush=True,
+    )
     lines: list[str] = []
     verdicts: list[bool] = []
 
@@ -140,10 +149,12 @@ def main() -> int:
         wall, result, _ = run_batch(sb, n)
         throttled = sandbox_stats(sb)["429"]
         bound = t0 + throttled * 1.0 / CONCURRENCY * 1.5
-        report(f"2 5% random 429 (Retry-After 1): {wall:.2f} s for {n} updates, {throttled} 429s; target <= "
-               f"{t0:.2f} + {throttled} x 1 s / {CONCURRENCY} x 1.5 = {bound:.2f} s ({wall / bound:.0%} of it); "
-               f"{result.retried} retries",
-               wall <= bound and result.updated == n)
+        report(
+            f"2 5% random 429 (Retry-After 1): {wall:.2f} s for {n} updates, {throttled} 429s; target <= "
+            f"{t0:.2f} + {throttled} x 1 s / {CONCURRENCY} x 1.5 = {bound:.2f} s ({wall / bound:.0%} of it); "
+            f"{result.retried} retries",
+            wall <= bound and result.updated == n,
+        )
 
         for ceiling, min_share, max_429 in ((None, 0.90, 0.05), (100, 0.97, 0.01)):
             reset(sb, rate_limit_per_second=100, rate_limit_burst=10, retry_after_seconds=1)
@@ -151,25 +162,31 @@ def main() -> int:
             stats = sandbox_stats(sb)
             rate, share = n / wall, stats["429"] / stats["requests"]
             label = "no client rate" if ceiling is None else "max_requests_per_second=100"
-            report(f"3 token bucket 100/s (burst 10), {label}: {rate:.1f} updates/s = {rate / 100:.1%} of 100/s over "
-                   f"the whole run ({wall:.1f} s), {stats['429']} of {stats['requests']} requests answered 429 "
-                   f"({share:.1%}); target >= {min_share:.0%}, <= {max_429:.0%}",
-                   rate >= min_share * 100 and share <= max_429 and result.updated == n)
+            report(
+                f"3 token bucket 100/s (burst 10), {label}: {rate:.1f} updates/s = {rate / 100:.1%} of 100/s over "
+                f"the whole run ({wall:.1f} s), {stats['429']} of {stats['requests']} requests answered 429 "
+                f"({share:.1%}); target >= {min_share:.0%}, <= {max_429:.0%}",
+                rate >= min_share * 100 and share <= max_429 and result.updated == n,
+            )
 
         reset(sb, error_rate=1, error_statuses=[500, 502, 503], retry_after_seconds=1)
         wall, result, error = run_batch(sb, n_outage)
         sent = sandbox_stats(sb)["requests"]
         message = str(error or "")
-        report(f"4 outage, {n_outage} rows, fail_at_end: stopped after {sent} requests in {wall:.1f} s (target <= "
-               f"{10 * CONCURRENCY}); {type(error).__name__}: {message[:150]}...",
-               sent <= 10 * CONCURRENCY and "looks unavailable" in message)
+        report(
+            f"4 outage, {n_outage} rows, fail_at_end: stopped after {sent} requests in {wall:.1f} s (target <= "
+            f"{10 * CONCURRENCY}); {type(error).__name__}: {message[:150]}...",
+            sent <= 10 * CONCURRENCY and "looks unavailable" in message,
+        )
 
     crashed = crash(n_crash)
-    report(f"5 crash: kill -9 of a {n_crash}-row batch after {crashed['applied_before_kill']} rows applied; the next "
-           f"try: {crashed['second_already_applied']} already applied skipped, {crashed['second_updated']} sent in "
-           f"{crashed['second_seconds']:.1f} s; lost {crashed['lost']} (target 0), already-applied rows sent again "
-           f"{crashed['resent']} (target <= {CONCURRENCY})",
-           crashed["lost"] == 0 and crashed["resent"] <= CONCURRENCY)
+    report(
+        f"5 crash: kill -9 of a {n_crash}-row batch after {crashed['applied_before_kill']} rows applied; the next "
+        f"try: {crashed['second_already_applied']} already applied skipped, {crashed['second_updated']} sent in "
+        f"{crashed['second_seconds']:.1f} s; lost {crashed['lost']} (target 0), already-applied rows sent again "
+        f"{crashed['resent']} (target <= {CONCURRENCY})",
+        crashed["lost"] == 0 and crashed["resent"] <= CONCURRENCY,
+    )
     print()
     print("\n".join(lines))
     print(f"{sum(verdicts)} of {len(verdicts)} targets met; benchmark wall time {time.perf_counter() - started:.0f} s")

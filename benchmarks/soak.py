@@ -20,8 +20,20 @@ import time
 import requests
 
 TOKEN = "soak-token-0123456789"
-FAULTS = ["--error-rate", "0.04", "--drop-rate", "0.02", "--truncate-rate", "0.02", "--throttle-rate", "0.02",
-          "--retry-after", "0", "--fault-seed", "5"]
+FAULTS = [
+    "--error-rate",
+    "0.04",
+    "--drop-rate",
+    "0.02",
+    "--truncate-rate",
+    "0.02",
+    "--throttle-rate",
+    "0.02",
+    "--retry-after",
+    "0",
+    "--fault-seed",
+    "5",
+]
 STATUSES = ["NEW", "IN_PROGRESS", "RESOLVED", "CLOSED"]
 
 
@@ -39,9 +51,26 @@ def main() -> int:
     args = parser.parse_args()
     n = args.updates
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_hilos.sandbox.server", "--port", "0", "--token", TOKEN,
-         "--conversations", str(n + 500), "--seed", "4", "--request-log-limit", "10", *FAULTS],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_hilos.sandbox.server",
+            "--port",
+            "0",
+            "--token",
+            TOKEN,
+            "--conversations",
+            str(n + 500),
+            "--seed",
+            "4",
+            "--request-log-limit",
+            "10",
+            *FAULTS,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         url = proc.stdout.readline().strip()
         root = url
@@ -50,8 +79,15 @@ def main() -> int:
 
         before = requests.get(f"{root}/_sandbox/state", timeout=120).json()["conversations"]
         ids = list(before)
-        intent = [{"conversation_id": cid, "status": STATUSES[i % 4], "tags": [{"name": f"soak-{i}"}],
-                   "assigned_team": 1 + i % 4} for i, cid in enumerate(ids[:n])]
+        intent = [
+            {
+                "conversation_id": cid,
+                "status": STATUSES[i % 4],
+                "tags": [{"name": f"soak-{i}"}],
+                "assigned_team": 1 + i % 4,
+            }
+            for i, cid in enumerate(ids[:n])
+        ]
         samples: list[float] = []
         stop = threading.Event()
 
@@ -63,8 +99,9 @@ def main() -> int:
         threading.Thread(target=sample, daemon=True).start()
         hook = HilosHook(pool_maxsize=args.concurrency, max_attempts=10, backoff_base=0.05, max_wait=2)
         started = time.perf_counter()
-        result = hook.update_conversations(intent, max_concurrency=args.concurrency, failure_policy="never",
-                                           progress_interval=10)
+        result = hook.update_conversations(
+            intent, max_concurrency=args.concurrency, failure_policy="never", progress_interval=10
+        )
         elapsed = time.perf_counter() - started
         end_rss = rss_mb()
         stop.set()
@@ -75,18 +112,27 @@ def main() -> int:
         proc.wait(timeout=30)
     after = after_state["conversations"]
     wanted = {row["conversation_id"]: row for row in intent}
-    lost = [cid for cid, row in wanted.items()
-            if (after[cid]["status"], [t["name"] for t in after[cid]["tags"]], after[cid]["assigned_team"])
-            != (row["status"], [t["name"] for t in row["tags"]], row["assigned_team"])]
+    lost = [
+        cid
+        for cid, row in wanted.items()
+        if (after[cid]["status"], [t["name"] for t in after[cid]["tags"]], after[cid]["assigned_team"])
+        != (row["status"], [t["name"] for t in row["tags"]], row["assigned_team"])
+    ]
     extra = [cid for cid in ids if cid not in wanted and after[cid] != before[cid]]
     injected = sum(v for k, v in faults.items() if k != "ok")
-    print(f"soak: {n:,} updates, concurrency {args.concurrency}, faults injected {injected:,} "
-          f"({100 * injected / after_state['requests']:.1f}% of {after_state['requests']:,} requests: "
-          f"{ {k: v for k, v in sorted(faults.items()) if k != 'ok'} })")
-    print(f"  updated {result.updated:,}, failed {result.failed}, lost {len(lost)}, extra {len(extra)}; "
-          f"retries {after_state['requests'] - n:,}; {elapsed:.1f} s, {n / elapsed:.0f} updates/s")
-    print(f"  client RSS: {start_rss:.1f} MB at start, peak {max(samples or [start_rss]):.1f} MB, "
-          f"end {end_rss:.1f} MB ({len(samples)} samples, 1 s apart, during the batch only)")
+    print(
+        f"soak: {n:,} updates, concurrency {args.concurrency}, faults injected {injected:,} "
+        f"({100 * injected / after_state['requests']:.1f}% of {after_state['requests']:,} requests: "
+        f"{ {k: v for k, v in sorted(faults.items()) if k != 'ok'} })"
+    )
+    print(
+        f"  updated {result.updated:,}, failed {result.failed}, lost {len(lost)}, extra {len(extra)}; "
+        f"retries {after_state['requests'] - n:,}; {elapsed:.1f} s, {n / elapsed:.0f} updates/s"
+    )
+    print(
+        f"  client RSS: {start_rss:.1f} MB at start, peak {max(samples or [start_rss]):.1f} MB, "
+        f"end {end_rss:.1f} MB ({len(samples)} samples, 1 s apart, during the batch only)"
+    )
     return 0 if not lost and not extra and result.failed == 0 else 1
 
 

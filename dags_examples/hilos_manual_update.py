@@ -27,21 +27,34 @@ with DAG(
     doc_md=__doc__,
     params={
         "conversation_id": Param(
-            type="string", format="uuid", title="Conversation id",
+            type="string",
+            format="uuid",
+            title="Conversation id",
             description="The conversation's UUID, e.g. from the Hilos inbox URL.",
         ),
         "status": Param(
-            None, type=["null", "string"], enum=[None, *[s.value for s in ConversationStatus]], title="Status",
-            values_display={None: "(keep the current status)",
-                            **{s.value: s.value.replace("_", " ").capitalize() for s in ConversationStatus}},
+            None,
+            type=["null", "string"],
+            enum=[None, *[s.value for s in ConversationStatus]],
+            title="Status",
+            values_display={
+                None: "(keep the current status)",
+                **{s.value: s.value.replace("_", " ").capitalize() for s in ConversationStatus},
+            },
             description="The new status, from the dropdown.",
         ),
         "tags": Param(
-            None, type=["null", "array"], items={"type": "string", "maxLength": 100}, title="Tags",
+            None,
+            type=["null", "array"],
+            items={"type": "string", "maxLength": 100},
+            title="Tags",
             description="Tag names, one per line. They replace the conversation's tags; empty keeps them.",
         ),
         "assignees": Param(
-            None, type=["null", "array"], items={"type": "integer"}, title="Assignees",
+            None,
+            type=["null", "array"],
+            items={"type": "integer"},
+            title="Assignees",
             description="Hilos user ids as a JSON list, e.g. [3, 7]. They replace the assignees; "
             "null keeps them, [] removes them all.",
         ),

@@ -60,12 +60,14 @@ def main() -> int:
     with HilosSandbox(conversations=1000, seed=7) as sandbox:
         print(f"Hilos sandbox on {sandbox.url} (1000 conversations, seed 7, generated token)")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        env.update({
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW_CONN_HILOS_DEFAULT": sandbox.connection_json(),
-        })
+        env.update(
+            {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW_CONN_HILOS_DEFAULT": sandbox.connection_json(),
+            }
+        )
         before = {u["conversation_id"]: sandbox.conversation(u["conversation_id"]) for u in intent}
         print(f"Throwaway AIRFLOW_HOME {home}: migrating the SQLite DB ...", flush=True)
         if run([sys.executable, "-m", "airflow", "db", "migrate"], env, log) != 0:
@@ -89,7 +91,9 @@ def main() -> int:
             if field in update["payload"] or b[field] != a[field]:
                 mark = "MISSING" if field in wrong else "ok"
                 rows.append((cid[:8], field, b[field], a[field], mark))
-    widths = [max(len(str(r[i])) for r in rows + [("conversation", "field", "before", "after", "landed")]) for i in range(5)]
+    widths = [
+        max(len(str(r[i])) for r in rows + [("conversation", "field", "before", "after", "landed")]) for i in range(5)
+    ]
     header = ("conversation", "field", "before", "after", "landed")
     print()
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
@@ -101,8 +105,10 @@ def main() -> int:
         print("  ".join(str(c).ljust(w) for c, w in zip(shown, widths)))
     print()
     elapsed = time.monotonic() - started
-    print(f"{len(patches)} PATCH request(s) received by the sandbox; {len(intent) - failures}/{len(intent)} "
-          f"updates landed; DAG run exit code {code}; {elapsed:.0f} s.")
+    print(
+        f"{len(patches)} PATCH request(s) received by the sandbox; {len(intent) - failures}/{len(intent)} "
+        f"updates landed; DAG run exit code {code}; {elapsed:.0f} s."
+    )
     if leaked:
         print("FAILED: the sandbox token appears in the Airflow output")
     if code != 0 or failures or leaked:

@@ -42,8 +42,10 @@ def find_uv() -> str:
     except Exception as exc:  # e.g. Debian's python3 without python3-venv
         print(f"dev.py: venv unavailable ({exc}); installing uv with pip --target", flush=True)
         target = BOOTSTRAP / "uv-target"
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target),
-                        f"uv=={UV_VERSION}"], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target), f"uv=={UV_VERSION}"],
+            check=True,
+        )
         return str(target / "bin" / "uv")
     subprocess.run([*pip, "install", "--quiet", "--disable-pip-version-check", f"uv=={UV_VERSION}"], check=True)
     return str(uv)
@@ -55,8 +57,11 @@ def ensure_chromium() -> None:
         return
     apt = shutil.which("apt-get")
     if apt is None or os.geteuid() != 0:
-        print(f"dev.py: {CHROMIUM} is missing and cannot be installed here (needs root and apt-get); "
-              "install the 'chromium' package, or the end-to-end tests will fail", file=sys.stderr)
+        print(
+            f"dev.py: {CHROMIUM} is missing and cannot be installed here (needs root and apt-get); "
+            "install the 'chromium' package, or the end-to-end tests will fail",
+            file=sys.stderr,
+        )
         return
     print("dev.py: installing Debian's chromium for the end-to-end tests ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -87,8 +92,9 @@ def sync(uv: str, airflow: str = "3") -> None:
 
 def in_env(uv: str, *cmd: str, airflow: str = "3") -> int:
     spec = AIRFLOWS[airflow]
-    return subprocess.run([uv, "run", "--locked", "--no-sync", *spec["groups"], *cmd], cwd=ROOT,
-                          env=uv_env(airflow)).returncode
+    return subprocess.run(
+        [uv, "run", "--locked", "--no-sync", *spec["groups"], *cmd], cwd=ROOT, env=uv_env(airflow)
+    ).returncode
 
 
 def run_tests(uv: str, airflow: str, args: list[str]) -> int:
@@ -118,8 +124,11 @@ def main(argv: list[str]) -> int:
         ensure_chromium()
         codes = {airflow: run_tests(uv, airflow, args) for airflow in airflows}
         if len(codes) > 1:
-            print("dev.py: " + ", ".join(f"Airflow {a}: {'passed' if c == 0 else f'FAILED (exit {c})'}"
-                                         for a, c in codes.items()), flush=True)
+            print(
+                "dev.py: "
+                + ", ".join(f"Airflow {a}: {'passed' if c == 0 else f'FAILED (exit {c})'}" for a, c in codes.items()),
+                flush=True,
+            )
         return max(codes.values())
     sync(uv)
     if argv[0] == "demo":

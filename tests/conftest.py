@@ -49,8 +49,14 @@ for _name in [n for n in os.environ if n.startswith("AIRFLOW_CONN_")]:
 def hilos_conn(monkeypatch: pytest.MonkeyPatch):
     """Set ``hilos_default`` (or another id) from keyword arguments, JSON form."""
 
-    def make(conn_id: str = "hilos_default", *, host: str | None = "https://api.hilos.io",
-             password: str | None = TEST_TOKEN, extra: dict | None = None, **fields) -> dict:
+    def make(
+        conn_id: str = "hilos_default",
+        *,
+        host: str | None = "https://api.hilos.io",
+        password: str | None = TEST_TOKEN,
+        extra: dict | None = None,
+        **fields,
+    ) -> dict:
         conn = {"conn_type": "hilos", "host": host, "password": password, **fields}
         if extra is not None:
             conn["extra"] = extra

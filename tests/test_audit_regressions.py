@@ -55,12 +55,21 @@ def recorder():
 
 @pytest.mark.parametrize(
     "host",
-    ["http://api.hilos.io\\.localhost", "http://api.hilos.io\\@127.0.0.1", "http://127.0.0.1\\@api.hilos.io",
-     "http://api.hilos.io%2F.localhost", "http://api.hilos.io\t.localhost", "http://api.hilos.io .localhost",
-     "http://evil.localhost", "http://127.0.0.1.nip.io", "http://[::ffff:8.8.8.8]"],
+    [
+        "http://api.hilos.io\\.localhost",
+        "http://api.hilos.io\\@127.0.0.1",
+        "http://127.0.0.1\\@api.hilos.io",
+        "http://api.hilos.io%2F.localhost",
+        "http://api.hilos.io\t.localhost",
+        "http://api.hilos.io .localhost",
+        "http://evil.localhost",
+        "http://127.0.0.1.nip.io",
+        "http://[::ffff:8.8.8.8]",
+    ],
 )
 def test_plain_http_exemption_cannot_be_bypassed_by_a_host_the_two_parsers_read_differently(
-        hilos_conn, requests_mock, host):
+    hilos_conn, requests_mock, host
+):
     hilos_conn(host=host)
     with pytest.raises(HilosConfigurationError) as err:
         HilosHook().update_conversation(CID, {"status": "NEW"})
@@ -68,15 +77,29 @@ def test_plain_http_exemption_cannot_be_bypassed_by_a_host_the_two_parsers_read_
     assert not requests_mock.called
 
 
-@pytest.mark.parametrize("host", ["http://127.0.0.1:8765", "http://localhost:8765/prefix", "http://[::1]:8765",
-                                  "http://127.9.9.9"])
+@pytest.mark.parametrize(
+    "host", ["http://127.0.0.1:8765", "http://localhost:8765/prefix", "http://[::1]:8765", "http://127.9.9.9"]
+)
 def test_real_loopback_hosts_keep_their_exemption(hilos_conn, host):
     hilos_conn(host=host)
     assert HilosHook().base_url == host
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.9.9.9", "::1", "localhost", "evil.localhost", "localhost.evil.com",
-                                  "0.0.0.0", "api.hilos.io\\.localhost", "::ffff:127.0.0.1", "10.0.0.1"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "127.9.9.9",
+        "::1",
+        "localhost",
+        "evil.localhost",
+        "localhost.evil.com",
+        "0.0.0.0",
+        "api.hilos.io\\.localhost",
+        "::ffff:127.0.0.1",
+        "10.0.0.1",
+    ],
+)
 def test_the_hook_and_the_sandbox_agree_on_what_loopback_is(hilos_conn, host):
     """One loopback check: plain http is exempt for exactly the hosts the sandbox agrees to listen on."""
     from airflow_provider_hilos.sandbox import HilosSandbox
@@ -121,17 +144,26 @@ def test_no_proxy_for_loopback_keeps_the_exemption(hilos_conn, recorder, monkeyp
 # 3. Field errors are redacted as parsed data, whatever characters the token holds ----------------------
 
 
-@pytest.mark.parametrize("token", ['tok"en-7Qx9Zr2Kp5Lm', "tok\\en-7Qx9Zr2Kp5Lm", "tokén-7Qx9Zr2Kp5Lm",
-                                   'tö"k\\en-7Qx9Zr2Kp5Lm'])
+@pytest.mark.parametrize(
+    "token", ['tok"en-7Qx9Zr2Kp5Lm', "tok\\en-7Qx9Zr2Kp5Lm", "tokén-7Qx9Zr2Kp5Lm", 'tö"k\\en-7Qx9Zr2Kp5Lm']
+)
 def test_an_echoed_token_is_redacted_from_every_part_of_the_error(hilos_conn, requests_mock, token):
     hilos_conn(password=token)
-    requests_mock.patch(URL, status_code=400, json={"tags": [{"name": [f"bad tag {token}"]}], token: ["echo"],
-                                                    "detail": f"token {token} refused"})
+    requests_mock.patch(
+        URL,
+        status_code=400,
+        json={"tags": [{"name": [f"bad tag {token}"]}], token: ["echo"], "detail": f"token {token} refused"},
+    )
     with pytest.raises(HilosAPIError) as err:
         HilosHook().update_conversation(CID, {"tags": [{"name": "x"}]})
     error = err.value
-    for text in (str(error), repr(error), json.dumps(error.field_errors, ensure_ascii=False), str(error.field_errors),
-                 error.detail or ""):
+    for text in (
+        str(error),
+        repr(error),
+        json.dumps(error.field_errors, ensure_ascii=False),
+        str(error.field_errors),
+        error.detail or "",
+    ):
         assert token not in text
     assert error.field_errors == {"tags": [{"name": ["bad tag ***"]}], "***": ["echo"]}
     assert error.detail == "token *** refused"
@@ -162,9 +194,13 @@ def test_a_deeply_nested_payload_string_is_a_validation_error(text):
 
 @pytest.mark.parametrize(
     ("payload", "field"),
-    [({"assigned_team": 10**5000}, "assigned_team"), ({"assigned_team": 2**63}, "assigned_team"),
-     ({"channel": 0}, "channel"), ({"assigned": [{"id": -1}]}, "assigned[0].id"),
-     ({"assigned": [{"id": 10**30}]}, "assigned[0].id")],
+    [
+        ({"assigned_team": 10**5000}, "assigned_team"),
+        ({"assigned_team": 2**63}, "assigned_team"),
+        ({"channel": 0}, "channel"),
+        ({"assigned": [{"id": -1}]}, "assigned[0].id"),
+        ({"assigned": [{"id": 10**30}]}, "assigned[0].id"),
+    ],
 )
 def test_ids_are_bounded_to_what_the_api_can_store(requests_mock, payload, field):
     with pytest.raises(HilosValidationError) as err:
@@ -186,9 +222,13 @@ def test_the_largest_id_the_api_can_store_is_accepted(hilos_conn, requests_mock)
 
 @pytest.mark.parametrize(
     ("payload", "field"),
-    [({"tags": [{"name": "   "}]}, "tags[0].name"), ({"tags": [{"name": "\t\n"}]}, "tags[0].name"),
-     ({"tags": [{"name": "vi\x00p"}]}, "tags[0].name"), ({"status": "CLOSED\x00"}, "status"),
-     ({"tags": [{"name": f"t{i}"} for i in range(101)]}, "tags")],
+    [
+        ({"tags": [{"name": "   "}]}, "tags[0].name"),
+        ({"tags": [{"name": "\t\n"}]}, "tags[0].name"),
+        ({"tags": [{"name": "vi\x00p"}]}, "tags[0].name"),
+        ({"status": "CLOSED\x00"}, "status"),
+        ({"tags": [{"name": f"t{i}"} for i in range(101)]}, "tags"),
+    ],
 )
 def test_blank_names_nul_characters_and_too_many_tags_are_refused_before_sending(requests_mock, payload, field):
     with pytest.raises(HilosValidationError) as err:
@@ -200,9 +240,18 @@ def test_blank_names_nul_characters_and_too_many_tags_are_refused_before_sending
 # 7. The task link only ever points at http(s) ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("web", ["javascript:alert(document.cookie)", "data:text/html,<script>alert(1)</script>",
-                                 "http://app.hilos.example.com", "ftp://app.hilos.io", "https://user:pw@app.hilos.io",
-                                 "https://app.hilos.io?x=1", "//evil.example.com"])
+@pytest.mark.parametrize(
+    "web",
+    [
+        "javascript:alert(document.cookie)",
+        "data:text/html,<script>alert(1)</script>",
+        "http://app.hilos.example.com",
+        "ftp://app.hilos.io",
+        "https://user:pw@app.hilos.io",
+        "https://app.hilos.io?x=1",
+        "//evil.example.com",
+    ],
+)
 def test_web_base_url_must_be_https_unless_loopback(hilos_conn, requests_mock, web):
     hilos_conn(extra={"web_base_url": web})
     requests_mock.patch(URL, json={})
@@ -233,8 +282,11 @@ class _LyingUUID(uuid.UUID):
         return "../../admin"
 
 
-@pytest.mark.parametrize("conversation_id", [_LyingStr(CID), _LyingStr(CID.upper()), _LyingUUID(CID)],
-                         ids=["str subclass", "upper str subclass", "UUID subclass"])
+@pytest.mark.parametrize(
+    "conversation_id",
+    [_LyingStr(CID), _LyingStr(CID.upper()), _LyingUUID(CID)],
+    ids=["str subclass", "upper str subclass", "UUID subclass"],
+)
 def test_the_id_checked_is_the_id_sent(hilos_conn, requests_mock, conversation_id):
     hilos_conn()
     requests_mock.patch(URL, json={})
@@ -244,4 +296,3 @@ def test_the_id_checked_is_the_id_sent(hilos_conn, requests_mock, conversation_i
     ConversationUpdateOperator(task_id="t", conversation_id=conversation_id, status="NEW").execute({"ti": ti})
     assert requests_mock.last_request.url == URL
     assert ti.pushed["hilos_conversation_url"].endswith(f"/inbox/conversation/{CID}")
-

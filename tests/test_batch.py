@@ -31,8 +31,15 @@ def fast_hook() -> HilosHook:
 
 
 def intent_for(ids: list[str]) -> list[dict]:
-    return [{"conversation_id": cid, "status": STATUSES[i % 4], "tags": [{"name": f"batch-{i}"}],
-             "assigned_team": 1 + i % 4} for i, cid in enumerate(ids)]
+    return [
+        {
+            "conversation_id": cid,
+            "status": STATUSES[i % 4],
+            "tags": [{"name": f"batch-{i}"}],
+            "assigned_team": 1 + i % 4,
+        }
+        for i, cid in enumerate(ids)
+    ]
 
 
 def assert_state_matches(sandbox, intent: list[dict], untouched: dict[str, dict]) -> None:
@@ -65,7 +72,11 @@ def test_invalid_rows_are_reported_together_before_anything_is_sent(big, tmp_pat
         op.execute({"ti": FakeTI()})
     message = str(err.value)
     assert message.startswith("Hilos batch refused: 3 of 10 row(s) are invalid and nothing was sent")
-    assert [f for f in err.value.fields] == [f"row 2 (conversation '{ids[1]}')", "row 5 (conversation '../etc')", "row 9"]
+    assert [f for f in err.value.fields] == [
+        f"row 2 (conversation '{ids[1]}')",
+        "row 5 (conversation '../etc')",
+        "row 9",
+    ]
     assert "status: 'DONE' is not a valid status" in message
     assert "conversation_id: is missing" in message
     assert big.requests() == []
@@ -78,12 +89,19 @@ def test_skip_invalid_rows_sends_the_rest_and_reports_them(big, tmp_path):
     rows[2]["tags"] = [{"name": "x" * 101}]
     report = tmp_path / "report.jsonl"
     ti = FakeTI()
-    result = ConversationBatchUpdateOperator(task_id="b", updates=rows, skip_invalid_rows=True,
-                                             report_path=str(report)).execute({"ti": ti})
+    result = ConversationBatchUpdateOperator(
+        task_id="b", updates=rows, skip_invalid_rows=True, report_path=str(report)
+    ).execute({"ti": ti})
     assert (result["updated"], result["skipped"], result["failed"]) == (5, 1, 0)
     lines = [json.loads(line) for line in report.read_text().splitlines()]
-    assert sorted((r["row"], r["outcome"]) for r in lines) == [(1, "updated"), (2, "updated"), (3, "skipped"),
-                                                               (4, "updated"), (5, "updated"), (6, "updated")]
+    assert sorted((r["row"], r["outcome"]) for r in lines) == [
+        (1, "updated"),
+        (2, "updated"),
+        (3, "skipped"),
+        (4, "updated"),
+        (5, "updated"),
+        (6, "updated"),
+    ]
     assert "at most 100" in [r for r in lines if r["outcome"] == "skipped"][0]["error"]
     assert ti.pushed[BATCH_RESULT_XCOM_KEY] == result
 
@@ -112,8 +130,9 @@ def test_fail_fast_stops_sending_and_accounts_for_every_row(big, tmp_path):
     rows = [{"conversation_id": MISSING.format(0), "status": "NEW"}] + intent_for(big.conversation_ids()[:200])
     report = tmp_path / "r.jsonl"
     with pytest.raises(HilosBatchError) as err:
-        ConversationBatchUpdateOperator(task_id="b", updates=rows, failure_policy="fail_fast", max_concurrency=2,
-                                        report_path=str(report)).execute({"ti": FakeTI()})
+        ConversationBatchUpdateOperator(
+            task_id="b", updates=rows, failure_policy="fail_fast", max_concurrency=2, report_path=str(report)
+        ).execute({"ti": FakeTI()})
     result = err.value.result
     assert result["failed"] == 1 and result["not_sent"] > 100
     assert result["updated"] + result["failed"] + result["not_sent"] == 201
@@ -161,8 +180,9 @@ def test_failed_rows_in_xcom_are_capped_and_the_report_has_all(big, tmp_path):
     report = tmp_path / "report.jsonl"
     ti = FakeTI()
     with pytest.raises(HilosBatchError):
-        ConversationBatchUpdateOperator(task_id="b", updates=rows, report_path=str(report), max_concurrency=16,
-                                        max_failed_rows=100).execute({"ti": ti})
+        ConversationBatchUpdateOperator(
+            task_id="b", updates=rows, report_path=str(report), max_concurrency=16, max_failed_rows=100
+        ).execute({"ti": ti})
     result = ti.pushed[BATCH_RESULT_XCOM_KEY]
     assert len(result["failed_rows"]) == 100 and result["failed_rows_omitted"] == 50
     assert len(json.dumps(result)) < 64_000
@@ -177,11 +197,13 @@ def test_streaming_from_a_json_lines_file(big, tmp_path):
     ids = big.conversation_ids()
     intent = intent_for(ids[:300])
     path = tmp_path / "updates.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in intent[:150]) + "\n\n" +
-                    "\n".join(json.dumps(r) for r in intent[150:]) + "\n")
+    path.write_text(
+        "\n".join(json.dumps(r) for r in intent[:150]) + "\n\n" + "\n".join(json.dumps(r) for r in intent[150:]) + "\n"
+    )
     untouched = {cid: big.conversation(cid) for cid in ids[300:]}
     result = ConversationBatchUpdateOperator(task_id="b", updates_path=str(path), max_concurrency=16).execute(
-        {"ti": FakeTI()})
+        {"ti": FakeTI()}
+    )
     assert (result["total"], result["updated"]) == (300, 300)
     assert_state_matches(big, intent, untouched)
 
@@ -204,14 +226,18 @@ def test_rows_read_lazily_one_line_at_a_time():
             Lines.reads += 1
             return super().readline(*args)
 
-    text = "".join(json.dumps({"conversation_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "status": "NEW"}) + "\n"
-                   for _ in range(1000))
+    text = "".join(
+        json.dumps({"conversation_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "status": "NEW"}) + "\n"
+        for _ in range(1000)
+    )
     iterator = rows_from_json_lines(lambda: Lines(text))()
     next(iterator)
     assert Lines.reads == 1
 
 
-@pytest.mark.parametrize(("updates", "match"), [("{bad", "not JSON"), ({"a": 1}, "must be a list"), (5, "must be a list")])
+@pytest.mark.parametrize(
+    ("updates", "match"), [("{bad", "not JSON"), ({"a": 1}, "must be a list"), (5, "must be a list")]
+)
 def test_bad_updates_input(updates, match):
     with pytest.raises(HilosValidationError, match=match):
         rows_from_updates(updates)
@@ -231,7 +257,8 @@ def test_injected_5xx_every_update_lands_exactly_as_intended(big):
     intent = intent_for(ids[:250])
     untouched = {cid: big.conversation(cid) for cid in ids[250:]}
     result = HilosHook(backoff_base=0.01, max_wait=0.05, max_attempts=10).update_conversations(
-        intent, max_concurrency=16)
+        intent, max_concurrency=16
+    )
     assert (result.updated, result.failed) == (250, 0)
     assert sum(r["status"] >= 500 for r in big.requests()) > 30
     assert_state_matches(big, intent, untouched)
@@ -241,16 +268,22 @@ def test_progress_is_logged_with_rate_and_eta(big, output):
     fast_hook().update_conversations(intent_for(big.conversation_ids()[:40]), progress_interval=0, max_concurrency=2)
     text = output()
     assert "Hilos batch: " in text and "req/s, ETA" in text
-    assert ("Hilos batch finished: 40/40 done (100.0%), 40 updated, 0 already applied, 0 failed, 0 skipped, "
-            "0 retried, 0 throttled") in text
+    assert (
+        "Hilos batch finished: 40/40 done (100.0%), 40 updated, 0 already applied, 0 failed, 0 skipped, "
+        "0 retried, 0 throttled"
+    ) in text
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({}, "exactly one of updates"), ({"updates": [], "updates_path": "x"}, "exactly one of updates"),
-     ({"updates": [], "failure_policy": "sometimes"}, "not one of fail_at_end, fail_fast, never"),
-     ({"updates": [], "max_concurrency": 0}, "from 1 to 256"), ({"updates": [], "max_failed_ratio": 2}, "from 0 to 1"),
-     ({"updates": [], "max_requests_per_second": 0}, "greater than 0")],
+    [
+        ({}, "exactly one of updates"),
+        ({"updates": [], "updates_path": "x"}, "exactly one of updates"),
+        ({"updates": [], "failure_policy": "sometimes"}, "not one of fail_at_end, fail_fast, never"),
+        ({"updates": [], "max_concurrency": 0}, "from 1 to 256"),
+        ({"updates": [], "max_failed_ratio": 2}, "from 0 to 1"),
+        ({"updates": [], "max_requests_per_second": 0}, "greater than 0"),
+    ],
 )
 def test_operator_arguments_are_checked_at_parse_time(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -269,10 +302,16 @@ def test_batch_operator_in_a_dag_run_with_updates_from_xcom(big):
 
 def test_a_conversation_repeated_in_one_batch_is_refused_naming_both_rows(big):
     cid, other = big.conversation_ids()[:2]
-    rows = [{"conversation_id": cid, "status": "NEW"}, {"conversation_id": other, "status": "NEW"},
-            {"conversation_id": cid.upper(), "status": "CLOSED"}]
-    with pytest.raises(HilosValidationError, match=rf"row 3 \(conversation '{cid.upper()}'\): conversation_id: "
-                                                   rf"{cid} is already updated by row 1"):
+    rows = [
+        {"conversation_id": cid, "status": "NEW"},
+        {"conversation_id": other, "status": "NEW"},
+        {"conversation_id": cid.upper(), "status": "CLOSED"},
+    ]
+    with pytest.raises(
+        HilosValidationError,
+        match=rf"row 3 \(conversation '{cid.upper()}'\): conversation_id: "
+        rf"{cid} is already updated by row 1",
+    ):
         fast_hook().update_conversations(rows)
     assert big.requests() == []
     result = fast_hook().update_conversations(rows, skip_invalid_rows=True)

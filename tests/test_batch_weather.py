@@ -57,8 +57,10 @@ def patches(sandbox) -> list[dict]:
 
 
 def landed(sandbox, rows: list[dict]) -> bool:
-    return all(sandbox.mismatches(r["conversation_id"], {k: v for k, v in r.items() if k != "conversation_id"}) == []
-               for r in rows)
+    return all(
+        sandbox.mismatches(r["conversation_id"], {k: v for k, v in r.items() if k != "conversation_id"}) == []
+        for r in rows
+    )
 
 
 # -- throttling ----------------------------------------------------------------------------------------
@@ -101,8 +103,13 @@ def test_an_outage_stops_the_batch_after_a_bounded_number_of_requests(sb, monkey
     sb.set_faults(error_rate=1, error_statuses=[500, 502, 503], retry_after_seconds=0, seed=2)
     rows = rows_for(sb.conversation_ids()[:400])
     ti = FakeTI()
-    op = ConversationBatchUpdateOperator(task_id="b", updates=rows, max_concurrency=8, failure_policy=policy,
-                                         max_failed_ratio=1.0 if policy == "fail_fast" else 0.0)
+    op = ConversationBatchUpdateOperator(
+        task_id="b",
+        updates=rows,
+        max_concurrency=8,
+        failure_policy=policy,
+        max_failed_ratio=1.0 if policy == "fail_fast" else 0.0,
+    )
     # no real waiting between retries (the logic is the same)
     monkeypatch.setattr(HilosHook, "backoff_delay", lambda self, attempt, retry_after=None: 0.01)
     with pytest.raises(HilosAPIUnavailableError) as err:
@@ -114,8 +121,10 @@ def test_an_outage_stops_the_batch_after_a_bounded_number_of_requests(sb, monkey
     result = ti.pushed[BATCH_RESULT_XCOM_KEY]
     assert result["updated"] == 0 and result["not_sent"] > 300
     assert result["updated"] + result["failed"] + result["not_sent"] == 400
-    assert f"0 of 400 row(s) applied (0 now, 0 by an earlier try), {result['failed']} failed, " \
-           f"{result['not_sent']} not sent" in message
+    assert (
+        f"0 of 400 row(s) applied (0 now, 0 by an earlier try), {result['failed']} failed, "
+        f"{result['not_sent']} not sent" in message
+    )
     assert not isinstance(err.value, AirflowFailException)  # Airflow retries it, later
     assert result["stopped"].startswith("the API looks unavailable")
 
@@ -136,8 +145,10 @@ def test_refusals_fail_the_single_task_without_airflow_retries(sb, monkeypatch, 
     cid = sb.conversation_ids()[0]
     kwargs = {"status": "CLOSED"}
     if status == 401:
-        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", json.dumps(
-            {"conn_type": "hilos", "host": sb.url, "password": TEST_TOKEN + "-revoked"}))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_HILOS_DEFAULT",
+            json.dumps({"conn_type": "hilos", "host": sb.url, "password": TEST_TOKEN + "-revoked"}),
+        )
     elif status == 404:
         cid = MISSING.format(1)
     else:
@@ -153,13 +164,15 @@ def test_exhausted_server_errors_stay_retryable_for_airflow(sb, monkeypatch):
     sb.set_faults(error_rate=1, error_statuses=[503], retry_after_seconds=0)
     with pytest.raises(HilosAPIError) as err:
         ConversationUpdateOperator(task_id="t", conversation_id=sb.conversation_ids()[0], status="NEW").execute(
-            {"ti": FakeTI()})
+            {"ti": FakeTI()}
+        )
     assert not isinstance(err.value, AirflowFailException) and err.value.retryable
 
 
 def test_a_batch_whose_failures_are_all_refusals_is_not_retried(sb):
-    rows = rows_for(sb.conversation_ids()[:20]) + [{"conversation_id": MISSING.format(i), "status": "NEW"}
-                                                   for i in range(3)]
+    rows = rows_for(sb.conversation_ids()[:20]) + [
+        {"conversation_id": MISSING.format(i), "status": "NEW"} for i in range(3)
+    ]
     with pytest.raises(HilosPermanentBatchError) as err:
         HilosHook().update_conversations(rows)
     assert isinstance(err.value, AirflowFailException)
@@ -168,8 +181,10 @@ def test_a_batch_whose_failures_are_all_refusals_is_not_retried(sb):
 
 
 def test_a_revoked_token_stops_the_batch_at_once(sb, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", json.dumps(
-        {"conn_type": "hilos", "host": sb.url, "password": TEST_TOKEN + "-revoked"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HILOS_DEFAULT",
+        json.dumps({"conn_type": "hilos", "host": sb.url, "password": TEST_TOKEN + "-revoked"}),
+    )
     with pytest.raises(HilosPermanentBatchError, match="rejected the API token of connection 'hilos_default'"):
         HilosHook().update_conversations(rows_for(sb.conversation_ids()[:200]), max_concurrency=4)
     assert len(patches(sb)) <= 4  # the requests in flight when the first 401 came back, not 200
@@ -177,10 +192,13 @@ def test_a_revoked_token_stops_the_batch_at_once(sb, monkeypatch):
 
 @pytest.mark.usefixtures("airflow_db")
 def test_in_a_dag_run_airflow_retries_only_what_can_succeed(sb, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_HILOS_REVOKED", json.dumps(
-        {"conn_type": "hilos", "host": sb.url, "password": TEST_TOKEN + "-revoked"}))
-    with HilosSandbox(conversations=2, token=TEST_TOKEN, faults={"error_rate": 1, "error_statuses": [503],
-                                                                  "retry_after_seconds": 0}) as down:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HILOS_REVOKED",
+        json.dumps({"conn_type": "hilos", "host": sb.url, "password": TEST_TOKEN + "-revoked"}),
+    )
+    with HilosSandbox(
+        conversations=2, token=TEST_TOKEN, faults={"error_rate": 1, "error_statuses": [503], "retry_after_seconds": 0}
+    ) as down:
         monkeypatch.setenv("AIRFLOW_CONN_HILOS_DOWN", down.connection_json(max_attempts=2))
         dag_run = run_dag("hilos_test_retries", {"conversation_id": sb.conversation_ids()[0]})
         down_requests = len(patches(down))
@@ -230,7 +248,8 @@ def test_a_changed_row_is_sent_again_even_if_its_number_was_applied(sb, tmp_path
         ConversationBatchUpdateOperator(task_id="b", updates=rows, checkpoint_path=str(tmp_path)).execute({"ti": ti})
     changed = rows_for(ids, status="CLOSED")[:5] + rows_for(ids)[5:]
     result = ConversationBatchUpdateOperator(task_id="b", updates=changed, checkpoint_path=str(tmp_path)).execute(
-        {"ti": ti})
+        {"ti": ti}
+    )
     assert (result["already_applied"], result["updated"]) == (5, 5)
     assert all(sb.conversation(cid)["status"] == "CLOSED" for cid in ids[:5])
 
@@ -240,11 +259,13 @@ def test_checkpoints_are_kept_apart_by_dag_run_task_and_map_index(sb, tmp_path):
     for ti in (FakeTI(run_id="run_a"), FakeTI(run_id="run_a", map_index=3)):
         with pytest.raises(HilosPermanentBatchError):
             ConversationBatchUpdateOperator(task_id="b", updates=rows, checkpoint_path=str(tmp_path)).execute(
-                {"ti": ti})
+                {"ti": ti}
+            )
     folders = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("*/*/*"))
     assert folders == ["hilos_tests/run_a/batch", "hilos_tests/run_a/batch.3"]
     other = ConversationBatchUpdateOperator(task_id="b", updates=rows[:5], checkpoint_path=str(tmp_path)).execute(
-        {"ti": FakeTI(run_id="run_b")})
+        {"ti": FakeTI(run_id="run_b")}
+    )
     assert other["already_applied"] == 0
 
 
@@ -267,8 +288,9 @@ KILLED_BATCH = textwrap.dedent("""
 
 def test_kill_9_half_way_then_the_next_try_resends_at_most_the_rows_in_flight(tmp_path, monkeypatch):
     concurrency = 8
-    with HilosSandbox(conversations=1200, seed=9, token=TEST_TOKEN, request_log_limit=100_000,
-                      faults={"latency_ms": 5}) as sandbox:
+    with HilosSandbox(
+        conversations=1200, seed=9, token=TEST_TOKEN, request_log_limit=100_000, faults={"latency_ms": 5}
+    ) as sandbox:
         rows = rows_for(sandbox.conversation_ids()[:1200])
         updates = tmp_path / "updates.jsonl"
         updates.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -302,12 +324,16 @@ def test_skipped_rows_are_logged_with_their_reasons_and_listed_in_the_result(sb,
     for i in range(0, 30, 3):
         rows[i] = {**rows[i], "status": "DONE"}
     ti = FakeTI()
-    result = ConversationBatchUpdateOperator(task_id="b", updates=rows, skip_invalid_rows=True, max_failed_rows=4
-                                             ).execute({"ti": ti})
+    result = ConversationBatchUpdateOperator(
+        task_id="b", updates=rows, skip_invalid_rows=True, max_failed_rows=4
+    ).execute({"ti": ti})
     assert (result["updated"], result["skipped"]) == (20, 10)
     assert len(result["skipped_rows"]) == 4 and result["skipped_rows_omitted"] == 6
-    assert result["skipped_rows"][0] == {"row": 1, "conversation_id": rows[0]["conversation_id"],
-                                         "error": result["skipped_rows"][0]["error"]}
+    assert result["skipped_rows"][0] == {
+        "row": 1,
+        "conversation_id": rows[0]["conversation_id"],
+        "error": result["skipped_rows"][0]["error"],
+    }
     assert "status: 'DONE' is not a valid status" in result["skipped_rows"][0]["error"]
     text = output()
     assert text.count("skipped, it is invalid: status: 'DONE' is not a valid status") == 10
@@ -320,13 +346,15 @@ def test_a_batch_of_only_invalid_rows_fails_unless_allowed(sb, tmp_path):
     op = ConversationBatchUpdateOperator(task_id="b", updates_path=str(csv), skip_invalid_rows=True)
     with pytest.raises(HilosValidationError, match=r"6 of 6 row\(s\) are invalid, and every row is invalid"):
         op.execute({"ti": FakeTI()})
-    allowed = ConversationBatchUpdateOperator(task_id="b", updates_path=str(csv), skip_invalid_rows=True,
-                                              max_invalid_ratio=1.0).execute({"ti": FakeTI()})
+    allowed = ConversationBatchUpdateOperator(
+        task_id="b", updates_path=str(csv), skip_invalid_rows=True, max_invalid_ratio=1.0
+    ).execute({"ti": FakeTI()})
     assert (allowed["skipped"], allowed["updated"]) == (6, 0)
     rows = rows_for(sb.conversation_ids()[:4]) + [{"conversation_id": "x", "status": "NEW"}] * 2
     with pytest.raises(HilosValidationError, match="more than max_invalid_ratio=0.25"):
-        ConversationBatchUpdateOperator(task_id="b", updates=rows, skip_invalid_rows=True, max_invalid_ratio=0.25
-                                        ).execute({"ti": FakeTI()})
+        ConversationBatchUpdateOperator(
+            task_id="b", updates=rows, skip_invalid_rows=True, max_invalid_ratio=0.25
+        ).execute({"ti": FakeTI()})
     assert patches(sb) == []
     assert ConversationBatchUpdateOperator(task_id="b", updates=[]).execute({"ti": FakeTI()})["total"] == 0
 
@@ -336,8 +364,9 @@ def test_a_missing_input_file_is_explained_and_the_report_folder_is_created(sb, 
     with pytest.raises(HilosValidationError, match=f"updates_path: '{missing}' does not exist"):
         ConversationBatchUpdateOperator(task_id="b", updates_path=str(missing)).execute({"ti": FakeTI()})
     report = tmp_path / "reports" / "2025" / "r.jsonl"
-    result = ConversationBatchUpdateOperator(task_id="b", updates=rows_for(sb.conversation_ids()[:3]),
-                                             report_path=str(report)).execute({"ti": FakeTI()})
+    result = ConversationBatchUpdateOperator(
+        task_id="b", updates=rows_for(sb.conversation_ids()[:3]), report_path=str(report)
+    ).execute({"ti": FakeTI()})
     assert result["updated"] == 3 and len(report.read_text().splitlines()) == 3
 
 

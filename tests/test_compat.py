@@ -17,15 +17,21 @@ AIRFLOW_3_ONLY = ("airflow.sdk",)
 def runtime_airflow_imports(path: Path) -> list[str]:
     """``module:line`` for each Airflow-3-only import outside ``if TYPE_CHECKING:``."""
     tree = ast.parse(path.read_text())
-    type_checking = {id(node) for block in ast.walk(tree)
-                     if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-                     for node in ast.walk(block)}
+    type_checking = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for node in ast.walk(block)
+    }
     found = []
     for node in ast.walk(tree):
         if id(node) in type_checking:
             continue
-        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
-            [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        names = (
+            [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else ([a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        )
         found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.startswith(AIRFLOW_3_ONLY)]
     return found
 
@@ -38,8 +44,10 @@ def test_no_airflow_3_only_import_in_the_package_or_examples():
 
 def test_the_import_check_can_fail(tmp_path):
     bad = ROOT / "airflow_provider_hilos" / "_probe_for_test.py"
-    bad.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from airflow.sdk import Context\n"
-                   "from airflow.sdk import BaseHook\n")
+    bad.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from airflow.sdk import Context\n"
+        "from airflow.sdk import BaseHook\n"
+    )
     try:
         assert runtime_airflow_imports(bad) == ["airflow_provider_hilos/_probe_for_test.py:4 airflow.sdk"]
     finally:
@@ -60,8 +68,15 @@ def test_classic_connection_form_for_airflow_before_3_2():
 
     widgets = HilosHook.get_connection_form_widgets()
     assert {name: type(field.field_class) for name, field in widgets.items()}.keys() == {
-        "api_family", "header_name", "auth_scheme", "connect_timeout", "read_timeout", "max_attempts", "web_base_url",
-        "allow_insecure_http"}
+        "api_family",
+        "header_name",
+        "auth_scheme",
+        "connect_timeout",
+        "read_timeout",
+        "max_attempts",
+        "web_base_url",
+        "allow_insecure_http",
+    }
     assert widgets["api_family"].field_class is StringField  # Airflow 2 allows no select field
     assert widgets["api_family"].kwargs["default"] == "auto"
     assert widgets["api_family"].kwargs["description"].endswith("One of: auto, hilos, activecampaign.")

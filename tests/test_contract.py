@@ -93,7 +93,8 @@ def test_hilos_documents_the_list_the_test_button_calls():
     operation = DOCUMENTS["hilos"]["paths"][ROOTS["hilos"]]["get"]
     assert {p["name"] for p in operation["parameters"]} == {"contact", "page", "page_size", "search"}
     assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "/PaginatedConversationReadSimpleList")
+        "/PaginatedConversationReadSimpleList"
+    )
 
 
 def test_models_mirror_both_documents():
@@ -101,7 +102,8 @@ def test_models_mirror_both_documents():
     union = set(native["ConversationStatusEnum"]["enum"]) | set(hosted["ConversationStatusEnum"]["enum"])
     assert {s.value for s in ConversationStatus} == union
     assert set(native["ConversationStatusEnum"]["enum"]) - set(hosted["ConversationStatusEnum"]["enum"]) == {
-        "FLOW_PAUSED"}
+        "FLOW_PAUSED"
+    }
     for document in DOCUMENTS:
         assert [s.value for s in ConversationSource] == schemas(document)["ConversationSourceEnum"]["enum"]
         assert TAG_NAME_MAX_LENGTH == schemas(document)["ConversationTag"]["properties"]["name"]["maxLength"]
@@ -119,8 +121,11 @@ def test_every_seeded_conversation_is_a_valid_conversation_edit(document, sandbo
 
 
 PAYLOADS = [
-    {"status": "CLOSED"}, {"tags": [{"name": "vip"}, {"name": "x" * 100}]}, {"assigned": [{"id": 1}, {"id": 2}]},
-    {"assigned_team": 3, "channel": None}, {"channel": 2, "tags": [], "assigned": []},
+    {"status": "CLOSED"},
+    {"tags": [{"name": "vip"}, {"name": "x" * 100}]},
+    {"assigned": [{"id": 1}, {"id": 2}]},
+    {"assigned_team": 3, "channel": None},
+    {"channel": 2, "tags": [], "assigned": []},
     {"status": "IN_PROGRESS", "tags": [{"name": "renewal"}], "assigned": [{"id": 4}], "assigned_team": 1, "channel": 1},
 ]
 
@@ -167,13 +172,24 @@ def test_list_answer_is_the_documented_page_of_conversations(sandbox):
 def test_answers_with_values_the_provider_does_not_know_yet_pass_through(hilos_conn, requests_mock):
     """Forward compatible: a new status or source in an answer is returned as the API sent it."""
     cid = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
-    answer = {"id": cid, "contact": cid, "status": "ARCHIVED", "assigned": [], "tags": [],
-              "created_on": "2025-01-01T00:00:00Z", "source": "INSTAGRAM", "assigned_team": 1, "channel": None,
-              "new_field": {"x": 1}}
+    answer = {
+        "id": cid,
+        "contact": cid,
+        "status": "ARCHIVED",
+        "assigned": [],
+        "tags": [],
+        "created_on": "2025-01-01T00:00:00Z",
+        "source": "INSTAGRAM",
+        "assigned_team": 1,
+        "channel": None,
+        "new_field": {"x": 1},
+    }
     hilos_conn()
     requests_mock.patch(f"https://api.hilos.io/api/inbox/conversation/{cid}/update", json=answer)
-    requests_mock.get("https://api.hilos.io/api/inbox/conversation",
-                      json={"count": 1, "next": None, "previous": None, "results": [answer]})
+    requests_mock.get(
+        "https://api.hilos.io/api/inbox/conversation",
+        json={"count": 1, "next": None, "previous": None, "results": [answer]},
+    )
     hook = HilosHook()
     assert hook.update_conversation(cid, {"status": "CLOSED"}) == answer
     assert hook.list_conversations()["results"] == [answer]
@@ -212,15 +228,21 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(document,
                 params = {"id": conversation_id} if "{id}" in operation.path else None
                 strategy = operation.as_strategy(mode, path_parameters=params, headers=auth)
 
-                @settings(max_examples=FUZZ_EXAMPLES, derandomize=True, database=None, deadline=None,
-                          suppress_health_check=list(HealthCheck))
+                @settings(
+                    max_examples=FUZZ_EXAMPLES,
+                    derandomize=True,
+                    database=None,
+                    deadline=None,
+                    suppress_health_check=list(HealthCheck),
+                )
                 @given(case=strategy)
                 def fuzz(case):
                     response = case.call(base_url=sb.url, session=session)
                     case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
                     assert response.status_code in documented | DRF_STANDARD_STATUSES, (
                         f"{case.method} {case.formatted_path}: undocumented HTTP {response.status_code}: "
-                        f"{response.text[:300]}")
+                        f"{response.text[:300]}"
+                    )
                     seen.setdefault(operation.label, set()).add(response.status_code)
 
                 fuzz()

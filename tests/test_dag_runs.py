@@ -65,7 +65,8 @@ def test_payload_from_xcomarg_and_native_jinja(sandbox, output):
     assert [t["name"] for t in after["tags"]] == ["vip", "renewal"]
     assert after["assigned"] == [{"id": 3}]
     assert {k: after[k] for k in ("contact", "created_on", "source", "channel", "assigned_team")} == {
-        k: before[k] for k in ("contact", "created_on", "source", "channel", "assigned_team")}
+        k: before[k] for k in ("contact", "created_on", "source", "channel", "assigned_team")
+    }
     assert sandbox.conversation(second)["assigned_team"] == 2
 
     # the operator's return value is the API's ConversationEdit, in XCom
@@ -112,8 +113,10 @@ def test_dynamic_task_mapping_with_expand_kwargs(sandbox):
 
 
 def test_failures_fail_loudly_and_never_show_the_token(sandbox, monkeypatch, output):
-    monkeypatch.setenv("AIRFLOW_CONN_HILOS_BAD_TOKEN", json.dumps(
-        {"conn_type": "hilos", "host": sandbox.url, "password": TEST_TOKEN + "-wrong"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HILOS_BAD_TOKEN",
+        json.dumps({"conn_type": "hilos", "host": sandbox.url, "password": TEST_TOKEN + "-wrong"}),
+    )
     cid = sandbox.conversation_ids()[9]
     before = sandbox.conversation(cid)
     missing = "00000000-0000-4000-8000-000000000000"

@@ -45,8 +45,14 @@ import json
 print(json.dumps({{"errors": bag.import_errors, "dags": sorted(bag.dag_ids)}}))
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
-    result = subprocess.run([sys.executable, "-c", "from pathlib import PosixPath\n" + code], capture_output=True,
-                            text=True, timeout=180, env=env, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", "from pathlib import PosixPath\n" + code],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["errors"] == {}
@@ -59,7 +65,16 @@ def test_manual_dag_form_params():
     schema = {name: param.schema for name, param in dag.params.items()}
     assert schema["conversation_id"]["format"] == "uuid"
     # the union of both documents' status enums (Hilos's own adds FLOW_PAUSED)
-    assert schema["status"]["enum"] == [None, "CREATED", "FLOW", "FLOW_PAUSED", "NEW", "IN_PROGRESS", "RESOLVED", "CLOSED"]
+    assert schema["status"]["enum"] == [
+        None,
+        "CREATED",
+        "FLOW",
+        "FLOW_PAUSED",
+        "NEW",
+        "IN_PROGRESS",
+        "RESOLVED",
+        "CLOSED",
+    ]
     assert schema["tags"]["items"] == {"type": "string", "maxLength": 100}
     assert schema["assignees"]["items"] == {"type": "integer"}
     assert schema["team"]["type"] == ["null", "integer"]
@@ -87,8 +102,12 @@ def test_manual_update_sends_the_form_values(seven):
     dag_run = run_dag("hilos_manual_update", conf)
     assert dag_run.state == "success"
     (sent,) = [r for r in seven.requests() if r["method"] == "PATCH"]
-    assert sent["body"] == {"status": "RESOLVED", "tags": [{"name": "vip"}, {"name": "callback"}],
-                            "assigned": [{"id": 2}, {"id": 5}], "assigned_team": 3}
+    assert sent["body"] == {
+        "status": "RESOLVED",
+        "tags": [{"name": "vip"}, {"name": "callback"}],
+        "assigned": [{"id": 2}, {"id": 5}],
+        "assigned_team": 3,
+    }
     conv = seven.conversation(cid)
     assert (conv["status"], conv["assigned_team"]) == ("RESOLVED", 3)
 
@@ -104,8 +123,13 @@ def test_manual_update_dry_run_sends_nothing(seven):
 
 
 @pytest.mark.usefixtures("airflow_db")
-@pytest.mark.parametrize("conf", [{"conversation_id": "not-a-uuid", "status": "CLOSED"},
-                                  {"conversation_id": "6513270e-269e-4d37-b2a7-4de452e6b438", "status": "DONE"}])
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"conversation_id": "not-a-uuid", "status": "CLOSED"},
+        {"conversation_id": "6513270e-269e-4d37-b2a7-4de452e6b438", "status": "DONE"},
+    ],
+)
 def test_manual_update_refuses_conf_that_breaks_the_form_schema(seven, conf):
     from airflow.providers.common.compat.sdk import ParamValidationError
 
@@ -118,8 +142,11 @@ def test_manual_update_refuses_conf_that_breaks_the_form_schema(seven, conf):
 def test_close_stale_uses_the_list_answer_as_payload(seven):
     cutoff = datetime.now(timezone.utc) - timedelta(days=30)
     everything = {cid: seven.conversation(cid) for cid in seven.conversation_ids()}
-    stale = {cid for cid, c in everything.items() if c["status"] in ("NEW", "CREATED")
-             and datetime.fromisoformat(c["created_on"].replace("Z", "+00:00")) < cutoff}
+    stale = {
+        cid
+        for cid, c in everything.items()
+        if c["status"] in ("NEW", "CREATED") and datetime.fromisoformat(c["created_on"].replace("Z", "+00:00")) < cutoff
+    }
     assert stale, "the seed should contain stale conversations"
     dag_run = run_dag("hilos_close_stale_conversations")
     assert dag_run.state == "success"
@@ -135,8 +162,9 @@ def test_close_stale_uses_the_list_answer_as_payload(seven):
 def test_demo_command_runs_green():
     """README's first command, minus the bootstrap (the test suite already runs in the locked env)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], capture_output=True, text=True,
-                            timeout=300, env=env)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py")], capture_output=True, text=True, timeout=300, env=env
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "10/10 updates landed" in result.stdout
     assert "OK: every intended update landed." in result.stdout

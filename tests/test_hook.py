@@ -27,9 +27,15 @@ CID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 URL = f"https://api.hilos.io/api/inbox/conversation/{CID}/update"
 LIST_URL = "https://api.hilos.io/api/inbox/conversation"
 EDIT = {
-    "id": CID, "contact": "8c8d5e2a-55c4-4a4e-9d5b-3b0b7e1b2f10", "status": "CLOSED", "assigned": [{"id": 3}],
-    "tags": [{"id": 1, "name": "vip"}], "created_on": "2025-01-01T00:00:00Z", "source": "API",
-    "assigned_team": 2, "channel": 1,
+    "id": CID,
+    "contact": "8c8d5e2a-55c4-4a4e-9d5b-3b0b7e1b2f10",
+    "status": "CLOSED",
+    "assigned": [{"id": 3}],
+    "tags": [{"id": 1, "name": "vip"}],
+    "created_on": "2025-01-01T00:00:00Z",
+    "source": "API",
+    "assigned_team": 2,
+    "channel": 1,
 }
 
 
@@ -63,9 +69,15 @@ def test_update_sends_exact_request_and_returns_conversation(hook, requests_mock
         ("", f"https://api.hilos.io/api/inbox/conversation/{CID}/update"),
         ("api.hilos.io", f"https://api.hilos.io/api/inbox/conversation/{CID}/update"),
         ("https://api.hilos.io///", f"https://api.hilos.io/api/inbox/conversation/{CID}/update"),
-        ("https://acme.api-us1.com/api/3/", f"https://acme.api-us1.com/api/3/channel/whatsapp/inbox/conversation/{CID}/update"),
+        (
+            "https://acme.api-us1.com/api/3/",
+            f"https://acme.api-us1.com/api/3/channel/whatsapp/inbox/conversation/{CID}/update",
+        ),
         ("acme.api-us1.com/api/3", f"https://acme.api-us1.com/api/3/channel/whatsapp/inbox/conversation/{CID}/update"),
-        ("https://acme.activehosted.com", f"https://acme.activehosted.com/channel/whatsapp/inbox/conversation/{CID}/update"),
+        (
+            "https://acme.activehosted.com",
+            f"https://acme.activehosted.com/channel/whatsapp/inbox/conversation/{CID}/update",
+        ),
         ("https://hilos.example.com/proxy", f"https://hilos.example.com/proxy/api/inbox/conversation/{CID}/update"),
         ("http://127.0.0.1:8765", f"http://127.0.0.1:8765/api/inbox/conversation/{CID}/update"),
         ("http://localhost:8765/prefix", f"http://localhost:8765/prefix/api/inbox/conversation/{CID}/update"),
@@ -81,10 +93,26 @@ def test_base_url_from_host_and_the_family_it_implies(hilos_conn, requests_mock,
 @pytest.mark.parametrize(
     ("host", "family", "expected_url"),
     [
-        ("https://api.hilos.io", "activecampaign", f"https://api.hilos.io/channel/whatsapp/inbox/conversation/{CID}/update"),
-        ("https://acme.api-us1.com/api/3", "hilos", f"https://acme.api-us1.com/api/3/api/inbox/conversation/{CID}/update"),
-        ("https://acme.api-us1.com/api/3", "AUTO", f"https://acme.api-us1.com/api/3/channel/whatsapp/inbox/conversation/{CID}/update"),
-        ("http://127.0.0.1:9", "activecampaign", f"http://127.0.0.1:9/channel/whatsapp/inbox/conversation/{CID}/update"),
+        (
+            "https://api.hilos.io",
+            "activecampaign",
+            f"https://api.hilos.io/channel/whatsapp/inbox/conversation/{CID}/update",
+        ),
+        (
+            "https://acme.api-us1.com/api/3",
+            "hilos",
+            f"https://acme.api-us1.com/api/3/api/inbox/conversation/{CID}/update",
+        ),
+        (
+            "https://acme.api-us1.com/api/3",
+            "AUTO",
+            f"https://acme.api-us1.com/api/3/channel/whatsapp/inbox/conversation/{CID}/update",
+        ),
+        (
+            "http://127.0.0.1:9",
+            "activecampaign",
+            f"http://127.0.0.1:9/channel/whatsapp/inbox/conversation/{CID}/update",
+        ),
     ],
 )
 def test_api_family_chosen_explicitly(hilos_conn, requests_mock, host, family, expected_url):
@@ -97,8 +125,10 @@ def test_api_family_chosen_explicitly(hilos_conn, requests_mock, host, family, e
 def test_the_log_says_once_which_family_and_url_a_hook_uses(hook, requests_mock, output):
     requests_mock.patch(URL, json=EDIT)
     requests_mock.get(LIST_URL, json={"count": 0, "next": None, "previous": None, "results": []})
-    line = ("Hilos connection 'hilos_default': API family hilos (auto: api.hilos.io is not an ActiveCampaign "
-            "account host); updates go to PATCH https://api.hilos.io/api/inbox/conversation/{id}/update")
+    line = (
+        "Hilos connection 'hilos_default': API family hilos (auto: api.hilos.io is not an ActiveCampaign "
+        "account host); updates go to PATCH https://api.hilos.io/api/inbox/conversation/{id}/update"
+    )
     hook.update_conversation(CID, {"status": "NEW"})
     assert line in output()
     hook.update_conversation(CID, {"status": "CLOSED"})
@@ -206,8 +236,13 @@ def test_other_4xx_are_not_retried(hook, requests_mock, status):
 
 
 @pytest.mark.parametrize(
-    "exc", [requests.exceptions.ConnectionError, requests.exceptions.ConnectTimeout, requests.exceptions.ReadTimeout,
-            requests.exceptions.ChunkedEncodingError],
+    "exc",
+    [
+        requests.exceptions.ConnectionError,
+        requests.exceptions.ConnectTimeout,
+        requests.exceptions.ReadTimeout,
+        requests.exceptions.ChunkedEncodingError,
+    ],
 )
 def test_network_errors_are_retried(hook, requests_mock, exc):
     requests_mock.patch(URL, [{"exc": exc}, {"exc": exc}, {"status_code": 200, "json": EDIT}])
@@ -251,8 +286,13 @@ def test_network_error_after_retries_names_conversation_and_cause(hook, requests
 
 
 def test_retry_after_seconds_is_honoured(hook, requests_mock):
-    requests_mock.patch(URL, [{"status_code": 429, "headers": {"Retry-After": "7"}, "json": {"detail": "slow down"}},
-                              {"status_code": 200, "json": EDIT}])
+    requests_mock.patch(
+        URL,
+        [
+            {"status_code": 429, "headers": {"Retry-After": "7"}, "json": {"detail": "slow down"}},
+            {"status_code": 200, "json": EDIT},
+        ],
+    )
     hook.update_conversation(CID, {"status": "NEW"})
     assert hook.sleeps == [7.0]
 
@@ -260,9 +300,14 @@ def test_retry_after_seconds_is_honoured(hook, requests_mock):
 def test_retry_after_http_date_is_honoured_and_capped(hook, requests_mock):
     soon = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=20), usegmt=True)
     late = format_datetime(datetime.now(timezone.utc) + timedelta(hours=2), usegmt=True)
-    requests_mock.patch(URL, [{"status_code": 503, "headers": {"Retry-After": soon}},
-                              {"status_code": 429, "headers": {"Retry-After": late}},
-                              {"status_code": 200, "json": EDIT}])
+    requests_mock.patch(
+        URL,
+        [
+            {"status_code": 503, "headers": {"Retry-After": soon}},
+            {"status_code": 429, "headers": {"Retry-After": late}},
+            {"status_code": 200, "json": EDIT},
+        ],
+    )
     hook.update_conversation(CID, {"status": "NEW"})
     assert 17 <= hook.sleeps[0] <= 20
     assert hook.sleeps[1] == 60.0  # capped at max_wait
@@ -313,10 +358,14 @@ def test_404_says_conversation_not_found(hook, requests_mock):
 
 @pytest.mark.parametrize(
     "answer",
-    [{"text": "<!doctype html><html><head><title>Not Found</title></head><body><h1>Not Found</h1></body></html>",
-      "headers": {"Content-Type": "text/html"}},
-     {"text": ""},
-     {"json": {"message": "no route"}}],
+    [
+        {
+            "text": "<!doctype html><html><head><title>Not Found</title></head><body><h1>Not Found</h1></body></html>",
+            "headers": {"Content-Type": "text/html"},
+        },
+        {"text": ""},
+        {"json": {"message": "no route"}},
+    ],
     ids=["django html page", "empty body", "json without detail"],
 )
 def test_a_route_404_says_the_endpoint_is_missing_not_the_conversation(hook, requests_mock, answer):
@@ -326,7 +375,9 @@ def test_a_route_404_says_the_endpoint_is_missing_not_the_conversation(hook, req
     message = str(err.value)
     assert f"the API has no endpoint at PATCH {URL} (HTTP 404, " in message
     assert "): check the Base URL and the API family (extra api_family: hilos for api.hilos.io" in message
-    assert "Hilos connection 'hilos_default' uses API family hilos (auto: api.hilos.io is not an ActiveCampaign" in message
+    assert (
+        "Hilos connection 'hilos_default' uses API family hilos (auto: api.hilos.io is not an ActiveCampaign" in message
+    )
     assert "was not found" not in message
     assert isinstance(err.value, AirflowFailException)  # no Airflow retry: it cannot work next time either
     assert requests_mock.call_count == 1
@@ -419,7 +470,9 @@ def test_test_connection_ok(hook, requests_mock):
     requests_mock.get(LIST_URL, json={"count": 42, "next": None, "previous": None, "results": []})
     ok, message = hook.test_connection()
     assert ok is True
-    assert message == "Connected to Hilos at https://api.hilos.io: the API token was accepted (42 conversations visible)."
+    assert (
+        message == "Connected to Hilos at https://api.hilos.io: the API token was accepted (42 conversations visible)."
+    )
     assert requests_mock.last_request.method == "GET" and requests_mock.last_request.qs["page_size"] == ["1"]
 
 

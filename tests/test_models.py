@@ -25,11 +25,18 @@ def problems(conversation_id, payload) -> dict[str, str]:
 
 
 def test_valid_update_is_normalised():
-    update = validate_update(CID.upper(), {"status": "RESOLVED", "assigned": [{"id": 3}], "tags": [{"name": "vip"}],
-                                           "assigned_team": 2, "channel": None})
+    update = validate_update(
+        CID.upper(),
+        {"status": "RESOLVED", "assigned": [{"id": 3}], "tags": [{"name": "vip"}], "assigned_team": 2, "channel": None},
+    )
     assert update.conversation_id == CID
-    assert update.body == {"status": "RESOLVED", "assigned": [{"id": 3}], "tags": [{"name": "vip"}],
-                           "assigned_team": 2, "channel": None}
+    assert update.body == {
+        "status": "RESOLVED",
+        "assigned": [{"id": 3}],
+        "tags": [{"name": "vip"}],
+        "assigned_team": 2,
+        "channel": None,
+    }
 
 
 def test_only_given_fields_are_sent():
@@ -38,15 +45,36 @@ def test_only_given_fields_are_sent():
 
 def test_writable_fields_and_statuses_match_the_seed():
     assert WRITABLE_FIELDS == ("status", "assigned", "tags", "assigned_team", "channel")
-    assert [s.value for s in ConversationStatus] == ["CREATED", "FLOW", "FLOW_PAUSED", "NEW", "IN_PROGRESS",
-                                                     "RESOLVED", "CLOSED"]
+    assert [s.value for s in ConversationStatus] == [
+        "CREATED",
+        "FLOW",
+        "FLOW_PAUSED",
+        "NEW",
+        "IN_PROGRESS",
+        "RESOLVED",
+        "CLOSED",
+    ]
 
 
 @pytest.mark.parametrize(
     "bad_id",
-    ["../x", "%2F", f"{CID}?x=1", f" {CID}", f"{CID}\n", f"{CID}/../a", "", "3fa85f64571745",
-     CID.replace("a", "а"),  # Cyrillic look-alike
-     "{" + CID + "}", "urn:uuid:" + CID, CID.replace("-", ""), "x" * 5000, 42, None],
+    [
+        "../x",
+        "%2F",
+        f"{CID}?x=1",
+        f" {CID}",
+        f"{CID}\n",
+        f"{CID}/../a",
+        "",
+        "3fa85f64571745",
+        CID.replace("a", "а"),  # Cyrillic look-alike
+        "{" + CID + "}",
+        "urn:uuid:" + CID,
+        CID.replace("-", ""),
+        "x" * 5000,
+        42,
+        None,
+    ],
 )
 def test_conversation_id_must_be_a_plain_uuid(bad_id):
     found = problems(bad_id, {"status": "NEW"})
@@ -56,11 +84,21 @@ def test_conversation_id_must_be_a_plain_uuid(bad_id):
 
 
 def test_every_problem_is_reported_together_with_its_fix():
-    found = problems("../x", {
-        "status": "DONE", "assigned": [{"id": "7"}, 5], "tags": [{"name": "x" * 101}, {"id": 1, "name": "a"}],
-        "assigned_team": "3", "channel": 1.5, "created_on": "2025-01-01", "source": "API", "stauts": "NEW",
-        "contact": CID, "id": CID,
-    })
+    found = problems(
+        "../x",
+        {
+            "status": "DONE",
+            "assigned": [{"id": "7"}, 5],
+            "tags": [{"name": "x" * 101}, {"id": 1, "name": "a"}],
+            "assigned_team": "3",
+            "channel": 1.5,
+            "created_on": "2025-01-01",
+            "source": "API",
+            "stauts": "NEW",
+            "contact": CID,
+            "id": CID,
+        },
+    )
     assert found["conversation_id"].startswith("'../x' is not a conversation UUID")
     assert "use one of CREATED, FLOW, FLOW_PAUSED, NEW, IN_PROGRESS, RESOLVED, CLOSED" in found["status"]
     assert "got str '7'" in found["assigned[0].id"]
@@ -83,11 +121,19 @@ def test_empty_and_non_object_payloads_are_refused():
 
 @pytest.mark.parametrize(
     ("payload", "field"),
-    [({"status": None}, "status"), ({"assigned": None}, "assigned"), ({"tags": None}, "tags"),
-     ({"assigned_team": None}, "assigned_team"), ({"assigned_team": True}, "assigned_team"),
-     ({"assigned": [{"id": True}]}, "assigned[0].id"), ({"assigned": [{}]}, "assigned[0].id"),
-     ({"tags": [{"name": ""}]}, "tags[0].name"), ({"tags": [{"name": 5}]}, "tags[0].name"),
-     ({"tags": [{"name": "a", "color": "red"}]}, "tags[0].color"), ({"status": "closed"}, "status")],
+    [
+        ({"status": None}, "status"),
+        ({"assigned": None}, "assigned"),
+        ({"tags": None}, "tags"),
+        ({"assigned_team": None}, "assigned_team"),
+        ({"assigned_team": True}, "assigned_team"),
+        ({"assigned": [{"id": True}]}, "assigned[0].id"),
+        ({"assigned": [{}]}, "assigned[0].id"),
+        ({"tags": [{"name": ""}]}, "tags[0].name"),
+        ({"tags": [{"name": 5}]}, "tags[0].name"),
+        ({"tags": [{"name": "a", "color": "red"}]}, "tags[0].color"),
+        ({"status": "closed"}, "status"),
+    ],
 )
 def test_wrong_types_and_nulls(payload, field):
     assert field in problems(CID, payload)

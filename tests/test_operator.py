@@ -13,14 +13,31 @@ from tests.conftest import TEST_TOKEN, FakeTI
 
 CID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 URL = f"https://api.hilos.io/api/inbox/conversation/{CID}/update"
-EDIT = {"id": CID, "contact": CID, "status": "CLOSED", "assigned": [], "tags": [], "created_on": "2025-01-01T00:00:00Z",
-        "source": "API", "assigned_team": None, "channel": 1}
+EDIT = {
+    "id": CID,
+    "contact": CID,
+    "status": "CLOSED",
+    "assigned": [],
+    "tags": [],
+    "created_on": "2025-01-01T00:00:00Z",
+    "source": "API",
+    "assigned_team": None,
+    "channel": 1,
+}
 
 
 def test_every_argument_is_templated_and_payload_renders_as_json():
     op = ConversationUpdateOperator(task_id="t", conversation_id=CID)
-    assert set(op.template_fields) == {"conversation_id", "payload", "status", "tags", "assigned", "assigned_team",
-                                       "channel", "hilos_conn_id"}
+    assert set(op.template_fields) == {
+        "conversation_id",
+        "payload",
+        "status",
+        "tags",
+        "assigned",
+        "assigned_team",
+        "channel",
+        "hilos_conn_id",
+    }
     assert op.template_fields_renderers["payload"] == "json"
     assert [type(link) for link in op.operator_extra_links] == [HilosConversationLink]
     assert HilosConversationLink().name == "Hilos conversation"
@@ -28,17 +45,24 @@ def test_every_argument_is_templated_and_payload_renders_as_json():
 
 def test_init_touches_no_network_and_no_connection(monkeypatch, requests_mock):
     monkeypatch.setattr(BaseHook, "get_connection", classmethod(lambda *a: (_ for _ in ()).throw(AssertionError)))
-    ConversationUpdateOperator(task_id="t", conversation_id="{{ params.id }}", payload="{{ ti.xcom_pull() }}",
-                               hilos_conn_id="nowhere")
+    ConversationUpdateOperator(
+        task_id="t", conversation_id="{{ params.id }}", payload="{{ ti.xcom_pull() }}", hilos_conn_id="nowhere"
+    )
     assert not requests_mock.called
 
 
 def test_explicit_fields_override_payload_without_mutating_it():
     payload = {"status": "NEW", "tags": [{"name": "a"}], "channel": 2}
-    op = ConversationUpdateOperator(task_id="t", conversation_id=CID, payload=payload, status="CLOSED",
-                                    assigned=[{"id": 1}], assigned_team=4)
-    assert op.build_payload() == {"status": "CLOSED", "tags": [{"name": "a"}], "channel": 2,
-                                  "assigned": [{"id": 1}], "assigned_team": 4}
+    op = ConversationUpdateOperator(
+        task_id="t", conversation_id=CID, payload=payload, status="CLOSED", assigned=[{"id": 1}], assigned_team=4
+    )
+    assert op.build_payload() == {
+        "status": "CLOSED",
+        "tags": [{"name": "a"}],
+        "channel": 2,
+        "assigned": [{"id": 1}],
+        "assigned_team": 4,
+    }
     assert payload == {"status": "NEW", "tags": [{"name": "a"}], "channel": 2}
 
 
@@ -49,9 +73,11 @@ def test_explicit_fields_alone_make_a_payload():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [('{"status": "CLOSED", "channel": null}', {"status": "CLOSED", "channel": None}),
-     ("{'status': 'CLOSED', 'channel': None}", {"status": "CLOSED", "channel": None}),
-     (b'{"tags": []}', {"tags": []})],
+    [
+        ('{"status": "CLOSED", "channel": null}', {"status": "CLOSED", "channel": None}),
+        ("{'status': 'CLOSED', 'channel': None}", {"status": "CLOSED", "channel": None}),
+        (b'{"tags": []}', {"tags": []}),
+    ],
 )
 def test_string_payloads_are_parsed(text, expected):
     assert parse_payload(text) == expected
@@ -59,9 +85,14 @@ def test_string_payloads_are_parsed(text, expected):
 
 @pytest.mark.parametrize(
     ("value", "match"),
-    [("not json", "is a string but not a JSON object"), ("[1, 2]", "rendered to JSON list"),
-     ("__import__('os').system('true')", "not a JSON object"), ("", "not a JSON object"),
-     (42, "must be a dict of fields to update"), ('"CLOSED"', "rendered to JSON str")],
+    [
+        ("not json", "is a string but not a JSON object"),
+        ("[1, 2]", "rendered to JSON list"),
+        ("__import__('os').system('true')", "not a JSON object"),
+        ("", "not a JSON object"),
+        (42, "must be a dict of fields to update"),
+        ('"CLOSED"', "rendered to JSON str"),
+    ],
 )
 def test_bad_payload_strings_are_refused_clearly(value, match):
     with pytest.raises(HilosValidationError, match=match) as err:

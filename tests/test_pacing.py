@@ -31,9 +31,18 @@ class Run:
         return self.throttled / self.requests
 
 
-def simulate(rows: int = 2000, workers: int = 16, latency: float = 0.02, limit: float | None = None,
-             burst: float = 10, random_429: float = 0.0, retry_after: float = 1.0, ceiling: float | None = None,
-             seed: int = 1, outage: tuple[float, float] | None = None) -> Run:
+def simulate(
+    rows: int = 2000,
+    workers: int = 16,
+    latency: float = 0.02,
+    limit: float | None = None,
+    burst: float = 10,
+    random_429: float = 0.0,
+    retry_after: float = 1.0,
+    ceiling: float | None = None,
+    seed: int = 1,
+    outage: tuple[float, float] | None = None,
+) -> Run:
     """Play ``rows`` updates through an :class:`AdaptivePacer` on virtual time.
 
     :param limit: the server's token bucket (requests per second), with ``burst`` tokens; or ``None``.
@@ -117,8 +126,9 @@ def test_sporadic_429s_do_not_slow_the_batch_down(seed):
     assert run.pacer.rate is None or run.pacer.rate > 200  # not stuck at a crawl
 
 
-@pytest.mark.parametrize(("latency", "limit", "burst"), [(0.02, 100, 10), (0.05, 100, 10), (0.02, 300, 30),
-                                                         (0.005, 100, 10), (0.02, 50, 5)])
+@pytest.mark.parametrize(
+    ("latency", "limit", "burst"), [(0.02, 100, 10), (0.05, 100, 10), (0.02, 300, 30), (0.005, 100, 10), (0.02, 50, 5)]
+)
 def test_a_rate_limit_is_found_and_held(latency, limit, burst):
     rows = int(limit * 20)
     run = simulate(rows=rows, latency=latency, limit=limit, burst=burst)

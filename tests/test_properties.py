@@ -21,15 +21,25 @@ UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
-junk = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+junk = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 
-valid_payloads = st.fixed_dictionaries({}, optional={
-    "status": st.sampled_from([s.value for s in ConversationStatus]),
-    "assigned": st.lists(st.builds(lambda i: {"id": i}, st.integers(1, 12)), max_size=4),
-    "tags": st.lists(st.builds(lambda n: {"name": n}, st.text(st.characters(categories=("L", "N")), min_size=1, max_size=100)), max_size=5),
-    "assigned_team": st.integers(1, 4),
-    "channel": st.none() | st.integers(1, 3),
-}).filter(bool)
+valid_payloads = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": st.sampled_from([s.value for s in ConversationStatus]),
+        "assigned": st.lists(st.builds(lambda i: {"id": i}, st.integers(1, 12)), max_size=4),
+        "tags": st.lists(
+            st.builds(lambda n: {"name": n}, st.text(st.characters(categories=("L", "N")), min_size=1, max_size=100)),
+            max_size=5,
+        ),
+        "assigned_team": st.integers(1, 4),
+        "channel": st.none() | st.integers(1, 3),
+    },
+).filter(bool)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +64,10 @@ def refused(hook, sandbox, conversation_id, payload) -> HilosValidationError:
 
 
 @SETTINGS
-@given(bad_id=st.text(max_size=80).filter(lambda s: not UUID_RE.fullmatch(s)) | junk.filter(lambda v: not isinstance(v, str)))
+@given(
+    bad_id=st.text(max_size=80).filter(lambda s: not UUID_RE.fullmatch(s))
+    | junk.filter(lambda v: not isinstance(v, str))
+)
 def test_any_non_uuid_id_is_refused_before_sending(hook, sandbox, bad_id):
     error = refused(hook, sandbox, bad_id, {"status": "NEW"})
     assert error.fields == ["conversation_id"]
@@ -75,8 +88,11 @@ def test_wrong_values_are_refused_naming_the_field(hook, sandbox, field, value):
 
 
 @SETTINGS
-@given(extra=st.dictionaries(st.text(min_size=1, max_size=12).filter(lambda k: k not in WRITABLE_FIELDS), junk,
-                             min_size=1, max_size=3))
+@given(
+    extra=st.dictionaries(
+        st.text(min_size=1, max_size=12).filter(lambda k: k not in WRITABLE_FIELDS), junk, min_size=1, max_size=3
+    )
+)
 def test_unknown_and_read_only_keys_are_refused_by_name(hook, sandbox, extra):
     error = refused(hook, sandbox, sandbox.conversation_ids()[0], {"status": "NEW", **extra})
     assert set(error.fields) == set(extra)
@@ -112,14 +128,27 @@ def test_every_valid_payload_lands(hook, sandbox, payload):
 
 @pytest.mark.parametrize(
     "hostile",
-    ["../", "../../admin", "%2F", "%2e%2e%2f", "3fa85f64-5717-4562-b3fc-2c963f66afa6/../x",
-     "3fa85f64-5717-4562-b3fc-2c963f66afa6?x=1", "3fa85f64-5717-4562-b3fc-2c963f66afa6#f",
-     " 3fa85f64-5717-4562-b3fc-2c963f66afa6", "3fa85f64-5717-4562-b3fc-2c963f66afa6\t",
-     "3fa85f64\u20135717-4562-b3fc-2c963f66afa6",  # en dash
-     "３fa85f64-5717-4562-b3fc-2c963f66afa6",  # full-width digit
-     "3fa85f64-5717-4562-b3fc-2c963f66аfa6",  # Cyrillic a
-     "3fa85f64-5717-4562-b3fc-2c963f66afa6\u200b",  # zero-width space
-     "a" * 100_000, "", None, 0, [], {}],
+    [
+        "../",
+        "../../admin",
+        "%2F",
+        "%2e%2e%2f",
+        "3fa85f64-5717-4562-b3fc-2c963f66afa6/../x",
+        "3fa85f64-5717-4562-b3fc-2c963f66afa6?x=1",
+        "3fa85f64-5717-4562-b3fc-2c963f66afa6#f",
+        " 3fa85f64-5717-4562-b3fc-2c963f66afa6",
+        "3fa85f64-5717-4562-b3fc-2c963f66afa6\t",
+        "3fa85f64\u20135717-4562-b3fc-2c963f66afa6",  # en dash
+        "３fa85f64-5717-4562-b3fc-2c963f66afa6",  # full-width digit
+        "3fa85f64-5717-4562-b3fc-2c963f66аfa6",  # Cyrillic a
+        "3fa85f64-5717-4562-b3fc-2c963f66afa6\u200b",  # zero-width space
+        "a" * 100_000,
+        "",
+        None,
+        0,
+        [],
+        {},
+    ],
 )
 def test_hostile_ids_from_upstream_data(hook, sandbox, hostile):
     assert refused(hook, sandbox, hostile, {"status": "NEW"}).fields == ["conversation_id"]
@@ -127,11 +156,16 @@ def test_hostile_ids_from_upstream_data(hook, sandbox, hostile):
 
 @pytest.mark.parametrize(
     ("payload", "field"),
-    [({"tags": [{"name": "x" * 101}] * 3}, "tags[0].name"), ({"tags": [{"name": "ok"}] * 2 + [None]}, "tags[2]"),
-     ({"assigned": [[{"id": 1}]]}, "assigned[0]"), ({"status": {"$ne": None}}, "status"),
-     ({"status": None, "assigned": None, "tags": None, "assigned_team": None}, "status"),
-     ({"assigned_team": 1.0}, "assigned_team"), ({"assigned_team": "1"}, "assigned_team"),
-     ({"channel": True}, "channel")],
+    [
+        ({"tags": [{"name": "x" * 101}] * 3}, "tags[0].name"),
+        ({"tags": [{"name": "ok"}] * 2 + [None]}, "tags[2]"),
+        ({"assigned": [[{"id": 1}]]}, "assigned[0]"),
+        ({"status": {"$ne": None}}, "status"),
+        ({"status": None, "assigned": None, "tags": None, "assigned_team": None}, "status"),
+        ({"assigned_team": 1.0}, "assigned_team"),
+        ({"assigned_team": "1"}, "assigned_team"),
+        ({"channel": True}, "channel"),
+    ],
 )
 def test_oversized_nested_and_null_junk(hook, sandbox, payload, field):
     assert field in refused(hook, sandbox, sandbox.conversation_ids()[0], payload).fields

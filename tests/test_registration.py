@@ -18,14 +18,17 @@ from airflow_provider_hilos.get_provider_info import get_provider_info
 
 
 def airflow_cli(*args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "airflow", *args], capture_output=True, text=True,
-                            env=os.environ.copy(), timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", *args], capture_output=True, text=True, env=os.environ.copy(), timeout=180
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
 
 def test_entry_point_is_declared():
-    (ep,) = [ep for ep in entry_points(group="apache_airflow_provider") if ep.value.startswith("airflow_provider_hilos")]
+    (ep,) = [
+        ep for ep in entry_points(group="apache_airflow_provider") if ep.value.startswith("airflow_provider_hilos")
+    ]
     assert ep.load() is get_provider_info
 
 
@@ -64,8 +67,15 @@ def test_connection_form_declared_the_airflow_32_way():
 
     pm = ProvidersManager()
     widgets = pm.connection_form_widgets
-    for field in ("header_name", "auth_scheme", "connect_timeout", "read_timeout", "max_attempts", "web_base_url",
-                  "allow_insecure_http"):
+    for field in (
+        "header_name",
+        "auth_scheme",
+        "connect_timeout",
+        "read_timeout",
+        "max_attempts",
+        "web_base_url",
+        "allow_insecure_http",
+    ):
         assert f"extra__hilos__{field}" in widgets, field
     scheme = widgets["extra__hilos__auth_scheme"].field
     # Airflow 3.2+ builds the form from conn-fields; older versions from HilosHook.get_connection_form_widgets
@@ -89,7 +99,9 @@ def test_form_field_names_are_not_masked_as_secrets():
     assert should_hide_value_for_key("api_password")  # the check can fail: this name would be hidden
 
 
-@pytest.mark.parametrize("module", ["airflow_provider_hilos.hooks.hilos", "airflow_provider_hilos.operators.conversation"])
+@pytest.mark.parametrize(
+    "module", ["airflow_provider_hilos.hooks.hilos", "airflow_provider_hilos.operators.conversation"]
+)
 def test_importing_hook_and_operator_is_cheap_and_offline(module):
     code = f"""
 import socket, sys
@@ -101,6 +113,8 @@ import {module}
 heavy = sorted(m for m in ("fastapi", "uvicorn", "airflow_provider_hilos.sandbox", "starlette") if m in sys.modules)
 print(heavy)
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ.copy()
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -41,9 +41,16 @@ def sb(monkeypatch):
 
 
 def intent_for(ids: list[str], salt: int = 0) -> list[dict]:
-    return [{"conversation_id": cid, "status": STATUSES[(i + salt) % 4],
-             "tags": [{"name": f"t{salt}-{i}"}], "assigned": [{"id": 1 + (i % 12)}], "assigned_team": 1 + i % 4}
-            for i, cid in enumerate(ids)]
+    return [
+        {
+            "conversation_id": cid,
+            "status": STATUSES[(i + salt) % 4],
+            "tags": [{"name": f"t{salt}-{i}"}],
+            "assigned": [{"id": 1 + (i % 12)}],
+            "assigned_team": 1 + i % 4,
+        }
+        for i, cid in enumerate(ids)
+    ]
 
 
 def assert_exactly(sandbox: HilosSandbox, intent: list[dict], before: dict[str, dict]) -> None:
@@ -98,13 +105,15 @@ def test_batch_path_survives(sb, fault):
 
 @pytest.mark.parametrize(
     ("fault", "cause"),
-    [({"error_rate": 1, "error_statuses": [503]}, "last answer HTTP 503"),
-     ({"error_rate": 1, "error_statuses": [502]}, "non-JSON body (text/html)"),
-     ({"throttle_rate": 1, "retry_after_seconds": 0}, "last answer HTTP 429"),
-     ({"drop_rate": 1}, "connection"),
-     ({"slow_rate": 1, "slow_seconds": 0.6}, "no answer within the read timeout (0.25 s)"),
-     ({"truncate_rate": 1}, "unreadable body"),
-     ({"html_rate": 1}, "non-JSON body (text/html)")],
+    [
+        ({"error_rate": 1, "error_statuses": [503]}, "last answer HTTP 503"),
+        ({"error_rate": 1, "error_statuses": [502]}, "non-JSON body (text/html)"),
+        ({"throttle_rate": 1, "retry_after_seconds": 0}, "last answer HTTP 429"),
+        ({"drop_rate": 1}, "connection"),
+        ({"slow_rate": 1, "slow_seconds": 0.6}, "no answer within the read timeout (0.25 s)"),
+        ({"truncate_rate": 1}, "unreadable body"),
+        ({"html_rate": 1}, "non-JSON body (text/html)"),
+    ],
     ids=["503", "502 html", "429", "drop", "slow", "truncated", "html 200"],
 )
 def test_exhausted_retries_fail_the_task_naming_conversation_and_cause(sb, monkeypatch, fault, cause):
@@ -127,9 +136,19 @@ def test_soak_small(monkeypatch):
 
     benchmarks/soak.py runs the full one (20,000 updates) and measures memory.
     """
-    with HilosSandbox(conversations=2_100, seed=8, token=TEST_TOKEN, faults={
-        "error_rate": 0.04, "drop_rate": 0.02, "truncate_rate": 0.02, "throttle_rate": 0.02,
-        "retry_after_seconds": 0, "seed": 3}) as sandbox:
+    with HilosSandbox(
+        conversations=2_100,
+        seed=8,
+        token=TEST_TOKEN,
+        faults={
+            "error_rate": 0.04,
+            "drop_rate": 0.02,
+            "truncate_rate": 0.02,
+            "throttle_rate": 0.02,
+            "retry_after_seconds": 0,
+            "seed": 3,
+        },
+    ) as sandbox:
         monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sandbox.connection_json())
         ids = sandbox.conversation_ids()
         before = {cid: sandbox.conversation(cid) for cid in ids}
@@ -182,8 +201,12 @@ def test_a_redirect_to_another_host_never_carries_the_token(monkeypatch, status)
 
     first, first_url = _serve(Redirect)
     try:
-        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", json.dumps(
-            {"conn_type": "hilos", "host": first_url.replace("127.0.0.1", "localhost"), "password": TEST_TOKEN}))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_HILOS_DEFAULT",
+            json.dumps(
+                {"conn_type": "hilos", "host": first_url.replace("127.0.0.1", "localhost"), "password": TEST_TOKEN}
+            ),
+        )
         with pytest.raises(HilosAPIError, match=f"HTTP {status}.*redirect") as err:
             HilosHook().update_conversation("3fa85f64-5717-4562-b3fc-2c963f66afa6", {"status": "NEW"})
         assert _Recorder.seen == []  # the other host got nothing at all
@@ -198,27 +221,33 @@ def test_a_default_connection_calls_hilos_own_paths(monkeypatch):
     _Recorder.paths = []
     server, url = _serve(_Recorder)
     try:
-        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", json.dumps(
-            {"conn_type": "hilos", "host": url, "password": TEST_TOKEN}))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_HILOS_DEFAULT", json.dumps({"conn_type": "hilos", "host": url, "password": TEST_TOKEN})
+        )
         cid = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
         HilosHook().update_conversation(cid, {"status": "NEW"})
         HilosHook().test_connection()
     finally:
         server.shutdown()
-    assert _Recorder.paths == [("PATCH", f"/api/inbox/conversation/{cid}/update"),
-                               ("GET", "/api/inbox/conversation?page=1&page_size=1")]
+    assert _Recorder.paths == [
+        ("PATCH", f"/api/inbox/conversation/{cid}/update"),
+        ("GET", "/api/inbox/conversation?page=1&page_size=1"),
+    ]
 
 
 def test_wrong_port_fails_clearly(monkeypatch):
     server, url = _serve(_Recorder)
     server.shutdown()
     server.server_close()  # nothing listens there any more
-    monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", json.dumps({"conn_type": "hilos", "host": url, "password": TEST_TOKEN}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HILOS_DEFAULT", json.dumps({"conn_type": "hilos", "host": url, "password": TEST_TOKEN})
+    )
     ok, message = HilosHook().test_connection()
     assert ok is False and "Connection refused" in message and url in message
     with pytest.raises(HilosAPIError, match="after 2 attempt"):
-        HilosHook(max_attempts=2, backoff_base=0).update_conversation("3fa85f64-5717-4562-b3fc-2c963f66afa6",
-                                                                       {"status": "NEW"})
+        HilosHook(max_attempts=2, backoff_base=0).update_conversation(
+            "3fa85f64-5717-4562-b3fc-2c963f66afa6", {"status": "NEW"}
+        )
 
 
 def test_missing_host_means_the_hilos_api(hilos_conn):

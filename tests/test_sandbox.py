@@ -23,8 +23,9 @@ ACTIVECAMPAIGN = "/channel/whatsapp/inbox/conversation"
 
 
 def patch(sb: HilosSandbox, cid: str, body, headers=None, **kwargs) -> requests.Response:
-    return requests.patch(f"{sb.url}{NATIVE}/{cid}/update", json=body,
-                          headers=AUTH if headers is None else headers, timeout=10, **kwargs)
+    return requests.patch(
+        f"{sb.url}{NATIVE}/{cid}/update", json=body, headers=AUTH if headers is None else headers, timeout=10, **kwargs
+    )
 
 
 def test_seeded_data_is_deterministic():
@@ -53,8 +54,9 @@ def test_patch_changes_only_sent_fields_and_returns_whole_conversation(sandbox):
 def test_read_only_and_unknown_fields_are_ignored(sandbox):
     cid = sandbox.conversation_ids()[1]
     before = sandbox.conversation(cid)
-    response = patch(sandbox, cid, {"created_on": "2000-01-01T00:00:00Z", "source": "API", "id": "x", "bogus": 1,
-                                    "channel": None})
+    response = patch(
+        sandbox, cid, {"created_on": "2000-01-01T00:00:00Z", "source": "API", "id": "x", "bogus": 1, "channel": None}
+    )
     assert response.status_code == 200
     after = sandbox.conversation(cid)
     assert after == {**before, "channel": None}
@@ -82,8 +84,17 @@ def test_unknown_conversation_is_404(sandbox, cid):
 def test_invalid_fields_are_400_drf_style_and_nothing_changes(sandbox):
     cid = sandbox.conversation_ids()[2]
     before = sandbox.conversation(cid)
-    response = patch(sandbox, cid, {"status": "DONE", "assigned": [{"id": 999}, {"id": "x"}],
-                                    "tags": [{"name": "x" * 101}], "assigned_team": 77, "channel": 9})
+    response = patch(
+        sandbox,
+        cid,
+        {
+            "status": "DONE",
+            "assigned": [{"id": 999}, {"id": "x"}],
+            "tags": [{"name": "x" * 101}],
+            "assigned_team": 77,
+            "channel": 9,
+        },
+    )
     assert response.status_code == 400
     assert response.json() == {
         "status": ['"DONE" is not a valid choice.'],
@@ -98,19 +109,34 @@ def test_invalid_fields_are_400_drf_style_and_nothing_changes(sandbox):
 def test_form_and_multipart_bodies_are_accepted_as_the_documents_list_them(sandbox):
     cid = sandbox.conversation_ids()[0]
     url = f"{sandbox.url}{NATIVE}/{cid}/update"
-    form = requests.patch(url, data={"status": "NEW", "assigned_team": "2", "channel": "", "tags[0]name": " vip ",
-                                     "tags[1].name": "lead", "assigned[0]id": "3"}, headers=AUTH, timeout=10)
+    form = requests.patch(
+        url,
+        data={
+            "status": "NEW",
+            "assigned_team": "2",
+            "channel": "",
+            "tags[0]name": " vip ",
+            "tags[1].name": "lead",
+            "assigned[0]id": "3",
+        },
+        headers=AUTH,
+        timeout=10,
+    )
     assert form.status_code == 200, form.text
     conv = sandbox.conversation(cid)
     assert (conv["status"], conv["assigned_team"], conv["channel"], conv["assigned"]) == ("NEW", 2, None, [{"id": 3}])
     assert [t["name"] for t in conv["tags"]] == ["vip", "lead"]
-    multipart = requests.patch(url, files={"status": (None, "RESOLVED"), "tags[0][name]": (None, "renewal")},
-                               headers=AUTH, timeout=10)
+    multipart = requests.patch(
+        url, files={"status": (None, "RESOLVED"), "tags[0][name]": (None, "renewal")}, headers=AUTH, timeout=10
+    )
     assert multipart.status_code == 200, multipart.text
     assert multipart.json()["status"] == "RESOLVED" and [t["name"] for t in multipart.json()["tags"]] == ["renewal"]
     bad = requests.patch(url, data={"status": "DONE", "assigned_team": "x"}, headers=AUTH, timeout=10)
     assert bad.status_code == 400
-    assert bad.json() == {"status": ['"DONE" is not a valid choice.'], "assigned_team": ["A valid integer is required."]}
+    assert bad.json() == {
+        "status": ['"DONE" is not a valid choice.'],
+        "assigned_team": ["A valid integer is required."],
+    }
 
 
 def test_non_json_bodies(sandbox):
@@ -136,10 +162,13 @@ def test_list_endpoint_pages_and_filters(sandbox):
     assert requests.get(url, timeout=10).status_code == 401
     assert requests.get(url, params={"page": 99}, headers=AUTH, timeout=10).status_code == 404
     for bad_page in ("0", "-1", "x", "²"):
-        assert requests.get(url, params={"page": bad_page}, headers=AUTH, timeout=10).json() == {"detail": "Invalid page."}
+        assert requests.get(url, params={"page": bad_page}, headers=AUTH, timeout=10).json() == {
+            "detail": "Invalid page."
+        }
     assert len(requests.get(url, params={"page_size": "x"}, headers=AUTH, timeout=10).json()["results"]) == 20
     assert requests.get(url, params={"contact": "nope"}, headers=AUTH, timeout=10).json() == {
-        "contact": ["Enter a valid UUID."]}
+        "contact": ["Enter a valid UUID."]
+    }
 
 
 def test_list_rows_are_conversation_read_simple(sandbox):
@@ -148,11 +177,14 @@ def test_list_rows_are_conversation_read_simple(sandbox):
     for row in page["results"]:
         stored = sandbox.conversation(row["id"])
         assert [u["id"] for u in row["assigned"]] == [u["id"] for u in stored["assigned"]]
-        assert all({"first_name", "last_name", "email", "account", "profile_image", "date_joined"} <= set(u)
-                   for u in row["assigned"])
+        assert all(
+            {"first_name", "last_name", "email", "account", "profile_image", "date_joined"} <= set(u)
+            for u in row["assigned"]
+        )
         assert row["first_message"]["contact"] == stored["contact"]
         assert {k: row[k] for k in ("status", "tags", "created_on", "source", "assigned_team", "channel")} == {
-            k: stored[k] for k in ("status", "tags", "created_on", "source", "assigned_team", "channel")}
+            k: stored[k] for k in ("status", "tags", "created_on", "source", "assigned_team", "channel")
+        }
 
 
 def test_request_log_records_what_arrived_without_the_token(sandbox):
@@ -185,8 +217,15 @@ def test_inspection_api(sandbox):
     assert requests.post(f"{root}/faults/next", json={"kind": "500"}, timeout=10).status_code == 204
 
 
-@pytest.mark.parametrize(("kind", "status", "ctype"), [("500", 500, "text/html"), ("502", 502, "text/html"),
-                                                       ("503", 503, "application/json"), ("429", 429, "application/json")])
+@pytest.mark.parametrize(
+    ("kind", "status", "ctype"),
+    [
+        ("500", 500, "text/html"),
+        ("502", 502, "text/html"),
+        ("503", 503, "application/json"),
+        ("429", 429, "application/json"),
+    ],
+)
 def test_scripted_faults(sandbox, kind, status, ctype):
     cid = sandbox.conversation_ids()[0]
     before = sandbox.conversation(cid)
@@ -259,8 +298,9 @@ def test_slow_answers_trip_the_hooks_read_timeout(sandbox, monkeypatch):
 
 @pytest.mark.parametrize(("family", "path"), [("hilos", NATIVE), ("activecampaign", ACTIVECAMPAIGN)])
 def test_prefix_and_custom_header_name_with_the_hook(monkeypatch, family, path):
-    with HilosSandbox(conversations=3, token=TEST_TOKEN, prefix="/api/3", header_name="Token", auth_scheme="",
-                      api_family=family) as sb:
+    with HilosSandbox(
+        conversations=3, token=TEST_TOKEN, prefix="/api/3", header_name="Token", auth_scheme="", api_family=family
+    ) as sb:
         assert sb.url.endswith("/api/3")
         monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json(header_name="Token", auth_scheme=""))
         cid = sb.conversation_ids()[0]
@@ -271,21 +311,29 @@ def test_prefix_and_custom_header_name_with_the_hook(monkeypatch, family, path):
         assert sb.requests()[-1]["path"] == f"/api/3{path}"
 
 
-@pytest.mark.parametrize(("family", "served", "other"), [("hilos", NATIVE, ACTIVECAMPAIGN),
-                                                         ("activecampaign", ACTIVECAMPAIGN, NATIVE)])
+@pytest.mark.parametrize(
+    ("family", "served", "other"), [("hilos", NATIVE, ACTIVECAMPAIGN), ("activecampaign", ACTIVECAMPAIGN, NATIVE)]
+)
 def test_each_sandbox_serves_one_family_and_answers_the_other_with_a_django_route_404(family, served, other):
     with HilosSandbox(conversations=2, token=TEST_TOKEN, api_family=family) as sb:
         cid = sb.conversation_ids()[0]
         assert requests.patch(f"{sb.url}{served}/{cid}/update", json={"status": "NEW"}, headers=AUTH, timeout=10).ok
         assert requests.get(f"{sb.url}{served}", headers=AUTH, timeout=10).ok
-        for method, url in (("PATCH", f"{sb.url}{other}/{cid}/update"), ("GET", f"{sb.url}{other}"),
-                            ("GET", f"{sb.url}/nowhere")):
+        for method, url in (
+            ("PATCH", f"{sb.url}{other}/{cid}/update"),
+            ("GET", f"{sb.url}{other}"),
+            ("GET", f"{sb.url}/nowhere"),
+        ):
             wrong = requests.request(method, url, json={"status": "NEW"}, headers=AUTH, timeout=10)
             assert wrong.status_code == 404
             assert wrong.headers["Content-Type"].startswith("text/html")
             assert "<h1>Not Found</h1>" in wrong.text  # Django's page, unlike a missing conversation's JSON
-        missing = requests.patch(f"{sb.url}{served}/00000000-0000-4000-8000-000000000000/update",
-                                 json={"status": "NEW"}, headers=AUTH, timeout=10)
+        missing = requests.patch(
+            f"{sb.url}{served}/00000000-0000-4000-8000-000000000000/update",
+            json={"status": "NEW"},
+            headers=AUTH,
+            timeout=10,
+        )
         assert (missing.status_code, missing.json()) == (404, {"detail": "No Conversation matches the given query."})
         not_allowed = requests.delete(f"{sb.url}{served}/{cid}/update", headers=AUTH, timeout=10)
         assert (not_allowed.status_code, not_allowed.json()) == (405, {"detail": 'Method "DELETE" not allowed.'})
@@ -296,29 +344,54 @@ def test_put_is_a_full_update(sandbox):
     url = f"{sandbox.url}{NATIVE}/{cid}/update"
     before = sandbox.conversation(cid)
     missing = requests.put(url, json={"status": "CLOSED"}, headers=AUTH, timeout=10)
-    assert missing.status_code == 400 and missing.json() == {f: ["This field is required."] for f in ("id", "contact",
-                                                                                                        "assigned")}
+    assert missing.status_code == 400 and missing.json() == {
+        f: ["This field is required."] for f in ("id", "contact", "assigned")
+    }
     assert sandbox.conversation(cid) == before
-    full = requests.put(url, json={"id": cid, "contact": before["contact"], "assigned": [{"id": 2}],
-                                   "status": "FLOW_PAUSED"}, headers=AUTH, timeout=10)
+    full = requests.put(
+        url,
+        json={"id": cid, "contact": before["contact"], "assigned": [{"id": 2}], "status": "FLOW_PAUSED"},
+        headers=AUTH,
+        timeout=10,
+    )
     assert full.status_code == 200 and (full.json()["status"], full.json()["assigned"]) == ("FLOW_PAUSED", [{"id": 2}])
 
 
 @pytest.mark.parametrize(
     "raw",
-    [json.dumps(body) for body in (
-        {"status": {"x": 1}}, {"status": ["CLOSED"]}, {"status": 5}, {"assigned_team": "--5"}, {"assigned_team": "²"},
-        {"assigned": [{"id": "--5"}]}, {"assigned": [{"id": "²"}]}, {"channel": "٣"}, {"assigned_team": 1e300},
-        {"tags": [{"name": {"a": 1}}]}, {"tags": "vip"}, {"assigned": {"id": 1}}, {"contact": ["x"]},
-        {"contact": 10**60}, {"status": "x" * 100_000}, {"tags": [{"name": "\u0000"}]})]
+    [
+        json.dumps(body)
+        for body in (
+            {"status": {"x": 1}},
+            {"status": ["CLOSED"]},
+            {"status": 5},
+            {"assigned_team": "--5"},
+            {"assigned_team": "²"},
+            {"assigned": [{"id": "--5"}]},
+            {"assigned": [{"id": "²"}]},
+            {"channel": "٣"},
+            {"assigned_team": 1e300},
+            {"tags": [{"name": {"a": 1}}]},
+            {"tags": "vip"},
+            {"assigned": {"id": 1}},
+            {"contact": ["x"]},
+            {"contact": 10**60},
+            {"status": "x" * 100_000},
+            {"tags": [{"name": "\u0000"}]},
+        )
+    ]
     + ['{"assigned_team": ' + "9" * 5000 + "}"],  # more digits than Python reads into an int by default
     ids=lambda raw: raw[:40],
 )
 def test_no_client_input_makes_the_sandbox_answer_500(sandbox, raw):
     cid = sandbox.conversation_ids()[0]
     before = sandbox.conversation(cid)
-    response = requests.patch(f"{sandbox.url}{NATIVE}/{cid}/update", data=raw,
-                              headers={**AUTH, "Content-Type": "application/json"}, timeout=10)
+    response = requests.patch(
+        f"{sandbox.url}{NATIVE}/{cid}/update",
+        data=raw,
+        headers={**AUTH, "Content-Type": "application/json"},
+        timeout=10,
+    )
     assert response.status_code == 400, response.text
     assert sandbox.conversation(cid) == before
 
@@ -326,22 +399,38 @@ def test_no_client_input_makes_the_sandbox_answer_500(sandbox, raw):
 def test_deeply_nested_json_is_a_400_not_a_500(sandbox):
     cid = sandbox.conversation_ids()[0]
     nested = '{"status": ' + "[" * 100_000 + "]" * 100_000 + "}"
-    response = requests.patch(f"{sandbox.url}{NATIVE}/{cid}/update", data=nested,
-                              headers={**AUTH, "Content-Type": "application/json"}, timeout=10)
+    response = requests.patch(
+        f"{sandbox.url}{NATIVE}/{cid}/update",
+        data=nested,
+        headers={**AUTH, "Content-Type": "application/json"},
+        timeout=10,
+    )
     assert response.status_code == 400 and response.json()["detail"].startswith("JSON parse error")
 
 
 def test_drf_field_rules_trim_refuse_blank_and_nul_and_read_digit_strings(sandbox):
     cid = sandbox.conversation_ids()[0]
-    ok = patch(sandbox, cid, {"tags": [{"name": "  vip  "}, {"name": " " + "x" * 100 + " "}], "assigned_team": "3",
-                              "assigned": [{"id": "2"}, {"id": 2.0}], "channel": " 1 "})
+    ok = patch(
+        sandbox,
+        cid,
+        {
+            "tags": [{"name": "  vip  "}, {"name": " " + "x" * 100 + " "}],
+            "assigned_team": "3",
+            "assigned": [{"id": "2"}, {"id": 2.0}],
+            "channel": " 1 ",
+        },
+    )
     assert ok.status_code == 200, ok.text
     assert [t["name"] for t in ok.json()["tags"]] == ["vip", "x" * 100]  # trimmed before the length check
     assert (ok.json()["assigned_team"], ok.json()["assigned"], ok.json()["channel"]) == (3, [{"id": 2}], 1)
     bad = patch(sandbox, cid, {"tags": [{"name": "   "}, {"name": "a\x00b"}, {"name": "x" * 101}]})
-    assert bad.json() == {"tags": [{"name": ["This field may not be blank."]},
-                                   {"name": ["Null characters are not allowed."]},
-                                   {"name": ["Ensure this field has no more than 100 characters."]}]}
+    assert bad.json() == {
+        "tags": [
+            {"name": ["This field may not be blank."]},
+            {"name": ["Null characters are not allowed."]},
+            {"name": ["Ensure this field has no more than 100 characters."]},
+        ]
+    }
 
 
 def test_loopback_only():
@@ -359,15 +448,30 @@ def test_context_manager_stops_the_server():
 
 def test_hilos_sandbox_command_prints_its_url_and_serves():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_hilos.sandbox.server", "--port", "0", "--token", "T0KEN-cli",
-         "--conversations", "1000", "--seed", "7"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_hilos.sandbox.server",
+            "--port",
+            "0",
+            "--token",
+            "T0KEN-cli",
+            "--conversations",
+            "1000",
+            "--seed",
+            "7",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
     )
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
-        page = requests.get(f"{url}{NATIVE}", params={"page_size": 1},
-                            headers={"Authorization": "Token T0KEN-cli"}, timeout=10).json()
+        page = requests.get(
+            f"{url}{NATIVE}", params={"page_size": 1}, headers={"Authorization": "Token T0KEN-cli"}, timeout=10
+        ).json()
         assert page["count"] == 1000
         assert page["results"][0]["id"] == list(SandboxData.seeded(1, 7).conversations)[0]
     finally:
@@ -409,7 +513,9 @@ def test_mismatches_names_the_fields_that_did_not_land(sandbox):
     patch(sandbox, cid, {"status": "CLOSED", "tags": [{"name": "vip"}], "assigned_team": 2})
     assert sandbox.mismatches(cid, {"status": "CLOSED", "tags": [{"name": "vip"}], "assigned_team": 2}) == []
     assert sandbox.mismatches(cid, {"status": "NEW", "tags": [{"name": "other"}], "assigned_team": 2}) == [
-        "status", "tags"]
+        "status",
+        "tags",
+    ]
 
 
 def test_uri_form_of_a_plain_http_loopback_sandbox(sandbox, monkeypatch):
@@ -422,5 +528,6 @@ def test_uri_form_of_a_plain_http_loopback_sandbox(sandbox, monkeypatch):
     with pytest.raises(Exception, match="TLS error") as err:
         HilosHook().update_conversation(cid, {"status": "NEW"})
     assert f"write the Base URL as http://127.0.0.1:{port} (URI form: hilos://http://:<token>@127.0.0.1:{port})" in str(
-        err.value)
+        err.value
+    )
     assert TEST_TOKEN not in str(err.value)

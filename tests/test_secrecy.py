@@ -24,22 +24,32 @@ def everything_stored_for(dag_run) -> str:
     xcoms = stored_xcoms(dag_run)
     with create_session() as session:
         rendered = session.query(RTIF).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
-        text = json.dumps(xcoms, default=str) + json.dumps([[r.task_id, r.rendered_fields] for r in rendered], default=str)
+        text = json.dumps(xcoms, default=str) + json.dumps(
+            [[r.task_id, r.rendered_fields] for r in rendered], default=str
+        )
         assert xcoms and rendered
     return text
 
 
 def test_no_output_or_stored_value_contains_the_token(sandbox, monkeypatch, output):
     with HilosSandbox(conversations=2, token=TEST_TOKEN, faults={"error_rate": 1, "error_statuses": [500]}) as failing:
-        monkeypatch.setenv("AIRFLOW_CONN_HILOS_BAD_TOKEN", json.dumps(
-            {"conn_type": "hilos", "host": sandbox.url, "password": TEST_TOKEN + "x"}))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_HILOS_BAD_TOKEN",
+            json.dumps({"conn_type": "hilos", "host": sandbox.url, "password": TEST_TOKEN + "x"}),
+        )
         monkeypatch.setenv("AIRFLOW_CONN_HILOS_FAILING", failing.connection_json(max_attempts=2))
         cid = sandbox.conversation_ids()[0]
-        dag_run = run_dag("hilos_test_secrecy", {"conversation_id": cid,
-                                                "missing_id": "00000000-0000-4000-8000-000000000000"})
+        dag_run = run_dag(
+            "hilos_test_secrecy", {"conversation_id": cid, "missing_id": "00000000-0000-4000-8000-000000000000"}
+        )
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
-    assert states == {"succeeds": "success", "unauthorized": "failed", "server_errors_exhausted": "failed",
-                      "bad_payload": "failed", "batch_with_failures": "failed"}
+    assert states == {
+        "succeeds": "success",
+        "unauthorized": "failed",
+        "server_errors_exhausted": "failed",
+        "bad_payload": "failed",
+        "batch_with_failures": "failed",
+    }
     printed = output()
     # the failures really were reported (so the scan below looked at real error text)
     assert "rejected the API token of connection 'hilos_bad_token'" in printed

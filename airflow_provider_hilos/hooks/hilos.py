@@ -121,8 +121,14 @@ def _not_one_word(text: str) -> bool:
     return any(ch.isspace() or not ch.isprintable() for ch in text)
 
 
-def parse_base_url(host: str | None, *, conn_id: str, schema: str | None = None, port: int | None = None,
-                   allow_insecure_http: bool = False) -> str:
+def parse_base_url(
+    host: str | None,
+    *,
+    conn_id: str,
+    schema: str | None = None,
+    port: int | None = None,
+    allow_insecure_http: bool = False,
+) -> str:
     """Turn the connection's host field into the API base URL.
 
     :param host: ``api.hilos.io``, ``https://api.hilos.io/``, ``https://acct.api-us1.com/api/3``;
@@ -143,10 +149,15 @@ def parse_base_url(host: str | None, *, conn_id: str, schema: str | None = None,
         url = check_url(raw)
     except ValueError as reason:
         shown = "" if "@" in raw else f" {raw!r}"  # never repeat credentials
-        fix = ("put the token in the 'API token' (password) field" if "credentials" in str(reason)
-               else f"give only scheme, host and an optional path prefix, e.g. {DEFAULT_BASE_URL} or "
-                    "https://youraccount.api-us1.com/api/3")
-        raise HilosConfigurationError(f"Hilos connection {conn_id!r}: the Base URL (host){shown} {reason}; {fix}") from None
+        fix = (
+            "put the token in the 'API token' (password) field"
+            if "credentials" in str(reason)
+            else f"give only scheme, host and an optional path prefix, e.g. {DEFAULT_BASE_URL} or "
+            "https://youraccount.api-us1.com/api/3"
+        )
+        raise HilosConfigurationError(
+            f"Hilos connection {conn_id!r}: the Base URL (host){shown} {reason}; {fix}"
+        ) from None
     where = f"Hilos connection {conn_id!r}: Base URL (host) {raw!r}"
     path = url.path.rstrip("/")
     if not path and schema and schema.strip("/"):
@@ -412,17 +423,30 @@ class HilosHook(BaseHook):
             label, description = lazy_gettext(spec["label"]), spec.get("description", "")
             if "enum" in spec["schema"]:
                 choices = spec["schema"]["enum"]
-                field = StringField(label, widget=BS3TextFieldWidget(), default=default,
-                                    validators=[Optional(), AnyOf(choices)],
-                                    description=f"{description} One of: {', '.join(choices)}.")
+                field = StringField(
+                    label,
+                    widget=BS3TextFieldWidget(),
+                    default=default,
+                    validators=[Optional(), AnyOf(choices)],
+                    description=f"{description} One of: {', '.join(choices)}.",
+                )
             elif "boolean" in types:
                 field = BooleanField(label, default=default, description=description)
             elif "integer" in types:
-                field = IntegerField(label, validators=[Optional(), NumberRange(min=spec["schema"].get("minimum", 0))],
-                                     widget=BS3TextFieldWidget(), default=default, description=description)
+                field = IntegerField(
+                    label,
+                    validators=[Optional(), NumberRange(min=spec["schema"].get("minimum", 0))],
+                    widget=BS3TextFieldWidget(),
+                    default=default,
+                    description=description,
+                )
             else:  # strings, and numbers (wtforms' FloatField is not allowed in connection forms)
-                field = StringField(label, widget=BS3TextFieldWidget(), description=description,
-                                    default=None if default is None else str(default))
+                field = StringField(
+                    label,
+                    widget=BS3TextFieldWidget(),
+                    description=description,
+                    default=None if default is None else str(default),
+                )
             widgets[name] = field
         return widgets
 
@@ -444,7 +468,9 @@ class HilosHook(BaseHook):
         _mask(settings.token)
         self.log.info(
             "Hilos connection %r: %s; updates go to PATCH %s",
-            settings.conn_id, settings.family_display, settings.url(settings.api_family.update_path("{id}")),
+            settings.conn_id,
+            settings.family_display,
+            settings.url(settings.api_family.update_path("{id}")),
         )
         return settings
 
@@ -554,7 +580,10 @@ class HilosHook(BaseHook):
             raise HilosAPIError(
                 f"Hilos answered the update of conversation {cid} with "
                 f"{type(result).__name__} instead of a ConversationEdit object",
-                status_code=200, method="PATCH", path=path, problem="an answer that is not a JSON object",
+                status_code=200,
+                method="PATCH",
+                path=path,
+                problem="an answer that is not a JSON object",
             )
         return result
 
@@ -600,10 +629,17 @@ class HilosHook(BaseHook):
 
         self.ensure_pool(max_concurrency)
         updater = BatchUpdater(
-            self, max_concurrency=max_concurrency, max_requests_per_second=max_requests_per_second,
-            failure_policy=failure_policy, max_failed_ratio=max_failed_ratio, skip_invalid_rows=skip_invalid_rows,
-            max_invalid_ratio=max_invalid_ratio, report=report, max_failed_rows=max_failed_rows,
-            progress_interval=progress_interval, checkpoint=checkpoint,
+            self,
+            max_concurrency=max_concurrency,
+            max_requests_per_second=max_requests_per_second,
+            failure_policy=failure_policy,
+            max_failed_ratio=max_failed_ratio,
+            skip_invalid_rows=skip_invalid_rows,
+            max_invalid_ratio=max_invalid_ratio,
+            report=report,
+            max_failed_rows=max_failed_rows,
+            progress_interval=progress_interval,
+            checkpoint=checkpoint,
         )
         result = updater.run(updates if callable(updates) else rows_from_updates(updates))
         updater.check(result)
@@ -618,7 +654,12 @@ class HilosHook(BaseHook):
             self.close()  # the next request opens a session with the larger pool
 
     def list_conversations(
-        self, *, page: int = 1, page_size: int = 20, contact: str | None = None, search: str | None = None,
+        self,
+        *,
+        page: int = 1,
+        page_size: int = 20,
+        contact: str | None = None,
+        search: str | None = None,
         max_attempts: int | None = None,
     ) -> dict[str, Any]:
         """List conversations (read-only): ``GET /api/inbox/conversation`` (or the ActiveCampaign-hosted
@@ -636,8 +677,7 @@ class HilosHook(BaseHook):
             params["contact"] = contact
         if search is not None:
             params["search"] = search
-        return self.request("GET", self.settings.api_family.conversation_path, params=params,
-                            max_attempts=max_attempts)
+        return self.request("GET", self.settings.api_family.conversation_path, params=params, max_attempts=max_attempts)
 
     def conversation_web_url(self, conversation_id: str) -> str:
         """The conversation's page in the Hilos web app (the connection's extra ``web_base_url``)."""
@@ -684,8 +724,9 @@ class HilosHook(BaseHook):
         attempts = max_attempts or self.max_attempts
         for number in range(1, attempts + 1):
             try:
-                return self.attempt(method, path, json=json, params=params, conversation_id=conversation_id,
-                                    number=number)
+                return self.attempt(
+                    method, path, json=json, params=params, conversation_id=conversation_id, number=number
+                )
             except HilosAPIError as exc:
                 if not exc.retryable or number == attempts:
                     raise
@@ -719,10 +760,16 @@ class HilosHook(BaseHook):
             )
         except requests.exceptions.SSLError as exc:
             raise HilosPermanentAPIError(
-                self.redact(f"TLS error talking to {settings.base_url} ({method} {url_path}): {exc}. "
-                            "Check the connection's Base URL and the server certificate"
-                            + _plain_http_hint(settings.base_url) + "."),
-                method=method, path=url_path, attempts=number, problem="TLS error",
+                self.redact(
+                    f"TLS error talking to {settings.base_url} ({method} {url_path}): {exc}. "
+                    "Check the connection's Base URL and the server certificate"
+                    + _plain_http_hint(settings.base_url)
+                    + "."
+                ),
+                method=method,
+                path=url_path,
+                attempts=number,
+                problem="TLS error",
             ) from None
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             problem = _network_problem(exc, self.timeout)
@@ -732,20 +779,27 @@ class HilosHook(BaseHook):
                     f"{problem} talking to {settings.base_url}. Check the connection's Base URL and that "
                     "the API is reachable, or raise max_attempts / the timeouts."
                 ),
-                method=method, path=url_path, attempts=number, problem=problem,
+                method=method,
+                path=url_path,
+                attempts=number,
+                problem=problem,
             ) from None
         if 200 <= response.status_code < 300:
             try:
                 return response.json() if response.content else {}
             except (ValueError, RecursionError):
-                problem = (f"HTTP {response.status_code} with an unreadable body "
-                           f"({_describe_body(response, self.redact)[2]})")
+                problem = (
+                    f"HTTP {response.status_code} with an unreadable body ({_describe_body(response, self.redact)[2]})"
+                )
                 raise HilosAPIError(
                     self.redact(
                         f"Hilos {method} {url_path}{_for(conversation_id)} answered {problem} "
                         f"after {number} attempt(s); expected JSON."
                     ),
-                    status_code=response.status_code, method=method, path=url_path, attempts=number,
+                    status_code=response.status_code,
+                    method=method,
+                    path=url_path,
+                    attempts=number,
                     problem=problem,
                 ) from None
         raise self._api_error(response, method, url_path, number, conversation_id)
@@ -761,12 +815,18 @@ class HilosHook(BaseHook):
         ceiling = min(self.backoff_base * (2 ** (attempt - 1)), self.max_wait)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    def _wait(self, attempt: int, attempts: int, method: str, path: str, problem: str,
-              retry_after: float | None) -> None:
+    def _wait(
+        self, attempt: int, attempts: int, method: str, path: str, problem: str, retry_after: float | None
+    ) -> None:
         delay = self.backoff_delay(attempt, retry_after)
         self.log.warning(
             "Hilos %s %s: %s (attempt %d of %d); retrying in %.2f s%s",
-            method, path, problem, attempt, attempts, delay,
+            method,
+            path,
+            problem,
+            attempt,
+            attempts,
+            delay,
             " as Retry-After asks" if retry_after is not None else "",
         )
         self._sleep(delay)
@@ -792,9 +852,11 @@ class HilosHook(BaseHook):
             message = (
                 f"Hilos rejected the API token of connection {settings.conn_id!r} ({where}: {summary}). "
                 f"Put a valid token from {TOKEN_HELP_URL} in the connection's 'API token' field"
-                + (f" and check its auth header settings (sent as '{settings.auth_display}')"
-                   if (settings.header_name, settings.auth_scheme) != (DEFAULT_HEADER_NAME, DEFAULT_AUTH_SCHEME)
-                   else "")
+                + (
+                    f" and check its auth header settings (sent as '{settings.auth_display}')"
+                    if (settings.header_name, settings.auth_scheme) != (DEFAULT_HEADER_NAME, DEFAULT_AUTH_SCHEME)
+                    else ""
+                )
                 + ("; if the token is right, it lacks permission for this request" if status == 403 else "")
                 + "."
             )
@@ -837,8 +899,13 @@ class HilosHook(BaseHook):
         response.close()
         return error_class(
             self.redact(message),
-            status_code=status, method=method, path=path,
-            detail=detail, field_errors=field_errors, attempts=attempts, retry_after=retry_after,
+            status_code=status,
+            method=method,
+            path=path,
+            detail=detail,
+            field_errors=field_errors,
+            attempts=attempts,
+            retry_after=retry_after,
         )
 
 
@@ -852,8 +919,15 @@ def _prepare(
     requests 2.34): a quarter of the client's CPU per request in a batch.
     """
     prepared = requests.PreparedRequest()
-    prepared.prepare(method=method, url=url, headers=session.headers, json=body, params=params,
-                     cookies=session.cookies, hooks=session.hooks)
+    prepared.prepare(
+        method=method,
+        url=url,
+        headers=session.headers,
+        json=body,
+        params=params,
+        cookies=session.cookies,
+        hooks=session.hooks,
+    )
     return prepared
 
 
@@ -863,8 +937,10 @@ def _plain_http_hint(base_url: str) -> str:
     if parts.scheme != "https" or not is_loopback_host(parts.hostname or ""):
         return ""
     plain = base_url.replace("https://", "http://", 1)
-    return (f"; if that server speaks plain http (the Hilos sandbox does), write the Base URL as {plain} "
-            f"(URI form: hilos://http://:<token>@{parts.netloc})")
+    return (
+        f"; if that server speaks plain http (the Hilos sandbox does), write the Base URL as {plain} "
+        f"(URI form: hilos://http://:<token>@{parts.netloc})"
+    )
 
 
 def _for(conversation_id: str | None) -> str:
@@ -881,7 +957,7 @@ def _network_problem(exc: Exception, timeout: tuple[float, float]) -> str:
     reason = exc.args[0] if exc.args else exc
     reason = getattr(reason, "reason", reason)
     text = str(reason)
-    text = text[text.index("[Errno"):] if "[Errno" in text else text
+    text = text[text.index("[Errno") :] if "[Errno" in text else text
     text = text[:160].rstrip("')")
     return f"connection failed ({text})"
 
@@ -894,7 +970,9 @@ def user_agent() -> str:
         airflow_version = version("apache-airflow")
     except PackageNotFoundError:  # pragma: no cover - airflow-core alone
         airflow_version = "unknown"
-    return f"airflow-provider-hilos/{__version__} apache-airflow/{airflow_version} python-requests/{requests.__version__}"
+    return (
+        f"airflow-provider-hilos/{__version__} apache-airflow/{airflow_version} python-requests/{requests.__version__}"
+    )
 
 
 def _mask(secret: str) -> None:

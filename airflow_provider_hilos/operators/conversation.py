@@ -53,29 +53,47 @@ def parse_payload(payload: Any, *, field: str = "payload") -> dict[str, Any]:
         try:
             parsed = json.loads(text)
         except (ValueError, RecursionError) as exc:
-            reason = f"{exc.msg} at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else (
-                "nested too deeply" if isinstance(exc, RecursionError) else str(exc))
+            reason = (
+                f"{exc.msg} at character {exc.pos}"
+                if isinstance(exc, json.JSONDecodeError)
+                else ("nested too deeply" if isinstance(exc, RecursionError) else str(exc))
+            )
             # "{{ ti.xcom_pull(...) }}" without render_template_as_native_obj renders a dict as its
             # Python repr ({'status': 'CLOSED'}); read that too, as a literal only (nothing is executed).
             try:
                 parsed = ast.literal_eval(text.strip())
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 raise HilosValidationError(
-                    [(field, f"is a string but not a JSON object ({reason}): {show(text)}. "
-                      "Pass a dict, an XComArg (upstream_task.output), or a template that renders a JSON "
-                      "object, e.g. {{ ti.xcom_pull(task_ids='make_payload') | tojson }}")],
+                    [
+                        (
+                            field,
+                            f"is a string but not a JSON object ({reason}): {show(text)}. "
+                            "Pass a dict, an XComArg (upstream_task.output), or a template that renders a JSON "
+                            "object, e.g. {{ ti.xcom_pull(task_ids='make_payload') | tojson }}",
+                        )
+                    ],
                     "Invalid Hilos payload",
                 ) from None
         if not isinstance(parsed, dict):
             raise HilosValidationError(
-                [(field, f"rendered to JSON {type(parsed).__name__} {show(parsed)}; it must be a JSON object "
-                  'of fields to update, e.g. {"status": "CLOSED"}')],
+                [
+                    (
+                        field,
+                        f"rendered to JSON {type(parsed).__name__} {show(parsed)}; it must be a JSON object "
+                        'of fields to update, e.g. {"status": "CLOSED"}',
+                    )
+                ],
                 "Invalid Hilos payload",
             )
         return parsed
     raise HilosValidationError(
-        [(field, f"must be a dict of fields to update (or a JSON object string), got {type(payload).__name__} "
-          f"{show(payload)}")],
+        [
+            (
+                field,
+                f"must be a dict of fields to update (or a JSON object string), got {type(payload).__name__} "
+                f"{show(payload)}",
+            )
+        ],
         "Invalid Hilos payload",
     )
 
@@ -142,14 +160,18 @@ class ConversationUpdateOperator(BaseOperator):
         update = validate_update(self.conversation_id, self.build_payload())
         hook = HilosHook(self.hilos_conn_id)
         with hook:
-            context["ti"].xcom_push(key=CONVERSATION_URL_XCOM_KEY, value=hook.conversation_web_url(update.conversation_id))
+            context["ti"].xcom_push(
+                key=CONVERSATION_URL_XCOM_KEY, value=hook.conversation_web_url(update.conversation_id)
+            )
             self.log.info(
                 "Updating Hilos conversation %s: %s", update.conversation_id, json.dumps(update.body, sort_keys=True)
             )
             result = hook.send_update(update)
         self.log.info(
             "Hilos conversation %s updated: status=%s, %d tag(s), %d assignee(s)",
-            update.conversation_id, result.get("status"), len(result.get("tags") or []),
+            update.conversation_id,
+            result.get("status"),
+            len(result.get("tags") or []),
             len(result.get("assigned") or []),
         )
         return result
@@ -239,8 +261,9 @@ class ConversationBatchUpdateOperator(BaseOperator):
         self.failure_policy = check_failure_policy(failure_policy).value
         self.max_failed_ratio = check_ratio(max_failed_ratio)
         self.skip_invalid_rows = skip_invalid_rows
-        self.max_invalid_ratio = None if max_invalid_ratio is None else check_ratio(max_invalid_ratio,
-                                                                                    "max_invalid_ratio")
+        self.max_invalid_ratio = (
+            None if max_invalid_ratio is None else check_ratio(max_invalid_ratio, "max_invalid_ratio")
+        )
         self.max_failed_rows = max_failed_rows
         self.progress_interval = progress_interval
         self.resume = resume
@@ -253,8 +276,13 @@ class ConversationBatchUpdateOperator(BaseOperator):
         path = _storage_path(self.updates_path)
         if not path.exists():
             raise HilosValidationError(
-                [("updates_path", f"{str(self.updates_path)!r} does not exist; check the path (and that the task "
-                  "writing it ran first), or pass the rows as updates")],
+                [
+                    (
+                        "updates_path",
+                        f"{str(self.updates_path)!r} does not exist; check the path (and that the task "
+                        "writing it ran first), or pass the rows as updates",
+                    )
+                ],
                 "Invalid Hilos batch input",
             )
         return rows_from_json_lines(lambda: path.open("r", encoding="utf-8"))
@@ -295,11 +323,17 @@ class ConversationBatchUpdateOperator(BaseOperator):
         hook = HilosHook(self.hilos_conn_id, pool_maxsize=self.max_concurrency)
         try:
             result = hook.update_conversations(
-                source, max_concurrency=self.max_concurrency, max_requests_per_second=self.max_requests_per_second,
-                failure_policy=self.failure_policy, max_failed_ratio=self.max_failed_ratio,
-                skip_invalid_rows=self.skip_invalid_rows, max_invalid_ratio=self.max_invalid_ratio,
-                report=self._report(), max_failed_rows=self.max_failed_rows,
-                progress_interval=self.progress_interval, checkpoint=self._checkpoint(context),
+                source,
+                max_concurrency=self.max_concurrency,
+                max_requests_per_second=self.max_requests_per_second,
+                failure_policy=self.failure_policy,
+                max_failed_ratio=self.max_failed_ratio,
+                skip_invalid_rows=self.skip_invalid_rows,
+                max_invalid_ratio=self.max_invalid_ratio,
+                report=self._report(),
+                max_failed_rows=self.max_failed_rows,
+                progress_interval=self.progress_interval,
+                checkpoint=self._checkpoint(context),
             ).to_dict()
         except HilosBatchError as exc:
             exc.result["report_path"] = self.report_path

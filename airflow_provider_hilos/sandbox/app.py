@@ -31,10 +31,10 @@ _HTML_502 = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
     "</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 )
-_HTML_500 = "<!doctype html>\n<html lang=\"en\">\n<head><title>Server Error (500)</title></head>\n<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n"
+_HTML_500 = '<!doctype html>\n<html lang="en">\n<head><title>Server Error (500)</title></head>\n<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n'
 #: What Django (DEBUG off) answers for a URL no route matches: HTML, unlike DRF's JSON 404 for a missing object.
 DJANGO_ROUTE_404 = (
-    "<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n  <h1>Not Found</h1>"
+    '<!doctype html>\n<html lang="en">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n  <h1>Not Found</h1>'
     "<p>The requested resource was not found on this server.</p>\n</body>\n</html>\n"
 )
 #: The JSON and form media types the update endpoints accept, as both documents list them.
@@ -123,7 +123,9 @@ class FaultInjector:
         if not cfg.rate_limit_per_second:
             return None
         now = time.monotonic()
-        self._tokens = min(float(cfg.rate_limit_burst), self._tokens + (now - self._refilled) * cfg.rate_limit_per_second)
+        self._tokens = min(
+            float(cfg.rate_limit_burst), self._tokens + (now - self._refilled) * cfg.rate_limit_per_second
+        )
         self._refilled = now
         if self._tokens >= 1:
             self._tokens -= 1
@@ -150,8 +152,12 @@ class FaultInjector:
         if cfg.error_rate and rng.random() < cfg.error_rate:
             status = str(rng.choice(cfg.error_statuses))
             return status, (cfg.retry_after_seconds if status == "503" else None)
-        for kind, rate in (("drop", cfg.drop_rate), ("slow", cfg.slow_rate), ("truncate", cfg.truncate_rate),
-                           ("html200", cfg.html_rate)):
+        for kind, rate in (
+            ("drop", cfg.drop_rate),
+            ("slow", cfg.slow_rate),
+            ("truncate", cfg.truncate_rate),
+            ("html200", cfg.html_rate),
+        ):
             if rate and rng.random() < rate:
                 return kind, None
         return "ok", None
@@ -173,9 +179,17 @@ class SandboxApp:
     :param faults: the fault injector.
     """
 
-    def __init__(self, state: SandboxState, *, token: str, api_family: ApiFamily | str = ApiFamily.HILOS,
-                 prefix: str = "", header_name: str = "Authorization", auth_scheme: str = "Token",
-                 faults: FaultInjector | None = None) -> None:
+    def __init__(
+        self,
+        state: SandboxState,
+        *,
+        token: str,
+        api_family: ApiFamily | str = ApiFamily.HILOS,
+        prefix: str = "",
+        header_name: str = "Authorization",
+        auth_scheme: str = "Token",
+        faults: FaultInjector | None = None,
+    ) -> None:
         self.state = state
         self.token = token
         self.api_family = ApiFamily(api_family)
@@ -198,8 +212,11 @@ class SandboxApp:
     def _auth_error(self, request: Request) -> JSONResponse | None:
         value = request.headers.get(self.header_name)
         if not value:
-            return _json(401, {"detail": "Authentication credentials were not provided."},
-                         {"WWW-Authenticate": self.auth_scheme or "Token"})
+            return _json(
+                401,
+                {"detail": "Authentication credentials were not provided."},
+                {"WWW-Authenticate": self.auth_scheme or "Token"},
+            )
         if value != self.expected_auth:
             return _json(401, {"detail": "Invalid token."}, {"WWW-Authenticate": self.auth_scheme or "Token"})
         return None
@@ -222,7 +239,12 @@ class SandboxApp:
     # -- routes -------------------------------------------------------------------------------
 
     def _build(self) -> FastAPI:
-        app = FastAPI(title="Hilos sandbox", docs_url=f"{INSPECTION_PREFIX}/docs", openapi_url=f"{INSPECTION_PREFIX}/openapi.json", redoc_url=None)
+        app = FastAPI(
+            title="Hilos sandbox",
+            docs_url=f"{INSPECTION_PREFIX}/docs",
+            openapi_url=f"{INSPECTION_PREFIX}/openapi.json",
+            redoc_url=None,
+        )
         api = APIRouter(prefix=self.prefix + self.api_family.conversation_path)
 
         async def write(conversation_id: str, request: Request, *, partial: bool) -> Response:
@@ -258,18 +280,22 @@ class SandboxApp:
                 return _json(400, {"contact": ["Enter a valid UUID."]})
             if page is None:
                 return _json(404, {"detail": "Invalid page."})
-            total, rows = self.state.list_conversations(page=page, page_size=page_size, contact=contact,
-                                                        search=query.get("search"))
+            total, rows = self.state.list_conversations(
+                page=page, page_size=page_size, contact=contact, search=query.get("search")
+            )
             if page > 1 and not rows:
                 return _json(404, {"detail": "Invalid page."})
             base = str(request.url.remove_query_params("page"))
             sep = "&" if "?" in base else "?"
-            return _json(200, {
-                "count": total,
-                "next": f"{base}{sep}page={page + 1}" if page * page_size < total else None,
-                "previous": f"{base}{sep}page={page - 1}" if page > 1 else None,
-                "results": rows,
-            })
+            return _json(
+                200,
+                {
+                    "count": total,
+                    "next": f"{base}{sep}page={page + 1}" if page * page_size < total else None,
+                    "previous": f"{base}{sep}page={page - 1}" if page > 1 else None,
+                    "results": rows,
+                },
+            )
 
         @app.exception_handler(StarletteHTTPException)
         async def django_errors(request: Request, exc: StarletteHTTPException) -> Response:
@@ -308,8 +334,12 @@ class SandboxApp:
         @router.get("/reference")
         async def reference() -> dict[str, Any]:
             data = self.state.data
-            return {"users": list(data.users.values()), "teams": list(data.teams.values()),
-                    "tags": [{"id": i, "name": n} for n, i in data.tags.items()], "channels": list(data.channels)}
+            return {
+                "users": list(data.users.values()),
+                "teams": list(data.teams.values()),
+                "tags": [{"id": i, "name": n} for n, i in data.tags.items()],
+                "channels": list(data.channels),
+            }
 
         @router.get("/requests")
         async def requests_log() -> dict[str, Any]:
@@ -327,8 +357,11 @@ class SandboxApp:
 
         @router.get("/faults")
         async def get_faults() -> dict[str, Any]:
-            return {"config": asdict(self.faults.config), "pending": list(self.faults.script),
-                    "injected": dict(self.faults.injected)}
+            return {
+                "config": asdict(self.faults.config),
+                "pending": list(self.faults.script),
+                "injected": dict(self.faults.injected),
+            }
 
         @router.put("/faults")
         async def put_faults(request: Request) -> Response:
@@ -407,9 +440,14 @@ class SandboxApp:
             await asyncio.sleep(self.faults.config.slow_seconds)
         if kind in ("truncate", "html200") and start.get("status") == 200:
             body = body[: max(1, len(body) // 2)] if kind == "truncate" else _HTML_500.encode()
-            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
+            headers = [
+                (k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")
+            ]
             ctype = b"application/json" if kind == "truncate" else b"text/html; charset=utf-8"
-            start = {**start, "headers": [*headers, (b"content-type", ctype), (b"content-length", str(len(body)).encode())]}
+            start = {
+                **start,
+                "headers": [*headers, (b"content-type", ctype), (b"content-length", str(len(body)).encode())],
+            }
         await send(start)
         await send({"type": "http.response.body", "body": body})
 
@@ -446,7 +484,9 @@ async def _read_body(request: Request) -> dict[str, Any] | Response:
         reason = "too deeply nested" if isinstance(exc, RecursionError) else str(exc)
         return _json(400, {"detail": f"JSON parse error - {reason}"})
     if not isinstance(body, dict):
-        return _json(400, {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {type(body).__name__}."]})
+        return _json(
+            400, {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {type(body).__name__}."]}
+        )
     return body
 
 

@@ -67,8 +67,15 @@ class HilosSandbox:
         self.state = SandboxState(conversations=conversations, seed=seed, request_log_limit=request_log_limit)
         config = FaultConfig.from_dict(faults) if isinstance(faults, dict) else faults
         self.faults = FaultInjector(config)
-        self.asgi = SandboxApp(self.state, token=self.token, api_family=api_family, prefix=prefix,
-                               header_name=header_name, auth_scheme=auth_scheme, faults=self.faults)
+        self.asgi = SandboxApp(
+            self.state,
+            token=self.token,
+            api_family=api_family,
+            prefix=prefix,
+            header_name=header_name,
+            auth_scheme=auth_scheme,
+            faults=self.faults,
+        )
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
@@ -85,12 +92,14 @@ class HilosSandbox:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.requested_port))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.asgi, log_level="warning", access_log=False, lifespan="off",
-                                timeout_keep_alive=30, backlog=2048)
+        config = uvicorn.Config(
+            self.asgi, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30, backlog=2048
+        )
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name="hilos-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="hilos-sandbox", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -111,7 +120,9 @@ class HilosSandbox:
     def __enter__(self) -> HilosSandbox:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # -- addresses ----------------------------------------------------------------------------
@@ -199,9 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", help="API token to accept (default: a random one, printed to stderr)")
     parser.add_argument("--conversations", type=int, default=100, help="conversations to seed (default 100)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the data (default 7)")
-    parser.add_argument("--api-family", default=ApiFamily.HILOS.value, choices=[f.value for f in ApiFamily],
-                        help="path family to serve: hilos (/api/inbox/..., as api.hilos.io; the default) or "
-                        "activecampaign (/channel/whatsapp/inbox/..., as ActiveCampaign account hosts)")
+    parser.add_argument(
+        "--api-family",
+        default=ApiFamily.HILOS.value,
+        choices=[f.value for f in ApiFamily],
+        help="path family to serve: hilos (/api/inbox/..., as api.hilos.io; the default) or "
+        "activecampaign (/channel/whatsapp/inbox/..., as ActiveCampaign account hosts)",
+    )
     parser.add_argument("--prefix", default="", help="path prefix of the API, e.g. /api/3")
     parser.add_argument("--header-name", default="Authorization", help="header carrying the token")
     parser.add_argument("--auth-scheme", default="Token", help="word before the token ('' for a bare token)")
@@ -230,16 +245,32 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     faults = FaultConfig(
-        latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, rate_limit_per_second=args.rate_limit,
-        rate_limit_burst=args.rate_limit_burst, retry_after_seconds=args.retry_after,
-        throttle_rate=args.throttle_rate, error_rate=args.error_rate, drop_rate=args.drop_rate,
-        slow_rate=args.slow_rate, slow_seconds=args.slow_seconds, truncate_rate=args.truncate_rate,
-        html_rate=args.html_rate, seed=args.fault_seed,
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        rate_limit_per_second=args.rate_limit,
+        rate_limit_burst=args.rate_limit_burst,
+        retry_after_seconds=args.retry_after,
+        throttle_rate=args.throttle_rate,
+        error_rate=args.error_rate,
+        drop_rate=args.drop_rate,
+        slow_rate=args.slow_rate,
+        slow_seconds=args.slow_seconds,
+        truncate_rate=args.truncate_rate,
+        html_rate=args.html_rate,
+        seed=args.fault_seed,
     )
     try:
         sandbox = HilosSandbox(
-            port=args.port, host=args.host, token=args.token, conversations=args.conversations, seed=args.seed,
-            api_family=args.api_family, prefix=args.prefix, header_name=args.header_name, auth_scheme=args.auth_scheme, faults=faults,
+            port=args.port,
+            host=args.host,
+            token=args.token,
+            conversations=args.conversations,
+            seed=args.seed,
+            api_family=args.api_family,
+            prefix=args.prefix,
+            header_name=args.header_name,
+            auth_scheme=args.auth_scheme,
+            faults=faults,
             request_log_limit=args.request_log_limit,
         ).start()
     except (ValueError, OSError) as exc:
@@ -255,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  inspect: {sandbox.root_url}/_sandbox/requests, {sandbox.root_url}/_sandbox/conversations/<id>\n"
         f"  faults: {active or 'none'}\n"
         "  Ctrl+C to stop.",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     stop.wait()
     sandbox.stop()

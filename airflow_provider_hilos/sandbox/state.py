@@ -57,10 +57,15 @@ class SandboxData:
         rng = random.Random(seed)
         data = cls()
         for i, name in enumerate(FIRST_NAMES, start=1):
-            data.users[i] = {"id": i, "first_name": name, "last_name": LAST_NAMES[i % len(LAST_NAMES)],
-                             "email": f"{name.lower()}@example.com", "account": ACCOUNT_ID,
-                             "profile_image": f"https://app.hilos.io/static/avatars/{i}.png",
-                             "date_joined": f"2024-0{1 + i % 9}-1{i % 10}T09:00:00Z"}
+            data.users[i] = {
+                "id": i,
+                "first_name": name,
+                "last_name": LAST_NAMES[i % len(LAST_NAMES)],
+                "email": f"{name.lower()}@example.com",
+                "account": ACCOUNT_ID,
+                "profile_image": f"https://app.hilos.io/static/avatars/{i}.png",
+                "date_joined": f"2024-0{1 + i % 9}-1{i % 10}T09:00:00Z",
+            }
         for i, name in enumerate(TEAM_NAMES, start=1):
             data.teams[i] = {"id": i, "name": name}
         for i, name in enumerate(TAG_NAMES, start=1):
@@ -86,8 +91,10 @@ class SandboxData:
     def read_simple(self, conversation: Mapping[str, Any]) -> dict[str, Any]:
         """A conversation as the list endpoint shows it (``ConversationReadSimple``): assignees in full,
         and its first message (derived from the conversation, so the seeded data stays the same)."""
-        row = {k: copy.deepcopy(conversation[k]) for k in ("id", "contact", "status", "created_on", "source",
-                                                            "tags", "assigned_team", "channel")}
+        row = {
+            k: copy.deepcopy(conversation[k])
+            for k in ("id", "contact", "status", "created_on", "source", "tags", "assigned_team", "channel")
+        }
         row["assigned"] = [copy.deepcopy(self.users[user["id"]]) for user in conversation["assigned"]]
         row["first_message"] = _first_message(conversation)
         return row
@@ -98,15 +105,38 @@ def _first_message(conversation: Mapping[str, Any]) -> dict[str, Any]:
     at = conversation["created_on"]
     number = "+52155" + str(uuid.UUID(conversation["contact"]).int % 10**8).zfill(8)
     return {
-        "id": str(uuid.uuid5(_MESSAGE_NAMESPACE, conversation["id"])), "to_number": "+5215500000000",
-        "from_number": number, "body": "Hola, quisiera información", "direction": "INBOUND",
-        "timestamp": at, "contact": conversation["contact"], "status": "received", "queued_on": at,
-        "accepted_on": at, "sent_on": at, "delivered_on": at, "read_on": at, "failed_on": at,
-        "provider_id": "wamid." + conversation["id"].replace("-", ""), "provider_error_code": "",
-        "provider_error_message": "", "sent_by": {"id": 1, "first_name": "Ana", "last_name": "", "email":
-                                                  "ana@example.com", "profile_image": None, "role": "AGENT"},
-        "is_deleted": False, "content": {}, "whatsapp_template": str(uuid.UUID(int=0)),
-        "content_type": "text/plain", "content_url": None, "msg_type": "text", "failed_attempts": 0,
+        "id": str(uuid.uuid5(_MESSAGE_NAMESPACE, conversation["id"])),
+        "to_number": "+5215500000000",
+        "from_number": number,
+        "body": "Hola, quisiera información",
+        "direction": "INBOUND",
+        "timestamp": at,
+        "contact": conversation["contact"],
+        "status": "received",
+        "queued_on": at,
+        "accepted_on": at,
+        "sent_on": at,
+        "delivered_on": at,
+        "read_on": at,
+        "failed_on": at,
+        "provider_id": "wamid." + conversation["id"].replace("-", ""),
+        "provider_error_code": "",
+        "provider_error_message": "",
+        "sent_by": {
+            "id": 1,
+            "first_name": "Ana",
+            "last_name": "",
+            "email": "ana@example.com",
+            "profile_image": None,
+            "role": "AGENT",
+        },
+        "is_deleted": False,
+        "content": {},
+        "whatsapp_template": str(uuid.UUID(int=0)),
+        "content_type": "text/plain",
+        "content_url": None,
+        "msg_type": "text",
+        "failed_attempts": 0,
         "source": "INBOUND",
     }
 
@@ -220,7 +250,9 @@ class SandboxState:
 
     # -- the API ------------------------------------------------------------------------------
 
-    def list_conversations(self, *, page: int, page_size: int, contact: str | None, search: str | None) -> tuple[int, list[dict[str, Any]]]:
+    def list_conversations(
+        self, *, page: int, page_size: int, contact: str | None, search: str | None
+    ) -> tuple[int, list[dict[str, Any]]]:
         """``ConversationReadSimple`` rows of one page, and the total count."""
         with self._lock:
             rows = list(self.data.conversations.values())
@@ -228,10 +260,13 @@ class SandboxState:
                 rows = [c for c in rows if c["contact"] == contact.lower()]
             if search:
                 needle = search.lower()
-                rows = [c for c in rows if needle in c["id"] or needle in c["contact"] or any(
-                    needle in t["name"] for t in c["tags"])]
+                rows = [
+                    c
+                    for c in rows
+                    if needle in c["id"] or needle in c["contact"] or any(needle in t["name"] for t in c["tags"])
+                ]
             total = len(rows)
-            chosen = rows[(page - 1) * page_size: page * page_size]
+            chosen = rows[(page - 1) * page_size : page * page_size]
             return total, [self.data.read_simple(c) for c in chosen]
 
     def partial_update(self, conversation_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -292,8 +327,9 @@ class SandboxState:
         return changes
 
     @staticmethod
-    def _check_pk(name: str, value: Any, table: Any, *, nullable: bool, errors: dict[str, Any],
-                  changes: dict[str, Any]) -> None:
+    def _check_pk(
+        name: str, value: Any, table: Any, *, nullable: bool, errors: dict[str, Any], changes: dict[str, Any]
+    ) -> None:
         if value is None or (value == "" and nullable):
             if nullable:
                 changes[name] = None
@@ -310,14 +346,17 @@ class SandboxState:
 
     def _check_assigned(self, value: Any, errors: dict[str, Any], changes: dict[str, Any]) -> None:
         if not isinstance(value, list):
-            errors["assigned"] = {"non_field_errors": [f'Expected a list of items but got type "{type(value).__name__}".']}
+            errors["assigned"] = {
+                "non_field_errors": [f'Expected a list of items but got type "{type(value).__name__}".']
+            }
             return
         item_errors: list[dict[str, Any]] = []
         ids: list[int] = []
         for item in value:
             if not isinstance(item, dict):
-                item_errors.append({"non_field_errors": ["Invalid data. Expected a dictionary, but got "
-                                                         f"{type(item).__name__}."]})
+                item_errors.append(
+                    {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {type(item).__name__}."]}
+                )
                 continue
             if "id" not in item:
                 item_errors.append({"id": ["This field is required."]})
@@ -343,8 +382,9 @@ class SandboxState:
         names: list[str] = []
         for item in value:
             if not isinstance(item, dict):
-                item_errors.append({"non_field_errors": ["Invalid data. Expected a dictionary, but got "
-                                                         f"{type(item).__name__}."]})
+                item_errors.append(
+                    {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {type(item).__name__}."]}
+                )
                 continue
             problem, name = _tag_name(item.get("name")) if "name" in item else ("This field is required.", "")
             if problem:

@@ -17,13 +17,21 @@ def make_payload() -> dict:
     return {"status": "CLOSED", "tags": [{"name": "vip"}, {"name": "renewal"}], "assigned": [{"id": 3}]}
 
 
-with DAG("hilos_test_xcom_native", schedule=None, start_date=START, catchup=False,
-         render_template_as_native_obj=True, tags=["test"]):
+with DAG(
+    "hilos_test_xcom_native",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    render_template_as_native_obj=True,
+    tags=["test"],
+):
     payload = make_payload()
     via_xcomarg = ConversationUpdateOperator(task_id="via_xcomarg", conversation_id=CID, payload=payload)
     via_jinja_native = ConversationUpdateOperator(
-        task_id="via_jinja_native", conversation_id="{{ dag_run.conf['second_id'] }}",
-        payload="{{ ti.xcom_pull(task_ids='make_payload') }}", assigned_team=2,
+        task_id="via_jinja_native",
+        conversation_id="{{ dag_run.conf['second_id'] }}",
+        payload="{{ ti.xcom_pull(task_ids='make_payload') }}",
+        assigned_team=2,
     )
     payload >> via_jinja_native
 
@@ -31,12 +39,15 @@ with DAG("hilos_test_xcom_native", schedule=None, start_date=START, catchup=Fals
 with DAG("hilos_test_xcom_string", schedule=None, start_date=START, catchup=False, tags=["test"]):
     payload = make_payload()
     via_jinja_json = ConversationUpdateOperator(
-        task_id="via_jinja_json", conversation_id=CID,
+        task_id="via_jinja_json",
+        conversation_id=CID,
         payload="{{ ti.xcom_pull(task_ids='make_payload') | tojson }}",
     )
     via_jinja_repr = ConversationUpdateOperator(
-        task_id="via_jinja_repr", conversation_id="{{ dag_run.conf['second_id'] }}",
-        payload="{{ ti.xcom_pull(task_ids='make_payload') }}", status="RESOLVED",
+        task_id="via_jinja_repr",
+        conversation_id="{{ dag_run.conf['second_id'] }}",
+        payload="{{ ti.xcom_pull(task_ids='make_payload') }}",
+        status="RESOLVED",
     )
     payload >> [via_jinja_json, via_jinja_repr]
 
@@ -45,18 +56,22 @@ with DAG("hilos_test_mapped", schedule=None, start_date=START, catchup=False, ta
 
     @task
     def changes(**context) -> list[dict]:
-        return [{"conversation_id": cid, "payload": {"status": "IN_PROGRESS", "assigned_team": 1}}
-                for cid in context["dag_run"].conf["ids"]]
+        return [
+            {"conversation_id": cid, "payload": {"status": "IN_PROGRESS", "assigned_team": 1}}
+            for cid in context["dag_run"].conf["ids"]
+        ]
 
     ConversationUpdateOperator.partial(task_id="update").expand_kwargs(changes())
 
 
 with DAG("hilos_test_failures", schedule=None, start_date=START, catchup=False, tags=["test"]):
-    ConversationUpdateOperator(task_id="bad_token", conversation_id=CID, payload={"status": "NEW"},
-                               hilos_conn_id="hilos_bad_token")
+    ConversationUpdateOperator(
+        task_id="bad_token", conversation_id=CID, payload={"status": "NEW"}, hilos_conn_id="hilos_bad_token"
+    )
     ConversationUpdateOperator(task_id="bad_payload", conversation_id=CID, payload='{"status": "DONE"}')
-    ConversationUpdateOperator(task_id="unknown_conversation", conversation_id="{{ dag_run.conf['missing_id'] }}",
-                               payload={"status": "NEW"})
+    ConversationUpdateOperator(
+        task_id="unknown_conversation", conversation_id="{{ dag_run.conf['missing_id'] }}", payload={"status": "NEW"}
+    )
 
 
 with DAG("hilos_test_batch", schedule=None, start_date=START, catchup=False, tags=["test"]):
@@ -73,24 +88,38 @@ with DAG("hilos_test_secrecy", schedule=None, start_date=START, catchup=False, t
     from airflow_provider_hilos.operators.conversation import ConversationBatchUpdateOperator
 
     ConversationUpdateOperator(task_id="succeeds", conversation_id=CID, payload={"status": "RESOLVED"})
-    ConversationUpdateOperator(task_id="unauthorized", conversation_id=CID, payload={"status": "NEW"},
-                               hilos_conn_id="hilos_bad_token")
-    ConversationUpdateOperator(task_id="server_errors_exhausted", conversation_id=CID, payload={"status": "NEW"},
-                               hilos_conn_id="hilos_failing")
+    ConversationUpdateOperator(
+        task_id="unauthorized", conversation_id=CID, payload={"status": "NEW"}, hilos_conn_id="hilos_bad_token"
+    )
+    ConversationUpdateOperator(
+        task_id="server_errors_exhausted", conversation_id=CID, payload={"status": "NEW"}, hilos_conn_id="hilos_failing"
+    )
     ConversationUpdateOperator(task_id="bad_payload", conversation_id=CID, payload="{'status': 'DONE', 'x': 1}")
     ConversationBatchUpdateOperator(
-        task_id="batch_with_failures", hilos_conn_id="hilos_failing", max_concurrency=2,
-        updates=[{"conversation_id": CID, "status": "CLOSED"},
-                 {"conversation_id": "{{ dag_run.conf['missing_id'] }}", "status": "CLOSED"}],
+        task_id="batch_with_failures",
+        hilos_conn_id="hilos_failing",
+        max_concurrency=2,
+        updates=[
+            {"conversation_id": CID, "status": "CLOSED"},
+            {"conversation_id": "{{ dag_run.conf['missing_id'] }}", "status": "CLOSED"},
+        ],
     )
 
 
-with DAG("hilos_test_retries", schedule=None, start_date=START, catchup=False, tags=["test"],
-         default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=0)}):
-    ConversationUpdateOperator(task_id="revoked_token", conversation_id=CID, payload={"status": "NEW"},
-                               hilos_conn_id="hilos_revoked")
-    ConversationUpdateOperator(task_id="api_down", conversation_id=CID, payload={"status": "NEW"},
-                               hilos_conn_id="hilos_down")
+with DAG(
+    "hilos_test_retries",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    tags=["test"],
+    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=0)},
+):
+    ConversationUpdateOperator(
+        task_id="revoked_token", conversation_id=CID, payload={"status": "NEW"}, hilos_conn_id="hilos_revoked"
+    )
+    ConversationUpdateOperator(
+        task_id="api_down", conversation_id=CID, payload={"status": "NEW"}, hilos_conn_id="hilos_down"
+    )
 
 
 with DAG("hilos_test_alert_pattern", schedule=None, start_date=START, catchup=False, tags=["test"]):

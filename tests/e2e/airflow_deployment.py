@@ -46,30 +46,32 @@ class AirflowDeployment:
         passwords = self.home / "passwords.json"
         passwords.write_text(json.dumps({ADMIN[0]: ADMIN[1]}))
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        env.update({
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN[0]}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__BASE_URL": self.url,
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API_AUTH__JWT_SECRET": "e2e-jwt-secret-not-for-production",
-            "AIRFLOW__API_AUTH__JWT_ISSUER": "hilos-e2e",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "300",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
-            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            **(extra_env or {}),
-        })
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN[0]}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__BASE_URL": self.url,
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API_AUTH__JWT_SECRET": "e2e-jwt-secret-not-for-production",
+                "AIRFLOW__API_AUTH__JWT_ISSUER": "hilos-e2e",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "300",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+                "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                **(extra_env or {}),
+            }
+        )
         self.env = env
         self.processes: dict[str, subprocess.Popen] = {}
         self._token: str | None = None
@@ -78,14 +80,22 @@ class AirflowDeployment:
 
     def start(self, timeout: float = 180.0) -> AirflowDeployment:
         try:
-            migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=self.env,
-                                     capture_output=True, text=True, timeout=300)
+            migrate = subprocess.run(
+                [sys.executable, "-m", "airflow", "db", "migrate"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             if migrate.returncode != 0:
                 raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}{migrate.stderr[-3000:]}")
             for name in COMPONENTS:
                 log = (self.home / f"{name}.log").open("w")
                 self.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "airflow", name], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                    [sys.executable, "-m", "airflow", name],
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             self.wait_until_healthy(timeout)
@@ -103,14 +113,18 @@ class AirflowDeployment:
                     raise RuntimeError(f"airflow {name} exited with {proc.returncode}:\n{self.log_tail(name)}")
             try:
                 last = requests.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
-                if all(last.get(part, {}).get("status") == "healthy"
-                       for part in ("metadatabase", "scheduler", "dag_processor", "triggerer")):
+                if all(
+                    last.get(part, {}).get("status") == "healthy"
+                    for part in ("metadatabase", "scheduler", "dag_processor", "triggerer")
+                ):
                     return
             except (requests.RequestException, ValueError) as exc:
                 last = repr(exc)
             time.sleep(1)
-        raise TimeoutError(f"Airflow was not healthy after {timeout:.0f} s; last health: {last}\n"
-                           + "\n".join(self.log_tail(n) for n in self.processes))
+        raise TimeoutError(
+            f"Airflow was not healthy after {timeout:.0f} s; last health: {last}\n"
+            + "\n".join(self.log_tail(n) for n in self.processes)
+        )
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
         path = self.home / f"{name}.log"
@@ -148,15 +162,17 @@ class AirflowDeployment:
     @property
     def token(self) -> str:
         if self._token is None:
-            response = requests.post(f"{self.url}/auth/token", json={"username": ADMIN[0], "password": ADMIN[1]},
-                                     timeout=30)
+            response = requests.post(
+                f"{self.url}/auth/token", json={"username": ADMIN[0], "password": ADMIN[1]}, timeout=30
+            )
             response.raise_for_status()
             self._token = response.json()["access_token"]
         return self._token
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        return requests.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token}"},
-                                timeout=60, **kwargs)
+        return requests.request(
+            method, f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token}"}, timeout=60, **kwargs
+        )
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -180,5 +196,4 @@ class AirflowDeployment:
             if run.get("state") in ("success", "failed"):
                 return run
             time.sleep(1)
-        raise TimeoutError(f"run of {dag_id} not finished within {timeout:.0f} s: {run}\n"
-                           f"{self.log_tail('scheduler')}")
+        raise TimeoutError(f"run of {dag_id} not finished within {timeout:.0f} s: {run}\n{self.log_tail('scheduler')}")

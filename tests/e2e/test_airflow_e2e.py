@@ -26,8 +26,13 @@ pytestmark = pytest.mark.e2e
 
 SANDBOX_TOKEN = "hilos-E2E-token-Vq8Wn3Tz"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
 
 
@@ -77,8 +82,15 @@ def test_provider_and_connection_type_are_registered(airflow, crm_sync_started):
     assert fields["password"]["title"] == "API token"
     assert all(fields[f]["hidden"] for f in ("login", "port", "url_schema"))
     extras = meta["extra_fields"]
-    assert {"header_name", "auth_scheme", "connect_timeout", "read_timeout", "max_attempts", "web_base_url",
-            "allow_insecure_http"} <= set(extras)
+    assert {
+        "header_name",
+        "auth_scheme",
+        "connect_timeout",
+        "read_timeout",
+        "max_attempts",
+        "web_base_url",
+        "allow_insecure_http",
+    } <= set(extras)
     assert extras["header_name"]["value"] == "Authorization"  # shown, not masked as a secret
     assert extras["api_family"]["value"] == "auto"
     assert extras["api_family"]["schema"]["enum"] == ["auto", "hilos", "activecampaign"]
@@ -102,8 +114,9 @@ def test_trigger_manual_dag_with_a_valid_conf(airflow, sandbox):
     cid = sandbox.conversation_ids()[20]
     assert airflow.api("PATCH", "/api/v2/dags/hilos_manual_update", json={"is_paused": False}).status_code == 200
     conf = {"conversation_id": cid, "status": "RESOLVED", "tags": ["vip", "e2e"], "assignees": [4], "team": 2}
-    response = airflow.api("POST", "/api/v2/dags/hilos_manual_update/dagRuns",
-                           json={"logical_date": None, "conf": conf})
+    response = airflow.api(
+        "POST", "/api/v2/dags/hilos_manual_update/dagRuns", json={"logical_date": None, "conf": conf}
+    )
     assert response.status_code == 200, response.text
     run = airflow.wait_for_run("hilos_manual_update", response.json()["dag_run_id"])
     assert run["state"] == "success", airflow.log_tail("scheduler")
@@ -112,13 +125,18 @@ def test_trigger_manual_dag_with_a_valid_conf(airflow, sandbox):
     assert [t["name"] for t in conv["tags"]] == ["vip", "e2e"]
 
 
-@pytest.mark.parametrize("conf", [{"conversation_id": "CID", "status": "FINISHED"},
-                                  {"conversation_id": "not-a-uuid", "status": "CLOSED"}], ids=["bad status", "bad id"])
+@pytest.mark.parametrize(
+    "conf",
+    [{"conversation_id": "CID", "status": "FINISHED"}, {"conversation_id": "not-a-uuid", "status": "CLOSED"}],
+    ids=["bad status", "bad id"],
+)
 def test_conf_violating_the_param_schema_is_refused_at_trigger_time(airflow, sandbox, conf):
     cid = sandbox.conversation_ids()[30]
     conf = {**conf, "conversation_id": conf["conversation_id"].replace("CID", cid)}
     before = len(airflow.api("GET", "/api/v2/dags/hilos_manual_update/dagRuns").json()["dag_runs"])
-    response = airflow.api("POST", "/api/v2/dags/hilos_manual_update/dagRuns", json={"logical_date": None, "conf": conf})
+    response = airflow.api(
+        "POST", "/api/v2/dags/hilos_manual_update/dagRuns", json={"logical_date": None, "conf": conf}
+    )
     assert response.status_code == 400, response.text
     assert "param" in response.text.lower() or "invalid" in response.text.lower()
     time.sleep(2)
@@ -137,8 +155,10 @@ def test_scheduler_runs_the_crm_sync_and_every_update_lands(airflow, sandbox, cr
     for update in intent:
         assert sandbox.mismatches(update["conversation_id"], update["payload"]) == [], update
     links = airflow.api(
-        "GET", f"/api/v2/dags/hilos_crm_sync/dagRuns/{run['dag_run_id']}/taskInstances/apply_update/links",
-        params={"map_index": 3}).json()
+        "GET",
+        f"/api/v2/dags/hilos_crm_sync/dagRuns/{run['dag_run_id']}/taskInstances/apply_update/links",
+        params={"map_index": 3},
+    ).json()
     expected = f"https://app.hilos.io/inbox/conversation/{intent[3]['conversation_id']}"
     assert links["extra_links"] == {"Hilos conversation": expected}
 
@@ -167,8 +187,16 @@ def test_browser_trigger_form_and_connection_form(airflow, sandbox):
             dialog.locator("#element_conversation_id").fill(cid)
             dialog.locator("#element_status").click()
             options = [o.inner_text() for o in page.get_by_role("option").all()]
-            assert options == ["(keep the current status)", "Created", "Flow", "Flow paused", "New", "In progress",
-                               "Resolved", "Closed"]
+            assert options == [
+                "(keep the current status)",
+                "Created",
+                "Flow",
+                "Flow paused",
+                "New",
+                "In progress",
+                "Resolved",
+                "Closed",
+            ]
             page.screenshot(path=str(ARTIFACTS / "02-trigger-form-status-dropdown.png"))
             page.get_by_role("option", name="Closed", exact=True).click()
             page.screenshot(path=str(ARTIFACTS / "03-trigger-form-filled.png"), full_page=True)
