@@ -17,14 +17,14 @@ import json
 import queue
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from enum import Enum
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import IO, Any, NamedTuple, Protocol
 
 from airflow_provider_hilos.checkpoint import Checkpoint, fingerprint
+from airflow_provider_hilos.connection import HilosConnectionSettings
 from airflow_provider_hilos.exceptions import (
     HilosAPIError,
     HilosAPIUnavailableError,
@@ -34,11 +34,30 @@ from airflow_provider_hilos.exceptions import (
     HilosPermanentBatchError,
     HilosValidationError,
 )
-from airflow_provider_hilos.models import ValidatedUpdate, show, validate_update
 from airflow_provider_hilos.pacing import AdaptivePacer, CircuitBreaker, check_rate
+from airflow_provider_hilos.rows import RowChecker, RowSource, plain_conversation_id, reasons, row_label
+from airflow_provider_hilos.schemas import ValidatedUpdate
+from airflow_provider_hilos.transport import Log
 
-if TYPE_CHECKING:
-    from airflow_provider_hilos.hooks.hilos import HilosHook
+
+class Sender(Protocol):
+    """What a batch needs from :class:`~airflow_provider_hilos.hooks.hilos.HilosHook` (tests pass a stub)."""
+
+    @property
+    def log(self) -> Log: ...
+
+    @property
+    def settings(self) -> HilosConnectionSettings: ...
+
+    @property
+    def max_attempts(self) -> int: ...
+
+    def send_update(self, update: ValidatedUpdate, *, attempt: int | None = None) -> dict[str, Any]: ...
+
+    def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float: ...
+
+    def redact(self, text: str) -> str: ...
+
 
 #: How many invalid rows an error message lists (all of them are counted, and written to the report).
 MAX_LISTED_INVALID_ROWS = 50
@@ -47,7 +66,7 @@ MAX_LOGGED_SKIPS = 20
 _ERROR_CHARS = 300
 
 
-class FailurePolicy(str, Enum):
+class FailurePolicy(StrEnum):
     """What a batch does when rows fail.
 
     * ``fail_at_end``: send every row, then fail if more rows failed than ``max_failed_ratio`` allows.
@@ -61,6 +80,65 @@ class FailurePolicy(str, Enum):
     FAIL_AT_END = "fail_at_end"
     FAIL_FAST = "fail_fast"
     NEVER = "never"
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How a batch sends, and when it fails. Checked once, when it is made (an operator's, when the DAG
+    file is parsed); the operator, ``HilosHook.update_conversations`` and :class:`BatchUpdater` share it.
+
+    :param max_concurrency: requests in flight at once (1 to 256); the session's pool is sized to match.
+    :param max_requests_per_second: the most the batch may send (your quota, if you know it), or
+        ``None``: no limit. Either way, the batch slows down to the rate the API allows when it answers 429.
+    :param failure_policy: ``fail_at_end`` (send all, then fail if too many failed), ``fail_fast``
+        (stop sending once too many failed) or ``never``. See :class:`FailurePolicy`.
+    :param max_failed_ratio: the share of rows that may fail without failing the batch (0 to 1).
+    :param skip_invalid_rows: send the valid rows and report the invalid ones as skipped (each logged
+        with its reasons), instead of refusing the whole batch before sending anything.
+    :param max_invalid_ratio: with ``skip_invalid_rows``, the share of rows that may be invalid;
+        ``None``: any share but all (a batch of invalid rows only, the wrong file, fails).
+    :param max_failed_rows: how many failed (and skipped) rows the result lists; all are logged and reported.
+    :param progress_interval: seconds between progress lines (done/total, failures, req/s, ETA).
+    """
+
+    max_concurrency: int = 16
+    max_requests_per_second: float | None = None
+    failure_policy: FailurePolicy | str = FailurePolicy.FAIL_AT_END
+    max_failed_ratio: float = 0.0
+    skip_invalid_rows: bool = False
+    max_invalid_ratio: float | None = None
+    max_failed_rows: int = 100
+    progress_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        check_concurrency(self.max_concurrency)
+        check_rate(self.max_requests_per_second)
+        object.__setattr__(self, "failure_policy", check_failure_policy(self.failure_policy))
+        check_ratio(self.max_failed_ratio)
+        if self.max_invalid_ratio is not None:
+            check_ratio(self.max_invalid_ratio, "max_invalid_ratio")
+        if (
+            isinstance(self.max_failed_rows, bool)
+            or not isinstance(self.max_failed_rows, int)
+            or self.max_failed_rows < 0
+        ):
+            raise ValueError(f"max_failed_rows={self.max_failed_rows!r} must be a whole number, 0 or more")
+        if (
+            isinstance(self.progress_interval, bool)
+            or not isinstance(self.progress_interval, (int, float))
+            or self.progress_interval < 0
+        ):
+            raise ValueError(f"progress_interval={self.progress_interval!r} must be a number of seconds, 0 or more")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The options' names, in order."""
+        return tuple(f.name for f in fields(cls))
+
+    @property
+    def policy(self) -> FailurePolicy:
+        """``failure_policy`` as a :class:`FailurePolicy` (it is one once checked)."""
+        return FailurePolicy(self.failure_policy)
 
 
 @dataclass
@@ -83,7 +161,6 @@ class BatchResult:
     :param skipped_rows: the first skipped invalid rows: row number, conversation id, reasons.
     :param skipped_rows_omitted: skipped rows not listed in ``skipped_rows``.
     :param stopped: why the batch stopped sending early, if it did.
-    :param report_path: where the full per-row report was written, if anywhere.
     """
 
     total: int = 0
@@ -102,147 +179,9 @@ class BatchResult:
     skipped_rows: list[dict[str, Any]] = field(default_factory=list)
     skipped_rows_omitted: int = 0
     stopped: str | None = None
-    report_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# -- row sources ------------------------------------------------------------------------------
-
-
-def rows_from_updates(updates: Any) -> Callable[[], Iterator[tuple[int, Any]]]:
-    """A re-iterable source of ``(row_number, row)`` from a list (or a JSON string of a list).
-
-    :raises HilosValidationError: when ``updates`` is not a list of rows.
-    """
-    if isinstance(updates, (str, bytes)):
-        try:
-            updates = json.loads(updates)
-        except (ValueError, RecursionError) as exc:
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            raise HilosValidationError(
-                [
-                    (
-                        "updates",
-                        f"is a string but not JSON ({reason}): {show(updates)}; pass a list of rows, an XComArg, "
-                        "or a template rendering a JSON list",
-                    )
-                ],
-                "Invalid Hilos batch input",
-            ) from None
-    if isinstance(updates, Mapping) or not isinstance(updates, Iterable):
-        raise HilosValidationError(
-            [
-                (
-                    "updates",
-                    f'must be a list of {{"conversation_id": ..., <fields>}} rows, got '
-                    f"{type(updates).__name__} {show(updates)}",
-                )
-            ],
-            "Invalid Hilos batch input",
-        )
-    rows = updates if isinstance(updates, (list, tuple)) else list(updates)
-    return lambda: enumerate(rows, start=1)
-
-
-def rows_from_json_lines(open_text: Callable[[], IO[str]]) -> Callable[[], Iterator[tuple[int, Any]]]:
-    """A re-iterable source of ``(line_number, row)`` read line by line from a JSON Lines file.
-
-    Blank lines are ignored; a line that is not JSON becomes a row that fails validation.
-
-    :param open_text: opens the file for reading text (called once per pass).
-    """
-
-    def iterate() -> Iterator[tuple[int, Any]]:
-        with open_text() as handle:
-            # readline, not iteration: Airflow 2's ObjectStoragePath file wrapper is not iterable
-            for number, line in enumerate(iter(handle.readline, ""), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield number, _Unparsable(f"line is not JSON ({exc.msg} at character {exc.pos})")
-                except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting too deep
-                    reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-                    yield number, _Unparsable(f"line is not usable JSON ({reason})")
-
-    return iterate
-
-
-@dataclass(frozen=True)
-class _Unparsable:
-    reason: str
-
-
-def validate_row(row: Any) -> ValidatedUpdate:
-    """Validate one batch row: ``{"conversation_id": ..., <fields>}`` (or ``{"conversation_id", "payload"}``).
-
-    :raises HilosValidationError: naming every problem of the row.
-    """
-    if isinstance(row, _Unparsable):
-        raise HilosValidationError([("row", row.reason)], "Invalid row")
-    if not isinstance(row, Mapping):
-        raise HilosValidationError(
-            [
-                (
-                    "row",
-                    f'must be an object like {{"conversation_id": "...", "status": "CLOSED"}}, got '
-                    f"{type(row).__name__} {show(row)}",
-                )
-            ],
-            "Invalid row",
-        )
-    fields = {k: v for k, v in row.items() if k not in ("conversation_id", "payload")}
-    payload = row.get("payload")
-    if payload is not None:
-        if not isinstance(payload, Mapping):
-            raise HilosValidationError([("payload", f"must be an object, got {show(payload)}")], "Invalid row")
-        fields = {**payload, **fields}
-    if "conversation_id" not in row:
-        raise HilosValidationError(
-            [("conversation_id", "is missing; every row needs the conversation's UUID")], "Invalid row"
-        )
-    return validate_update(row["conversation_id"], fields, subject="Invalid row")
-
-
-class RowChecker:
-    """Validates batch rows one by one, and refuses a conversation that an earlier row already updates.
-
-    Two rows for one conversation would be in flight together and could land in either order, so the
-    batch could not promise the intended final state; the first row wins, the repeat is invalid.
-    Remembers one integer pair per row (about 10 MB per 100,000 rows).
-    """
-
-    def __init__(self) -> None:
-        self._first_row: dict[int, int] = {}
-
-    def check(self, number: int, row: Any) -> ValidatedUpdate:
-        """The validated update of row ``number``.
-
-        :raises HilosValidationError: the row is invalid, or repeats an earlier row's conversation.
-        """
-        update = validate_row(row)
-        first = self._first_row.setdefault(uuid.UUID(update.conversation_id).int, number)
-        if first != number:
-            raise HilosValidationError(
-                [
-                    (
-                        "conversation_id",
-                        f"{update.conversation_id} is already updated by row {first}; two rows for "
-                        "one conversation would race: keep one row per conversation (its last change), or send the "
-                        "rows in separate batches",
-                    )
-                ],
-                "Invalid row",
-            )
-        return update
-
-
-def _row_label(row: Any) -> str:
-    cid = row.get("conversation_id") if isinstance(row, Mapping) else None
-    return f" (conversation {show(cid)})" if cid is not None else ""
 
 
 # -- the batch --------------------------------------------------------------------------------
@@ -272,53 +211,30 @@ class _Outcome(NamedTuple):
 class BatchUpdater:
     """Send many conversation updates through one hook.
 
-    :param hook: the hook whose pooled session carries every request (``pool_maxsize`` should be
-        at least ``max_concurrency``).
-    :param max_concurrency: requests in flight at once.
-    :param max_requests_per_second: client-side rate limit (the pacer's ceiling), or ``None``.
-    :param failure_policy: ``fail_at_end``, ``fail_fast`` or ``never`` (see :class:`FailurePolicy`).
-    :param max_failed_ratio: the share of rows allowed to fail before the batch fails (0: none).
-    :param skip_invalid_rows: skip invalid rows (logged, counted and reported) instead of refusing the batch.
-    :param max_invalid_ratio: with ``skip_invalid_rows``, the share of rows that may be invalid; ``None``:
-        any share but all (a batch of only invalid rows fails: its input is probably not what was meant).
+    :param hook: what sends each update (a :class:`~airflow_provider_hilos.hooks.hilos.HilosHook`, whose
+        pooled session should hold ``options.max_concurrency`` connections).
+    :param options: how to send, and when to fail.
     :param report: where the per-row JSON Lines report goes: an open text stream, a callable that opens
         one (called only once validation passed, and closed at the end), or ``None``.
-    :param max_failed_rows: how many failed (and skipped) rows the result lists (all are logged and reported).
-    :param progress_interval: seconds between progress lines in the log.
     :param checkpoint: where applied rows are recorded, and read back to skip them on a later try.
-    :param log: where progress and failures are logged (``logging.Logger``-like).
+    :param log: where progress and failures are logged (``logging.Logger``-like); the hook's by default.
     """
 
     def __init__(
         self,
-        hook: HilosHook,
+        hook: Sender,
+        options: BatchOptions | None = None,
         *,
-        max_concurrency: int = 16,
-        max_requests_per_second: float | None = None,
-        failure_policy: FailurePolicy | str = FailurePolicy.FAIL_AT_END,
-        max_failed_ratio: float = 0.0,
-        skip_invalid_rows: bool = False,
-        max_invalid_ratio: float | None = None,
         report: IO[str] | Callable[[], IO[str]] | None = None,
-        max_failed_rows: int = 100,
-        progress_interval: float = 10.0,
         checkpoint: Checkpoint | None = None,
-        log: Any = None,
+        log: Log | None = None,
     ) -> None:
         self.hook = hook
-        self.max_concurrency = check_concurrency(max_concurrency)
-        self.pacer = AdaptivePacer(max_requests_per_second)
-        self.breaker = CircuitBreaker.for_concurrency(self.max_concurrency)
-        self.failure_policy = check_failure_policy(failure_policy)
-        self.max_failed_ratio = check_ratio(max_failed_ratio)
-        self.skip_invalid_rows = skip_invalid_rows
-        self.max_invalid_ratio = (
-            None if max_invalid_ratio is None else check_ratio(max_invalid_ratio, "max_invalid_ratio")
-        )
+        self.options = options or BatchOptions()
+        self.pacer = AdaptivePacer(self.options.max_requests_per_second)
+        self.breaker = CircuitBreaker.for_concurrency(self.options.max_concurrency)
         self._report_target = report
         self.report: IO[str] | None = None
-        self.max_failed_rows = max_failed_rows
-        self.progress_interval = progress_interval
         self.checkpoint = checkpoint
         self.log = log or hook.log
         #: An error that no other row could escape (no endpoint, a rejected token): the batch stopped on it.
@@ -327,7 +243,7 @@ class BatchUpdater:
 
     # -- phase 1: validate everything before sending anything --
 
-    def validate_all(self, rows: Callable[[], Iterator[tuple[int, Any]]]) -> tuple[int, int]:
+    def validate_all(self, rows: RowSource) -> tuple[int, int]:
         """Read every row once and validate it. Returns ``(total, invalid)``.
 
         :raises HilosValidationError: listing the invalid rows, unless ``skip_invalid_rows`` allows them.
@@ -342,21 +258,21 @@ class BatchUpdater:
             except HilosValidationError as exc:
                 invalid += 1
                 if len(listed) < MAX_LISTED_INVALID_ROWS:
-                    listed.append((f"row {number}{_row_label(row)}", _reasons(exc)))
+                    listed.append((f"row {number}{row_label(row)}", reasons(exc)))
         if invalid > len(listed):
             listed.append(("...", f"and {invalid - len(listed)} more invalid row(s)"))
-        if invalid and not self.skip_invalid_rows:
+        if invalid and not self.options.skip_invalid_rows:
             raise HilosValidationError(
                 listed,
                 f"Hilos batch refused: {invalid} of {total} row(s) are invalid and nothing was sent "
                 "(fix them, or set skip_invalid_rows=True to send the valid rows only)",
             )
-        allowed = total - 1 if self.max_invalid_ratio is None else int(self.max_invalid_ratio * total)
+        allowed = total - 1 if self.options.max_invalid_ratio is None else int(self.options.max_invalid_ratio * total)
         if invalid and invalid > allowed:
             share = (
                 "every row is invalid"
                 if invalid == total
-                else f"more than max_invalid_ratio={self.max_invalid_ratio} of them are invalid"
+                else f"more than max_invalid_ratio={self.options.max_invalid_ratio} of them are invalid"
             )
             raise HilosValidationError(
                 listed,
@@ -368,12 +284,13 @@ class BatchUpdater:
 
     # -- phase 2: send --
 
-    def run(self, rows: Callable[[], Iterator[tuple[int, Any]]]) -> BatchResult:
+    def run(self, rows: RowSource) -> BatchResult:
         """Validate every row, then send the valid ones. Never raises for failed rows: see :meth:`check`."""
         total, invalid = self.validate_all(rows)
-        self.hook.settings  # a bad connection fails here, once, not in every worker
-        opens_report = callable(self._report_target)
-        self.report = self._report_target() if opens_report else self._report_target  # type: ignore[operator]
+        _ = self.hook.settings  # a bad connection fails here, once, not in every worker
+        target = self._report_target
+        opens_report = callable(target)
+        self.report = target() if callable(target) else target
         try:
             return _Run(self, total, invalid).send(rows)
         finally:
@@ -384,7 +301,7 @@ class BatchUpdater:
 
     def allowed_failures(self, sendable: int) -> int:
         """How many of ``sendable`` rows may fail before the batch fails (``max_failed_ratio``)."""
-        return int(self.max_failed_ratio * sendable)
+        return int(self.options.max_failed_ratio * sendable)
 
     def check(self, result: BatchResult) -> None:
         """Raise if the batch failed: it stopped early, or its failure policy says so.
@@ -411,7 +328,7 @@ class BatchUpdater:
                 "A retry of the task resumes after the rows already applied.",
                 result=result.to_dict(),
             )
-        if self.failure_policy is FailurePolicy.NEVER or not (result.failed or result.not_sent):
+        if self.options.policy is FailurePolicy.NEVER or not (result.failed or result.not_sent):
             return
         allowed = self.allowed_failures(sendable)
         if result.failed <= allowed and not result.not_sent:
@@ -421,7 +338,7 @@ class BatchUpdater:
         error_class = HilosPermanentBatchError if permanent else HilosBatchError
         raise error_class(
             f"Hilos batch failed: {result.failed} of {sendable} row(s) failed (allowed: {allowed}, "
-            f"max_failed_ratio={self.max_failed_ratio}); {counts}"
+            f"max_failed_ratio={self.options.max_failed_ratio}); {counts}"
             + (" (every failure is a refusal another try cannot fix: Airflow will not retry)" if permanent else "")
             + f". First failures: {first}",
             result=result.to_dict(),
@@ -485,11 +402,11 @@ class _Run:
                 len(self.applied),
             )
 
-    def send(self, rows: Callable[[], Iterator[tuple[int, Any]]]) -> BatchResult:
+    def send(self, rows: RowSource) -> BatchResult:
         u, result = self.u, self.result
         source = self._valid_rows(rows)
-        cap = 2 * u.max_concurrency  # submitted and not yet collected: bounds memory, keeps every worker busy
-        with ThreadPoolExecutor(u.max_concurrency, thread_name_prefix="hilos-batch") as pool:
+        cap = 2 * u.options.max_concurrency  # submitted and not yet collected: bounds memory, keeps every worker busy
+        with ThreadPoolExecutor(u.options.max_concurrency, thread_name_prefix="hilos-batch") as pool:
 
             def submit(row: _Row) -> None:
                 pool.submit(self._work, row)
@@ -529,7 +446,7 @@ class _Run:
         self._progress(final=True)
         return result
 
-    def _valid_rows(self, rows: Callable[[], Iterator[tuple[int, Any]]]) -> Iterator[_Row]:
+    def _valid_rows(self, rows: RowSource) -> Iterator[_Row]:
         """The rows to send, in order; invalid and already applied rows are accounted for on the way."""
         checker = RowChecker()  # the same verdicts as the validation pass
         for number, raw in rows():
@@ -555,7 +472,7 @@ class _Run:
     def _collect(self, block: bool, until: float | None = None) -> None:
         """Record the outcomes that are in; with ``block``, wait for one first (at most until ``until``)."""
         u = self.u
-        timeout = u.progress_interval or None
+        timeout = u.options.progress_interval or None
         if until is not None:
             timeout = (
                 max(0.0, until - time.monotonic())
@@ -570,13 +487,13 @@ class _Run:
             block = False  # got one: take whatever else is ready, then go on
             self.in_flight -= 1
             self._handle(outcome)
-        if u.failure_policy is FailurePolicy.FAIL_FAST and self.result.failed > self.allowed_failures and not u.halted:
+        if u.options.policy is FailurePolicy.FAIL_FAST and self.result.failed > self.allowed_failures and not u.halted:
             u.halt()
             self.result.stopped = (
                 f"fail_fast: {self.result.failed} row(s) failed, more than the {self.allowed_failures} allowed"
             )
             u.log.error("Hilos batch: %s; it stops sending", self.result.stopped)
-        if time.monotonic() - self.last_progress >= u.progress_interval:
+        if time.monotonic() - self.last_progress >= u.options.progress_interval:
             self._progress()
 
     def _handle(self, outcome: _Outcome) -> None:
@@ -636,7 +553,7 @@ class _Run:
         short = _short(str(error))
         cid = row.update.conversation_id
         u.log.warning("Hilos batch: row %d (conversation %s) failed: %s", row.number, cid, short)
-        if len(result.failed_rows) < u.max_failed_rows:
+        if len(result.failed_rows) < u.options.max_failed_rows:
             result.failed_rows.append(
                 {"row": row.number, "conversation_id": cid, "status_code": status, "error": short}
             )
@@ -653,14 +570,14 @@ class _Run:
     def _skipped(self, number: int, raw: Any, exc: HilosValidationError) -> None:
         result, u = self.result, self.u
         result.skipped += 1
-        reasons = _short(_reasons(exc))
+        why = _short(reasons(exc))
         if result.skipped <= MAX_LOGGED_SKIPS:
-            u.log.warning("Hilos batch: row %d%s skipped, it is invalid: %s", number, _row_label(raw), reasons)
-        if len(result.skipped_rows) < u.max_failed_rows:
-            result.skipped_rows.append({"row": number, "conversation_id": _plain(raw), "error": reasons})
+            u.log.warning("Hilos batch: row %d%s skipped, it is invalid: %s", number, row_label(raw), why)
+        if len(result.skipped_rows) < u.options.max_failed_rows:
+            result.skipped_rows.append({"row": number, "conversation_id": plain_conversation_id(raw), "error": why})
         else:
             result.skipped_rows_omitted += 1
-        u.write({"row": number, "conversation_id": _plain(raw), "outcome": "skipped", "error": reasons})
+        u.write({"row": number, "conversation_id": plain_conversation_id(raw), "outcome": "skipped", "error": why})
 
     def _progress(self, final: bool = False) -> None:
         result, sendable = self.result, self.sendable
@@ -688,15 +605,6 @@ class _Run:
             f" (paced at {pace:.1f}/s)" if pace else "",
             eta,
         )
-
-
-def _reasons(exc: HilosValidationError) -> str:
-    return "; ".join(f"{f}: {m}" for f, m in exc.problems)
-
-
-def _plain(row: Any) -> Any:
-    cid = row.get("conversation_id") if isinstance(row, Mapping) else None
-    return cid if isinstance(cid, str) else None
 
 
 def _short(text: str) -> str:

@@ -12,7 +12,7 @@ Airflow retries a failed task (when the task has ``retries``) unless its error i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
@@ -21,7 +21,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 class HilosError(AirflowException):
     """Base class of every error this provider raises on purpose."""
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., HilosError], tuple[Any, ...]]:
         # Airflow ships errors across processes: keep the message and every attribute through pickling,
         # whatever the subclass's __init__ takes.
         return (_rebuild, (type(self), str(self), self.__dict__.copy()))
@@ -84,7 +84,7 @@ class HilosAPIError(HilosError):
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
-        self.status_code = status_code
+        self.status_code = status_code  # type: ignore[assignment]  # Airflow's is an HTTPStatus; ours, what the API said
         self.method = method
         self.path = path
         self.detail = detail

@@ -16,7 +16,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 
 def check_rate(value: float | None) -> float | None:
@@ -115,9 +116,9 @@ class AdaptivePacer:
             _trim(self._recent, now - self.WINDOW, key=lambda item: item[0])
             self._answers_since_change += 1
             self._throttled_since_change += throttled
-            if self._check is not None and self._answers_since_change >= self.CHECK_SAMPLES:
-                if self._undo_if_noise(now):
-                    return
+            checking = self._check is not None and self._answers_since_change >= self.CHECK_SAMPLES
+            if checking and self._undo_if_noise(now):
+                return
             if throttled:
                 self._cut_if_over_noise(now)
 
@@ -182,7 +183,11 @@ class AdaptivePacer:
         self._answers_since_change = self._throttled_since_change = 0
 
 
-def _trim(times: deque, oldest: float, key: Callable = lambda item: item) -> None:
+def _itself(moment: float) -> float:
+    return moment
+
+
+def _trim(times: deque[Any], oldest: float, key: Callable[[Any], float] = _itself) -> None:
     while times and key(times[0]) < oldest:
         times.popleft()
 
@@ -240,7 +245,7 @@ class CircuitBreaker:
     def _failing(self, problem: str) -> None:
         self.last_problem = problem
         if self.failing_since is None:
-            self.failing_since = datetime.now(timezone.utc)
+            self.failing_since = datetime.now(UTC)
 
     def describe(self) -> str:
         """Why it opened: ``64 consecutive failed requests since 18:43:02 UTC (last: HTTP 503 ...)``."""

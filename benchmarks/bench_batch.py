@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -179,7 +178,7 @@ def bench_mapped(sb: SandboxProcess, n: int) -> tuple[float, float]:
 RSS_CHILD = textwrap.dedent("""
     import gc, json, sys, threading, time
     import airflow_provider_hilos.operators.conversation  # the provider, imported
-    from airflow_provider_hilos.batch import rows_from_json_lines
+    from airflow_provider_hilos.rows import rows_from_json_lines
     from airflow_provider_hilos.hooks.hilos import HilosHook
 
     def status(field):
@@ -258,7 +257,7 @@ def main() -> int:
         rows_out.append(("sequential HilosHook.update_conversation", n_loop, 1, bench_sequential(sb, n_loop, repeats)))
         rows_out.append(("HttpHook(method='PATCH').run in a loop", n_loop, 1, bench_http_hook(sb, n_loop, repeats)))
         mapped, fixed = bench_mapped(sb, n_mapped)
-        rows_out.append((f"mapped ConversationUpdateOperator (dags test)", n_mapped, 1, mapped))
+        rows_out.append(("mapped ConversationUpdateOperator (dags test)", n_mapped, 1, mapped))
     header = f"{'path':45} {'N':>6} {'conc':>5} {'wall s':>8} {'updates/s':>10} {'ideal s':>8} {'of ideal':>9}"
     print()
     print(header)

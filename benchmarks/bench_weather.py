@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-
 from bench_batch import LATENCY_MS, ROOT, SandboxProcess, rows
 
 CONCURRENCY = 16

@@ -9,7 +9,7 @@ the tag list, so the payload carries the old tags too). The updates flow through
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pendulum
@@ -38,7 +38,7 @@ with DAG(
     def find_stale_conversations(params: dict[str, Any], logical_date=None) -> list[dict[str, Any]]:
         from airflow_provider_hilos.hooks.hilos import HilosHook
 
-        now = logical_date or datetime.now(timezone.utc)
+        now = logical_date or datetime.now(UTC)
         cutoff = now - timedelta(days=params["max_age_days"])
         updates: list[dict[str, Any]] = []
         with HilosHook() as hook:

@@ -14,8 +14,8 @@ import pendulum
 
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
-from airflow_provider_hilos.models import ConversationStatus, validate_update
 from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
+from airflow_provider_hilos.schemas import ConversationStatus, validate_update
 
 with DAG(
     dag_id="hilos_manual_update",

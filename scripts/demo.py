@@ -11,7 +11,6 @@ Run it through ``python3 scripts/dev.py demo`` (which prepares the locked enviro
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -91,18 +90,16 @@ def main() -> int:
             if field in update["payload"] or b[field] != a[field]:
                 mark = "MISSING" if field in wrong else "ok"
                 rows.append((cid[:8], field, b[field], a[field], mark))
-    widths = [
-        max(len(str(r[i])) for r in rows + [("conversation", "field", "before", "after", "landed")]) for i in range(5)
-    ]
     header = ("conversation", "field", "before", "after", "landed")
+    widths = [max(len(str(r[i])) for r in [*rows, header]) for i in range(5)]
     print()
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     last = None
     for row in rows:
         shown = ("" if row[0] == last else row[0], *row[1:])
         last = row[0]
-        print("  ".join(str(c).ljust(w) for c, w in zip(shown, widths)))
+        print("  ".join(str(c).ljust(w) for c, w in zip(shown, widths, strict=True)))
     print()
     elapsed = time.monotonic() - started
     print(

@@ -2,7 +2,7 @@
 """Bootstrap and run the project with nothing but Python (>= 3.11) on the machine.
 
     python3 scripts/dev.py demo    # the CRM-sync example DAG end to end against a local Hilos sandbox
-    python3 scripts/dev.py test    # the whole test suite, on Airflow 3.3.x then on 2.11.x (extra arguments go to pytest)
+    python3 scripts/dev.py test    # the whole suite, on Airflow 3.3.x then 2.11.x (extra arguments go to pytest)
     python3 scripts/dev.py test --airflow 2 [pytest args]   # one Airflow only (3 or 2)
     python3 scripts/dev.py bench   # the bulk-update benchmark (prints a table; a few minutes)
     python3 scripts/dev.py bench-weather   # the batch under throttling, outages and a crash (about 2 minutes)
@@ -14,10 +14,14 @@ Standard library only: this file runs before any dependency exists.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
+import time
 import venv
 from pathlib import Path
 
@@ -80,8 +84,11 @@ def uv_env(airflow: str = "3") -> dict[str, str]:
 
 #: Each Airflow the suite runs on: its uv dependency groups and its environment (one uv.lock holds both).
 AIRFLOWS = {
-    "3": {"groups": [], "venv": ".venv"},  # the default groups: dev, airflow3, bench
-    "2": {"groups": ["--no-default-groups", "--group", "dev", "--group", "airflow2"], "venv": ".venv-airflow2"},
+    "3": {"groups": ["--extra", "sandbox"], "venv": ".venv"},  # and the default groups: dev, airflow3, bench
+    "2": {
+        "groups": ["--extra", "sandbox", "--no-default-groups", "--group", "dev", "--group", "airflow2"],
+        "venv": ".venv-airflow2",
+    },
 }
 
 
@@ -108,8 +115,97 @@ def run_tests(uv: str, airflow: str, args: list[str]) -> int:
     return code
 
 
+def lint(uv: str) -> int:
+    """ruff (lint and format) over the tree, mypy over the package: CI fails on either."""
+    print("\n===== ruff and mypy =====", flush=True)
+    sync(uv)
+    codes = [in_env(uv, "ruff", "check", "."), in_env(uv, "ruff", "format", "--check", "."), in_env(uv, "mypy")]
+    return max(codes)
+
+
+def check_wheel(uv: str) -> int:
+    """Build the wheel and sdist, install the wheel with plain pip (no uv) into a fresh venv on Airflow 3.3
+    and on 2.11 (pinned to the lock's versions), and check that Airflow lists the provider and its hook."""
+    print("\n===== the wheel, installed with pip =====", flush=True)
+    with tempfile.TemporaryDirectory(prefix="hilos-wheel-") as tmp:
+        work = Path(tmp)
+        subprocess.run([uv, "build", "--out-dir", str(work / "dist")], cwd=ROOT, check=True, env=uv_env())
+        (wheel,) = (work / "dist").glob("*.whl")
+        (sdist,) = (work / "dist").glob("*.tar.gz")
+        with tarfile.open(sdist) as archive:
+            names = archive.getnames()
+        missing = [
+            f
+            for f in ("pyproject.toml", "README.md", "airflow_provider_hilos/py.typed")
+            if not any(n.endswith(f) for n in names)
+        ]
+        if missing:
+            print(f"dev.py: the sdist lacks {missing}", file=sys.stderr)
+            return 1
+        for airflow in ("3", "2"):
+            spec, venv_dir = AIRFLOWS[airflow], work / f"venv-airflow{airflow}"
+            groups = ["--no-default-groups", "--group", "airflow3" if airflow == "3" else "airflow2"]
+            constraints = work / f"constraints-{airflow}.txt"
+            exported = subprocess.run(
+                [uv, "export", "--locked", "--no-hashes", "--no-emit-project", *groups, "--format", "requirements.txt"],
+                cwd=ROOT,
+                env=uv_env(airflow),
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            constraints.write_text(exported)
+            try:
+                venv.EnvBuilder(with_pip=True).create(venv_dir)
+            except Exception:  # a Python without ensurepip: let uv make the venv, pip still installs
+                subprocess.run([uv, "venv", "--seed", "--python", sys.executable, str(venv_dir)], check=True)
+            started = time.monotonic()
+            pip = subprocess.run(
+                [
+                    str(venv_dir / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    str(wheel),
+                    "-c",
+                    str(constraints),
+                ],
+                capture_output=True,
+                text=True,
+            )  # its output only matters when it fails (some machines' pip configs warn on every package)
+            if pip.returncode != 0:
+                print(pip.stdout[-3000:] + pip.stderr[-3000:], file=sys.stderr)
+                return pip.returncode
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+            env["AIRFLOW_HOME"] = str(work / f"home-airflow{airflow}")
+            listed = {}
+            for what in ("list", "hooks"):
+                out = subprocess.run(
+                    [str(venv_dir / "bin" / "airflow"), "providers", what, "-o", "json"],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                listed[what] = json.loads(out[out.index("[") :])
+            provider = [p for p in listed["list"] if p["package_name"] == "airflow-provider-hilos"]
+            hook = [h for h in listed["hooks"] if h.get("connection_type") == "hilos"]
+            ok = bool(provider) and bool(hook) and hook[0]["class"] == "airflow_provider_hilos.hooks.hilos.HilosHook"
+            print(
+                f"dev.py: Airflow {airflow} ({spec['venv']} pins), {wheel.name} installed by pip in "
+                f"{time.monotonic() - started:.0f} s: providers list {'shows' if provider else 'LACKS'} it, "
+                f"providers hooks {'shows' if hook else 'LACKS'} the hilos hook",
+                flush=True,
+            )
+            if not ok:
+                return 1
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this file runs on whatever python3 the machine has
         print("dev.py: Python >= 3.11 is required", file=sys.stderr)
         return 2
     if not argv or argv[0] not in ("test", "demo", "bench", "bench-weather"):
@@ -122,11 +218,15 @@ def main(argv: list[str]) -> int:
         if args[:1] == ["--airflow"] and len(args) > 1 and args[1] in AIRFLOWS:
             airflows, args = [args[1]], args[2:]
         ensure_chromium()
-        codes = {airflow: run_tests(uv, airflow, args) for airflow in airflows}
+        whole = not args and airflows == ["3", "2"]  # the whole command (CI): the checks around the suites too
+        codes = {"ruff and mypy": lint(uv)} if whole else {}
+        codes |= {f"Airflow {airflow}": run_tests(uv, airflow, args) for airflow in airflows}
+        if whole:
+            codes["the wheel with pip"] = check_wheel(uv)
         if len(codes) > 1:
             print(
                 "dev.py: "
-                + ", ".join(f"Airflow {a}: {'passed' if c == 0 else f'FAILED (exit {c})'}" for a, c in codes.items()),
+                + ", ".join(f"{a}: {'passed' if c == 0 else f'FAILED (exit {c})'}" for a, c in codes.items()),
                 flush=True,
             )
         return max(codes.values())

@@ -10,11 +10,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 
-from importlib.metadata import version
-
 import pytest
+
+#: The sandbox's pytest fixtures (hilos_sandbox): opt-in, as for any user of the provider.
+pytest_plugins = ["airflow_provider_hilos.sandbox.pytest_plugin"]
 
 #: The Airflow the suite runs against (read without importing Airflow: AIRFLOW_HOME is not set yet).
 AIRFLOW_V3 = int(version("apache-airflow").split(".")[0]) >= 3

@@ -9,6 +9,7 @@ import http.server
 import json
 import threading
 import uuid
+from typing import ClassVar
 
 import pytest
 
@@ -24,7 +25,7 @@ URL = f"https://api.hilos.io/api/inbox/conversation/{CID}/update"
 class _Recorder(http.server.BaseHTTPRequestHandler):
     """A loopback server (an HTTP proxy, for these tests) that records what reaches it."""
 
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
     def _record(self) -> None:
         type(self).seen.append(f"{self.command} {self.path} {dict(self.headers)}")
@@ -34,7 +35,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"{}")
 
-    do_GET = do_PATCH = do_CONNECT = _record  # noqa: N815
+    do_GET = do_PATCH = do_CONNECT = _record
 
     def log_message(self, *args: object) -> None:
         pass
@@ -111,7 +112,7 @@ def test_the_hook_and_the_sandbox_agree_on_what_loopback_is(hilos_conn, host):
         sandbox_says_loopback = False
     hilos_conn(host=f"http://[{host}]:8765" if ":" in host else f"http://{host}:8765")
     try:
-        HilosHook().base_url
+        _ = HilosHook().base_url
         hook_says_loopback = True
     except HilosConfigurationError:
         hook_says_loopback = False

@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from airflow_provider_hilos.batch import BatchUpdater, rows_from_json_lines, rows_from_updates
+from airflow_provider_hilos.batch import BatchUpdater
 from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.operators.conversation import BATCH_RESULT_XCOM_KEY, ConversationBatchUpdateOperator
+from airflow_provider_hilos.rows import rows_from_json_lines, rows_from_updates
 from airflow_provider_hilos.sandbox import HilosSandbox
 from tests.conftest import TEST_TOKEN, FakeTI, run_dag, xcom_value
 
@@ -102,7 +103,7 @@ def test_skip_invalid_rows_sends_the_rest_and_reports_them(big, tmp_path):
         (5, "updated"),
         (6, "updated"),
     ]
-    assert "at most 100" in [r for r in lines if r["outcome"] == "skipped"][0]["error"]
+    assert "at most 100" in next(r for r in lines if r["outcome"] == "skipped")["error"]
     assert ti.pushed[BATCH_RESULT_XCOM_KEY] == result
 
 
@@ -127,7 +128,7 @@ def test_fail_at_end_sends_everything_then_fails_with_the_result(big):
 
 
 def test_fail_fast_stops_sending_and_accounts_for_every_row(big, tmp_path):
-    rows = [{"conversation_id": MISSING.format(0), "status": "NEW"}] + intent_for(big.conversation_ids()[:200])
+    rows = [{"conversation_id": MISSING.format(0), "status": "NEW"}, *intent_for(big.conversation_ids()[:200])]
     report = tmp_path / "r.jsonl"
     with pytest.raises(HilosBatchError) as err:
         ConversationBatchUpdateOperator(

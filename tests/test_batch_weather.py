@@ -6,6 +6,7 @@ how many requests an outage costs, which errors Airflow retries, what a second t
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -22,9 +23,9 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_hilos.exceptions import (
     HilosAPIError,
-    HilosConfigurationError,
     HilosAPIUnavailableError,
     HilosBatchError,
+    HilosConfigurationError,
     HilosPermanentAPIError,
     HilosPermanentBatchError,
     HilosValidationError,
@@ -36,6 +37,7 @@ from airflow_provider_hilos.operators.conversation import (
     ConversationUpdateOperator,
 )
 from airflow_provider_hilos.sandbox import HilosSandbox
+from airflow_provider_hilos.transport import HilosTransport
 from tests.conftest import ROOT, TEST_TOKEN, FakeTI, run_dag, xcom_value
 
 MISSING = "00000000-0000-4000-8000-{:012d}"
@@ -78,7 +80,7 @@ def test_a_throttled_row_waits_its_retry_after_while_the_others_go_on(sb):
     for entry in log:
         by_conversation[entry["path"].split("/")[-2]].append(entry)
     for entries in by_conversation.values():
-        for first, second in zip(entries, entries[1:]):
+        for first, second in itertools.pairwise(entries):
             if first["status"] == 429:  # Retry-After: 1 honoured for that row
                 assert second["time"] - first["time"] >= 0.95
     first_429 = min(r["time"] for r in refused)
@@ -111,7 +113,7 @@ def test_an_outage_stops_the_batch_after_a_bounded_number_of_requests(sb, monkey
         max_failed_ratio=1.0 if policy == "fail_fast" else 0.0,
     )
     # no real waiting between retries (the logic is the same)
-    monkeypatch.setattr(HilosHook, "backoff_delay", lambda self, attempt, retry_after=None: 0.01)
+    monkeypatch.setattr(HilosTransport, "backoff_delay", lambda self, attempt, retry_after=None: 0.01)
     with pytest.raises(HilosAPIUnavailableError) as err:
         op.execute({"ti": ti})
     sent = len(patches(sb))
@@ -243,7 +245,7 @@ def test_a_retried_batch_skips_the_rows_an_earlier_try_applied(sb, tmp_path):
 def test_a_changed_row_is_sent_again_even_if_its_number_was_applied(sb, tmp_path):
     ids = sb.conversation_ids()[:10]
     ti = FakeTI()
-    rows = rows_for(ids) + [{"conversation_id": MISSING.format(0), "status": "NEW"}]
+    rows = [*rows_for(ids), {"conversation_id": MISSING.format(0), "status": "NEW"}]
     with pytest.raises(HilosPermanentBatchError):
         ConversationBatchUpdateOperator(task_id="b", updates=rows, checkpoint_path=str(tmp_path)).execute({"ti": ti})
     changed = rows_for(ids, status="CLOSED")[:5] + rows_for(ids)[5:]
@@ -255,7 +257,7 @@ def test_a_changed_row_is_sent_again_even_if_its_number_was_applied(sb, tmp_path
 
 
 def test_checkpoints_are_kept_apart_by_dag_run_task_and_map_index(sb, tmp_path):
-    rows = rows_for(sb.conversation_ids()[:5]) + [{"conversation_id": MISSING.format(0), "status": "NEW"}]
+    rows = [*rows_for(sb.conversation_ids()[:5]), {"conversation_id": MISSING.format(0), "status": "NEW"}]
     for ti in (FakeTI(run_id="run_a"), FakeTI(run_id="run_a", map_index=3)):
         with pytest.raises(HilosPermanentBatchError):
             ConversationBatchUpdateOperator(task_id="b", updates=rows, checkpoint_path=str(tmp_path)).execute(
@@ -351,7 +353,7 @@ def test_a_batch_of_only_invalid_rows_fails_unless_allowed(sb, tmp_path):
     ).execute({"ti": FakeTI()})
     assert (allowed["skipped"], allowed["updated"]) == (6, 0)
     rows = rows_for(sb.conversation_ids()[:4]) + [{"conversation_id": "x", "status": "NEW"}] * 2
-    with pytest.raises(HilosValidationError, match="more than max_invalid_ratio=0.25"):
+    with pytest.raises(HilosValidationError, match=r"more than max_invalid_ratio=0\.25"):
         ConversationBatchUpdateOperator(
             task_id="b", updates=rows, skip_invalid_rows=True, max_invalid_ratio=0.25
         ).execute({"ti": FakeTI()})
@@ -375,7 +377,7 @@ def test_a_missing_input_file_is_explained_and_the_report_folder_is_created(sb, 
 
 @pytest.mark.usefixtures("airflow_db")
 def test_the_readme_alert_pattern_keeps_a_failed_batch_red(sb):
-    rows = rows_for(sb.conversation_ids()[:5]) + [{"conversation_id": MISSING.format(0), "status": "NEW"}]
+    rows = [*rows_for(sb.conversation_ids()[:5]), {"conversation_id": MISSING.format(0), "status": "NEW"}]
     dag_run = run_dag("hilos_test_alert_pattern", {"rows": rows})
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states == {"apply": "failed", "summary": "success", "fail_run_if_batch_failed": "failed"}

@@ -14,8 +14,8 @@ from tests.conftest import AIRFLOW_V3, EXAMPLE_DAGS, ROOT, TEST_TOKEN
 AIRFLOW_3_ONLY = ("airflow.sdk",)
 
 
-def runtime_airflow_imports(path: Path) -> list[str]:
-    """``module:line`` for each Airflow-3-only import outside ``if TYPE_CHECKING:``."""
+def runtime_airflow_imports(path: Path, root: Path = ROOT) -> list[str]:
+    """``module:line`` for each Airflow-3-only import outside ``if TYPE_CHECKING:`` (paths relative to ``root``)."""
     tree = ast.parse(path.read_text())
     type_checking = {
         id(node)
@@ -32,7 +32,7 @@ def runtime_airflow_imports(path: Path) -> list[str]:
             if isinstance(node, ast.ImportFrom)
             else ([a.name for a in node.names] if isinstance(node, ast.Import) else [])
         )
-        found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.startswith(AIRFLOW_3_ONLY)]
+        found += [f"{path.relative_to(root)}:{node.lineno} {n}" for n in names if n.startswith(AIRFLOW_3_ONLY)]
     return found
 
 
@@ -43,22 +43,20 @@ def test_no_airflow_3_only_import_in_the_package_or_examples():
 
 
 def test_the_import_check_can_fail(tmp_path):
-    bad = ROOT / "airflow_provider_hilos" / "_probe_for_test.py"
+    bad = tmp_path / "airflow_provider_hilos" / "_probe_for_test.py"
+    bad.parent.mkdir()
     bad.write_text(
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from airflow.sdk import Context\n"
         "from airflow.sdk import BaseHook\n"
     )
-    try:
-        assert runtime_airflow_imports(bad) == ["airflow_provider_hilos/_probe_for_test.py:4 airflow.sdk"]
-    finally:
-        bad.unlink()
+    assert runtime_airflow_imports(bad, root=tmp_path) == ["airflow_provider_hilos/_probe_for_test.py:4 airflow.sdk"]
 
 
 def test_the_token_is_registered_with_the_secrets_masker(hilos_conn):
     from airflow.providers.common.compat.sdk import redact
 
     hilos_conn(password=TEST_TOKEN)
-    HilosHook().settings  # loading the connection masks its token
+    _ = HilosHook().settings  # loading the connection masks its token
     assert redact(f"sent {TEST_TOKEN} to Hilos") == "sent *** to Hilos"
 
 
@@ -89,7 +87,7 @@ def test_classic_connection_form_for_airflow_before_3_2():
 
 
 def test_ui_metadata_has_one_source():
-    from airflow_provider_hilos.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+    from airflow_provider_hilos.connection import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 
     assert HilosHook.get_ui_field_behaviour()["placeholders"] == UI_FIELD_BEHAVIOUR["placeholders"]
     if not AIRFLOW_V3:

@@ -24,15 +24,14 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from airflow_provider_hilos.hooks.hilos import HilosHook
-from airflow_provider_hilos.models import (
+from airflow_provider_hilos.sandbox import HilosSandbox
+from airflow_provider_hilos.schemas import (
     REFUSED_FIELDS,
     TAG_NAME_MAX_LENGTH,
     WRITABLE_FIELDS,
-    ConversationEdit,
     ConversationSource,
     ConversationStatus,
 )
-from airflow_provider_hilos.sandbox import HilosSandbox
 from tests.conftest import TEST_TOKEN
 
 CONTRACT = Path(__file__).parent / "contract"
@@ -106,11 +105,11 @@ def test_models_mirror_both_documents():
     }
     for document in DOCUMENTS:
         assert [s.value for s in ConversationSource] == schemas(document)["ConversationSourceEnum"]["enum"]
-        assert TAG_NAME_MAX_LENGTH == schemas(document)["ConversationTag"]["properties"]["name"]["maxLength"]
+        assert schemas(document)["ConversationTag"]["properties"]["name"]["maxLength"] == TAG_NAME_MAX_LENGTH
         props = schemas(document)["PatchedConversationEdit"]["properties"]
         assert {p for p, d in props.items() if d.get("readOnly")} == {"created_on", "source"}
         assert set(WRITABLE_FIELDS) | set(REFUSED_FIELDS) == set(props)
-        assert set(ConversationEdit.model_fields) == set(schemas(document)["ConversationEdit"]["properties"])
+        assert set(schemas(document)["ConversationEdit"]["properties"]) == set(props)
 
 
 @pytest.mark.parametrize("document", DOCUMENTS)
@@ -142,7 +141,6 @@ def test_requests_and_responses_match_each_document(document, payload, monkeypat
     assert sent["body"] == payload
     assert sent["path"] == f"{ROOTS[document]}/{cid}/update"
     validator(document, "ConversationEdit").validate(answer)
-    ConversationEdit.model_validate(answer)
 
 
 def test_flow_paused_is_sent_as_hilos_documents_it(sandbox):
@@ -193,7 +191,6 @@ def test_answers_with_values_the_provider_does_not_know_yet_pass_through(hilos_c
     hook = HilosHook()
     assert hook.update_conversation(cid, {"status": "CLOSED"}) == answer
     assert hook.list_conversations()["results"] == [answer]
-    assert ConversationEdit.model_validate(answer).status == "ARCHIVED"
 
 
 # -- schemathesis: each document, in each family, against the sandbox -----------------------------------
@@ -239,11 +236,11 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(document,
                 def fuzz(case):
                     response = case.call(base_url=sb.url, session=session)
                     case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
-                    assert response.status_code in documented | DRF_STANDARD_STATUSES, (
+                    assert response.status_code in documented | DRF_STANDARD_STATUSES, (  # noqa: B023 - called below
                         f"{case.method} {case.formatted_path}: undocumented HTTP {response.status_code}: "
                         f"{response.text[:300]}"
                     )
-                    seen.setdefault(operation.label, set()).add(response.status_code)
+                    seen.setdefault(operation.label, set()).add(response.status_code)  # noqa: B023 - called below
 
                 fuzz()
         server_errors = [r for r in sb.requests() if (r.get("status") or 0) >= 500]

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -140,7 +140,7 @@ def test_manual_update_refuses_conf_that_breaks_the_form_schema(seven, conf):
 
 @pytest.mark.usefixtures("airflow_db")
 def test_close_stale_uses_the_list_answer_as_payload(seven):
-    cutoff = datetime.now(timezone.utc) - timedelta(days=30)
+    cutoff = datetime.now(UTC) - timedelta(days=30)
     everything = {cid: seven.conversation(cid) for cid in seven.conversation_ids()}
     stale = {
         cid

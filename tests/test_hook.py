@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
@@ -19,7 +19,8 @@ from airflow_provider_hilos.exceptions import (
     HilosEndpointNotFoundError,
     HilosValidationError,
 )
-from airflow_provider_hilos.hooks.hilos import HilosHook, parse_retry_after
+from airflow_provider_hilos.hooks.hilos import HilosHook
+from airflow_provider_hilos.transport import parse_retry_after
 from tests.conftest import TEST_TOKEN
 
 CID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
@@ -298,8 +299,8 @@ def test_retry_after_seconds_is_honoured(hook, requests_mock):
 
 
 def test_retry_after_http_date_is_honoured_and_capped(hook, requests_mock):
-    soon = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=20), usegmt=True)
-    late = format_datetime(datetime.now(timezone.utc) + timedelta(hours=2), usegmt=True)
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
+    late = format_datetime(datetime.now(UTC) + timedelta(hours=2), usegmt=True)
     requests_mock.patch(
         URL,
         [
@@ -314,7 +315,7 @@ def test_retry_after_http_date_is_honoured_and_capped(hook, requests_mock):
 
 
 def test_parse_retry_after():
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after("-3") == 0.0
     assert parse_retry_after("Thu, 01 Jan 2026 00:00:09 GMT", now=now) == 9.0
@@ -411,7 +412,7 @@ def test_unreadable_success_body_is_retried_then_reported(hook, requests_mock):
 def test_redirects_are_not_followed(hook, requests_mock):
     requests_mock.patch(URL, status_code=301, headers={"Location": "https://evil.example.com/steal"})
     requests_mock.patch("https://evil.example.com/steal", json=EDIT)
-    with pytest.raises(HilosAPIError, match="redirect to 'evil.example.com'"):
+    with pytest.raises(HilosAPIError, match=r"redirect to 'evil\.example\.com'"):
         hook.update_conversation(CID, {"status": "NEW"})
     assert [r.hostname for r in requests_mock.request_history] == ["api.hilos.io"]
 

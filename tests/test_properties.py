@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from airflow_provider_hilos.exceptions import HilosValidationError
 from airflow_provider_hilos.hooks.hilos import HilosHook
-from airflow_provider_hilos.models import WRITABLE_FIELDS, ConversationStatus, validate_update
 from airflow_provider_hilos.operators.conversation import parse_payload
 from airflow_provider_hilos.sandbox import HilosSandbox
+from airflow_provider_hilos.schemas import WRITABLE_FIELDS, ConversationStatus, validate_update
 from tests.conftest import TEST_TOKEN
 
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -176,5 +176,5 @@ def test_up_to_a_hundred_tags_are_sent_as_given_and_more_are_refused(hook, sandb
     tags = [{"name": f"tag-{i}"} for i in range(100)]
     answer = hook.update_conversation(sandbox.conversation_ids()[2], {"tags": tags})
     assert len(answer["tags"]) == 100 and len(sandbox.requests()[0]["body"]["tags"]) == 100
-    error = refused(hook, sandbox, sandbox.conversation_ids()[2], {"tags": tags + [{"name": "one-more"}]})
+    error = refused(hook, sandbox, sandbox.conversation_ids()[2], {"tags": [*tags, {"name": "one-more"}]})
     assert error.problems == [("tags", "101 tags in one update; at most 100 are allowed")]

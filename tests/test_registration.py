@@ -13,8 +13,8 @@ import jsonschema
 import pytest
 
 import airflow_provider_hilos
-from tests.conftest import AIRFLOW_V3
 from airflow_provider_hilos.get_provider_info import get_provider_info
+from tests.conftest import AIRFLOW_V3
 
 
 def airflow_cli(*args: str) -> str:
@@ -93,7 +93,7 @@ def test_form_field_names_are_not_masked_as_secrets():
     else:
         from airflow.utils.log.secrets_masker import should_hide_value_for_key
 
-    from airflow_provider_hilos.get_provider_info import CONN_FIELDS
+    from airflow_provider_hilos.connection import CONN_FIELDS
 
     assert [name for name in CONN_FIELDS if should_hide_value_for_key(name)] == []
     assert should_hide_value_for_key("api_password")  # the check can fail: this name would be hidden
@@ -115,6 +115,22 @@ print(heavy)
 """
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ.copy()
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_provider_metadata_imports_nothing_from_airflow():
+    """Airflow imports get_provider_info (and through it the connection form) while it loads its providers."""
+    code = """
+import sys
+import airflow_provider_hilos.get_provider_info as info
+info.get_provider_info()
+import airflow_provider_hilos.connection
+print(sorted(m for m in sys.modules if m == "airflow" or m.startswith("airflow.")))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=os.environ.copy()
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"

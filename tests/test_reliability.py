@@ -11,6 +11,7 @@ import http.server
 import json
 import threading
 from collections import Counter
+from typing import ClassVar
 
 import pytest
 
@@ -18,6 +19,7 @@ from airflow_provider_hilos.exceptions import HilosAPIError
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
 from airflow_provider_hilos.sandbox import HilosSandbox
+from airflow_provider_hilos.transport import HilosTransport
 from tests.conftest import TEST_TOKEN, FakeTI
 
 STATUSES = ["NEW", "IN_PROGRESS", "RESOLVED", "CLOSED"]
@@ -118,7 +120,7 @@ def test_batch_path_survives(sb, fault):
 )
 def test_exhausted_retries_fail_the_task_naming_conversation_and_cause(sb, monkeypatch, fault, cause):
     monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json(read_timeout=0.25, max_attempts=3))
-    monkeypatch.setattr(HilosHook, "backoff_delay", lambda self, attempt, retry_after=None: 0.0)
+    monkeypatch.setattr(HilosTransport, "backoff_delay", lambda self, attempt, retry_after=None: 0.0)
     sb.set_faults(**fault)
     cid = sb.conversation_ids()[0]
     op = ConversationUpdateOperator(task_id="t", conversation_id=cid, status="CLOSED")
@@ -162,10 +164,10 @@ def test_soak_small(monkeypatch):
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    seen: list[dict] = []
-    paths: list[tuple[str, str]] = []
+    seen: ClassVar[list[dict]] = []
+    paths: ClassVar[list[tuple[str, str]]] = []
 
-    def do_PATCH(self):  # noqa: N802
+    def do_PATCH(self):
         type(self).seen.append(dict(self.headers))
         type(self).paths.append((self.command, self.path))
         self.send_response(200)
@@ -173,7 +175,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"{}")
 
-    do_GET = do_PATCH  # noqa: N815
+    do_GET = do_PATCH
 
     def log_message(self, *args):
         pass
@@ -191,7 +193,7 @@ def test_a_redirect_to_another_host_never_carries_the_token(monkeypatch, status)
     other, other_url = _serve(_Recorder)
 
     class Redirect(http.server.BaseHTTPRequestHandler):
-        def do_PATCH(self):  # noqa: N802
+        def do_PATCH(self):
             self.send_response(status)
             self.send_header("Location", other_url + self.path)
             self.end_headers()

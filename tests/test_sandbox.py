@@ -11,6 +11,7 @@ import time
 import pytest
 import requests
 
+import airflow_provider_hilos.sandbox
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.sandbox import HilosSandbox
 from airflow_provider_hilos.sandbox.state import SandboxData
@@ -473,7 +474,7 @@ def test_hilos_sandbox_command_prints_its_url_and_serves():
             f"{url}{NATIVE}", params={"page_size": 1}, headers={"Authorization": "Token T0KEN-cli"}, timeout=10
         ).json()
         assert page["count"] == 1000
-        assert page["results"][0]["id"] == list(SandboxData.seeded(1, 7).conversations)[0]
+        assert page["results"][0]["id"] == next(iter(SandboxData.seeded(1, 7).conversations))
     finally:
         proc.terminate()
         assert proc.wait(timeout=15) == 0
@@ -484,7 +485,8 @@ def test_hilos_sandbox_console_script_is_installed():
     from importlib.metadata import entry_points
 
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "hilos-sandbox"]
-    assert script.value == "airflow_provider_hilos.sandbox.server:main"
+    assert script.value == "airflow_provider_hilos.sandbox:main"
+    assert script.load() is airflow_provider_hilos.sandbox.main
 
 
 def test_hilos_sandbox_fixture_points_hilos_default_at_a_running_sandbox(hilos_sandbox):

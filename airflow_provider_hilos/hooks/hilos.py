@@ -1,354 +1,38 @@
-"""HilosHook: the Airflow connection to the Hilos API, and every HTTP request this provider makes."""
+"""HilosHook: the Airflow connection to the Hilos API and its endpoints.
+
+The connection's settings are read and checked in :mod:`airflow_provider_hilos.connection`; the HTTP
+requests (session, retries, error wording) are made by :mod:`airflow_provider_hilos.transport`.
+"""
 
 from __future__ import annotations
 
-import email.utils
-import os
-import random
-import threading
+import dataclasses
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_hilos import __version__
-from airflow_provider_hilos.endpoints import API_FAMILY_CHOICES, ApiFamily, resolve_api_family
-from airflow_provider_hilos.exceptions import (
-    RETRYABLE_STATUS_CODES,
-    HilosAPIError,
-    HilosConfigurationError,
-    HilosEndpointNotFoundError,
-    HilosPermanentAPIError,
-)
-from airflow_provider_hilos.get_provider_info import (
+from airflow_provider_hilos.batch import BatchOptions, BatchResult, BatchUpdater
+from airflow_provider_hilos.connection import (
     CONN_FIELDS,
-    DEFAULT_API_FAMILY,
-    DEFAULT_AUTH_SCHEME,
-    DEFAULT_BASE_URL,
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_HEADER_NAME,
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_READ_TIMEOUT,
-    DEFAULT_WEB_BASE_URL,
     UI_FIELD_BEHAVIOUR,
+    HilosConnectionSettings,
+    settings_from_connection,
 )
-from airflow_provider_hilos.models import ValidatedUpdate, validate_update
-from airflow_provider_hilos.urls import check_url, environ_proxy, is_loopback_host, without_credentials
+from airflow_provider_hilos.exceptions import HilosAPIError, HilosConfigurationError
+from airflow_provider_hilos.rows import RowSource, rows_from_updates
+from airflow_provider_hilos.schemas import ValidatedUpdate, validate_update
+from airflow_provider_hilos.transport import JSON, HilosTransport, redact
 
 if TYPE_CHECKING:
-    from airflow.sdk import Connection
-
-    from airflow_provider_hilos.batch import BatchResult
     from airflow_provider_hilos.checkpoint import Checkpoint
 
 WEB_CONVERSATION_PATH = "/inbox/conversation/{id}"
-TOKEN_HELP_URL = "https://app.hilos.io/dev/api-keys"
-_SNIPPET_CHARS = 200
-
-
-@dataclass(frozen=True)
-class HilosConnectionSettings:
-    """Everything the hook reads from the Airflow connection, checked and normalised.
-
-    The token is kept out of ``repr`` so that logging the settings cannot leak it.
-    """
-
-    conn_id: str
-    base_url: str
-    token: str
-    header_name: str = DEFAULT_HEADER_NAME
-    auth_scheme: str = DEFAULT_AUTH_SCHEME
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    read_timeout: float = DEFAULT_READ_TIMEOUT
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    web_base_url: str = DEFAULT_WEB_BASE_URL
-    api_family: ApiFamily = ApiFamily.HILOS
-    api_family_reason: str = "the default"
-    #: the proxy the environment sends the Base URL through, read once with the connection (never shown:
-    #: it may hold credentials)
-    proxy: str | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"HilosConnectionSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, token='***', "
-            f"api_family={self.api_family.value!r}, header_name={self.header_name!r}, "
-            f"auth_scheme={self.auth_scheme!r}, timeout=({self.connect_timeout}, {self.read_timeout}), "
-            f"max_attempts={self.max_attempts})"
-        )
-
-    def url(self, path: str) -> str:
-        """The full URL of an API path (never carries the token: it travels in a header)."""
-        return self.base_url + path
-
-    @property
-    def family_display(self) -> str:
-        """``API family hilos (auto: api.hilos.io is not an ActiveCampaign account host)``."""
-        return f"API family {self.api_family.value} ({self.api_family_reason})"
-
-    @property
-    def auth_value(self) -> str:
-        """The value of the auth header, e.g. ``Token <key>``."""
-        return f"{self.auth_scheme} {self.token}" if self.auth_scheme else self.token
-
-    @property
-    def auth_display(self) -> str:
-        """The auth header as it may be shown to a person: ``Authorization: Token ***``."""
-        return f"{self.header_name}: {self.auth_scheme + ' ' if self.auth_scheme else ''}***"
-
-
-def _extra(extras: Mapping[str, Any], key: str, *, keep_empty: bool = False) -> Any:
-    """An extra by its plain name, or by the ``extra__hilos__`` name older forms saved.
-
-    An empty string counts as "not set" unless ``keep_empty`` (an empty auth prefix means a bare token).
-    """
-    for name in (key, f"extra__hilos__{key}"):
-        value = extras.get(name)
-        if value is not None and (value != "" or keep_empty):
-            return value
-    return None
-
-
-def _not_one_word(text: str) -> bool:
-    """Whether ``text`` holds spaces or control characters (it could not be sent in one header value)."""
-    return any(ch.isspace() or not ch.isprintable() for ch in text)
-
-
-def parse_base_url(
-    host: str | None,
-    *,
-    conn_id: str,
-    schema: str | None = None,
-    port: int | None = None,
-    allow_insecure_http: bool = False,
-) -> str:
-    """Turn the connection's host field into the API base URL.
-
-    :param host: ``api.hilos.io``, ``https://api.hilos.io/``, ``https://acct.api-us1.com/api/3``;
-        empty means ``https://api.hilos.io``. A missing scheme means ``https``.
-    :param conn_id: named in error messages.
-    :param schema: the connection's schema field, used as a path prefix when the host has none
-        (that is where a URI like ``hilos://:TOKEN@acct.api-us1.com/api/3`` puts ``api/3``).
-    :param port: the connection's port field, used when the host names none.
-    :param allow_insecure_http: allow ``http://`` to a host that is not loopback, or through a proxy.
-    :raises HilosConfigurationError: on a query string, fragment, credentials in the URL, a scheme
-        other than http(s), a host two URL parsers read differently, or clear-text http that could
-        leave the machine (a remote host, or a proxy on the way).
-    """
-    raw = (host or "").strip() or DEFAULT_BASE_URL
-    if "://" not in raw:
-        raw = f"https://{raw}"
-    try:
-        url = check_url(raw)
-    except ValueError as reason:
-        shown = "" if "@" in raw else f" {raw!r}"  # never repeat credentials
-        fix = (
-            "put the token in the 'API token' (password) field"
-            if "credentials" in str(reason)
-            else f"give only scheme, host and an optional path prefix, e.g. {DEFAULT_BASE_URL} or "
-            "https://youraccount.api-us1.com/api/3"
-        )
-        raise HilosConfigurationError(
-            f"Hilos connection {conn_id!r}: the Base URL (host){shown} {reason}; {fix}"
-        ) from None
-    where = f"Hilos connection {conn_id!r}: Base URL (host) {raw!r}"
-    path = url.path.rstrip("/")
-    if not path and schema and schema.strip("/"):
-        path = "/" + schema.strip("/")
-    netloc = url.netloc if url.port is not None or not port else f"{url.netloc}:{port}"
-    base_url = f"{url.scheme}://{netloc}{path}"
-    if url.scheme == "http" and not allow_insecure_http:
-        if not is_loopback_host(url.host):
-            raise HilosConfigurationError(
-                f"{where} uses plain http:// to {url.host!r}, which would send the API token in clear text; "
-                "use https://, or set the connection extra allow_insecure_http to true if you really mean it"
-            )
-        if proxy := environ_proxy(base_url):
-            raise HilosConfigurationError(
-                f"{where} is plain http:// to loopback, but the environment (HTTP_PROXY / ALL_PROXY) sends it "
-                f"through the proxy {without_credentials(proxy)}, which would receive the API token in clear text; "
-                f"add {url.host} to NO_PROXY, use https://, or set allow_insecure_http to true if you really mean it"
-            )
-    return base_url
-
-
-def _number(value: Any, *, field: str, conn_id: str, integer: bool = False, minimum: float = 0) -> Any:
-    kind = "a whole number" if integer else "a number"
-    try:
-        number = int(value) if integer else float(value)
-        if integer and (isinstance(value, bool) or float(value) != number):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise HilosConfigurationError(
-            f"Hilos connection {conn_id!r}: extra {field}={value!r} is not {kind}; fix it or remove it"
-        ) from None
-    if number < minimum or (not integer and number <= 0):
-        raise HilosConfigurationError(
-            f"Hilos connection {conn_id!r}: extra {field}={value!r} must be "
-            f"{'at least ' + str(minimum) if integer else 'greater than 0'}"
-        )
-    return number
-
-
-def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
-    """Read and check a ``hilos`` Airflow connection.
-
-    :param conn: the Airflow connection (``host`` = base URL, ``password`` = token, extras).
-    :raises HilosConfigurationError: naming the field to fix; never containing the token.
-    """
-    conn_id = conn.conn_id
-    extras = conn.extra_dejson if conn.extra else {}
-    token = (conn.password or "").strip()
-    if not token:
-        raise HilosConfigurationError(
-            f"Hilos connection {conn_id!r} has no API token: put the token from {TOKEN_HELP_URL} in its "
-            "'API token' (password) field"
-        )
-    if _not_one_word(token):
-        raise HilosConfigurationError(
-            f"Hilos connection {conn_id!r}: the API token contains spaces or control characters; "
-            "paste the token alone into the 'API token' (password) field"
-        )
-    if not _header_safe(token):
-        raise HilosConfigurationError(
-            f"Hilos connection {conn_id!r}: the API token contains characters an HTTP header cannot carry "
-            f"(only Latin-1 can be sent); copy the token again from {TOKEN_HELP_URL} into the 'API token' field"
-        )
-    allow_http = _extra(extras, "allow_insecure_http")
-    allow_http = str(allow_http).strip().lower() in ("true", "1", "yes") if allow_http is not None else False
-    base_url = parse_base_url(
-        conn.host, conn_id=conn_id, schema=conn.schema, port=conn.port, allow_insecure_http=allow_http
-    )
-    header_name = _extra(extras, "header_name")
-    header_name = DEFAULT_HEADER_NAME if header_name is None else str(header_name).strip()
-    if not header_name or not all(ch.isalnum() or ch in "-_" for ch in header_name):
-        raise HilosConfigurationError(
-            f"Hilos connection {conn_id!r}: extra header_name={header_name!r} is not a valid header name; "
-            f"use {DEFAULT_HEADER_NAME!r} (Hilos) or e.g. 'Token'"
-        )
-    auth_scheme = _extra(extras, "auth_scheme", keep_empty=True)
-    auth_scheme = DEFAULT_AUTH_SCHEME if auth_scheme is None else str(auth_scheme).strip()
-    if _not_one_word(auth_scheme) or not _header_safe(auth_scheme):
-        raise HilosConfigurationError(
-            f"Hilos connection {conn_id!r}: extra auth_scheme={auth_scheme!r} must be one word, "
-            f"e.g. {DEFAULT_AUTH_SCHEME!r}, or empty for a bare token"
-        )
-    values: dict[str, Any] = {}
-    for field, integer in (("connect_timeout", False), ("read_timeout", False), ("max_attempts", True)):
-        if (raw := _extra(extras, field)) is not None:
-            values[field] = _number(raw, field=field, conn_id=conn_id, integer=integer, minimum=1 if integer else 0)
-    web_base_url = _web_base_url(_extra(extras, "web_base_url"), conn_id=conn_id)
-    family_choice = str(_extra(extras, "api_family") or DEFAULT_API_FAMILY).strip().lower()
-    if family_choice not in API_FAMILY_CHOICES:
-        raise HilosConfigurationError(
-            f"Hilos connection {conn_id!r}: extra api_family={family_choice!r} is not one of "
-            f"{', '.join(API_FAMILY_CHOICES)}; use auto (the host decides), hilos (api.hilos.io: /api/inbox/...) "
-            "or activecampaign (ActiveCampaign account hosts: /channel/whatsapp/inbox/...)"
-        )
-    api_family, family_reason = resolve_api_family(family_choice, urlsplit(base_url).hostname or "")
-    return HilosConnectionSettings(
-        conn_id=conn_id,
-        base_url=base_url,
-        proxy=environ_proxy(base_url),
-        api_family=api_family,
-        api_family_reason=family_reason,
-        token=token,
-        header_name=header_name,
-        auth_scheme=auth_scheme,
-        web_base_url=web_base_url,
-        **values,
-    )
-
-
-def _header_safe(text: str) -> bool:
-    """Whether ``text`` can travel in an HTTP header value (``http.client`` encodes them as Latin-1)."""
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _web_base_url(value: Any, *, conn_id: str) -> str:
-    """The extra ``web_base_url``, checked: it becomes a link users click, so https (http only to loopback)."""
-    raw = str(value if value is not None else DEFAULT_WEB_BASE_URL).strip().rstrip("/")
-    try:
-        url = check_url(raw)
-        if url.scheme != "https" and not is_loopback_host(url.host):
-            raise ValueError("is plain http:// to a host that is not loopback")
-    except ValueError as reason:
-        shown = "" if "@" in raw else f"={raw!r}"
-        raise HilosConfigurationError(
-            f"Hilos connection {conn_id!r}: extra web_base_url{shown} {reason}; it becomes the task's "
-            f"'Hilos conversation' link, so give an https:// address such as {DEFAULT_WEB_BASE_URL}"
-        ) from None
-    return raw
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or ``None``."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
-
-
-def _redacted(data: Any, redact: Callable[[str], str]) -> Any:
-    """``data`` (parsed JSON) with ``redact`` applied to every string in it, dictionary keys included."""
-    if isinstance(data, str):
-        return redact(data)
-    if isinstance(data, list):
-        return [_redacted(item, redact) for item in data]
-    if isinstance(data, dict):
-        return {redact(str(key)): _redacted(value, redact) for key, value in data.items()}
-    return data
-
-
-def _response_snippet(response: requests.Response) -> str:
-    text = " ".join((response.text or "").split())
-    return text[:_SNIPPET_CHARS] + ("..." if len(text) > _SNIPPET_CHARS else "")
-
-
-def _describe_body(
-    response: requests.Response, redact: Callable[[str], str] = lambda text: text
-) -> tuple[str | None, dict[str, Any], str]:
-    """The API's ``detail``, its field errors, and a one-line summary of the body, all redacted.
-
-    The body is redacted as parsed data (every string in it, keys too) before anything is built from
-    it: redacting text made from it afterwards would miss a token that JSON or ``repr`` escaped.
-    """
-    try:
-        body = _redacted(response.json(), redact)
-    except (ValueError, RecursionError):
-        ctype = response.headers.get("Content-Type", "no content type").split(";")[0]
-        snippet = redact(_response_snippet(response))
-        return None, {}, f"non-JSON body ({ctype}): {snippet!r}" if snippet else f"empty body ({ctype})"
-    if isinstance(body, dict):
-        detail = body.get("detail")
-        fields = {k: v for k, v in body.items() if k != "detail"}
-        parts = [str(detail)] if detail is not None else []
-        parts += [f"{k}: {'; '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in fields.items()]
-        return (None if detail is None else str(detail)), fields, "; ".join(parts) or "{}"
-    if isinstance(body, list):
-        return None, {"non_field_errors": body}, "; ".join(map(str, body))
-    return None, {}, str(body)
 
 
 class HilosHook(BaseHook):
@@ -400,8 +84,6 @@ class HilosHook(BaseHook):
         self.max_wait = max_wait
         self.pool_maxsize = pool_maxsize
         self._sleep: Callable[[float], None] = time.sleep
-        self._session_lock = threading.Lock()
-        self._session: requests.Session | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(hilos_conn_id={self.hilos_conn_id!r})"
@@ -494,50 +176,64 @@ class HilosHook(BaseHook):
         """Attempts per request, the first one included."""
         return int(self._max_attempts_arg) if self._max_attempts_arg is not None else self.settings.max_attempts
 
+    @cached_property
+    def transport(self) -> HilosTransport:
+        """What sends the requests: the session, timeouts, retries and error wording (made on first use)."""
+        return HilosTransport(
+            self.settings,
+            timeout=self.timeout,
+            max_attempts=self.max_attempts,
+            backoff_base=self.backoff_base,
+            max_wait=self.max_wait,
+            pool_maxsize=self.pool_maxsize,
+            log=self.log,
+            sleep=lambda seconds: self._sleep(seconds),
+        )
+
     def get_conn(self) -> requests.Session:
         """The hook's one pooled session, created on first use and reused by every request."""
-        if self._session is None:
-            with self._session_lock:
-                if self._session is None:
-                    self._session = self._new_session()
-        return self._session
+        return self.transport.session
 
-    def _new_session(self) -> requests.Session:
-        settings = self.settings
-        session = requests.Session()
-        # The proxy was read (and checked) with the connection, the CA bundle is read here, both once, not on
-        # every request (requests' trust_env re-scans os.environ per call, a third of the client's CPU in a
-        # batch); and no ~/.netrc entry may replace the token header.
-        if settings.proxy:
-            session.proxies[urlsplit(settings.base_url).scheme] = settings.proxy
-        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if ca_bundle:
-            session.verify = ca_bundle
-        session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_maxsize, max_retries=0)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        session.headers.update(
-            {
-                "Accept": "application/json",
-                "User-Agent": user_agent(),
-                settings.header_name: settings.auth_value,
-            }
-        )
-        return session
+    def ensure_pool(self, size: int) -> None:
+        """Keep at least ``size`` connections open to the API (for ``size`` concurrent requests)."""
+        self.pool_maxsize = max(self.pool_maxsize, size)
+        if "transport" in self.__dict__:
+            self.transport.ensure_pool(size)
 
     def close(self) -> None:
         """Close the pooled connections. The hook opens a new session if used again."""
-        with self._session_lock:
-            if self._session is not None:
-                self._session.close()
-                self._session = None
+        if "transport" in self.__dict__:
+            self.transport.close()
 
     def __enter__(self) -> HilosHook:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: JSON = None,
+        params: Mapping[str, str | int] | None = None,
+        subject: str | None = None,
+        max_attempts: int | None = None,
+    ) -> JSON:
+        """Send one API request with the hook's timeouts and retries; see :meth:`HilosTransport.request`."""
+        return self.transport.request(
+            method, path, json=json, params=params, subject=subject, max_attempts=max_attempts
+        )
+
+    def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt``; see :meth:`HilosTransport.backoff_delay`."""
+        return self.transport.backoff_delay(attempt, retry_after)
+
+    def redact(self, text: str) -> str:
+        """``text`` with the connection's token (if it was looked up) replaced by ``***``."""
+        settings = self.__dict__.get("settings")
+        return redact(text, settings.token) if settings is not None else text
 
     # -- endpoints ----------------------------------------------------------------------------
 
@@ -557,10 +253,10 @@ class HilosHook(BaseHook):
         return self.send_update(validate_update(conversation_id, payload))
 
     def send_update(self, update: ValidatedUpdate, *, attempt: int | None = None) -> dict[str, Any]:
-        """PATCH an update that passed :func:`~airflow_provider_hilos.models.validate_update`.
+        """PATCH an update that passed :func:`~airflow_provider_hilos.schemas.validate_update`.
 
         This is the one place the PATCH request is made; the single and the batch paths both call it.
-        Only a :class:`~airflow_provider_hilos.models.ValidatedUpdate` is accepted, so unvalidated input
+        Only a :class:`~airflow_provider_hilos.schemas.ValidatedUpdate` is accepted, so unvalidated input
         cannot reach the wire.
 
         :param update: the canonical conversation id and the JSON body.
@@ -572,10 +268,11 @@ class HilosHook(BaseHook):
             raise TypeError(f"send_update takes a ValidatedUpdate (see validate_update), not {type(update).__name__}")
         path = self.settings.api_family.update_path(quote(update.conversation_id, safe=""))
         cid = update.conversation_id
+        subject = f"conversation {cid}"
         if attempt is None:
-            result = self.request("PATCH", path, json=update.body, conversation_id=cid)
+            result = self.transport.request("PATCH", path, json=update.body, subject=subject)
         else:
-            result = self.attempt("PATCH", path, json=update.body, conversation_id=cid, number=attempt)
+            result = self.transport.attempt("PATCH", path, json=update.body, subject=subject, number=attempt)
         if not isinstance(result, dict):
             raise HilosAPIError(
                 f"Hilos answered the update of conversation {cid} with "
@@ -589,35 +286,22 @@ class HilosHook(BaseHook):
 
     def update_conversations(
         self,
-        updates: Any,
+        updates: Iterable[Mapping[str, Any]] | str | RowSource,
+        options: BatchOptions | None = None,
         *,
-        max_concurrency: int = 16,
-        max_requests_per_second: float | None = None,
-        failure_policy: str = "fail_at_end",
-        max_failed_ratio: float = 0.0,
-        skip_invalid_rows: bool = False,
-        max_invalid_ratio: float | None = None,
-        report: Any = None,
-        max_failed_rows: int = 100,
-        progress_interval: float = 10.0,
+        report: IO[str] | Callable[[], IO[str]] | None = None,
         checkpoint: Checkpoint | None = None,
+        **option_values: Any,
     ) -> BatchResult:
         """Update many conversations: validate every row first, then send them concurrently.
 
         :param updates: rows ``{"conversation_id": ..., <fields>}`` (a list, a JSON string of one), or a
             callable returning ``(row_number, row)`` pairs afresh on each call (see
-            :func:`~airflow_provider_hilos.batch.rows_from_json_lines` to stream a file).
-        :param max_concurrency: requests in flight at once (the session's pool grows to match).
-        :param max_requests_per_second: client-side rate limit, or ``None``.
-        :param failure_policy: ``fail_at_end`` (default), ``fail_fast`` or ``never``.
-        :param max_failed_ratio: the share of rows that may fail without failing the batch.
-        :param skip_invalid_rows: skip (and report) invalid rows instead of refusing the batch.
-        :param max_invalid_ratio: with ``skip_invalid_rows``, the share of rows that may be invalid
-            (``None``: any share but all).
+            :func:`~airflow_provider_hilos.rows.rows_from_json_lines` to stream a file).
+        :param options: how to send and when to fail (:class:`~airflow_provider_hilos.batch.BatchOptions`);
+            or give its fields as keyword arguments (``max_concurrency=32``), checked the same way.
         :param report: an open text stream, or a callable opening one (called only once every row
             passed validation); one JSON line per row is written to it.
-        :param max_failed_rows: how many failed (and skipped) rows the result lists.
-        :param progress_interval: seconds between progress lines in the log.
         :param checkpoint: record applied rows there, and skip the rows an earlier try recorded; it is
             cleared when the batch succeeds.
         :return: counts, duration, rate and the first failed rows.
@@ -625,33 +309,17 @@ class HilosHook(BaseHook):
         :raises HilosBatchError: the batch failed (the result is attached); its subclasses say whether
             another try can help (:class:`HilosPermanentBatchError`, :class:`HilosAPIUnavailableError`).
         """
-        from airflow_provider_hilos.batch import BatchUpdater, rows_from_updates
-
-        self.ensure_pool(max_concurrency)
-        updater = BatchUpdater(
-            self,
-            max_concurrency=max_concurrency,
-            max_requests_per_second=max_requests_per_second,
-            failure_policy=failure_policy,
-            max_failed_ratio=max_failed_ratio,
-            skip_invalid_rows=skip_invalid_rows,
-            max_invalid_ratio=max_invalid_ratio,
-            report=report,
-            max_failed_rows=max_failed_rows,
-            progress_interval=progress_interval,
-            checkpoint=checkpoint,
-        )
+        if options is not None and option_values:
+            options = dataclasses.replace(options, **option_values)
+        elif options is None:
+            options = BatchOptions(**option_values)
+        self.ensure_pool(options.max_concurrency)
+        updater = BatchUpdater(self, options, report=report, checkpoint=checkpoint)
         result = updater.run(updates if callable(updates) else rows_from_updates(updates))
         updater.check(result)
         if checkpoint is not None:
             checkpoint.clear()
         return result
-
-    def ensure_pool(self, size: int) -> None:
-        """Keep at least ``size`` connections open to the API (for ``size`` concurrent requests)."""
-        if size > self.pool_maxsize:
-            self.pool_maxsize = size
-            self.close()  # the next request opens a session with the larger pool
 
     def list_conversations(
         self,
@@ -672,12 +340,22 @@ class HilosHook(BaseHook):
         :param max_attempts: override the hook's attempts for this call.
         :return: a page ``{"count", "next", "previous", "results": [...]}``.
         """
-        params: dict[str, Any] = {"page": page, "page_size": page_size}
+        params: dict[str, str | int] = {"page": page, "page_size": page_size}
         if contact is not None:
             params["contact"] = contact
         if search is not None:
             params["search"] = search
-        return self.request("GET", self.settings.api_family.conversation_path, params=params, max_attempts=max_attempts)
+        path = self.settings.api_family.conversation_path
+        page_answer = self.transport.request("GET", path, params=params, max_attempts=max_attempts)
+        if not isinstance(page_answer, dict):
+            raise HilosAPIError(
+                f"Hilos answered the conversation list with {type(page_answer).__name__} instead of a page object",
+                status_code=200,
+                method="GET",
+                path=path,
+                problem="an answer that is not a JSON object",
+            )
+        return page_answer
 
     def conversation_web_url(self, conversation_id: str) -> str:
         """The conversation's page in the Hilos web app (the connection's extra ``web_base_url``)."""
@@ -697,282 +375,6 @@ class HilosHook(BaseHook):
         count = page.get("count") if isinstance(page, dict) else None
         seen = f" ({count} conversations visible)" if isinstance(count, int) else ""
         return True, f"Connected to Hilos at {self.base_url}: the API token was accepted{seen}."
-
-    # -- the one request loop -----------------------------------------------------------------
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        conversation_id: str | None = None,
-        max_attempts: int | None = None,
-    ) -> Any:
-        """Send one API request with the hook's timeouts and retries, and return its parsed JSON.
-
-        :param method: ``GET``, ``PATCH``, ...
-        :param path: the path after the base URL, starting with ``/``.
-        :param json: the JSON body, if any.
-        :param params: query parameters, if any.
-        :param conversation_id: named in error messages.
-        :param max_attempts: override the hook's attempts for this call.
-        :raises HilosAPIError: after the last attempt, or at once for errors not worth retrying
-            (:class:`HilosPermanentAPIError`).
-        """
-        attempts = max_attempts or self.max_attempts
-        for number in range(1, attempts + 1):
-            try:
-                return self.attempt(
-                    method, path, json=json, params=params, conversation_id=conversation_id, number=number
-                )
-            except HilosAPIError as exc:
-                if not exc.retryable or number == attempts:
-                    raise
-                self._wait(number, attempts, method, exc.path, exc.problem, exc.retry_after)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def attempt(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        conversation_id: str | None = None,
-        number: int = 1,
-    ) -> Any:
-        """Send one request once (no retry) and return its parsed JSON.
-
-        The batch path calls this and schedules retries itself, so no worker sleeps on a ``Retry-After``.
-
-        :param number: which attempt this is (1-based), as error messages count it.
-        :raises HilosAPIError: ``retryable`` (with ``retry_after`` when the API sent one) or not.
-        """
-        settings = self.settings
-        session = self.get_conn()
-        url = settings.url(path)
-        url_path = urlsplit(url).path
-        try:
-            response = session.send(
-                _prepare(session, method, url, json, params), timeout=self.timeout, allow_redirects=False
-            )
-        except requests.exceptions.SSLError as exc:
-            raise HilosPermanentAPIError(
-                self.redact(
-                    f"TLS error talking to {settings.base_url} ({method} {url_path}): {exc}. "
-                    "Check the connection's Base URL and the server certificate"
-                    + _plain_http_hint(settings.base_url)
-                    + "."
-                ),
-                method=method,
-                path=url_path,
-                attempts=number,
-                problem="TLS error",
-            ) from None
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-            problem = _network_problem(exc, self.timeout)
-            raise HilosAPIError(
-                self.redact(
-                    f"Hilos {method} {url_path}{_for(conversation_id)} failed after {number} attempt(s): "
-                    f"{problem} talking to {settings.base_url}. Check the connection's Base URL and that "
-                    "the API is reachable, or raise max_attempts / the timeouts."
-                ),
-                method=method,
-                path=url_path,
-                attempts=number,
-                problem=problem,
-            ) from None
-        if 200 <= response.status_code < 300:
-            try:
-                return response.json() if response.content else {}
-            except (ValueError, RecursionError):
-                problem = (
-                    f"HTTP {response.status_code} with an unreadable body ({_describe_body(response, self.redact)[2]})"
-                )
-                raise HilosAPIError(
-                    self.redact(
-                        f"Hilos {method} {url_path}{_for(conversation_id)} answered {problem} "
-                        f"after {number} attempt(s); expected JSON."
-                    ),
-                    status_code=response.status_code,
-                    method=method,
-                    path=url_path,
-                    attempts=number,
-                    problem=problem,
-                ) from None
-        raise self._api_error(response, method, url_path, number, conversation_id)
-
-    def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based).
-
-        ``Retry-After`` wins when the server sent it; otherwise exponential backoff
-        (``backoff_base * 2**(attempt-1)``) with equal jitter. Both are capped at ``max_wait``.
-        """
-        if retry_after is not None:
-            return min(retry_after, self.max_wait)
-        ceiling = min(self.backoff_base * (2 ** (attempt - 1)), self.max_wait)
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-    def _wait(
-        self, attempt: int, attempts: int, method: str, path: str, problem: str, retry_after: float | None
-    ) -> None:
-        delay = self.backoff_delay(attempt, retry_after)
-        self.log.warning(
-            "Hilos %s %s: %s (attempt %d of %d); retrying in %.2f s%s",
-            method,
-            path,
-            problem,
-            attempt,
-            attempts,
-            delay,
-            " as Retry-After asks" if retry_after is not None else "",
-        )
-        self._sleep(delay)
-
-    def redact(self, text: str) -> str:
-        """``text`` with the connection's token (if loaded) replaced by ``***``."""
-        settings = self.__dict__.get("settings")
-        if settings is not None and settings.token:
-            text = text.replace(settings.token, "***")
-        return text
-
-    def _api_error(
-        self, response: requests.Response, method: str, path: str, attempts: int, conversation_id: str | None
-    ) -> HilosAPIError:
-        status = response.status_code
-        detail, field_errors, summary = _describe_body(response, self.redact)
-        settings = self.settings
-        where = f"HTTP {status} on {method} {path}"
-        retryable = status in RETRYABLE_STATUS_CODES
-        error_class: type[HilosAPIError] = HilosAPIError if retryable else HilosPermanentAPIError
-        retry_after = parse_retry_after(response.headers.get("Retry-After")) if retryable else None
-        if status in (401, 403):
-            message = (
-                f"Hilos rejected the API token of connection {settings.conn_id!r} ({where}: {summary}). "
-                f"Put a valid token from {TOKEN_HELP_URL} in the connection's 'API token' field"
-                + (
-                    f" and check its auth header settings (sent as '{settings.auth_display}')"
-                    if (settings.header_name, settings.auth_scheme) != (DEFAULT_HEADER_NAME, DEFAULT_AUTH_SCHEME)
-                    else ""
-                )
-                + ("; if the token is right, it lacks permission for this request" if status == 403 else "")
-                + "."
-            )
-        elif status == 404 and detail is None:
-            # Django answers an unknown route with an HTML (or empty) page, a missing object with JSON {"detail"}
-            error_class = HilosEndpointNotFoundError
-            message = (
-                f"Hilos connection {settings.conn_id!r} uses {settings.family_display}, and the API has no endpoint "
-                f"at {method} {settings.url(path)} (HTTP 404, {summary}): check the Base URL and the API family "
-                "(extra api_family: hilos for api.hilos.io, activecampaign for ActiveCampaign account hosts)."
-            )
-        elif status == 404 and conversation_id:
-            message = (
-                f"Hilos conversation {conversation_id} was not found ({where}: {summary}). Check the "
-                "conversation_id: the API knows no conversation with that id for this token."
-            )
-        elif status == 404:
-            message = f"Hilos answered {where} ({summary}): check the connection's Base URL ({settings.base_url})."
-        elif status == 400:
-            message = (
-                f"Hilos refused the request{_for(conversation_id)} ({where}): {summary}. "
-                "Fix these fields in the payload."
-            )
-        elif 300 <= status < 400:
-            location = response.headers.get("Location", "")
-            target = urlsplit(location).netloc or location[:100] or "somewhere"
-            message = (
-                f"Hilos answered {where} with a redirect to {target!r}. Redirects are not followed, so the "
-                f"token is never sent elsewhere: set the connection's Base URL ({settings.base_url}) to the "
-                "address the API really answers on."
-            )
-        elif status in RETRYABLE_STATUS_CODES:
-            message = (
-                f"Hilos {method} {path}{_for(conversation_id)} failed after {attempts} attempt(s): "
-                f"last answer HTTP {status}: {summary}. The API is throttling or failing; try again later "
-                "or raise max_attempts."
-            )
-        else:
-            message = f"Hilos answered {where}{_for(conversation_id)}: {summary}."
-        response.close()
-        return error_class(
-            self.redact(message),
-            status_code=status,
-            method=method,
-            path=path,
-            detail=detail,
-            field_errors=field_errors,
-            attempts=attempts,
-            retry_after=retry_after,
-        )
-
-
-def _prepare(
-    session: requests.Session, method: str, url: str, body: Any, params: Mapping[str, Any] | None
-) -> requests.PreparedRequest:
-    """Prepare a request with the session's headers and cookies.
-
-    Same result as ``Session.request``'s preparation, without its per-call ``merge_setting`` work
-    (seven ``to_key_val_list`` calls, each a slow runtime-Protocol ``isinstance`` on Python 3.11 with
-    requests 2.34): a quarter of the client's CPU per request in a batch.
-    """
-    prepared = requests.PreparedRequest()
-    prepared.prepare(
-        method=method,
-        url=url,
-        headers=session.headers,
-        json=body,
-        params=params,
-        cookies=session.cookies,
-        hooks=session.hooks,
-    )
-    return prepared
-
-
-def _plain_http_hint(base_url: str) -> str:
-    """A hint for the usual cause of a TLS error on loopback: a plain-http server (the sandbox)."""
-    parts = urlsplit(base_url)
-    if parts.scheme != "https" or not is_loopback_host(parts.hostname or ""):
-        return ""
-    plain = base_url.replace("https://", "http://", 1)
-    return (
-        f"; if that server speaks plain http (the Hilos sandbox does), write the Base URL as {plain} "
-        f"(URI form: hilos://http://:<token>@{parts.netloc})"
-    )
-
-
-def _for(conversation_id: str | None) -> str:
-    return f" for conversation {conversation_id}" if conversation_id else ""
-
-
-def _network_problem(exc: Exception, timeout: tuple[float, float]) -> str:
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return f"no connection within the connect timeout ({timeout[0]:g} s)"
-    if isinstance(exc, requests.exceptions.ReadTimeout):
-        return f"no answer within the read timeout ({timeout[1]:g} s)"
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return "the connection dropped while reading the answer"
-    reason = exc.args[0] if exc.args else exc
-    reason = getattr(reason, "reason", reason)
-    text = str(reason)
-    text = text[text.index("[Errno") :] if "[Errno" in text else text
-    text = text[:160].rstrip("')")
-    return f"connection failed ({text})"
-
-
-def user_agent() -> str:
-    """``airflow-provider-hilos/<version> apache-airflow/<version> python-requests/<version>``."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        airflow_version = version("apache-airflow")
-    except PackageNotFoundError:  # pragma: no cover - airflow-core alone
-        airflow_version = "unknown"
-    return (
-        f"airflow-provider-hilos/{__version__} apache-airflow/{airflow_version} python-requests/{requests.__version__}"
-    )
 
 
 def _mask(secret: str) -> None:

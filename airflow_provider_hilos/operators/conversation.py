@@ -5,25 +5,18 @@ from __future__ import annotations
 import ast
 import json
 import os
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_provider_hilos.batch import (
-    FailurePolicy,
-    check_concurrency,
-    check_failure_policy,
-    check_ratio,
-    rows_from_json_lines,
-    rows_from_updates,
-)
-from airflow_provider_hilos.checkpoint import Checkpoint, task_key
+from airflow_provider_hilos.batch import BatchOptions, FailurePolicy
+from airflow_provider_hilos.checkpoint import Checkpoint, StoragePath, task_key
 from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.links import CONVERSATION_URL_XCOM_KEY, HilosConversationLink
-from airflow_provider_hilos.models import show, validate_update
-from airflow_provider_hilos.pacing import check_rate
+from airflow_provider_hilos.rows import RowSource, rows_from_json_lines, rows_from_updates
+from airflow_provider_hilos.schemas import show, validate_update
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -120,7 +113,7 @@ class ConversationUpdateOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("conversation_id", "payload", *OVERRIDE_FIELDS, "hilos_conn_id")
-    template_fields_renderers = {"payload": "json", "tags": "json", "assigned": "json"}
+    template_fields_renderers: ClassVar[dict[str, str]] = {"payload": "json", "tags": "json", "assigned": "json"}
     operator_extra_links = (HilosConversationLink(),)
     ui_color = "#25d366"
 
@@ -195,20 +188,15 @@ class ConversationBatchUpdateOperator(BaseOperator):
     :param report_path: where to write the per-row report, one JSON line per row with its outcome
         (``updated``, ``already_applied``, ``failed``, ``skipped``, ``not_sent``); its folder is created
         (templated).
-    :param max_concurrency: requests in flight at once (1 to 256).
-    :param max_requests_per_second: client-side rate limit, the most the batch may send (``None``: no
-        limit; the batch still slows down to the rate the API allows when it answers 429).
-    :param failure_policy: ``fail_at_end`` (default: send all, then fail if too many failed),
-        ``fail_fast`` (stop sending once too many failed) or ``never``. Whatever the policy, the batch
-        stops at once when the API looks unavailable or every row would fail the same way.
-    :param max_failed_ratio: the share of rows that may fail without failing the task (default 0).
-    :param skip_invalid_rows: send the valid rows and report the invalid ones as skipped (each logged with
-        its reasons), instead of refusing the whole batch before sending anything.
-    :param max_invalid_ratio: with ``skip_invalid_rows``, the share of rows that may be invalid; ``None``
-        (default): any share but all, so a batch of invalid rows only (the wrong file) fails.
-    :param max_failed_rows: how many failed (and skipped) rows the XCom result lists (all are in the log
-        and report).
-    :param progress_interval: seconds between progress lines (done/total, failures, req/s, ETA).
+    :param max_concurrency: a batch option (see :class:`~airflow_provider_hilos.batch.BatchOptions`, where
+        each one is described): requests in flight at once.
+    :param max_requests_per_second: a batch option: the most the batch may send, or ``None``.
+    :param failure_policy: a batch option: ``fail_at_end``, ``fail_fast`` or ``never``.
+    :param max_failed_ratio: a batch option: the share of rows that may fail without failing the task.
+    :param skip_invalid_rows: a batch option: send the valid rows, skip (and report) the invalid ones.
+    :param max_invalid_ratio: a batch option: with ``skip_invalid_rows``, the share that may be invalid.
+    :param max_failed_rows: a batch option: how many failed and skipped rows the XCom result lists.
+    :param progress_interval: a batch option: seconds between progress lines.
     :param resume: record each applied row in a checkpoint as it is applied, and skip the rows an earlier
         try of the same task instance recorded (default ``True``). The checkpoint is removed when the
         task succeeds, so a later run sends every row again.
@@ -225,7 +213,7 @@ class ConversationBatchUpdateOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("updates", "updates_path", "report_path", "checkpoint_path", "hilos_conn_id")
-    template_fields_renderers = {"updates": "json"}
+    template_fields_renderers: ClassVar[dict[str, str]] = {"updates": "json"}
     ui_color = "#128c7e"
 
     def __init__(
@@ -256,21 +244,14 @@ class ConversationBatchUpdateOperator(BaseOperator):
         self.updates = updates
         self.updates_path = updates_path
         self.report_path = report_path
-        self.max_concurrency = check_concurrency(max_concurrency)
-        self.max_requests_per_second = check_rate(max_requests_per_second)
-        self.failure_policy = check_failure_policy(failure_policy).value
-        self.max_failed_ratio = check_ratio(max_failed_ratio)
-        self.skip_invalid_rows = skip_invalid_rows
-        self.max_invalid_ratio = (
-            None if max_invalid_ratio is None else check_ratio(max_invalid_ratio, "max_invalid_ratio")
-        )
-        self.max_failed_rows = max_failed_rows
-        self.progress_interval = progress_interval
+        arguments = locals()
+        #: the batch options, checked here, when the DAG file is parsed
+        self.options = BatchOptions(**{name: arguments[name] for name in BatchOptions.names()})
         self.resume = resume
         self.checkpoint_path = checkpoint_path
         self.hilos_conn_id = hilos_conn_id
 
-    def _source(self) -> Any:
+    def _source(self) -> RowSource:
         if self.updates_path is None:
             return rows_from_updates(self.updates)
         path = _storage_path(self.updates_path)
@@ -304,12 +285,12 @@ class ConversationBatchUpdateOperator(BaseOperator):
             folder = folder / part
         return Checkpoint(folder)
 
-    def _report(self) -> Any:
+    def _report(self) -> Callable[[], IO[str]] | None:
         if not self.report_path:
             return None
         path = _storage_path(self.report_path)
 
-        def open_report() -> Any:
+        def open_report() -> IO[str]:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError:  # object stores have no folders; the write below says what is wrong, if anything
@@ -320,20 +301,10 @@ class ConversationBatchUpdateOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         source = self._source()
-        hook = HilosHook(self.hilos_conn_id, pool_maxsize=self.max_concurrency)
+        hook = HilosHook(self.hilos_conn_id, pool_maxsize=self.options.max_concurrency)
         try:
             result = hook.update_conversations(
-                source,
-                max_concurrency=self.max_concurrency,
-                max_requests_per_second=self.max_requests_per_second,
-                failure_policy=self.failure_policy,
-                max_failed_ratio=self.max_failed_ratio,
-                skip_invalid_rows=self.skip_invalid_rows,
-                max_invalid_ratio=self.max_invalid_ratio,
-                report=self._report(),
-                max_failed_rows=self.max_failed_rows,
-                progress_interval=self.progress_interval,
-                checkpoint=self._checkpoint(context),
+                source, self.options, report=self._report(), checkpoint=self._checkpoint(context)
             ).to_dict()
         except HilosBatchError as exc:
             exc.result["report_path"] = self.report_path
@@ -346,8 +317,8 @@ class ConversationBatchUpdateOperator(BaseOperator):
         return result
 
 
-def _storage_path(path: Any) -> Any:
+def _storage_path(path: str | os.PathLike[str] | StoragePath) -> StoragePath:
     """An ``ObjectStoragePath`` for a path or URL (a plain path is a local file)."""
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-    return path if isinstance(path, ObjectStoragePath) else ObjectStoragePath(str(path))
+    return cast(StoragePath, path if isinstance(path, ObjectStoragePath) else ObjectStoragePath(str(path)))

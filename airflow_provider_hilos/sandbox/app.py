@@ -1,17 +1,15 @@
-"""The sandbox's web application: the Hilos endpoints, fault injection, and ``/_sandbox`` inspection."""
+"""The sandbox's web application: the Hilos endpoints, the ``/_sandbox`` inspection API, and the ASGI
+entry that records every request and applies the faults of :mod:`~airflow_provider_hilos.sandbox.faults`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
-import random
 import re
-import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import asdict, dataclass, fields
+from collections.abc import MutableMapping
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -20,18 +18,12 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_hilos.endpoints import ApiFamily
+from airflow_provider_hilos.sandbox.faults import HTML_500, FaultConfig, FaultInjector, fault_response, sleep_until
 from airflow_provider_hilos.sandbox.state import DRFValidationError, NotFound, SandboxState
 
 INSPECTION_PREFIX = "/_sandbox"
-#: Fault kinds a request can be given (randomly by the rates, or scripted with ``fail_next``).
-FAULT_KINDS = ("ok", "429", "500", "502", "503", "drop", "slow", "truncate", "html200")
 TOKEN_PLACEHOLDER = "<sandbox-token>"
 
-_HTML_502 = (
-    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
-    "</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
-)
-_HTML_500 = '<!doctype html>\n<html lang="en">\n<head><title>Server Error (500)</title></head>\n<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n'
 #: What Django (DEBUG off) answers for a URL no route matches: HTML, unlike DRF's JSON 404 for a missing object.
 DJANGO_ROUTE_404 = (
     '<!doctype html>\n<html lang="en">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n  <h1>Not Found</h1>'
@@ -41,126 +33,6 @@ DJANGO_ROUTE_404 = (
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 #: Indexed form keys of nested lists, as DRF reads them: tags[0]name, tags[0].name or tags[0][name].
 _FORM_LIST_KEY = re.compile(r"(assigned|tags)\[([0-9]{1,4})\]\.?\[?([a-z_]+)\]?", re.ASCII)
-
-
-@dataclass
-class FaultConfig:
-    """Fault and load knobs. Rates are shares of Hilos API requests (0 to 1), drawn independently.
-
-    :param latency_ms: every API answer leaves this long after its request arrived (processing included).
-    :param jitter_ms: extra random delay, uniform in ``[0, jitter_ms]``.
-    :param rate_limit_per_second: a token-bucket limit; past it, 429 with ``Retry-After``.
-    :param rate_limit_burst: the bucket's size.
-    :param retry_after_seconds: the ``Retry-After`` sent with a random 429 or 503.
-    :param throttle_rate: share answered 429 at random (before the update is applied).
-    :param error_rate: share answered 500/502/503 (before the update is applied).
-    :param error_statuses: which of 500, 502, 503 ``error_rate`` picks from.
-    :param drop_rate: share whose connection is dropped mid-response (after the update is applied).
-    :param slow_rate: share answered only after ``slow_seconds`` (after the update is applied).
-    :param slow_seconds: how slow a slow answer is.
-    :param truncate_rate: share answered 200 with truncated JSON (after the update is applied).
-    :param html_rate: share answered 200 with an HTML page instead of JSON (after the update is applied).
-    :param seed: seed of the fault dice (same seed, same sequence of faults).
-    """
-
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    rate_limit_per_second: float | None = None
-    rate_limit_burst: int = 1
-    retry_after_seconds: float = 1.0
-    throttle_rate: float = 0.0
-    error_rate: float = 0.0
-    error_statuses: tuple[int, ...] = (500, 502, 503)
-    drop_rate: float = 0.0
-    slow_rate: float = 0.0
-    slow_seconds: float = 0.0
-    truncate_rate: float = 0.0
-    html_rate: float = 0.0
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> FaultConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown fault setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        values = dict(values)
-        if "error_statuses" in values:
-            values["error_statuses"] = tuple(int(s) for s in values["error_statuses"])
-        return cls(**values)
-
-
-class FaultInjector:
-    """Decides, request by request, which fault (if any) to inject. Thread-safe."""
-
-    def __init__(self, config: FaultConfig | None = None) -> None:
-        self._lock = threading.Lock()
-        self.configure(config or FaultConfig())
-        self.script: deque[str] = deque()
-        self.injected: dict[str, int] = {}
-
-    def configure(self, config: FaultConfig) -> None:
-        with self._lock:
-            self.config = config
-            self._rng = random.Random(config.seed)
-            self._tokens = float(config.rate_limit_burst)
-            self._refilled = time.monotonic()
-
-    def fail_next(self, kind: str, count: int = 1) -> None:
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(FAULT_KINDS)}")
-        with self._lock:
-            self.script.extend([kind] * count)
-
-    def delay(self) -> float:
-        cfg = self.config
-        with self._lock:
-            jitter = self._rng.uniform(0, cfg.jitter_ms) if cfg.jitter_ms else 0.0
-        return (cfg.latency_ms + jitter) / 1000.0
-
-    def _rate_limited(self) -> float | None:
-        cfg = self.config
-        if not cfg.rate_limit_per_second:
-            return None
-        now = time.monotonic()
-        self._tokens = min(
-            float(cfg.rate_limit_burst), self._tokens + (now - self._refilled) * cfg.rate_limit_per_second
-        )
-        self._refilled = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return None
-        return (1 - self._tokens) / cfg.rate_limit_per_second
-
-    def choose(self) -> tuple[str, float | None]:
-        """The fault for the next request, and the seconds to ask the client to wait (429)."""
-        with self._lock:
-            if self.script:
-                kind = self.script.popleft()
-                wait = self.config.retry_after_seconds if kind in ("429", "503") else None
-            elif (wait := self._rate_limited()) is not None:
-                kind = "429"
-            else:
-                kind, wait = self._roll()
-            self.injected[kind] = self.injected.get(kind, 0) + 1
-            return kind, wait
-
-    def _roll(self) -> tuple[str, float | None]:
-        cfg, rng = self.config, self._rng
-        if cfg.throttle_rate and rng.random() < cfg.throttle_rate:
-            return "429", cfg.retry_after_seconds
-        if cfg.error_rate and rng.random() < cfg.error_rate:
-            status = str(rng.choice(cfg.error_statuses))
-            return status, (cfg.retry_after_seconds if status == "503" else None)
-        for kind, rate in (
-            ("drop", cfg.drop_rate),
-            ("slow", cfg.slow_rate),
-            ("truncate", cfg.truncate_rate),
-            ("html200", cfg.html_rate),
-        ):
-            if rate and rng.random() < rate:
-                return kind, None
-        return "ok", None
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -411,8 +283,8 @@ class SandboxApp:
         if kind in ("429", "500", "502", "503"):
             entry["status"] = int(kind)
             self.state.log_request(entry)
-            await _sleep_until(answer_at)
-            await _fault_response(send, kind, wait)
+            await sleep_until(answer_at)
+            await fault_response(send, kind, wait)
             return
 
         async def replay() -> dict[str, Any]:
@@ -421,7 +293,7 @@ class SandboxApp:
         start: dict[str, Any] = {}
         body_parts: list[bytes] = []
 
-        async def capture(message: dict[str, Any]) -> None:
+        async def capture(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 start.update(message)
             elif message["type"] == "http.response.body":
@@ -431,7 +303,7 @@ class SandboxApp:
         body = b"".join(body_parts)
         entry["status"] = start.get("status")
         self.state.log_request(entry)
-        await _sleep_until(answer_at)
+        await sleep_until(answer_at)
         if kind == "drop":
             await send(start)  # announces the full Content-Length, then sends half and hangs up
             await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
@@ -439,7 +311,7 @@ class SandboxApp:
         if kind == "slow":
             await asyncio.sleep(self.faults.config.slow_seconds)
         if kind in ("truncate", "html200") and start.get("status") == 200:
-            body = body[: max(1, len(body) // 2)] if kind == "truncate" else _HTML_500.encode()
+            body = body[: max(1, len(body) // 2)] if kind == "truncate" else HTML_500.encode()
             headers = [
                 (k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")
             ]
@@ -450,11 +322,6 @@ class SandboxApp:
             }
         await send(start)
         await send({"type": "http.response.body", "body": body})
-
-
-async def _sleep_until(moment: float) -> None:
-    if (left := moment - time.monotonic()) > 0:
-        await asyncio.sleep(left)
 
 
 def _decode_body(raw: bytes) -> Any:
@@ -522,25 +389,3 @@ def _is_uuid(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-async def _fault_response(send: Any, kind: str, wait: float | None) -> None:
-    status = int(kind)
-    headers: list[tuple[bytes, bytes]] = []
-    if kind == "429":
-        seconds = math.ceil(wait) if wait is not None else 1
-        body = json.dumps({"detail": f"Request was throttled. Expected available in {seconds} seconds."}).encode()
-        ctype = b"application/json"
-        headers.append((b"retry-after", str(seconds).encode()))
-    elif kind == "502":
-        body, ctype = _HTML_502.encode(), b"text/html"
-    elif kind == "500":
-        body, ctype = _HTML_500.encode(), b"text/html; charset=utf-8"
-    else:
-        body = json.dumps({"detail": "Service temporarily unavailable, try again later."}).encode()
-        ctype = b"application/json"
-        if wait:
-            headers.append((b"retry-after", str(math.ceil(wait)).encode()))
-    headers += [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -17,7 +17,8 @@ from typing import Any
 import uvicorn
 
 from airflow_provider_hilos.endpoints import ApiFamily
-from airflow_provider_hilos.sandbox.app import FaultConfig, FaultInjector, SandboxApp
+from airflow_provider_hilos.sandbox.app import SandboxApp
+from airflow_provider_hilos.sandbox.faults import FaultConfig, FaultInjector
 from airflow_provider_hilos.sandbox.state import SandboxState, payload_mismatches
 from airflow_provider_hilos.urls import is_loopback_host
 
@@ -96,7 +97,6 @@ class HilosSandbox:
             self.asgi, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30, backlog=2048
         )
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="hilos-sandbox", daemon=True
         )

@@ -17,10 +17,10 @@ import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow_provider_hilos.models import TAG_NAME_MAX_LENGTH, ConversationSource, ConversationStatus
+from airflow_provider_hilos.schemas import TAG_NAME_MAX_LENGTH, ConversationSource, ConversationStatus
 
 FIRST_NAMES = ("Ana", "Luis", "Maria", "Jorge", "Sofia", "Diego", "Lucia", "Pedro", "Elena", "Raul", "Carmen", "Tomas")
 LAST_NAMES = ("Garcia", "Lopez", "Martinez", "Hernandez", "Perez", "Sanchez")
@@ -70,7 +70,7 @@ class SandboxData:
             data.teams[i] = {"id": i, "name": name}
         for i, name in enumerate(TAG_NAMES, start=1):
             data.tags[name] = i
-        start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+        start = datetime(2025, 1, 1, tzinfo=UTC)
         sources = list(ConversationSource)
         for _ in range(conversations):
             conv_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))

@@ -7,10 +7,10 @@ import uuid
 import pytest
 
 from airflow_provider_hilos.exceptions import HilosValidationError
-from airflow_provider_hilos.models import (
+from airflow_provider_hilos.schemas import (
     WRITABLE_FIELDS,
     ConversationStatus,
-    normalize_conversation_id,
+    canonical_conversation_id,
     validate_update,
 )
 
@@ -79,8 +79,7 @@ def test_writable_fields_and_statuses_match_the_seed():
 def test_conversation_id_must_be_a_plain_uuid(bad_id):
     found = problems(bad_id, {"status": "NEW"})
     assert list(found) == ["conversation_id"]
-    with pytest.raises(HilosValidationError):
-        normalize_conversation_id(bad_id)
+    assert canonical_conversation_id(bad_id) is None
 
 
 def test_every_problem_is_reported_together_with_its_fix():
@@ -147,3 +146,12 @@ def test_message_names_the_conversation():
     with pytest.raises(HilosValidationError) as err:
         validate_update(CID, {"status": "DONE"})
     assert str(err.value).startswith(f"Invalid Hilos conversation update for conversation {CID}: 1 problem:")
+
+
+def test_the_old_module_name_still_imports():
+    """``models`` was renamed ``schemas`` (Airflow people read "models" as database models); DAGs that import
+    the old name keep working."""
+    from airflow_provider_hilos import models, schemas
+
+    assert models.validate_update is schemas.validate_update
+    assert models.ConversationStatus is schemas.ConversationStatus

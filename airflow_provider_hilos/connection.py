@@ -1,0 +1,339 @@
+"""The ``hilos`` Airflow connection: its defaults, its form fields, and the checked settings read from it.
+
+Airflow reads the form fields (``CONN_FIELDS``, ``UI_FIELD_BEHAVIOUR``) through ``get_provider_info``
+while it loads its providers, so this module imports nothing from Airflow when it is imported; the
+error it raises is imported when it is raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow_provider_hilos.endpoints import API_FAMILY_CHOICES, AUTO, ApiFamily, resolve_api_family
+from airflow_provider_hilos.urls import check_url, environ_proxy, is_loopback_host, without_credentials
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Connection
+
+    from airflow_provider_hilos.exceptions import HilosConfigurationError
+
+TOKEN_HELP_URL = "https://app.hilos.io/dev/api-keys"
+
+
+def _configuration_error(message: str) -> HilosConfigurationError:
+    from airflow_provider_hilos.exceptions import HilosConfigurationError  # Airflow, imported when needed
+
+    return HilosConfigurationError(message)
+
+
+DEFAULT_BASE_URL = "https://api.hilos.io"
+DEFAULT_WEB_BASE_URL = "https://app.hilos.io"
+DEFAULT_HEADER_NAME = "Authorization"
+DEFAULT_AUTH_SCHEME = "Token"
+#: Which path family to call: decided by the host unless the connection says otherwise.
+DEFAULT_API_FAMILY = AUTO
+#: Seconds to open the TCP/TLS connection: a healthy API needs well under one second; ten seconds
+#: ride out a slow DNS answer or a lost SYN (retransmitted after 1 s and 3 s) and still fail fast.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Seconds to wait for the answer: a single-conversation PATCH answers in well under a second;
+#: thirty seconds tolerate a slow, loaded server, and free the worker slot long before a task timeout.
+DEFAULT_READ_TIMEOUT = 30.0
+#: Attempts per request (the first one included) for 429, 5xx gateway errors, timeouts, resets.
+DEFAULT_MAX_ATTEMPTS = 5
+
+#: The connection form's extra fields. Their names must not look secret to Airflow's masker
+#: ("auth_header", "token", ... are hidden as ***), or the form would show and save "***".
+CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "api_family": {
+        "label": "API family",
+        "description": "Which published paths to call. auto: ActiveCampaign account hosts (*.api-us1.com, "
+        "*.activehosted.com) use /channel/whatsapp/inbox/...; any other host (api.hilos.io) uses /api/inbox/.... "
+        "hilos or activecampaign force one.",
+        "schema": {"type": ["string", "null"], "default": DEFAULT_API_FAMILY, "enum": list(API_FAMILY_CHOICES)},
+    },
+    "header_name": {
+        "label": "Token header name",
+        "description": "HTTP header that carries the token. Hilos: Authorization. "
+        "Some account hosts (…/api/3) expect a header named Token.",
+        "schema": {"type": ["string", "null"], "default": DEFAULT_HEADER_NAME},
+    },
+    "auth_scheme": {
+        "label": "Auth scheme",
+        "description": "The word before the token in that header. Hilos: Token (sends 'Token <key>'). "
+        "Leave empty to send the bare token.",
+        "schema": {"type": ["string", "null"], "default": DEFAULT_AUTH_SCHEME},
+    },
+    "connect_timeout": {
+        "label": "Connect timeout (seconds)",
+        "schema": {"type": ["number", "null"], "default": DEFAULT_CONNECT_TIMEOUT, "exclusiveMinimum": 0},
+    },
+    "read_timeout": {
+        "label": "Read timeout (seconds)",
+        "schema": {"type": ["number", "null"], "default": DEFAULT_READ_TIMEOUT, "exclusiveMinimum": 0},
+    },
+    "max_attempts": {
+        "label": "Attempts per request",
+        "description": "Including the first; retries 429, 500, 502, 503, 504, timeouts and dropped connections.",
+        "schema": {"type": ["integer", "null"], "default": DEFAULT_MAX_ATTEMPTS, "minimum": 1},
+    },
+    "web_base_url": {
+        "label": "Hilos web app URL",
+        "description": "Where the 'Hilos conversation' task link points.",
+        "schema": {"type": ["string", "null"], "default": DEFAULT_WEB_BASE_URL},
+    },
+    "allow_insecure_http": {
+        "label": "Allow plain http:// to a non-loopback host",
+        "description": "Off by default: the token would travel in clear text.",
+        "schema": {"type": ["boolean", "null"], "default": False},
+    },
+}
+
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "port", "extra"],
+    "relabeling": {"host": "Base URL", "password": "API token"},
+    "placeholders": {
+        "host": DEFAULT_BASE_URL,
+        "password": "API token from https://app.hilos.io/dev/api-keys",
+    },
+}
+
+
+@dataclass(frozen=True)
+class HilosConnectionSettings:
+    """Everything the hook reads from the Airflow connection, checked and normalised.
+
+    The token is kept out of ``repr`` so that logging the settings cannot leak it.
+    """
+
+    conn_id: str
+    base_url: str
+    token: str
+    header_name: str = DEFAULT_HEADER_NAME
+    auth_scheme: str = DEFAULT_AUTH_SCHEME
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    web_base_url: str = DEFAULT_WEB_BASE_URL
+    api_family: ApiFamily = ApiFamily.HILOS
+    api_family_reason: str = "the default"
+    #: the proxy the environment sends the Base URL through, read once with the connection (never shown:
+    #: it may hold credentials)
+    proxy: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"HilosConnectionSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, token='***', "
+            f"api_family={self.api_family.value!r}, header_name={self.header_name!r}, "
+            f"auth_scheme={self.auth_scheme!r}, timeout=({self.connect_timeout}, {self.read_timeout}), "
+            f"max_attempts={self.max_attempts})"
+        )
+
+    def url(self, path: str) -> str:
+        """The full URL of an API path (never carries the token: it travels in a header)."""
+        return self.base_url + path
+
+    @property
+    def family_display(self) -> str:
+        """``API family hilos (auto: api.hilos.io is not an ActiveCampaign account host)``."""
+        return f"API family {self.api_family.value} ({self.api_family_reason})"
+
+    @property
+    def auth_value(self) -> str:
+        """The value of the auth header, e.g. ``Token <key>``."""
+        return f"{self.auth_scheme} {self.token}" if self.auth_scheme else self.token
+
+    @property
+    def auth_display(self) -> str:
+        """The auth header as it may be shown to a person: ``Authorization: Token ***``."""
+        return f"{self.header_name}: {self.auth_scheme + ' ' if self.auth_scheme else ''}***"
+
+
+def _extra(extras: Mapping[str, Any], key: str, *, keep_empty: bool = False) -> Any:
+    """An extra by its plain name, or by the ``extra__hilos__`` name older forms saved.
+
+    An empty string counts as "not set" unless ``keep_empty`` (an empty auth prefix means a bare token).
+    """
+    for name in (key, f"extra__hilos__{key}"):
+        value = extras.get(name)
+        if value is not None and (value != "" or keep_empty):
+            return value
+    return None
+
+
+def _not_one_word(text: str) -> bool:
+    """Whether ``text`` holds spaces or control characters (it could not be sent in one header value)."""
+    return any(ch.isspace() or not ch.isprintable() for ch in text)
+
+
+def parse_base_url(
+    host: str | None,
+    *,
+    conn_id: str,
+    schema: str | None = None,
+    port: int | None = None,
+    allow_insecure_http: bool = False,
+) -> str:
+    """Turn the connection's host field into the API base URL.
+
+    :param host: ``api.hilos.io``, ``https://api.hilos.io/``, ``https://acct.api-us1.com/api/3``;
+        empty means ``https://api.hilos.io``. A missing scheme means ``https``.
+    :param conn_id: named in error messages.
+    :param schema: the connection's schema field, used as a path prefix when the host has none
+        (that is where a URI like ``hilos://:TOKEN@acct.api-us1.com/api/3`` puts ``api/3``).
+    :param port: the connection's port field, used when the host names none.
+    :param allow_insecure_http: allow ``http://`` to a host that is not loopback, or through a proxy.
+    :raises HilosConfigurationError: on a query string, fragment, credentials in the URL, a scheme
+        other than http(s), a host two URL parsers read differently, or clear-text http that could
+        leave the machine (a remote host, or a proxy on the way).
+    """
+    raw = (host or "").strip() or DEFAULT_BASE_URL
+    if "://" not in raw:
+        raw = f"https://{raw}"
+    try:
+        url = check_url(raw)
+    except ValueError as reason:
+        shown = "" if "@" in raw else f" {raw!r}"  # never repeat credentials
+        fix = (
+            "put the token in the 'API token' (password) field"
+            if "credentials" in str(reason)
+            else f"give only scheme, host and an optional path prefix, e.g. {DEFAULT_BASE_URL} or "
+            "https://youraccount.api-us1.com/api/3"
+        )
+        raise _configuration_error(
+            f"Hilos connection {conn_id!r}: the Base URL (host){shown} {reason}; {fix}"
+        ) from None
+    where = f"Hilos connection {conn_id!r}: Base URL (host) {raw!r}"
+    path = url.path.rstrip("/")
+    if not path and schema and schema.strip("/"):
+        path = "/" + schema.strip("/")
+    netloc = url.netloc if url.port is not None or not port else f"{url.netloc}:{port}"
+    base_url = f"{url.scheme}://{netloc}{path}"
+    if url.scheme == "http" and not allow_insecure_http:
+        if not is_loopback_host(url.host):
+            raise _configuration_error(
+                f"{where} uses plain http:// to {url.host!r}, which would send the API token in clear text; "
+                "use https://, or set the connection extra allow_insecure_http to true if you really mean it"
+            )
+        if proxy := environ_proxy(base_url):
+            raise _configuration_error(
+                f"{where} is plain http:// to loopback, but the environment (HTTP_PROXY / ALL_PROXY) sends it "
+                f"through the proxy {without_credentials(proxy)}, which would receive the API token in clear text; "
+                f"add {url.host} to NO_PROXY, use https://, or set allow_insecure_http to true if you really mean it"
+            )
+    return base_url
+
+
+def _number(value: Any, *, field: str, conn_id: str, integer: bool = False, minimum: float = 0) -> Any:
+    kind = "a whole number" if integer else "a number"
+    try:
+        number = int(value) if integer else float(value)
+        if integer and (isinstance(value, bool) or float(value) != number):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise _configuration_error(
+            f"Hilos connection {conn_id!r}: extra {field}={value!r} is not {kind}; fix it or remove it"
+        ) from None
+    if number < minimum or (not integer and number <= 0):
+        raise _configuration_error(
+            f"Hilos connection {conn_id!r}: extra {field}={value!r} must be "
+            f"{'at least ' + str(minimum) if integer else 'greater than 0'}"
+        )
+    return number
+
+
+def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
+    """Read and check a ``hilos`` Airflow connection.
+
+    :param conn: the Airflow connection (``host`` = base URL, ``password`` = token, extras).
+    :raises HilosConfigurationError: naming the field to fix; never containing the token.
+    """
+    conn_id = conn.conn_id
+    extras = conn.extra_dejson if conn.extra else {}
+    token = (conn.password or "").strip()
+    if not token:
+        raise _configuration_error(
+            f"Hilos connection {conn_id!r} has no API token: put the token from {TOKEN_HELP_URL} in its "
+            "'API token' (password) field"
+        )
+    if _not_one_word(token):
+        raise _configuration_error(
+            f"Hilos connection {conn_id!r}: the API token contains spaces or control characters; "
+            "paste the token alone into the 'API token' (password) field"
+        )
+    if not _header_safe(token):
+        raise _configuration_error(
+            f"Hilos connection {conn_id!r}: the API token contains characters an HTTP header cannot carry "
+            f"(only Latin-1 can be sent); copy the token again from {TOKEN_HELP_URL} into the 'API token' field"
+        )
+    allow_http = _extra(extras, "allow_insecure_http")
+    allow_http = str(allow_http).strip().lower() in ("true", "1", "yes") if allow_http is not None else False
+    base_url = parse_base_url(
+        conn.host, conn_id=conn_id, schema=conn.schema, port=conn.port, allow_insecure_http=allow_http
+    )
+    header_name = _extra(extras, "header_name")
+    header_name = DEFAULT_HEADER_NAME if header_name is None else str(header_name).strip()
+    if not header_name or not all(ch.isalnum() or ch in "-_" for ch in header_name):
+        raise _configuration_error(
+            f"Hilos connection {conn_id!r}: extra header_name={header_name!r} is not a valid header name; "
+            f"use {DEFAULT_HEADER_NAME!r} (Hilos) or e.g. 'Token'"
+        )
+    auth_scheme = _extra(extras, "auth_scheme", keep_empty=True)
+    auth_scheme = DEFAULT_AUTH_SCHEME if auth_scheme is None else str(auth_scheme).strip()
+    if _not_one_word(auth_scheme) or not _header_safe(auth_scheme):
+        raise _configuration_error(
+            f"Hilos connection {conn_id!r}: extra auth_scheme={auth_scheme!r} must be one word, "
+            f"e.g. {DEFAULT_AUTH_SCHEME!r}, or empty for a bare token"
+        )
+    values: dict[str, Any] = {}
+    for field, integer in (("connect_timeout", False), ("read_timeout", False), ("max_attempts", True)):
+        if (raw := _extra(extras, field)) is not None:
+            values[field] = _number(raw, field=field, conn_id=conn_id, integer=integer, minimum=1 if integer else 0)
+    web_base_url = _web_base_url(_extra(extras, "web_base_url"), conn_id=conn_id)
+    family_choice = str(_extra(extras, "api_family") or DEFAULT_API_FAMILY).strip().lower()
+    if family_choice not in API_FAMILY_CHOICES:
+        raise _configuration_error(
+            f"Hilos connection {conn_id!r}: extra api_family={family_choice!r} is not one of "
+            f"{', '.join(API_FAMILY_CHOICES)}; use auto (the host decides), hilos (api.hilos.io: /api/inbox/...) "
+            "or activecampaign (ActiveCampaign account hosts: /channel/whatsapp/inbox/...)"
+        )
+    api_family, family_reason = resolve_api_family(family_choice, urlsplit(base_url).hostname or "")
+    return HilosConnectionSettings(
+        conn_id=conn_id,
+        base_url=base_url,
+        proxy=environ_proxy(base_url),
+        api_family=api_family,
+        api_family_reason=family_reason,
+        token=token,
+        header_name=header_name,
+        auth_scheme=auth_scheme,
+        web_base_url=web_base_url,
+        **values,
+    )
+
+
+def _header_safe(text: str) -> bool:
+    """Whether ``text`` can travel in an HTTP header value (``http.client`` encodes them as Latin-1)."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _web_base_url(value: Any, *, conn_id: str) -> str:
+    """The extra ``web_base_url``, checked: it becomes a link users click, so https (http only to loopback)."""
+    raw = str(value if value is not None else DEFAULT_WEB_BASE_URL).strip().rstrip("/")
+    try:
+        url = check_url(raw)
+        if url.scheme != "https" and not is_loopback_host(url.host):
+            raise ValueError("is plain http:// to a host that is not loopback")
+    except ValueError as reason:
+        shown = "" if "@" in raw else f"={raw!r}"
+        raise _configuration_error(
+            f"Hilos connection {conn_id!r}: extra web_base_url{shown} {reason}; it becomes the task's "
+            f"'Hilos conversation' link, so give an https:// address such as {DEFAULT_WEB_BASE_URL}"
+        ) from None
+    return raw

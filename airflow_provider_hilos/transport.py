@@ -1,0 +1,469 @@
+"""The HTTP side of a Hilos connection: one pooled session, one attempt at a time, retries with
+backoff, and the wording of every error.
+
+:class:`~airflow_provider_hilos.hooks.hilos.HilosHook` owns a :class:`HilosTransport` and keeps the
+endpoints; the batch path sends single attempts through it and schedules its own retries.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeAlias
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from airflow_provider_hilos import __version__
+from airflow_provider_hilos.connection import (
+    DEFAULT_AUTH_SCHEME,
+    DEFAULT_HEADER_NAME,
+    TOKEN_HELP_URL,
+    HilosConnectionSettings,
+)
+from airflow_provider_hilos.exceptions import (
+    RETRYABLE_STATUS_CODES,
+    HilosAPIError,
+    HilosEndpointNotFoundError,
+    HilosPermanentAPIError,
+)
+from airflow_provider_hilos.urls import is_loopback_host
+
+_SNIPPET_CHARS = 200
+
+#: A JSON value as ``json.loads`` returns it.
+JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | None"
+
+
+class Log(Protocol):
+    """The logging calls this provider makes: ``logging.Logger`` (Airflow 2) and Airflow 3's task logger both fit."""
+
+    def debug(self, event: Any, *args: Any) -> Any: ...
+    def info(self, event: Any, *args: Any) -> Any: ...
+    def warning(self, event: Any, *args: Any) -> Any: ...
+    def error(self, event: Any, *args: Any) -> Any: ...
+
+
+def redact(text: str, token: str) -> str:
+    """``text`` with ``token`` replaced by ``***``."""
+    return text.replace(token, "***") if token else text
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or ``None``."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _redacted(data: Any, scrub: Callable[[str], str]) -> Any:
+    """``data`` (parsed JSON) with ``scrub`` applied to every string in it, dictionary keys included."""
+    if isinstance(data, str):
+        return scrub(data)
+    if isinstance(data, list):
+        return [_redacted(item, scrub) for item in data]
+    if isinstance(data, dict):
+        return {scrub(str(key)): _redacted(value, scrub) for key, value in data.items()}
+    return data
+
+
+def _response_snippet(response: requests.Response) -> str:
+    text = " ".join((response.text or "").split())
+    return text[:_SNIPPET_CHARS] + ("..." if len(text) > _SNIPPET_CHARS else "")
+
+
+def _describe_body(
+    response: requests.Response, redact: Callable[[str], str] = lambda text: text
+) -> tuple[str | None, dict[str, Any], str]:
+    """The API's ``detail``, its field errors, and a one-line summary of the body, all redacted.
+
+    The body is redacted as parsed data (every string in it, keys too) before anything is built from
+    it: redacting text made from it afterwards would miss a token that JSON or ``repr`` escaped.
+    """
+    try:
+        body = _redacted(response.json(), redact)
+    except (ValueError, RecursionError):
+        ctype = response.headers.get("Content-Type", "no content type").split(";")[0]
+        snippet = redact(_response_snippet(response))
+        return None, {}, f"non-JSON body ({ctype}): {snippet!r}" if snippet else f"empty body ({ctype})"
+    if isinstance(body, dict):
+        detail = body.get("detail")
+        fields = {k: v for k, v in body.items() if k != "detail"}
+        parts = [str(detail)] if detail is not None else []
+        parts += [f"{k}: {'; '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in fields.items()]
+        return (None if detail is None else str(detail)), fields, "; ".join(parts) or "{}"
+    if isinstance(body, list):
+        return None, {"non_field_errors": body}, "; ".join(map(str, body))
+    return None, {}, str(body)
+
+
+class HilosTransport:
+    """Sends requests to the API of one connection: timeouts on every request, retries for 429, 5xx,
+    timeouts and dropped connections (exponential backoff with jitter, ``Retry-After`` honoured),
+    redirects never followed, and errors that say what failed and what to fix, never the token.
+
+    :param settings: the checked connection settings.
+    :param timeout: ``(connect, read)`` seconds.
+    :param max_attempts: attempts per request, the first one included.
+    :param backoff_base: seconds before the first retry; doubles on every retry.
+    :param max_wait: the longest single wait between attempts, ``Retry-After`` included.
+    :param pool_maxsize: connections kept open to the API.
+    :param log: where retries are logged.
+    :param sleep: how to wait between attempts (tests pass a recorder).
+    """
+
+    def __init__(
+        self,
+        settings: HilosConnectionSettings,
+        *,
+        timeout: tuple[float, float],
+        max_attempts: int,
+        backoff_base: float = 0.5,
+        max_wait: float = 60.0,
+        pool_maxsize: int = 10,
+        log: Log | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.max_wait = max_wait
+        self.pool_maxsize = pool_maxsize
+        self.log = log or logging.getLogger(__name__)
+        self.sleep = sleep
+        self._session_lock = threading.Lock()
+        self._session: requests.Session | None = None
+
+    def __repr__(self) -> str:
+        return f"HilosTransport({self.settings!r})"
+
+    @property
+    def session(self) -> requests.Session:
+        """The one pooled session, created on first use and reused by every request."""
+        if self._session is None:
+            with self._session_lock:
+                if self._session is None:
+                    self._session = self._new_session()
+        return self._session
+
+    def _new_session(self) -> requests.Session:
+        settings = self.settings
+        session = requests.Session()
+        # The proxy was read (and checked) with the connection, the CA bundle is read here, both once, not on
+        # every request (requests' trust_env re-scans os.environ per call, a third of the client's CPU in a
+        # batch); and no ~/.netrc entry may replace the token header.
+        if settings.proxy:
+            session.proxies[urlsplit(settings.base_url).scheme] = settings.proxy
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if ca_bundle:
+            session.verify = ca_bundle
+        session.trust_env = False
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_maxsize, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers.update(
+            {
+                "Accept": "application/json",
+                "User-Agent": user_agent(),
+                settings.header_name: settings.auth_value,
+            }
+        )
+        return session
+
+    def ensure_pool(self, size: int) -> None:
+        """Keep at least ``size`` connections open to the API (for ``size`` concurrent requests)."""
+        if size > self.pool_maxsize:
+            self.pool_maxsize = size
+            self.close()  # the next request opens a session with the larger pool
+
+    def close(self) -> None:
+        """Close the pooled connections. A new session is opened if the transport is used again."""
+        with self._session_lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: JSON = None,
+        params: Mapping[str, str | int] | None = None,
+        subject: str | None = None,
+        max_attempts: int | None = None,
+    ) -> JSON:
+        """Send one API request with the hook's timeouts and retries, and return its parsed JSON.
+
+        :param method: ``GET``, ``PATCH``, ...
+        :param path: the path after the base URL, starting with ``/``.
+        :param json: the JSON body, if any.
+        :param params: query parameters, if any.
+        :param subject: what the request is about, named in error messages (``conversation <id>``).
+        :param max_attempts: override the hook's attempts for this call.
+        :raises HilosAPIError: after the last attempt, or at once for errors not worth retrying
+            (:class:`HilosPermanentAPIError`).
+        """
+        attempts = max_attempts or self.max_attempts
+        for number in range(1, attempts + 1):
+            try:
+                return self.attempt(method, path, json=json, params=params, subject=subject, number=number)
+            except HilosAPIError as exc:
+                if not exc.retryable or number == attempts:
+                    raise
+                self._wait(number, attempts, method, exc.path, exc.problem, exc.retry_after)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def attempt(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: JSON = None,
+        params: Mapping[str, str | int] | None = None,
+        subject: str | None = None,
+        number: int = 1,
+    ) -> JSON:
+        """Send one request once (no retry) and return its parsed JSON.
+
+        The batch path calls this and schedules retries itself, so no worker sleeps on a ``Retry-After``.
+
+        :param number: which attempt this is (1-based), as error messages count it.
+        :raises HilosAPIError: ``retryable`` (with ``retry_after`` when the API sent one) or not.
+        """
+        settings = self.settings
+        session = self.session
+        url = settings.url(path)
+        url_path = urlsplit(url).path
+        try:
+            response = session.send(
+                _prepare(session, method, url, json, params), timeout=self.timeout, allow_redirects=False
+            )
+        except requests.exceptions.SSLError as exc:
+            raise HilosPermanentAPIError(
+                self.redact(
+                    f"TLS error talking to {settings.base_url} ({method} {url_path}): {exc}. "
+                    "Check the connection's Base URL and the server certificate"
+                    + _plain_http_hint(settings.base_url)
+                    + "."
+                ),
+                method=method,
+                path=url_path,
+                attempts=number,
+                problem="TLS error",
+            ) from None
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            problem = _network_problem(exc, self.timeout)
+            raise HilosAPIError(
+                self.redact(
+                    f"Hilos {method} {url_path}{_for(subject)} failed after {number} attempt(s): "
+                    f"{problem} talking to {settings.base_url}. Check the connection's Base URL and that "
+                    "the API is reachable, or raise max_attempts / the timeouts."
+                ),
+                method=method,
+                path=url_path,
+                attempts=number,
+                problem=problem,
+            ) from None
+        if 200 <= response.status_code < 300:
+            try:
+                return response.json() if response.content else {}
+            except (ValueError, RecursionError):
+                problem = (
+                    f"HTTP {response.status_code} with an unreadable body ({_describe_body(response, self.redact)[2]})"
+                )
+                raise HilosAPIError(
+                    self.redact(
+                        f"Hilos {method} {url_path}{_for(subject)} answered {problem} "
+                        f"after {number} attempt(s); expected JSON."
+                    ),
+                    status_code=response.status_code,
+                    method=method,
+                    path=url_path,
+                    attempts=number,
+                    problem=problem,
+                ) from None
+        raise self._api_error(response, method, url_path, number, subject)
+
+    def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+        ``Retry-After`` wins when the server sent it; otherwise exponential backoff
+        (``backoff_base * 2**(attempt-1)``) with equal jitter. Both are capped at ``max_wait``.
+        """
+        if retry_after is not None:
+            return min(retry_after, self.max_wait)
+        ceiling = min(self.backoff_base * 2.0 ** (attempt - 1), self.max_wait)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _wait(
+        self, attempt: int, attempts: int, method: str, path: str, problem: str, retry_after: float | None
+    ) -> None:
+        delay = self.backoff_delay(attempt, retry_after)
+        self.log.warning(
+            "Hilos %s %s: %s (attempt %d of %d); retrying in %.2f s%s",
+            method,
+            path,
+            problem,
+            attempt,
+            attempts,
+            delay,
+            " as Retry-After asks" if retry_after is not None else "",
+        )
+        self.sleep(delay)
+
+    def redact(self, text: str) -> str:
+        """``text`` with the connection's token replaced by ``***``."""
+        return redact(text, self.settings.token)
+
+    def _api_error(
+        self, response: requests.Response, method: str, path: str, attempts: int, subject: str | None
+    ) -> HilosAPIError:
+        status = response.status_code
+        detail, field_errors, summary = _describe_body(response, self.redact)
+        settings = self.settings
+        where = f"HTTP {status} on {method} {path}"
+        retryable = status in RETRYABLE_STATUS_CODES
+        error_class: type[HilosAPIError] = HilosAPIError if retryable else HilosPermanentAPIError
+        retry_after = parse_retry_after(response.headers.get("Retry-After")) if retryable else None
+        if status in (401, 403):
+            message = (
+                f"Hilos rejected the API token of connection {settings.conn_id!r} ({where}: {summary}). "
+                f"Put a valid token from {TOKEN_HELP_URL} in the connection's 'API token' field"
+                + (
+                    f" and check its auth header settings (sent as '{settings.auth_display}')"
+                    if (settings.header_name, settings.auth_scheme) != (DEFAULT_HEADER_NAME, DEFAULT_AUTH_SCHEME)
+                    else ""
+                )
+                + ("; if the token is right, it lacks permission for this request" if status == 403 else "")
+                + "."
+            )
+        elif status == 404 and detail is None:
+            # Django answers an unknown route with an HTML (or empty) page, a missing object with JSON {"detail"}
+            error_class = HilosEndpointNotFoundError
+            message = (
+                f"Hilos connection {settings.conn_id!r} uses {settings.family_display}, and the API has no endpoint "
+                f"at {method} {settings.url(path)} (HTTP 404, {summary}): check the Base URL and the API family "
+                "(extra api_family: hilos for api.hilos.io, activecampaign for ActiveCampaign account hosts)."
+            )
+        elif status == 404 and subject:
+            message = (
+                f"Hilos {subject} was not found ({where}: {summary}). Check the id: the API knows no "
+                f"{subject.split()[0]} with that id for this token."
+            )
+        elif status == 404:
+            message = f"Hilos answered {where} ({summary}): check the connection's Base URL ({settings.base_url})."
+        elif status == 400:
+            message = f"Hilos refused the request{_for(subject)} ({where}): {summary}. Fix these fields in the payload."
+        elif 300 <= status < 400:
+            location = response.headers.get("Location", "")
+            target = urlsplit(location).netloc or location[:100] or "somewhere"
+            message = (
+                f"Hilos answered {where} with a redirect to {target!r}. Redirects are not followed, so the "
+                f"token is never sent elsewhere: set the connection's Base URL ({settings.base_url}) to the "
+                "address the API really answers on."
+            )
+        elif status in RETRYABLE_STATUS_CODES:
+            message = (
+                f"Hilos {method} {path}{_for(subject)} failed after {attempts} attempt(s): "
+                f"last answer HTTP {status}: {summary}. The API is throttling or failing; try again later "
+                "or raise max_attempts."
+            )
+        else:
+            message = f"Hilos answered {where}{_for(subject)}: {summary}."
+        response.close()
+        return error_class(
+            self.redact(message),
+            status_code=status,
+            method=method,
+            path=path,
+            detail=detail,
+            field_errors=field_errors,
+            attempts=attempts,
+            retry_after=retry_after,
+        )
+
+
+def _prepare(
+    session: requests.Session, method: str, url: str, body: Any, params: Mapping[str, Any] | None
+) -> requests.PreparedRequest:
+    """Prepare a request with the session's headers and cookies.
+
+    Same result as ``Session.request``'s preparation, without its per-call ``merge_setting`` work
+    (seven ``to_key_val_list`` calls, each a slow runtime-Protocol ``isinstance`` on Python 3.11 with
+    requests 2.34): a quarter of the client's CPU per request in a batch.
+    """
+    prepared = requests.PreparedRequest()
+    prepared.prepare(
+        method=method,
+        url=url,
+        headers=session.headers,
+        json=body,
+        params=params,
+        cookies=session.cookies,
+        hooks=session.hooks,
+    )
+    return prepared
+
+
+def _plain_http_hint(base_url: str) -> str:
+    """A hint for the usual cause of a TLS error on loopback: a plain-http server (the sandbox)."""
+    parts = urlsplit(base_url)
+    if parts.scheme != "https" or not is_loopback_host(parts.hostname or ""):
+        return ""
+    plain = base_url.replace("https://", "http://", 1)
+    return (
+        f"; if that server speaks plain http (the Hilos sandbox does), write the Base URL as {plain} "
+        f"(URI form: hilos://http://:<token>@{parts.netloc})"
+    )
+
+
+def _for(subject: str | None) -> str:
+    return f" for {subject}" if subject else ""
+
+
+def _network_problem(exc: Exception, timeout: tuple[float, float]) -> str:
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"no connection within the connect timeout ({timeout[0]:g} s)"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return f"no answer within the read timeout ({timeout[1]:g} s)"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "the connection dropped while reading the answer"
+    reason = exc.args[0] if exc.args else exc
+    reason = getattr(reason, "reason", reason)
+    text = str(reason)
+    text = text[text.index("[Errno") :] if "[Errno" in text else text
+    text = text[:160].rstrip("')")
+    return f"connection failed ({text})"
+
+
+def user_agent() -> str:
+    """``airflow-provider-hilos/<version> apache-airflow/<version> python-requests/<version>``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        airflow_version = version("apache-airflow")
+    except PackageNotFoundError:  # pragma: no cover - airflow-core alone
+        airflow_version = "unknown"
+    return (
+        f"airflow-provider-hilos/{__version__} apache-airflow/{airflow_version} python-requests/{requests.__version__}"
+    )
