@@ -7,6 +7,7 @@ error it raises is imported when it is raised.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -163,6 +164,29 @@ def _extra(extras: Mapping[str, Any], key: str, *, keep_empty: bool = False) -> 
     return None
 
 
+def _check_extra_names(extras: Any, conn_id: str) -> None:
+    """Refuse extras this provider does not know: a typo (``max_attempt``) would otherwise leave a default in force.
+
+    Only the names are shown, never the values (an extra may hold a secret).
+    """
+    if not isinstance(extras, Mapping):
+        raise _configuration_error(
+            f"Hilos connection {conn_id!r}: its extra must be a JSON object such as "
+            '{"api_family": "auto"}; it is not one'
+        )
+    unknown = []
+    for key in extras:
+        name = str(key).removeprefix("extra__hilos__")
+        if name not in CONN_FIELDS:
+            close = difflib.get_close_matches(name, CONN_FIELDS, n=1)
+            unknown.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if unknown:
+        raise _configuration_error(
+            f"Hilos connection {conn_id!r}: unknown extra {', '.join(unknown)}; "
+            f"the extras it reads are {', '.join(CONN_FIELDS)}. Rename or remove the unknown ones"
+        )
+
+
 def _not_one_word(text: str) -> bool:
     """Whether ``text`` holds spaces or control characters (it could not be sent in one header value)."""
     return any(ch.isspace() or not ch.isprintable() for ch in text)
@@ -252,6 +276,7 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
     """
     conn_id = conn.conn_id
     extras = conn.extra_dejson if conn.extra else {}
+    _check_extra_names(extras, conn_id)
     token = (conn.password or "").strip()
     if not token:
         raise _configuration_error(

@@ -10,15 +10,26 @@ on as the API sent them, so a value it does not know yet is never rejected.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import enum
+import json
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from airflow_provider_hilos.exceptions import HilosValidationError
 
@@ -27,6 +38,11 @@ TAG_NAME_MAX_LENGTH = 100
 MAX_ID = 2**63 - 1
 #: At most this many tags, or assignees, in one update: more is a data bug, not a CRM state.
 MAX_LIST_ITEMS = 100
+#: The explicit "clear this field" value: ``channel=CLEAR`` sends ``"channel": null``; ``tags=CLEAR`` and
+#: ``assigned=CLEAR`` send an empty list (as ``[]`` does). ``None`` never clears: it means "leave unchanged".
+#: In a CSV change set, a cell holding ``-`` is this value.
+CLEAR = "-"
+_DIGITS = re.compile(r"\s*[0-9]{1,30}\s*", re.ASCII)
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII | re.IGNORECASE)
 _EXAMPLE_UUID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 
@@ -61,47 +77,99 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _no_blank_or_nul(name: str) -> str:
-    if not name.strip():
-        raise ValueError("blank")
+def _no_nul(name: str) -> str:
     if "\x00" in name:
         raise ValueError("nul")
     return name
 
 
-#: An id the API can store: a whole number from 1 to 2**63 - 1 (bools refused).
-ObjectId = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
-TagName = Annotated[StrictStr, Field(min_length=1, max_length=TAG_NAME_MAX_LENGTH), AfterValidator(_no_blank_or_nul)]
+def _id_from_digits(value: Any) -> Any:
+    """A string of ASCII digits is read as the number it spells (a template renders ``3`` as ``"3"``), as the
+    API's own framework does; anything else is left for the type check to refuse."""
+    return int(value) if isinstance(value, str) and _DIGITS.fullmatch(value) else value
+
+
+def _trimmed(value: Any) -> Any:
+    """Tag names lose surrounding whitespace, as the API trims them (its length limit counts what is left)."""
+    return value.strip() if isinstance(value, str) else value
+
+
+def _as_reference(key: str) -> Any:
+    """A plain value where an object is expected becomes that object: ``"vip"`` -> ``{"name": "vip"}``,
+    ``5`` or ``"5"`` -> ``{"id": 5}``. Other values are left for the type check to refuse."""
+
+    def wrap(value: Any) -> Any:
+        plain = isinstance(value, str) or (key == "id" and isinstance(value, int) and not isinstance(value, bool))
+        return {key: value} if plain else value
+
+    return wrap
+
+
+def _clear_to(empty: Any) -> Any:
+    """``CLEAR`` (``"-"``) means "empty this field": ``[]`` for a list, ``None`` (null) for the channel."""
+
+    def clear(value: Any) -> Any:
+        return empty if isinstance(value, str) and value == CLEAR else value
+
+    return clear
+
+
+#: An id the API can store: a whole number from 1 to 2**63 - 1 (bools refused), or a string of its digits.
+ObjectId = Annotated[StrictInt, Field(ge=1, le=MAX_ID), BeforeValidator(_id_from_digits)]
+TagName = Annotated[
+    StrictStr, Field(min_length=1, max_length=TAG_NAME_MAX_LENGTH), AfterValidator(_no_nul), BeforeValidator(_trimmed)
+]
 
 
 class UserRef(_Strict):
-    """``UserBasicEdit``: a Hilos user, by id."""
+    """``UserBasicEdit``: a Hilos user, by id (``5``, ``"5"`` and ``{"id": 5}`` all mean user 5)."""
 
     id: ObjectId
 
 
 class TagRef(_Strict):
-    """A tag to set on a conversation, by name (the API assigns tag ids itself)."""
+    """A tag to set on a conversation, by name (``"vip"`` and ``{"name": "vip"}`` both work; the API assigns
+    tag ids itself)."""
 
     name: TagName
+
+
+UserRefs = Annotated[
+    list[Annotated[UserRef, BeforeValidator(_as_reference("id"))]],
+    Field(max_length=MAX_LIST_ITEMS),
+    BeforeValidator(_clear_to([])),
+]
+TagRefs = Annotated[
+    list[Annotated[TagRef, BeforeValidator(_as_reference("name"))]],
+    Field(max_length=MAX_LIST_ITEMS),
+    BeforeValidator(_clear_to([])),
+]
 
 
 class ConversationUpdate(_Strict):
     """The writable part of ``PatchedConversationEdit``: what a PATCH may change.
 
-    Every field is optional; only the fields that were given are sent. ``channel`` may be ``None``
-    (the API's ``nullable``); the others may not.
+    Every field is optional; only the fields that were given are sent (a field given as ``None`` is not
+    given). ``channel=CLEAR`` sends ``null`` (the API's ``nullable``); the others cannot be null.
     """
 
     status: ConversationStatus = None  # type: ignore[assignment]
-    assigned: Annotated[list[UserRef], Field(max_length=MAX_LIST_ITEMS)] = None  # type: ignore[assignment]
-    tags: Annotated[list[TagRef], Field(max_length=MAX_LIST_ITEMS)] = None  # type: ignore[assignment]
+    assigned: UserRefs = None  # type: ignore[assignment]
+    tags: TagRefs = None  # type: ignore[assignment]
     assigned_team: ObjectId = None  # type: ignore[assignment]
-    channel: ObjectId | None = None
+    channel: Annotated[ObjectId | None, BeforeValidator(_clear_to(None))] = None
 
     def to_body(self) -> dict[str, Any]:
-        """The JSON body to send: only the fields that were given."""
-        return self.model_dump(mode="json", exclude_unset=True)
+        """The JSON body to send: only the fields that were given, in the API's shapes, each tag and user
+        once (the first time it appears), as the API itself keeps them."""
+        body = self.model_dump(mode="json", exclude_unset=True)
+        for field, key in (("tags", "name"), ("assigned", "id")):
+            if field in body:
+                first: dict[Any, Any] = {}
+                for item in body[field]:
+                    first.setdefault(item[key], item)
+                body[field] = list(first.values())
+        return body
 
 
 #: The fields a PATCH may change, in the order the API documents them.
@@ -115,11 +183,15 @@ REFUSED_FIELDS: dict[str, str] = {
 }
 _FIELD_HINTS: dict[str, str] = {
     "status": "one of " + ", ".join(ConversationStatus),
-    "assigned": 'a list of users, e.g. [{"id": 12}]',
-    "tags": 'a list of tags, e.g. [{"name": "vip"}]',
-    "assigned_team": "a team id (integer), e.g. 3",
-    "channel": "a channel id (integer), or null",
+    "assigned": 'a list of user ids, e.g. [12, 14] or [{"id": 12}]',
+    "tags": 'a list of tag names, e.g. ["vip", "renewal"] or [{"name": "vip"}]',
+    "assigned_team": "a team id (a whole number), e.g. 3",
+    "channel": f"a channel id (a whole number), or {CLEAR!r} to clear it",
 }
+_NATIVE_HINT = (
+    "; a template renders text unless the DAG sets render_template_as_native_obj=True (a string of digits "
+    "like '3' is read as an id; a list must be rendered as JSON, e.g. {{ params.tags | tojson }})"
+)
 
 
 @dataclass(frozen=True)
@@ -171,6 +243,48 @@ def conversation_id_problem(value: Any) -> str | None:
     )
 
 
+def parse_rendered(value: str | bytes, *, field: str, expected: type, example: str) -> Any:
+    """A value a template rendered as text, read back: JSON (``{{ x | tojson }}``), or the Python repr a
+    template gives a dict or list without ``render_template_as_native_obj`` (read as a literal: nothing runs).
+
+    :param value: the rendered text.
+    :param field: the argument it came from, named in the error.
+    :param expected: ``dict`` or ``list``.
+    :param example: what a good value looks like, for the error.
+    :raises HilosValidationError: it is neither, or not of the ``expected`` type.
+    """
+    text = value.decode() if isinstance(value, bytes) else value
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        reason = (
+            f"{exc.msg} at character {exc.pos}"
+            if isinstance(exc, json.JSONDecodeError)
+            else ("nested too deeply" if isinstance(exc, RecursionError) else str(exc))
+        )
+        try:
+            parsed = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            kind = "a JSON object" if expected is dict else "JSON"
+            raise HilosValidationError(
+                [
+                    (
+                        field,
+                        f"is a string but not {kind} ({reason}): {show(text)}. Pass {example}, an XComArg "
+                        f"(upstream_task.output), or a template that renders JSON, e.g. {{{{ ... | tojson }}}}; "
+                        "or set render_template_as_native_obj=True on the DAG",
+                    )
+                ],
+                f"Invalid Hilos {field}",
+            ) from None
+    if not isinstance(parsed, expected):
+        raise HilosValidationError(
+            [(field, f"rendered to a {type(parsed).__name__}, {show(parsed)}; it must be {example}")],
+            f"Invalid Hilos {field}",
+        )
+    return parsed
+
+
 def _payload_key_problems(payload: Mapping[Any, Any]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for key in payload:
@@ -199,6 +313,8 @@ def _pydantic_problem(error: Mapping[str, Any]) -> tuple[str, str]:
     kind = error["type"]
     value: Any = error.get("input")
     hint = _FIELD_HINTS.get(top, "")
+    if value == CLEAR and len(loc) == 1 and top != "channel":
+        return field, f"cannot be cleared ({CLEAR!r} clears the channel, or empties tags and assigned); leave it out"
     if kind == "enum":
         return field, f"{show(value)} is not a valid status; use {hint}"
     if kind == "extra_forbidden":
@@ -210,31 +326,28 @@ def _pydantic_problem(error: Mapping[str, Any]) -> tuple[str, str]:
     if kind == "string_too_long":
         return field, (f"tag name is {len(value)} characters, the API allows at most {TAG_NAME_MAX_LENGTH}; shorten it")
     if kind == "string_too_short":
-        return field, "tag name is empty; give a name or remove the tag"
+        return field, "tag name is empty (or only whitespace); give a name or remove the tag"
     if kind == "value_error" and loc[-1] == "name":
-        if "blank" in error["msg"]:
-            return field, "tag name is only whitespace; give a name or remove the tag"
         return field, "tag name contains a NUL character (\\x00), which the API refuses; remove it"
     if kind == "too_long":
         noun = "tags" if top == "tags" else "assignees"
         return field, f"{len(value)} {noun} in one update; at most {MAX_LIST_ITEMS} are allowed"
     if kind in {"greater_than_equal", "less_than_equal"}:
         return field, f"{show(value)} is not an id the API can store: use a whole number from 1 to {MAX_ID}"
-    if kind in {"int_type", "string_type", "list_type", "model_type", "dict_type", "none_required"} or (
-        kind.endswith("_type")
-    ):
+    if kind.endswith("_type") or kind == "none_required":
         got = "null" if value is None else f"{type(value).__name__} {show(value)}"
         expected = hint if len(loc) == 1 else _nested_expectation(loc)
-        return field, f"expected {expected}, got {got}"
+        return field, f"expected {expected}, got {got}" + (_NATIVE_HINT if isinstance(value, str) else "")
     return field, f"{error['msg']} (got {show(value)}); expected {hint}"
 
 
 def _nested_expectation(loc: tuple[Any, ...]) -> str:
     top, last = loc[0], loc[-1]
     if isinstance(last, int):
-        return {"assigned": 'a user object like {"id": 12}', "tags": 'a tag object like {"name": "vip"}'}.get(
-            str(top), "an object"
-        )
+        return {
+            "assigned": 'a user id like 12 (or {"id": 12})',
+            "tags": 'a tag name like "vip" (or {"name": "vip"})',
+        }.get(str(top), "an object")
     if last == "id":
         return "a user id (integer)"
     if last == "name":
@@ -247,10 +360,16 @@ def update_problems(payload: Any) -> tuple[list[tuple[str, str]], ConversationUp
     if not isinstance(payload, Mapping):
         got = "null" if payload is None else f"{type(payload).__name__} {show(payload)}"
         return [("payload", f"must be a JSON object (dict) of fields to update, got {got}")], None
-    if not payload:
-        return [("payload", f"is empty: nothing to update; give at least one of {', '.join(WRITABLE_FIELDS)}")], None
     problems = _payload_key_problems(payload)
-    known = {k: v for k, v in payload.items() if isinstance(k, str) and k in WRITABLE_FIELDS}
+    # None means "not given", on every path (operator arguments, payloads, batch rows, SQL NULLs): CLEAR clears
+    known = {k: v for k, v in payload.items() if isinstance(k, str) and k in WRITABLE_FIELDS and v is not None}
+    if not known and not problems:
+        given = (
+            f"every field given is None (None leaves a field unchanged; {CLEAR!r} clears tags, assigned or channel)"
+            if payload
+            else "is empty (a field given as None counts as not given)"
+        )
+        return [("payload", f"{given}: nothing to update; give at least one of {', '.join(WRITABLE_FIELDS)}")], None
     try:
         model = ConversationUpdate.model_validate(known)
     except ValidationError as exc:

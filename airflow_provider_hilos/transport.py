@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from airflow_provider_hilos import __version__
+from airflow_provider_hilos import __version__, metrics
 from airflow_provider_hilos.connection import (
     DEFAULT_AUTH_SCHEME,
     DEFAULT_HEADER_NAME,
@@ -109,10 +109,15 @@ def _describe_body(
         fields = {k: v for k, v in body.items() if k != "detail"}
         parts = [str(detail)] if detail is not None else []
         parts += [f"{k}: {'; '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in fields.items()]
-        return (None if detail is None else str(detail)), fields, "; ".join(parts) or "{}"
+        return (None if detail is None else str(detail)), fields, _sentence("; ".join(parts)) or "{}"
     if isinstance(body, list):
-        return None, {"non_field_errors": body}, "; ".join(map(str, body))
-    return None, {}, str(body)
+        return None, {"non_field_errors": body}, _sentence("; ".join(map(str, body)))
+    return None, {}, _sentence(str(body))
+
+
+def _sentence(text: str) -> str:
+    """``text`` without its closing period: the messages it goes into add their own punctuation."""
+    return text.rstrip().rstrip(".")
 
 
 class HilosTransport:
@@ -231,6 +236,7 @@ class HilosTransport:
                 if not exc.retryable or number == attempts:
                     raise
                 self._wait(number, attempts, method, exc.path, exc.problem, exc.retry_after)
+                metrics.incr(metrics.RETRIED)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def attempt(
@@ -254,6 +260,7 @@ class HilosTransport:
         session = self.session
         url = settings.url(path)
         url_path = urlsplit(url).path
+        sent = time.perf_counter()
         try:
             response = session.send(
                 _prepare(session, method, url, json, params), timeout=self.timeout, allow_redirects=False
@@ -284,6 +291,9 @@ class HilosTransport:
                 attempts=number,
                 problem=problem,
             ) from None
+        metrics.timing(metrics.DURATION, (time.perf_counter() - sent) * 1000)
+        if response.status_code == 429:
+            metrics.incr(metrics.THROTTLED)
         if 200 <= response.status_code < 300:
             try:
                 return response.json() if response.content else {}

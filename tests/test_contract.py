@@ -26,6 +26,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.sandbox import HilosSandbox
 from airflow_provider_hilos.schemas import (
+    CLEAR,
     REFUSED_FIELDS,
     TAG_NAME_MAX_LENGTH,
     WRITABLE_FIELDS,
@@ -123,7 +124,7 @@ PAYLOADS = [
     {"status": "CLOSED"},
     {"tags": [{"name": "vip"}, {"name": "x" * 100}]},
     {"assigned": [{"id": 1}, {"id": 2}]},
-    {"assigned_team": 3, "channel": None},
+    {"assigned_team": 3, "channel": CLEAR},
     {"channel": 2, "tags": [], "assigned": []},
     {"status": "IN_PROGRESS", "tags": [{"name": "renewal"}], "assigned": [{"id": 4}], "assigned_team": 1, "channel": 1},
 ]
@@ -138,7 +139,7 @@ def test_requests_and_responses_match_each_document(document, payload, monkeypat
         answer = HilosHook().update_conversation(cid, payload)
         (sent,) = [r for r in sb.requests() if r["method"] == "PATCH"]
     validator(document, "PatchedConversationEdit", request=True).validate(sent["body"])  # no read-only field
-    assert sent["body"] == payload
+    assert sent["body"] == {k: (None if v == CLEAR else v) for k, v in payload.items()}  # CLEAR is sent as null
     assert sent["path"] == f"{ROOTS[document]}/{cid}/update"
     validator(document, "ConversationEdit").validate(answer)
 

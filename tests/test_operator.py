@@ -29,6 +29,7 @@ EDIT = {
 def test_every_argument_is_templated_and_payload_renders_as_json():
     op = ConversationUpdateOperator(task_id="t", conversation_id=CID)
     assert set(op.template_fields) == {
+        "hilos_dry_run",
         "conversation_id",
         "payload",
         "status",
@@ -87,11 +88,11 @@ def test_string_payloads_are_parsed(text, expected):
     ("value", "match"),
     [
         ("not json", "is a string but not a JSON object"),
-        ("[1, 2]", "rendered to JSON list"),
+        ("[1, 2]", "rendered to a list"),
         ("__import__('os').system('true')", "not a JSON object"),
         ("", "not a JSON object"),
         (42, "must be a dict of fields to update"),
-        ('"CLOSED"', "rendered to JSON str"),
+        ('"CLOSED"', "rendered to a str"),
     ],
 )
 def test_bad_payload_strings_are_refused_clearly(value, match):

@@ -8,6 +8,7 @@ import pytest
 
 from airflow_provider_hilos.exceptions import HilosValidationError
 from airflow_provider_hilos.schemas import (
+    CLEAR,
     WRITABLE_FIELDS,
     ConversationStatus,
     canonical_conversation_id,
@@ -27,7 +28,13 @@ def problems(conversation_id, payload) -> dict[str, str]:
 def test_valid_update_is_normalised():
     update = validate_update(
         CID.upper(),
-        {"status": "RESOLVED", "assigned": [{"id": 3}], "tags": [{"name": "vip"}], "assigned_team": 2, "channel": None},
+        {
+            "status": "RESOLVED",
+            "assigned": [{"id": 3}],
+            "tags": [{"name": "vip"}],
+            "assigned_team": 2,
+            "channel": CLEAR,
+        },
     )
     assert update.conversation_id == CID
     assert update.body == {
@@ -87,9 +94,9 @@ def test_every_problem_is_reported_together_with_its_fix():
         "../x",
         {
             "status": "DONE",
-            "assigned": [{"id": "7"}, 5],
+            "assigned": [{"id": "7x"}, 5.5],
             "tags": [{"name": "x" * 101}, {"id": 1, "name": "a"}],
-            "assigned_team": "3",
+            "assigned_team": "3x",
             "channel": 1.5,
             "created_on": "2025-01-01",
             "source": "API",
@@ -100,12 +107,12 @@ def test_every_problem_is_reported_together_with_its_fix():
     )
     assert found["conversation_id"].startswith("'../x' is not a conversation UUID")
     assert "use one of CREATED, FLOW, FLOW_PAUSED, NEW, IN_PROGRESS, RESOLVED, CLOSED" in found["status"]
-    assert "got str '7'" in found["assigned[0].id"]
-    assert 'a user object like {"id": 12}' in found["assigned[1]"]
+    assert "got str '7x'" in found["assigned[0].id"]
+    assert 'a user id like 12 (or {"id": 12})' in found["assigned[1]"]
     assert "101 characters, the API allows at most 100" in found["tags[0].name"]
     assert "tag ids are read-only" in found["tags[1].id"]
-    assert "got str '3'" in found["assigned_team"]
-    assert "a channel id (integer), or null" in found["channel"]
+    assert "got str '3x'" in found["assigned_team"] and "render_template_as_native_obj" in found["assigned_team"]
+    assert "a channel id (a whole number), or '-' to clear it" in found["channel"]
     assert "read-only" in found["created_on"] and "read-only" in found["source"]
     assert "did you mean 'status'?" in found["stauts"]
     assert "pass it as conversation_id" in found["id"]
@@ -121,10 +128,8 @@ def test_empty_and_non_object_payloads_are_refused():
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
-        ({"status": None}, "status"),
-        ({"assigned": None}, "assigned"),
-        ({"tags": None}, "tags"),
-        ({"assigned_team": None}, "assigned_team"),
+        ({"status": None, "assigned_team": True}, "assigned_team"),
+        ({"assigned": None, "assigned_team": "-"}, "assigned_team"),
         ({"assigned_team": True}, "assigned_team"),
         ({"assigned": [{"id": True}]}, "assigned[0].id"),
         ({"assigned": [{}]}, "assigned[0].id"),
@@ -138,8 +143,15 @@ def test_wrong_types_and_nulls(payload, field):
     assert field in problems(CID, payload)
 
 
-def test_channel_may_be_null_and_tag_name_may_be_100_chars():
-    assert validate_update(CID, {"channel": None, "tags": [{"name": "x" * 100}]}).body["channel"] is None
+def test_channel_may_be_cleared_and_tag_name_may_be_100_chars():
+    assert validate_update(CID, {"channel": CLEAR, "tags": [{"name": "x" * 100}]}).body["channel"] is None
+
+
+@pytest.mark.parametrize("field", ["status", "assigned_team"])
+def test_only_tags_assigned_and_channel_can_be_cleared(field):
+    assert problems(CID, {field: CLEAR})[field].startswith("cannot be cleared ('-' clears the channel, or empties")
+    body = validate_update(CID, {"tags": CLEAR, "assigned": CLEAR, "channel": CLEAR}).body
+    assert body == {"tags": [], "assigned": [], "channel": None}
 
 
 def test_message_names_the_conversation():
