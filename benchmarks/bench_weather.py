@@ -144,7 +144,7 @@ def main() -> int:
         t0, result, _ = run_batch(sb, n)
         report(f"1 calm: {n} updates in {t0:.2f} s ({n / t0:.0f}/s)", result.updated == n)
 
-        reset(sb, throttle_rate=0.05, retry_after_seconds=1, seed=11)
+        reset(sb, throttle_rate=0.05, retry_after_seconds=1, fault_seed=11)
         wall, result, _ = run_batch(sb, n)
         throttled = sandbox_stats(sb)["429"]
         bound = t0 + throttled * 1.0 / CONCURRENCY * 1.5

@@ -69,7 +69,7 @@ def landed(sandbox, rows: list[dict]) -> bool:
 
 
 def test_a_throttled_row_waits_its_retry_after_while_the_others_go_on(sb):
-    sb.set_faults(throttle_rate=0.05, retry_after_seconds=1, seed=4)
+    sb.set_faults(throttle_rate=0.05, retry_after_seconds=1, fault_seed=4)
     rows = rows_for(sb.conversation_ids()[:300])
     result = HilosHook().update_conversations(rows, max_concurrency=16)
     assert (result.updated, result.failed) == (300, 0) and landed(sb, rows)
@@ -102,7 +102,7 @@ def test_exhausted_429_retries_stay_retryable(sb):
 
 @pytest.mark.parametrize("policy", ["fail_at_end", "never", "fail_fast"])
 def test_an_outage_stops_the_batch_after_a_bounded_number_of_requests(sb, monkeypatch, policy):
-    sb.set_faults(error_rate=1, error_statuses=[500, 502, 503], retry_after_seconds=0, seed=2)
+    sb.set_faults(error_rate=1, error_statuses=[500, 502, 503], retry_after_seconds=0, fault_seed=2)
     rows = rows_for(sb.conversation_ids()[:400])
     ti = FakeTI()
     op = ConversationBatchUpdateOperator(
@@ -132,7 +132,7 @@ def test_an_outage_stops_the_batch_after_a_bounded_number_of_requests(sb, monkey
 
 
 def test_a_flaky_api_does_not_open_the_breaker(sb):
-    sb.set_faults(error_rate=0.3, retry_after_seconds=0, seed=6)
+    sb.set_faults(error_rate=0.3, retry_after_seconds=0, fault_seed=6)
     rows = rows_for(sb.conversation_ids()[:300])
     result = HilosHook(backoff_base=0.01, max_wait=0.05, max_attempts=10).update_conversations(rows, max_concurrency=16)
     assert (result.updated, result.failed, result.not_sent, result.stopped) == (300, 0, 0, None)
@@ -343,13 +343,15 @@ def test_skipped_rows_are_logged_with_their_reasons_and_listed_in_the_result(sb,
 
 
 def test_a_batch_of_only_invalid_rows_fails_unless_allowed(sb, tmp_path):
-    csv = tmp_path / "changes.jsonl"  # a CSV export given where JSON Lines belong
-    csv.write_text("conversation_id,status\n" + "".join(f"{cid},CLOSED\n" for cid in sb.conversation_ids()[:5]))
-    op = ConversationBatchUpdateOperator(task_id="b", updates_path=str(csv), skip_invalid_rows=True)
+    wrong = tmp_path / "changes.jsonl"  # an export from the wrong system: every row is invalid
+    wrong.write_text(
+        "".join(json.dumps({"conversation_id": cid, "state": "closed"}) + "\n" for cid in sb.conversation_ids()[:6])
+    )
+    op = ConversationBatchUpdateOperator(task_id="b", updates_path=str(wrong), skip_invalid_rows=True)
     with pytest.raises(HilosValidationError, match=r"6 of 6 row\(s\) are invalid, and every row is invalid"):
         op.execute({"ti": FakeTI()})
     allowed = ConversationBatchUpdateOperator(
-        task_id="b", updates_path=str(csv), skip_invalid_rows=True, max_invalid_ratio=1.0
+        task_id="b", updates_path=str(wrong), skip_invalid_rows=True, max_invalid_ratio=1.0
     ).execute({"ti": FakeTI()})
     assert (allowed["skipped"], allowed["updated"]) == (6, 0)
     rows = rows_for(sb.conversation_ids()[:4]) + [{"conversation_id": "x", "status": "NEW"}] * 2

@@ -79,7 +79,7 @@ def fast_hook(**kwargs) -> HilosHook:
 
 @pytest.mark.parametrize("fault", list(FAULTS), ids=list(FAULTS))
 def test_single_path_survives(sb, fault):
-    sb.set_faults(seed=7, **FAULTS[fault])
+    sb.set_faults(fault_seed=7, **FAULTS[fault])
     ids = sb.conversation_ids()
     before = {cid: sb.conversation(cid) for cid in ids}
     intent = intent_for(ids[:30])
@@ -95,7 +95,7 @@ def test_single_path_survives(sb, fault):
 
 @pytest.mark.parametrize("fault", list(FAULTS), ids=list(FAULTS))
 def test_batch_path_survives(sb, fault):
-    sb.set_faults(seed=11, **FAULTS[fault])
+    sb.set_faults(fault_seed=11, **FAULTS[fault])
     ids = sb.conversation_ids()
     before = {cid: sb.conversation(cid) for cid in ids}
     intent = intent_for(ids[:100], salt=1)
@@ -148,7 +148,7 @@ def test_soak_small(monkeypatch):
             "truncate_rate": 0.02,
             "throttle_rate": 0.02,
             "retry_after_seconds": 0,
-            "seed": 3,
+            "fault_seed": 3,
         },
     ) as sandbox:
         monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sandbox.connection_json())

@@ -270,10 +270,10 @@ def test_rate_limit_answers_429_with_retry_after(sandbox):
 
 
 def test_random_error_rate_is_seeded_and_roughly_right(sandbox):
-    sandbox.set_faults(error_rate=0.3, seed=5)
+    sandbox.set_faults(error_rate=0.3, fault_seed=5)
     cid = sandbox.conversation_ids()[0]
     first = [patch(sandbox, cid, {"status": "NEW"}).status_code for _ in range(200)]
-    sandbox.set_faults(error_rate=0.3, seed=5)
+    sandbox.set_faults(error_rate=0.3, fault_seed=5)
     second = [patch(sandbox, cid, {"status": "NEW"}).status_code for _ in range(200)]
     assert first == second
     errors = sum(code >= 500 for code in first)
@@ -518,6 +518,13 @@ def test_mismatches_names_the_fields_that_did_not_land(sandbox):
         "status",
         "tags",
     ]
+    # the forms a DAG uses: plain names and ids, digit strings, None for "not given", CLEAR
+    assert sandbox.mismatches(cid, {"status": "CLOSED", "tags": [" vip"], "assigned_team": "2", "channel": None}) == []
+    patch(sandbox, cid, {"tags": [], "assigned": [{"id": 3}], "channel": None})
+    assert sandbox.mismatches(cid, {"tags": "-", "assigned": [3], "channel": "-"}) == []
+    assert sandbox.mismatches(cid, {"assigned": [3, 1]}) == ["assigned"]
+    with pytest.raises(ValueError, match="not a valid update payload: status: 'DONE' is not a valid status"):
+        sandbox.mismatches(cid, {"status": "DONE"})
 
 
 def test_uri_form_of_a_plain_http_loopback_sandbox(sandbox, monkeypatch):
@@ -533,3 +540,20 @@ def test_uri_form_of_a_plain_http_loopback_sandbox(sandbox, monkeypatch):
         err.value
     )
     assert TEST_TOKEN not in str(err.value)
+
+
+def test_every_fault_setting_has_the_command_line_flag_of_the_same_name():
+    from dataclasses import fields
+
+    from airflow_provider_hilos.sandbox.faults import FaultConfig
+    from airflow_provider_hilos.sandbox.server import build_parser
+
+    flags = {option for action in build_parser()._actions for option in action.option_strings}
+    names = [f.name for f in fields(FaultConfig)]
+    assert "fault_seed" in names and "seed" not in names  # --fault-seed on the command line, fault_seed in Python
+    missing = [name for name in names if "--" + name.replace("_", "-") not in flags]
+    assert not missing
+    args = build_parser().parse_args(["--fault-seed", "4", "--error-statuses", "502,503", "--rate-limit", "5"])
+    assert (args.fault_seed, args.error_statuses, args.rate_limit_per_second) == (4, (502, 503), 5.0)
+    with pytest.raises(ValueError, match=r"unknown fault setting.*'seed'.*fault_seed"):
+        FaultConfig.from_dict({"seed": 1})

@@ -47,7 +47,8 @@ class FaultConfig:
     :param slow_seconds: how slow a slow answer is.
     :param truncate_rate: share answered 200 with truncated JSON (after the update is applied).
     :param html_rate: share answered 200 with an HTML page instead of JSON (after the update is applied).
-    :param seed: seed of the fault dice (same seed, same sequence of faults).
+    :param fault_seed: seed of the fault dice (same seed, same sequence of faults); ``--fault-seed`` on the
+        command line.
     """
 
     latency_ms: float = 0.0
@@ -63,7 +64,7 @@ class FaultConfig:
     slow_seconds: float = 0.0
     truncate_rate: float = 0.0
     html_rate: float = 0.0
-    seed: int = 0
+    fault_seed: int = 0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FaultConfig:
@@ -89,7 +90,7 @@ class FaultInjector:
     def configure(self, config: FaultConfig) -> None:
         with self._lock:
             self.config = config
-            self._rng = random.Random(config.seed)
+            self._rng = random.Random(config.fault_seed)
             self._tokens = float(config.rate_limit_burst)
             self._refilled = time.monotonic()
 

@@ -10,7 +10,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from types import TracebackType
 from typing import Any
 
@@ -174,7 +174,9 @@ class HilosSandbox:
         """The fields of ``payload`` the conversation does not show as sent: ``[]`` when it landed.
 
         :param conversation_id: the conversation's UUID.
-        :param payload: what a PATCH was meant to set, e.g. ``{"status": "CLOSED", "tags": [{"name": "vip"}]}``.
+        :param payload: what a PATCH was meant to set, in any form the operators accept, e.g.
+            ``{"status": "CLOSED", "tags": ["vip"]}``.
+        :raises ValueError: the payload is not a valid update.
         """
         return payload_mismatches(payload, self.state.conversation(conversation_id))
 
@@ -186,7 +188,7 @@ class HilosSandbox:
         self.state.clear_requests()
 
     def set_faults(self, **settings: Any) -> FaultConfig:
-        """Replace the fault settings, e.g. ``set_faults(error_rate=0.3, seed=1)``."""
+        """Replace the fault settings, e.g. ``set_faults(error_rate=0.3, fault_seed=1)``."""
         config = FaultConfig.from_dict(settings)
         self.faults.configure(config)
         return config
@@ -223,17 +225,31 @@ def build_parser() -> argparse.ArgumentParser:
     faults = parser.add_argument_group("faults and load")
     faults.add_argument("--latency-ms", type=float, default=0.0)
     faults.add_argument("--jitter-ms", type=float, default=0.0)
-    faults.add_argument("--rate-limit", type=float, default=None, help="requests per second before 429")
+    faults.add_argument(
+        "--rate-limit-per-second",
+        "--rate-limit",
+        type=float,
+        default=None,
+        help="token bucket: requests per second before 429",
+    )
     faults.add_argument("--rate-limit-burst", type=int, default=1)
-    faults.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds on 429/503")
+    faults.add_argument(
+        "--retry-after-seconds", "--retry-after", type=float, default=1.0, help="Retry-After seconds on 429/503"
+    )
     faults.add_argument("--throttle-rate", type=float, default=0.0, help="share of requests answered 429")
     faults.add_argument("--error-rate", type=float, default=0.0, help="share answered 500/502/503")
+    faults.add_argument(
+        "--error-statuses",
+        type=lambda text: tuple(int(part) for part in text.split(",")),
+        default=(500, 502, 503),
+        help="which statuses --error-rate picks from, comma-separated (default 500,502,503)",
+    )
     faults.add_argument("--drop-rate", type=float, default=0.0, help="share whose connection drops mid-answer")
     faults.add_argument("--slow-rate", type=float, default=0.0)
     faults.add_argument("--slow-seconds", type=float, default=0.0)
     faults.add_argument("--truncate-rate", type=float, default=0.0, help="share answered with truncated JSON")
     faults.add_argument("--html-rate", type=float, default=0.0, help="share answered 200 with an HTML page")
-    faults.add_argument("--fault-seed", type=int, default=0)
+    faults.add_argument("--fault-seed", type=int, default=0, help="seed of the fault dice (fault_seed in Python)")
     parser.add_argument("--request-log-limit", type=int, default=10_000)
     return parser
 
@@ -244,21 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()  # handlers first: a stop request during start-up must not kill us half-way
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    faults = FaultConfig(
-        latency_ms=args.latency_ms,
-        jitter_ms=args.jitter_ms,
-        rate_limit_per_second=args.rate_limit,
-        rate_limit_burst=args.rate_limit_burst,
-        retry_after_seconds=args.retry_after,
-        throttle_rate=args.throttle_rate,
-        error_rate=args.error_rate,
-        drop_rate=args.drop_rate,
-        slow_rate=args.slow_rate,
-        slow_seconds=args.slow_seconds,
-        truncate_rate=args.truncate_rate,
-        html_rate=args.html_rate,
-        seed=args.fault_seed,
-    )
+    # every FaultConfig field is the flag of the same name (--fault-seed is fault_seed): one spelling for both
+    faults = FaultConfig(**{f.name: getattr(args, f.name) for f in fields(FaultConfig)})
     try:
         sandbox = HilosSandbox(
             port=args.port,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow_provider_hilos.schemas import TAG_NAME_MAX_LENGTH, ConversationSource, ConversationStatus
+from airflow_provider_hilos.schemas import TAG_NAME_MAX_LENGTH, ConversationSource, ConversationStatus, update_problems
 
 FIRST_NAMES = ("Ana", "Luis", "Maria", "Jorge", "Sofia", "Diego", "Lucia", "Pedro", "Elena", "Raul", "Carmen", "Tomas")
 LAST_NAMES = ("Garcia", "Lopez", "Martinez", "Hernandez", "Perez", "Sanchez")
@@ -144,10 +144,18 @@ def _first_message(conversation: Mapping[str, Any]) -> dict[str, Any]:
 def payload_mismatches(payload: Mapping[str, Any], conversation: Mapping[str, Any]) -> list[str]:
     """The fields of a PATCH payload that ``conversation`` does not show as sent.
 
-    Tags are compared by name (the API assigns their ids); every other field by value.
+    The payload may be in any form the operators accept (plain tag names and user ids, ids as digit strings,
+    ``None`` for "not given", ``CLEAR``): it is read by the provider's own rules first, so a test can say
+    what it meant the way its DAG says it. Tags are compared by name (the API assigns their ids); every
+    other field by value.
+
+    :raises ValueError: the payload is not a valid update.
     """
+    problems, update = update_problems(payload)
+    if update is None:
+        raise ValueError("not a valid update payload: " + "; ".join(f"{f}: {m}" for f, m in problems))
     wrong = []
-    for name, value in payload.items():
+    for name, value in update.to_body().items():
         got = conversation.get(name)
         if name == "tags":
             got, value = [tag["name"] for tag in got or []], [tag["name"] for tag in value]
