@@ -17,12 +17,14 @@ import json
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import IO, Any, NamedTuple, Protocol
 
+from airflow_provider_hilos import metrics
 from airflow_provider_hilos.checkpoint import Checkpoint, fingerprint
 from airflow_provider_hilos.connection import HilosConnectionSettings
 from airflow_provider_hilos.exceptions import (
@@ -53,6 +55,8 @@ class Sender(Protocol):
     def max_attempts(self) -> int: ...
 
     def send_update(self, update: ValidatedUpdate, *, attempt: int | None = None) -> dict[str, Any]: ...
+
+    def planned_update(self, update: ValidatedUpdate) -> dict[str, Any]: ...
 
     def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float: ...
 
@@ -235,6 +239,10 @@ class BatchUpdater:
         self.breaker = CircuitBreaker.for_concurrency(self.options.max_concurrency)
         self._report_target = report
         self.report: IO[str] | None = None
+        #: row numbers read and not yet in the report, in reading order, and records that wait for an earlier
+        #: row's: outcomes arrive in any order (workers, retries), the report lists rows in input order
+        self._report_order: deque[int] = deque()
+        self._report_held: dict[int, dict[str, Any]] = {}
         self.checkpoint = checkpoint
         self.log = log or hook.log
         #: An error that no other row could escape (no endpoint, a rejected token): the batch stopped on it.
@@ -294,10 +302,65 @@ class BatchUpdater:
         try:
             return _Run(self, total, invalid).send(rows)
         finally:
+            self.flush_report()
             if opens_report and self.report is not None:
                 self.report.close()
             if self.checkpoint is not None:
                 self.checkpoint.close()
+
+    def plan(self, rows: RowSource, *, shown: int = 20) -> dict[str, Any]:
+        """A dry run: validate every row, resolve the connection, log what would be sent, send nothing.
+
+        :param rows: the rows.
+        :param shown: how many planned requests are logged in full and returned.
+        """
+        total, invalid = self.validate_all(rows)
+        applied = self.checkpoint.applied() if self.checkpoint is not None else {}
+        checker = RowChecker()
+        planned: list[dict[str, Any]] = []
+        to_send = already = 0
+        for number, raw in rows():
+            try:
+                update = checker.check(number, raw)
+            except HilosValidationError:
+                continue
+            if applied.get(number) == fingerprint(update.conversation_id, update.body):
+                already += 1
+                continue
+            to_send += 1
+            if len(planned) < shown:
+                planned.append({"row": number, **self.hook.planned_update(update)})
+        family = self.hook.settings.api_family
+        url = self.hook.settings.url(family.update_path("{id}"))
+        self.log.info(
+            "Hilos batch dry run, nothing sent: %d row(s), %d would be sent as PATCH %s, %d invalid "
+            "(skipped), %d already applied by an earlier try",
+            total,
+            to_send,
+            url,
+            invalid,
+            already,
+        )
+        for request in planned:
+            self.log.info(
+                "Dry run: row %d: %s %s %s",
+                request["row"],
+                request["method"],
+                request["url"],
+                json.dumps(request["body"], sort_keys=True),
+            )
+        if to_send > len(planned):
+            self.log.info("Dry run: ... and %d more request(s)", to_send - len(planned))
+        return {
+            "dry_run": True,
+            "total": total,
+            "to_send": to_send,
+            "skipped": invalid,
+            "already_applied": already,
+            "method": "PATCH",
+            "url": url,
+            "requests": planned,
+        }
 
     def allowed_failures(self, sendable: int) -> int:
         """How many of ``sendable`` rows may fail before the batch fails (``max_failed_ratio``)."""
@@ -370,9 +433,26 @@ class BatchUpdater:
             self.checkpoint.record(row.number, row.digest)
         return _Outcome(row)
 
-    def write(self, record: dict[str, Any]) -> None:
+    def expect(self, number: int) -> None:
+        """Row ``number`` was read: its report line comes after those of the rows read before it."""
         if self.report is not None:
-            self.report.write(json.dumps(record) + "\n")
+            self._report_order.append(number)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Report one row's outcome; it is written once the outcomes of all rows read before it are."""
+        if self.report is None:
+            return
+        self._report_held[record["row"]] = record
+        order, held = self._report_order, self._report_held
+        while order and order[0] in held:
+            self.report.write(json.dumps(held.pop(order.popleft())) + "\n")
+
+    def flush_report(self) -> None:
+        """Write what is still held (only if a row never got an outcome, which a finished batch rules out)."""
+        if self.report is not None:
+            for number in sorted(self._report_held):
+                self.report.write(json.dumps(self._report_held.pop(number)) + "\n")
+            self._report_order.clear()
 
     def halt(self) -> None:
         self._halt.set()
@@ -450,6 +530,7 @@ class _Run:
         """The rows to send, in order; invalid and already applied rows are accounted for on the way."""
         checker = RowChecker()  # the same verdicts as the validation pass
         for number, raw in rows():
+            self.u.expect(number)
             try:
                 update = checker.check(number, raw)
             except HilosValidationError as exc:
@@ -504,6 +585,7 @@ class _Run:
         if error is None:
             u.breaker.succeeded()
             self.result.updated += 1
+            metrics.incr(metrics.APPLIED)
             u.write({"row": row.number, "conversation_id": row.update.conversation_id, "outcome": "updated"})
             return
         if outcome.stops:
@@ -527,6 +609,7 @@ class _Run:
                 self.waiting, (time.monotonic() + delay, row.number, row._replace(attempts=attempts, last_error=error))
             )
             self.result.retried += 1
+            metrics.incr(metrics.RETRIED)
             u.log.debug(
                 "Hilos batch: row %d (%s): %s; retry %d in %.2f s",
                 row.number,
@@ -547,6 +630,7 @@ class _Run:
     def _failed(self, row: _Row, error: HilosError) -> None:
         result, u = self.result, self.u
         result.failed += 1
+        metrics.incr(metrics.FAILED)
         if not (isinstance(error, HilosAPIError) and error.retryable):
             result.failed_permanently += 1
         status = error.status_code if isinstance(error, HilosAPIError) else None
@@ -581,6 +665,10 @@ class _Run:
 
     def _progress(self, final: bool = False) -> None:
         result, sendable = self.result, self.sendable
+        if not sendable:
+            why = f"all {result.skipped} row(s) were skipped as invalid" if result.skipped else "the input has no rows"
+            self.u.log.info("Hilos batch%s: nothing to send: %s", " finished" if final else "", why)
+            return
         elapsed = time.monotonic() - self.started
         self.last_progress = time.monotonic()
         done = result.updated + result.already_applied + result.failed + result.not_sent

@@ -7,6 +7,8 @@ held in memory.
 
 from __future__ import annotations
 
+import csv
+import difflib
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -14,32 +16,25 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from airflow_provider_hilos.exceptions import HilosValidationError
-from airflow_provider_hilos.schemas import ValidatedUpdate, show, validate_update
+from airflow_provider_hilos.schemas import CLEAR, ValidatedUpdate, parse_rendered, show, validate_update
 
 #: A re-iterable source of ``(row number, row)`` pairs.
 RowSource = Callable[[], Iterator[tuple[int, Any]]]
 
 
 def rows_from_updates(updates: Any) -> RowSource:
-    """A re-iterable source of ``(row_number, row)`` from a list (or a JSON string of a list).
+    """A re-iterable source of ``(row_number, row)`` from a list, or from the text a template rendered it as
+    (JSON, or the list's Python repr), as the single update's ``payload`` accepts.
 
     :raises HilosValidationError: when ``updates`` is not a list of rows.
     """
     if isinstance(updates, (str, bytes)):
-        try:
-            updates = json.loads(updates)
-        except (ValueError, RecursionError) as exc:
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            raise HilosValidationError(
-                [
-                    (
-                        "updates",
-                        f"is a string but not JSON ({reason}): {show(updates)}; pass a list of rows, an XComArg, "
-                        "or a template rendering a JSON list",
-                    )
-                ],
-                "Invalid Hilos batch input",
-            ) from None
+        updates = parse_rendered(
+            updates,
+            field="updates",
+            expected=list,
+            example='a list of rows, e.g. [{"conversation_id": "...", "status": "CLOSED"}]',
+        )
     if isinstance(updates, Mapping) or not isinstance(updates, Iterable):
         raise HilosValidationError(
             [
@@ -55,12 +50,14 @@ def rows_from_updates(updates: Any) -> RowSource:
     return lambda: enumerate(rows, start=1)
 
 
-def rows_from_json_lines(open_text: Callable[[], IO[str]]) -> RowSource:
+def rows_from_json_lines(open_text: Callable[[], IO[str]], *, name: str = "updates_path") -> RowSource:
     """A re-iterable source of ``(line_number, row)`` read line by line from a JSON Lines file.
 
-    Blank lines are ignored; a line that is not JSON becomes a row that fails validation.
+    Blank lines are ignored; a line that is not JSON becomes a row that fails validation. A file whose
+    first line is a CSV header is refused at once, saying so (rather than as a hundred lines that are not JSON).
 
     :param open_text: opens the file for reading text (called once per pass).
+    :param name: what the file is called in the error.
     """
 
     def iterate() -> Iterator[tuple[int, Any]]:
@@ -69,6 +66,17 @@ def rows_from_json_lines(open_text: Callable[[], IO[str]]) -> RowSource:
             for number, line in enumerate(iter(handle.readline, ""), start=1):
                 if not line.strip():
                     continue
+                if number == 1 and _looks_like_csv_header(line):
+                    raise HilosValidationError(
+                        [
+                            (
+                                name,
+                                f"looks like CSV, not JSON Lines: its first line is a header ({show(line.strip())}); "
+                                "name the file .csv, or set input_format='csv'",
+                            )
+                        ],
+                        "Invalid Hilos batch input",
+                    )
                 try:
                     yield number, json.loads(line)
                 except json.JSONDecodeError as exc:
@@ -78,6 +86,94 @@ def rows_from_json_lines(open_text: Callable[[], IO[str]]) -> RowSource:
                     yield number, _Unparsable(f"line is not usable JSON ({reason})")
 
     return iterate
+
+
+#: The columns of a CSV change set: an empty cell leaves the field unchanged; ``-`` clears it.
+CSV_COLUMNS = ("conversation_id", "status", "tags", "assigned", "assigned_team", "channel")
+_LIST_COLUMNS = ("tags", "assigned")
+
+
+def rows_from_csv(open_text: Callable[[], IO[str]], *, separator: str = "|", name: str = "updates_path") -> RowSource:
+    """A re-iterable source of ``(line_number, row)`` read line by line from a CSV change set.
+
+    Columns are separated by commas, or by semicolons or tabs if the header uses them (as spreadsheets
+    in many locales export); a leading byte-order mark is ignored. The header names the columns, in any
+    order: ``conversation_id`` (required), ``status``, ``tags`` (names joined by ``separator``:
+    ``vip|renewal``), ``assigned`` (user ids joined by ``separator``), ``assigned_team``, ``channel``. An
+    empty cell leaves that field unchanged (like a SQL NULL); ``-`` clears it (``tags`` and ``assigned``
+    become empty, ``channel`` null).
+
+    :param open_text: opens the file for reading text (called once per pass).
+    :param separator: what joins the names and ids inside one cell.
+    :param name: what the file is called in errors.
+    :raises HilosValidationError: (when read) a header with an unknown or missing column.
+    """
+    if problem := list_separator_problem(separator):
+        raise HilosValidationError([("list_separator", problem)], "Invalid Hilos batch input")
+
+    def iterate() -> Iterator[tuple[int, Any]]:
+        with open_text() as handle:
+            first = handle.readline().removeprefix("\ufeff")  # the byte-order mark spreadsheet exports start with
+            # commas, or the semicolons (tabs) spreadsheets in many locales write: the header says which
+            delimiter = next((d for d in ",;\t" if d in first), ",")
+            if delimiter == separator:
+                raise HilosValidationError(
+                    [("list_separator", f"{separator!r} also separates the columns of {name}; choose another one")],
+                    "Invalid Hilos batch input",
+                )
+            header = [column.strip() for column in next(csv.reader([first], delimiter=delimiter), [])]
+            _check_header(header, name)
+            # readline: Airflow 2's file wrapper is not iterable
+            reader = csv.reader(iter(handle.readline, ""), delimiter=delimiter)
+            for cells in reader:
+                line = reader.line_num + 1  # the header was line 1
+                if not any(cell.strip() for cell in cells):
+                    continue
+                if len(cells) != len(header):
+                    yield line, _Unparsable(f"has {len(cells)} cells, the header has {len(header)} columns")
+                    continue
+                row: dict[str, Any] = {}
+                for column, cell in zip(header, cells, strict=True):
+                    value = cell.strip()
+                    if not value:
+                        continue  # empty: not given
+                    if column in _LIST_COLUMNS and value != CLEAR:
+                        row[column] = [part.strip() for part in value.split(separator) if part.strip()]
+                    else:
+                        row[column] = value
+                yield line, row
+
+    return iterate
+
+
+def list_separator_problem(separator: Any) -> str | None:
+    """What is wrong with a CSV cell's list separator, or ``None``."""
+    if not isinstance(separator, str) or len(separator) != 1 or separator in '"\r\n':
+        return f"{separator!r} must be one character, not a quote or a line break (e.g. '|')"
+    return None
+
+
+def _check_header(header: list[str], name: str) -> None:
+    problems = []
+    for column in header:
+        if column not in CSV_COLUMNS:
+            close = difflib.get_close_matches(column, CSV_COLUMNS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(
+                (
+                    f"column {column!r}",
+                    f"is not a column of a change set; {hint}the columns are {', '.join(CSV_COLUMNS)}",
+                )
+            )
+    if "conversation_id" not in header:
+        problems.append(("header", f"has no conversation_id column (its columns: {', '.join(header) or 'none'})"))
+    if problems:
+        raise HilosValidationError(problems, f"Invalid Hilos batch input: the CSV header of {name}")
+
+
+def _looks_like_csv_header(line: str) -> bool:
+    text = line.strip()
+    return not text.startswith(("{", "[")) and "conversation_id" in text and any(sep in text for sep in ",;\t")
 
 
 @dataclass(frozen=True)

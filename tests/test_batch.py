@@ -244,6 +244,15 @@ def test_bad_updates_input(updates, match):
         rows_from_updates(updates)
 
 
+def test_updates_accept_the_text_a_template_renders_like_payload_does():
+    rows = [{"conversation_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "status": "NEW", "tags": None}]
+    # without render_template_as_native_obj, "{{ ti.xcom_pull(...) }}" renders the list's Python repr
+    for text in (repr(rows), json.dumps(rows), json.dumps(rows).encode()):
+        assert [row for _, row in rows_from_updates(text)()] == rows
+    with pytest.raises(HilosValidationError, match=r"updates: rendered to a dict, .*; it must be a list of rows"):
+        rows_from_updates(repr({"conversation_id": "x"}))
+
+
 def test_json_string_and_nested_payload_rows(big):
     cid = big.conversation_ids()[0]
     rows = json.dumps([{"conversation_id": cid, "payload": {"status": "CLOSED"}, "tags": [{"name": "x"}]}])
@@ -253,7 +262,7 @@ def test_json_string_and_nested_payload_rows(big):
 
 
 def test_injected_5xx_every_update_lands_exactly_as_intended(big):
-    big.set_faults(error_rate=0.3, seed=9)
+    big.set_faults(error_rate=0.3, fault_seed=9)
     ids = big.conversation_ids()
     intent = intent_for(ids[:250])
     untouched = {cid: big.conversation(cid) for cid in ids[250:]}

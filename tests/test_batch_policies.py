@@ -7,6 +7,8 @@ run against the real sandbox in ``test_batch.py`` and ``test_batch_weather.py``.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import threading
 import uuid
@@ -179,3 +181,38 @@ def test_invalid_rows_are_refused_together_before_anything_is_sent():
     with pytest.raises(HilosValidationError, match=r"1 of 6 row\(s\) are invalid and nothing was sent"):
         BatchUpdater(sender, BatchOptions()).run(rows_from_updates(rows))
     assert not sender.sent
+
+
+def test_the_report_lists_rows_in_input_order_whatever_order_outcomes_arrive_in():
+    conversations = ids(300)
+    # early rows are retried (they finish last), some fail for good, one is invalid: outcomes arrive out of order
+    script = {cid: [503, 503, 200] for cid in conversations[:40:3]} | {cid: [400] for cid in conversations[50:60]}
+
+    class Slow(StubSender):
+        def send_update(self, update, *, attempt=None):
+            if update.conversation_id in conversations[:10]:
+                threading.Event().wait(0.02)  # the first rows answer after the later ones
+            return super().send_update(update, attempt=attempt)
+
+    sender = Slow(script)
+    rows = [{"conversation_id": cid, "status": "CLOSED"} for cid in conversations]
+    rows[100] = {"conversation_id": conversations[100], "status": "DONE"}
+    report = io.StringIO()
+    options = BatchOptions(progress_interval=3600, max_concurrency=16, skip_invalid_rows=True, failure_policy="never")
+    result = BatchUpdater(sender, options, report=report).run(rows_from_updates(rows))
+    lines = [json.loads(line) for line in report.getvalue().splitlines()]
+    assert [line["row"] for line in lines] == list(range(1, 301))
+    assert [line["conversation_id"] for line in lines] == conversations
+    assert Counter(line["outcome"] for line in lines) == {"updated": 289, "failed": 10, "skipped": 1}
+    assert result.retried == 2 * len(conversations[:40:3])
+
+
+def test_a_batch_of_skipped_rows_says_there_was_nothing_to_send(caplog):
+    rows = [{"conversation_id": cid, "status": "DONE"} for cid in ids(3)]
+    options = BatchOptions(progress_interval=3600, skip_invalid_rows=True, max_invalid_ratio=1.0)
+    sender = StubSender()
+    with caplog.at_level(logging.INFO, logger="stub-sender"):
+        result = BatchUpdater(sender, options).run(rows_from_updates(rows))
+    assert result.skipped == 3 and not sender.sent
+    assert "Hilos batch finished: nothing to send: all 3 row(s) were skipped as invalid" in caplog.text
+    assert "0/0 done" not in caplog.text and "100.0%" not in caplog.text

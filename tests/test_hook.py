@@ -20,6 +20,7 @@ from airflow_provider_hilos.exceptions import (
     HilosValidationError,
 )
 from airflow_provider_hilos.hooks.hilos import HilosHook
+from airflow_provider_hilos.schemas import CLEAR
 from airflow_provider_hilos.transport import parse_retry_after
 from tests.conftest import TEST_TOKEN
 
@@ -51,7 +52,7 @@ def hook(hilos_conn) -> HilosHook:
 
 def test_update_sends_exact_request_and_returns_conversation(hook, requests_mock):
     requests_mock.patch(URL, json=EDIT)
-    result = hook.update_conversation(CID.upper(), {"status": "CLOSED", "tags": [{"name": "vip"}], "channel": None})
+    result = hook.update_conversation(CID.upper(), {"status": "CLOSED", "tags": [{"name": "vip"}], "channel": CLEAR})
     assert result == EDIT
     req = requests_mock.last_request
     assert req.method == "PATCH"
@@ -60,7 +61,7 @@ def test_update_sends_exact_request_and_returns_conversation(hook, requests_mock
     assert req.headers["Accept"] == "application/json"
     assert req.headers["Content-Type"] == "application/json"
     assert req.headers["User-Agent"].startswith("airflow-provider-hilos/0.1.0 apache-airflow/")
-    assert req.json() == {"status": "CLOSED", "tags": [{"name": "vip"}], "channel": None}
+    assert req.json() == {"status": "CLOSED", "tags": [{"name": "vip"}], "channel": None}  # CLEAR is sent as null
 
 
 @pytest.mark.parametrize(
@@ -141,6 +142,35 @@ def test_the_log_says_once_which_family_and_url_a_hook_uses(hook, requests_mock,
 def test_an_unknown_api_family_is_explained(hilos_conn, requests_mock):
     hilos_conn(extra={"api_family": "native"})
     with pytest.raises(HilosConfigurationError, match="api_family='native' is not one of auto, hilos, activecampaign"):
+        HilosHook().update_conversation(CID, {"status": "NEW"})
+    assert not requests_mock.called
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"max_attempt": 3}, "unknown extra 'max_attempt' (did you mean 'max_attempts'?)"),
+        ({"extra__hilos__read_timout": 5}, "unknown extra 'extra__hilos__read_timout' (did you mean 'read_timeout'?)"),
+        ({"proxies": {"https": "http://proxy:3128"}, "api_family": "auto"}, "unknown extra 'proxies';"),
+    ],
+)
+def test_unknown_extras_are_reported_by_name(hilos_conn, requests_mock, extra, expected):
+    hilos_conn(extra=extra)
+    with pytest.raises(HilosConfigurationError) as caught:
+        HilosHook().update_conversation(CID, {"status": "NEW"})
+    message = str(caught.value)
+    assert expected in message
+    assert "the extras it reads are api_family, header_name" in message
+    assert "proxy:3128" not in message  # names only: an extra's value may be a secret
+    assert not requests_mock.called
+
+
+def test_an_extra_that_is_not_an_object_is_refused(monkeypatch, requests_mock):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HILOS_DEFAULT",
+        json.dumps({"conn_type": "hilos", "host": "https://api.hilos.io", "password": TEST_TOKEN, "extra": [1, 2]}),
+    )
+    with pytest.raises(HilosConfigurationError, match="its extra must be a JSON object"):
         HilosHook().update_conversation(CID, {"status": "NEW"})
     assert not requests_mock.called
 
@@ -390,6 +420,15 @@ def test_400_reports_drf_field_errors(hook, requests_mock):
         hook.update_conversation(CID, {"assigned": [{"id": 99}]})
     assert err.value.field_errors == {"assigned": [{"id": ['Invalid pk "99" - object does not exist.']}]}
     assert "Invalid pk" in str(err.value) and "assigned" in str(err.value)
+
+
+def test_400_message_has_one_full_stop_before_the_fix(hook, requests_mock):
+    requests_mock.patch(URL, status_code=400, json={"channel": ['Invalid pk "9" - object does not exist.']})
+    with pytest.raises(HilosAPIError) as err:
+        hook.update_conversation(CID, {"channel": 9})
+    message = str(err.value)
+    assert 'channel: Invalid pk "9" - object does not exist. Fix these fields in the payload.' in message
+    assert ".." not in message
 
 
 def test_html_error_page_is_reported_not_crashed_on(hook, requests_mock):

@@ -264,15 +264,13 @@ class HilosHook(BaseHook):
             schedules its own retries); ``None``: with the hook's retries.
         :raises HilosAPIError: the API refused the update, or failed (after every retry, unless ``attempt``).
         """
-        if not isinstance(update, ValidatedUpdate):
-            raise TypeError(f"send_update takes a ValidatedUpdate (see validate_update), not {type(update).__name__}")
-        path = self.settings.api_family.update_path(quote(update.conversation_id, safe=""))
+        method, path = self._update_request(update)
         cid = update.conversation_id
         subject = f"conversation {cid}"
         if attempt is None:
-            result = self.transport.request("PATCH", path, json=update.body, subject=subject)
+            result = self.transport.request(method, path, json=update.body, subject=subject)
         else:
-            result = self.transport.attempt("PATCH", path, json=update.body, subject=subject, number=attempt)
+            result = self.transport.attempt(method, path, json=update.body, subject=subject, number=attempt)
         if not isinstance(result, dict):
             raise HilosAPIError(
                 f"Hilos answered the update of conversation {cid} with "
@@ -283,6 +281,19 @@ class HilosHook(BaseHook):
                 problem="an answer that is not a JSON object",
             )
         return result
+
+    def planned_update(self, update: ValidatedUpdate) -> dict[str, Any]:
+        """What :meth:`send_update` would send, without sending it (for a dry run): the method, the full URL
+        (the token travels in a header, never in the URL) and the JSON body. Resolves and checks the
+        connection."""
+        method, path = self._update_request(update)
+        return {"method": method, "url": self.settings.url(path), "body": update.body}
+
+    def _update_request(self, update: ValidatedUpdate) -> tuple[str, str]:
+        """The update's method and path, by the connection's API family: where the PATCH is described."""
+        if not isinstance(update, ValidatedUpdate):
+            raise TypeError(f"send_update takes a ValidatedUpdate (see validate_update), not {type(update).__name__}")
+        return "PATCH", self.settings.api_family.update_path(quote(update.conversation_id, safe=""))
 
     def update_conversations(
         self,
@@ -320,6 +331,29 @@ class HilosHook(BaseHook):
         if checkpoint is not None:
             checkpoint.clear()
         return result
+
+    def plan_updates(
+        self,
+        updates: Iterable[Mapping[str, Any]] | str | RowSource,
+        options: BatchOptions | None = None,
+        *,
+        checkpoint: Checkpoint | None = None,
+        shown: int = 20,
+    ) -> dict[str, Any]:
+        """A dry run of :meth:`update_conversations`: validate every row, resolve the connection, log what would
+        be sent (the first ``shown`` requests in full, then a count; never the token), and send nothing.
+
+        :param updates: as for :meth:`update_conversations`.
+        :param options: as for :meth:`update_conversations` (``skip_invalid_rows`` decides whether invalid rows
+            refuse the batch, as in a real run).
+        :param checkpoint: rows an earlier try applied are counted as such, not planned.
+        :param shown: how many planned requests are logged and returned.
+        :return: ``{"dry_run": True, "total", "to_send", "skipped", "already_applied", "method", "url",
+            "requests": [the first planned requests]}``.
+        """
+        options = options or BatchOptions()
+        updater = BatchUpdater(self, options, checkpoint=checkpoint)
+        return updater.plan(updates if callable(updates) else rows_from_updates(updates), shown=shown)
 
     def list_conversations(
         self,

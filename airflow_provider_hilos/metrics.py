@@ -1,0 +1,38 @@
+"""The provider's metrics, sent through Airflow's ``Stats`` (statsd, or OpenTelemetry, when the deployment's
+``[metrics]`` section turns them on; otherwise they cost a function call and go nowhere).
+
+==========================  =======  =========================================================
+name                        kind     what it counts
+==========================  =======  =========================================================
+``hilos.updates.applied``   counter  conversation updates the API accepted
+``hilos.updates.failed``    counter  conversation updates that failed for good (after retries)
+``hilos.requests.retried``  counter  requests sent again (after a 429, a 5xx, a timeout, a drop)
+``hilos.requests.throttled`` counter requests the API answered 429
+``hilos.request.duration``  timer    milliseconds from sending a request to its answer
+==========================  =======  =========================================================
+
+With ``statsd_prefix = airflow`` (the default) they arrive as ``airflow.hilos.updates.applied`` and so on.
+"""
+
+from __future__ import annotations
+
+APPLIED = "hilos.updates.applied"
+FAILED = "hilos.updates.failed"
+RETRIED = "hilos.requests.retried"
+THROTTLED = "hilos.requests.throttled"
+DURATION = "hilos.request.duration"
+
+
+def incr(name: str, count: int = 1) -> None:
+    """Add ``count`` to a counter."""
+    if count:
+        from airflow.providers.common.compat.sdk import Stats
+
+        Stats.incr(name, count)
+
+
+def timing(name: str, milliseconds: float) -> None:
+    """Record a duration, in milliseconds."""
+    from airflow.providers.common.compat.sdk import Stats
+
+    Stats.timing(name, milliseconds)
