@@ -51,7 +51,7 @@ with DAG(
                         names = [tag["name"] for tag in conv.get("tags") or []]
                         if params["tag"] not in names:
                             names.append(params["tag"])
-                        payload = {"status": "CLOSED", "tags": [{"name": name} for name in names]}
+                        payload = {"status": "CLOSED", "tags": names}  # plain tag names
                         updates.append({"conversation_id": conv["id"], "payload": payload})
                 if not page.get("next"):
                     break

@@ -1,58 +1,55 @@
 """Scheduled CRM sync: apply a warehouse change set to Hilos conversations.
 
-Each row of ``data/crm_changes.csv`` (exported by your warehouse) is one conversation update:
+Each row of ``data/crm_changes.csv`` (exported by your warehouse) is one conversation update, in the
+provider's CSV change-set format (the one ``ConversationBatchUpdateOperator(updates_path=...)`` reads):
 
-    conversation_id,status,tags,assignee_ids,team_id
+    conversation_id,status,tags,assigned,assigned_team
     6513270e-...,IN_PROGRESS,vip|new-customer,3,2
 
-An empty cell leaves the field unchanged; ``-`` clears a list (tags or assignees). Tags and assignees
-are replaced as a whole, exactly as the Hilos API does. Each update is one mapped
-``ConversationUpdateOperator`` task whose payload comes from XCom; past a few hundred rows
-per run, prefer a batch operator to one task per row.
+An empty cell leaves the field unchanged; ``-`` clears it (tags or assignees). Tags and assignees
+are replaced as a whole, exactly as the Hilos API does. Every row is checked when the change set is
+read, so a bad row fails that task before any update is sent. Each update is then one mapped
+``ConversationUpdateOperator`` task (named by its conversation id in the grid) whose arguments come
+from XCom; past a few hundred rows per run, prefer ``ConversationBatchUpdateOperator``.
 """
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pendulum
 
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
+from airflow_provider_hilos.exceptions import HilosValidationError
 from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
+from airflow_provider_hilos.rows import RowChecker, rows_from_csv
 
 CHANGES_FILE = Path(__file__).parent / "data" / "crm_changes.csv"
 
 
-def _split(cell: str) -> list[str] | None:
-    cell = (cell or "").strip()
-    if not cell:
-        return None  # unchanged
-    if cell == "-":
-        return []  # cleared
-    return [part.strip() for part in cell.split("|") if part.strip()]
-
-
-def row_to_update(row: dict[str, str]) -> dict[str, Any]:
-    """One CSV row -> ``{"conversation_id": ..., "payload": {...}}`` (only the fields the row sets)."""
-    payload: dict[str, Any] = {}
-    if status := (row.get("status") or "").strip():
-        payload["status"] = status
-    if (tags := _split(row.get("tags", ""))) is not None:
-        payload["tags"] = [{"name": name} for name in tags]
-    if (assignees := _split(row.get("assignee_ids", ""))) is not None:
-        payload["assigned"] = [{"id": int(user_id)} for user_id in assignees]
-    if team := (row.get("team_id") or "").strip():
-        payload["assigned_team"] = int(team)
-    return {"conversation_id": row["conversation_id"].strip(), "payload": payload}
-
-
 def load_change_set(path: str | Path) -> list[dict[str, Any]]:
-    """Read a change-set CSV into conversation updates."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [row_to_update(row) for row in csv.DictReader(handle)]
+    """Read a change-set CSV into ``{"conversation_id": ..., "payload": {...}}`` updates, every row checked.
+
+    :raises HilosValidationError: naming the line and the problem of every bad row.
+    """
+
+    def open_text() -> IO[str]:
+        return open(path, newline="", encoding="utf-8")
+
+    updates, problems, checker = [], [], RowChecker()
+    for line, row in rows_from_csv(open_text, name=str(path))():
+        try:
+            checker.check(line, row)
+        except HilosValidationError as exc:
+            problems += [(f"line {line}: {field}", message) for field, message in exc.problems]
+            continue
+        fields = dict(row)
+        updates.append({"conversation_id": fields.pop("conversation_id"), "payload": fields})
+    if problems:
+        raise HilosValidationError(problems, f"Invalid change set {path}")
+    return updates
 
 
 with DAG(
@@ -70,7 +67,7 @@ with DAG(
 
     @task
     def read_change_set(params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Turn the change set into one ``{"conversation_id", "payload"}`` per conversation."""
+        """Turn the change set into one ``{"conversation_id", "payload"}`` per conversation (checked)."""
         updates = load_change_set(params["changes_file"])
         print(f"{len(updates)} conversation update(s) to apply from {params['changes_file']}")
         return updates

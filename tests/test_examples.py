@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from airflow_provider_hilos.sandbox import HilosSandbox
-from tests.conftest import EXAMPLE_DAGS, ROOT, TEST_TOKEN, run_dag
+from tests.conftest import EXAMPLE_DAGS, ROOT, TEST_TOKEN, run_dag, xcom_value
 
 EXPECTED_DAGS = {"hilos_crm_sync", "hilos_manual_update", "hilos_close_stale_conversations"}
 
@@ -116,10 +116,25 @@ def test_manual_update_sends_the_form_values(seven):
 def test_manual_update_dry_run_sends_nothing(seven):
     cid = seven.conversation_ids()[13]
     before = seven.conversation(cid)
-    dag_run = run_dag("hilos_manual_update", {"conversation_id": cid, "status": "CLOSED", "dry_run": True})
+    conf = {"conversation_id": cid, "status": "CLOSED", "tags": ["vip"], "dry_run": True}
+    dag_run = run_dag("hilos_manual_update", conf)
     assert dag_run.state == "success"
-    assert {ti.task_id: ti.state for ti in dag_run.get_task_instances()}["update_conversation"] == "skipped"
     assert seven.requests() == [] and seven.conversation(cid) == before
+    assert xcom_value(dag_run, "update_conversation") == {
+        "dry_run": True,
+        "method": "PATCH",
+        "url": f"{seven.url}/api/inbox/conversation/{cid}/update",
+        "body": {"status": "CLOSED", "tags": [{"name": "vip"}]},
+    }
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_manual_update_with_only_an_id_says_there_is_nothing_to_update(seven, output):
+    cid = seven.conversation_ids()[14]
+    dag_run = run_dag("hilos_manual_update", {"conversation_id": cid})
+    assert dag_run.state == "failed"
+    assert "payload: is empty (a field given as None counts as not given): nothing to update" in output()
+    assert seven.requests() == []
 
 
 @pytest.mark.usefixtures("airflow_db")

@@ -142,3 +142,69 @@ with DAG("hilos_test_alert_pattern", schedule=None, start_date=START, catchup=Fa
         raise AirflowFailException("the Hilos batch failed: see its log and report")
 
     apply >> [summary(), fail_run_if_batch_failed()]
+
+
+with DAG(
+    "hilos_test_plain_values",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    params={"team": 2},  # rendered without render_template_as_native_obj: "{{ params.team }}" is the text "2"
+    tags=["test"],
+):
+    # What DAG authors type: plain tag names and user ids, a templated id, and rows from a warehouse query
+    # where SQL NULL (None) means "leave this field as it is", the same for mapped tasks and the batch.
+    from airflow_provider_hilos.operators.conversation import ConversationBatchUpdateOperator
+
+    ConversationUpdateOperator(
+        task_id="plain",
+        conversation_id=CID,
+        status="IN_PROGRESS",
+        tags=["vip", " renewal ", "vip"],
+        assigned=[3, "1"],
+        assigned_team="{{ params.team }}",
+        channel=None,
+    )
+
+    @task
+    def warehouse_rows(first: int, **context) -> list[dict]:
+        ids = context["dag_run"].conf["ids"][first : first + 2]
+        return [
+            {"conversation_id": ids[0], "status": "RESOLVED", "tags": ["churn"], "assigned": None, "channel": None},
+            {"conversation_id": ids[1], "status": None, "tags": None, "assigned": [2], "assigned_team": "1"},
+        ]
+
+    ConversationUpdateOperator.partial(task_id="mapped").expand_kwargs(warehouse_rows.override(task_id="for_mapped")(0))
+    ConversationBatchUpdateOperator(
+        task_id="batch", updates=warehouse_rows.override(task_id="for_batch")(2), max_concurrency=2
+    )
+
+
+with DAG(
+    "hilos_test_dry_run",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    params={"dry_run": True},  # rendered as the text "True"
+    tags=["test"],
+):
+    from airflow_provider_hilos.operators.conversation import ConversationBatchUpdateOperator
+
+    ConversationUpdateOperator(
+        task_id="single", conversation_id=CID, status="CLOSED", tags=["vip"], dry_run="{{ params.dry_run }}"
+    )
+    ConversationBatchUpdateOperator(
+        task_id="batch", updates="{{ dag_run.conf['rows'] | tojson }}", dry_run="{{ params.dry_run }}"
+    )
+
+
+with DAG("hilos_test_asset_outlet", schedule=None, start_date=START, catchup=False, tags=["test"]):
+    from airflow.providers.common.compat.assets import Asset
+
+    from airflow_provider_hilos.operators.conversation import ConversationBatchUpdateOperator
+
+    ConversationBatchUpdateOperator(
+        task_id="sync",
+        updates="{{ dag_run.conf['rows'] | tojson }}",
+        outlets=[Asset("hilos://crm/conversations")],
+    )
