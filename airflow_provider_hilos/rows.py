@@ -11,6 +11,7 @@ import csv
 import difflib
 import json
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
@@ -257,3 +258,50 @@ def reasons(exc: HilosValidationError) -> str:
 def plain_conversation_id(row: Any) -> str | None:
     cid = row.get("conversation_id") if isinstance(row, Mapping) else None
     return cid if isinstance(cid, str) else None
+
+
+# -- shards: one change set split over several tasks ---------------------------------------------
+
+
+def shard_problem(shard_index: Any, shard_count: Any) -> str | None:
+    """What is wrong with a ``shard_index`` / ``shard_count`` pair, or ``None`` (both ``None``: not sharded)."""
+    if shard_index is None and shard_count is None:
+        return None
+    for name, value in (("shard_count", shard_count), ("shard_index", shard_index)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return (
+                f"{name}={show(value)}: give shard_index and shard_count together, as integers "
+                "(e.g. .expand(shard_index=range(4)) with shard_count=4), or neither"
+            )
+    if shard_count < 1:
+        return f"shard_count={shard_count}: must be at least 1"
+    if not 0 <= shard_index < shard_count:
+        return f"shard_index={shard_index}: must be from 0 to shard_count - 1 ({shard_count - 1})"
+    return None
+
+
+def shard_of(row: Any, shard_count: int) -> int:
+    """The shard (``0`` to ``shard_count - 1``) a row belongs to: a stable hash of its conversation id, so
+    every update of one conversation lands in the same shard, in its order, whichever process computes it.
+    A row without a usable conversation id goes to shard 0, where it is reported once (not once per shard)."""
+    cid = row.get("conversation_id") if isinstance(row, Mapping) else None
+    if isinstance(cid, bool) or not isinstance(cid, (str, int)):
+        return 0
+    key = str(cid).strip()
+    try:
+        key = str(uuid.UUID(key))  # 6513270E-... and 6513270e-... are one conversation
+    except ValueError:
+        pass
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % shard_count
+
+
+def rows_in_shard(source: RowSource, shard_index: int, shard_count: int) -> RowSource:
+    """The rows of ``source`` that belong to shard ``shard_index`` of ``shard_count`` (row numbers kept, so an
+    error still names the file's line)."""
+    if problem := shard_problem(shard_index, shard_count):
+        raise ValueError(problem)
+
+    def rows() -> Iterator[tuple[int, Any]]:
+        return ((number, row) for number, row in source() if shard_of(row, shard_count) == shard_index)
+
+    return rows

@@ -21,6 +21,8 @@ from airflow_provider_hilos.rows import (
     rows_from_csv,
     rows_from_json_lines,
     rows_from_updates,
+    rows_in_shard,
+    shard_problem,
 )
 from airflow_provider_hilos.schemas import CLEAR, parse_rendered, show, validate_update
 
@@ -252,6 +254,11 @@ class ConversationBatchUpdateOperator(BaseOperator):
     :param dry_run: validate every row, resolve the connection and log what would be sent (the first
         20 requests in full: method, URL, body; never the token), but send nothing; returns the counts and
         those requests (templated: ``"True"`` works).
+    :param shard_index: with ``shard_count``: this task handles only the rows of shard ``shard_index``
+        (``0`` to ``shard_count - 1``), chosen by a stable hash of the conversation id, so K tasks mapped over
+        ``shard_index=range(K)`` split one change set between them, every row in exactly one shard and every
+        update of one conversation in one shard, in order. :meth:`sharded` builds those K tasks.
+    :param shard_count: how many shards the change set is split into (``None``: not sharded).
     :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
     :return: counts (``total``, ``updated``, ``already_applied``, ``failed``, ``skipped``, ``not_sent``,
         ``retried``, ``throttled``), ``duration_seconds``, ``rate_per_second``, the first ``failed_rows``
@@ -304,10 +311,14 @@ class ConversationBatchUpdateOperator(BaseOperator):
         resume: bool = True,
         checkpoint_path: str | None = None,
         dry_run: bool | str = False,
+        shard_index: int | None = None,
+        shard_count: int | None = None,
         hilos_conn_id: str = HilosHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if problem := shard_problem(shard_index, shard_count):
+            raise ValueError(f"{type(self).__name__} {kwargs.get('task_id', '')!r}: {problem}")
         if (updates is None) == (updates_path is None):
             raise ValueError(
                 f"{type(self).__name__} {kwargs.get('task_id', '')!r}: give exactly one of updates "
@@ -331,9 +342,62 @@ class ConversationBatchUpdateOperator(BaseOperator):
         self.options = BatchOptions(**{name: arguments[name] for name in BatchOptions.names()})
         self.resume = resume
         self.checkpoint_path = checkpoint_path
+        self.shard_index = shard_index
+        self.shard_count = shard_count
         self.hilos_conn_id = hilos_conn_id
 
+    @classmethod
+    def sharded(
+        cls,
+        *,
+        task_id: str,
+        shards: int,
+        total_requests_per_second: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """``shards`` mapped tasks that split one change set between them and share one API quota.
+
+        Every task reads the same ``updates`` / ``updates_path`` and sends only its shard's rows (see
+        ``shard_index``); each paces at ``total_requests_per_second / shards``, so the shards together never
+        send more than ``total_requests_per_second`` while at most ``shards`` of them run at once. Give them
+        an Airflow pool of ``shards`` slots (``pool="hilos_api"``) to make that hold across runs and DAGs.
+
+        :param task_id: the mapped task's id.
+        :param shards: how many tasks (at least 1).
+        :param total_requests_per_second: the quota the shards share (``None``: each finds the API's pace).
+        :param kwargs: any other argument of this operator (``updates_path``, ``pool``, ``retries`` ...),
+            except ``shard_index``, ``shard_count`` and ``max_requests_per_second``, which this sets.
+        :return: the mapped operator (an ``XComArg`` of its results: one dict per shard).
+        """
+        if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+            raise ValueError(f"shards={show(shards)}: must be an integer, at least 1")
+        taken = sorted({"shard_index", "shard_count", "max_requests_per_second"} & kwargs.keys())
+        if taken:
+            raise ValueError(
+                f"{cls.__name__}.sharded sets {', '.join(taken)} itself; give the shared quota as "
+                "total_requests_per_second"
+            )
+        rate = total_requests_per_second
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0):
+            raise ValueError(
+                f"total_requests_per_second={show(rate)}: must be a number greater than 0 (or None: each shard "
+                "finds the API's pace)"
+            )
+        kwargs.setdefault("map_index_template", f"shard {{{{ task.shard_index }}}} of {shards}")
+        return cls.partial(
+            task_id=task_id,
+            shard_count=shards,
+            max_requests_per_second=None if rate is None else rate / shards,
+            **kwargs,
+        ).expand(shard_index=list(range(shards)))
+
     def _source(self) -> RowSource:
+        source = self._unsharded_source()
+        if self.shard_count is None or self.shard_index is None:
+            return source
+        return rows_in_shard(source, self.shard_index, self.shard_count)
+
+    def _unsharded_source(self) -> RowSource:
         if self.updates_path is None:
             return rows_from_updates(self.updates)
         path = _storage_path(self.updates_path)
