@@ -14,7 +14,7 @@ import pytest
 from airflow_provider_hilos.sandbox import HilosSandbox
 from tests.conftest import EXAMPLE_DAGS, ROOT, TEST_TOKEN, run_dag, xcom_value
 
-EXPECTED_DAGS = {"hilos_crm_sync", "hilos_manual_update", "hilos_close_stale_conversations"}
+EXPECTED_DAGS = {"hilos_crm_sync", "hilos_crm_sync_sharded", "hilos_manual_update", "hilos_close_stale_conversations"}
 
 
 def load_example_module(name: str):
