@@ -55,22 +55,36 @@ def find_uv() -> str:
     return str(uv)
 
 
-def ensure_chromium() -> None:
-    """The end-to-end tests drive Debian's Chromium (no browser is downloaded): install it if missing."""
-    if Path(CHROMIUM).exists():
+def ensure_test_services() -> None:
+    """Debian packages the tests drive, installed when missing: Chromium (the browser end-to-end tests),
+    Redis and PostgreSQL (the CeleryExecutor deployment). The tests start and stop the servers themselves,
+    on loopback; the packages' own services are not used."""
+    missing = [package for package, present in TEST_PACKAGES.items() if not present()]
+    if not missing:
         return
     apt = shutil.which("apt-get")
     if apt is None or os.geteuid() != 0:
         print(
-            f"dev.py: {CHROMIUM} is missing and cannot be installed here (needs root and apt-get); "
-            "install the 'chromium' package, or the end-to-end tests will fail",
+            f"dev.py: Debian packages {', '.join(missing)} are missing and cannot be installed here (needs root "
+            "and apt-get); install them, or the end-to-end tests will fail",
             file=sys.stderr,
         )
         return
-    print("dev.py: installing Debian's chromium for the end-to-end tests ...", flush=True)
+    print(f"dev.py: installing Debian's {', '.join(missing)} for the end-to-end tests ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run([apt, "update", "-qq"], check=True, env=env)
-    subprocess.run([apt, "install", "-y", "-qq", "chromium"], check=True, env=env)
+    subprocess.run([apt, "install", "-y", "-qq", *missing], check=True, env=env)
+    for server in ("redis-server", "postgresql"):  # the packages start their own; the tests start theirs
+        if server in missing and shutil.which("service"):
+            subprocess.run(["service", server, "stop"], env=env, capture_output=True)
+
+
+#: Debian package -> is it installed (by the file the tests use)
+TEST_PACKAGES = {
+    "chromium": lambda: Path(CHROMIUM).exists(),
+    "redis-server": lambda: Path("/usr/bin/redis-server").exists(),
+    "postgresql": lambda: bool(list(Path("/usr/lib/postgresql").glob("*/bin/initdb"))),
+}
 
 
 def uv_env(airflow: str = "3") -> dict[str, str]:
@@ -84,7 +98,7 @@ def uv_env(airflow: str = "3") -> dict[str, str]:
 
 #: Each Airflow the suite runs on: its uv dependency groups and its environment (one uv.lock holds both).
 AIRFLOWS = {
-    "3": {"groups": ["--extra", "sandbox"], "venv": ".venv"},  # and the default groups: dev, airflow3, bench
+    "3": {"groups": ["--extra", "sandbox"], "venv": ".venv"},  # and the default groups: dev, airflow3, bench, celery
     "2": {
         "groups": ["--extra", "sandbox", "--no-default-groups", "--group", "dev", "--group", "airflow2"],
         "venv": ".venv-airflow2",
@@ -217,7 +231,7 @@ def main(argv: list[str]) -> int:
         airflows = ["3", "2"]
         if args[:1] == ["--airflow"] and len(args) > 1 and args[1] in AIRFLOWS:
             airflows, args = [args[1]], args[2:]
-        ensure_chromium()
+        ensure_test_services()
         whole = not args and airflows == ["3", "2"]  # the whole command (CI): the checks around the suites too
         codes = {"ruff and mypy": lint(uv)} if whole else {}
         codes |= {f"Airflow {airflow}": run_tests(uv, airflow, args) for airflow in airflows}

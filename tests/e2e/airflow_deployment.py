@@ -24,6 +24,8 @@ import requests
 
 ADMIN = ("admin", "e2e-admin-password")
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: what /api/v2/monitor/health calls each component that reports there
+HEALTH_PARTS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
 
 
 def free_port() -> int:
@@ -36,10 +38,20 @@ class AirflowDeployment:
     """Start with :meth:`start`, stop with :meth:`stop` (or use it as a context manager).
 
     :param dags_folder: the DAGs folder.
-    :param extra_env: more environment (e.g. ``AIRFLOW_CONN_HILOS_DEFAULT``) for every component.
+    :param extra_env: more environment (e.g. ``AIRFLOW_CONN_HILOS_DEFAULT``, or another executor and
+        metadata DB) for every component.
+    :param components: the ``airflow <component>`` processes :meth:`start` runs (more, such as Celery
+        workers, with :meth:`spawn`).
     """
 
-    def __init__(self, dags_folder: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        dags_folder: Path,
+        extra_env: dict[str, str] | None = None,
+        *,
+        components: tuple[str, ...] = COMPONENTS,
+    ) -> None:
+        self.components = components
         self.home = Path(tempfile.mkdtemp(prefix="hilos-e2e-airflow-home-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -89,20 +101,26 @@ class AirflowDeployment:
             )
             if migrate.returncode != 0:
                 raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}{migrate.stderr[-3000:]}")
-            for name in COMPONENTS:
-                log = (self.home / f"{name}.log").open("w")
-                self.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "airflow", name],
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            for name in self.components:
+                self.spawn(name, [name])
             self.wait_until_healthy(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start ``airflow <args>`` as process ``name`` (its own session, so it can be stopped as a group),
+        logging to ``<home>/<name>.log``."""
+        with (self.home / f"{name}.log").open("w") as log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", *args],
+                env={**self.env, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self.processes[name]
 
     def wait_until_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -113,10 +131,8 @@ class AirflowDeployment:
                     raise RuntimeError(f"airflow {name} exited with {proc.returncode}:\n{self.log_tail(name)}")
             try:
                 last = requests.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
-                if all(
-                    last.get(part, {}).get("status") == "healthy"
-                    for part in ("metadatabase", "scheduler", "dag_processor", "triggerer")
-                ):
+                parts = ["metadatabase", *(HEALTH_PARTS[c] for c in self.components if c in HEALTH_PARTS)]
+                if all(last.get(part, {}).get("status") == "healthy" for part in parts):
                     return
             except (requests.RequestException, ValueError) as exc:
                 last = repr(exc)
