@@ -281,9 +281,11 @@ def shard_problem(shard_index: Any, shard_count: Any) -> str | None:
 
 
 def shard_of(row: Any, shard_count: int) -> int:
-    """The shard (``0`` to ``shard_count - 1``) a row belongs to: a stable hash of its conversation id, so
-    every update of one conversation lands in the same shard, in its order, whichever process computes it.
-    A row without a usable conversation id goes to shard 0, where it is reported once (not once per shard)."""
+    """The shard (``0`` to ``shard_count - 1``) a row belongs to: a stable hash of its conversation id, the
+    same whichever process computes it. Every row of one conversation lands in the same shard, so the batch's
+    refusal of a conversation repeated in one change set still holds (split by row number, two shards could
+    send a repeated conversation at once, in either order). A row without a usable conversation id goes to
+    shard 0, where it is reported once (not once per shard)."""
     cid = row.get("conversation_id") if isinstance(row, Mapping) else None
     if isinstance(cid, bool) or not isinstance(cid, (str, int)):
         return 0

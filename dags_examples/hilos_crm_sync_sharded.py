@@ -3,8 +3,8 @@
 One change set (a JSON Lines or CSV file your warehouse exports, on storage every worker reaches:
 a shared volume, ``s3://``, ``gs://`` ...) is split into ``SHARDS`` mapped
 ``ConversationBatchUpdateOperator`` tasks. Each task reads the whole file and sends only its shard's rows
-(a stable hash of the conversation id: every row in exactly one shard, every update of one conversation
-in one shard, in order), paced at ``API_QUOTA * TARGET_SHARE / SHARDS`` requests per second. The pool
+(a stable hash of the conversation id: every row in exactly one shard, every row of one conversation in
+the same shard), paced at ``API_QUOTA * TARGET_SHARE / SHARDS`` requests per second. The pool
 ``hilos_api`` (``SHARDS`` slots) keeps more than ``SHARDS`` of them from running at once, across runs and
 DAGs, so together they stay under the quota however the executor spreads them over workers.
 

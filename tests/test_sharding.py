@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_hilos.batch import BatchOptions
+from airflow_provider_hilos.exceptions import HilosValidationError
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.operators.conversation import ConversationBatchUpdateOperator
 from airflow_provider_hilos.rows import rows_from_csv, rows_from_json_lines, rows_in_shard, shard_of, shard_problem
@@ -56,6 +57,23 @@ def test_the_split_is_stable_across_processes_and_even():
     assert shard_of({"conversation_id": "6513270e-269e-4d37-b2a7-4de452e6b438"}, 4) == 3
     sizes = Counter(shard_of({"conversation_id": str(uuid.UUID(int=i * 7919 + 1))}, 4) for i in range(4000))
     assert min(sizes.values()) > 900, sizes  # 1,000 each +- 10 %
+
+
+def test_a_repeated_conversation_is_refused_by_its_shard_before_anything_is_sent(sandbox):
+    """Both rows of a conversation land in one shard, whose batch refuses the repeat as an unsharded one does."""
+    ids = sandbox.conversation_ids()[:12]
+    rows = [{"conversation_id": cid, "status": "CLOSED"} for cid in ids]
+    rows.append({"conversation_id": ids[4], "status": "NEW"})
+    source = lambda: enumerate(rows, start=1)  # noqa: E731
+    home = shard_of(rows[4], 3)
+    assert shard_of(rows[-1], 3) == home
+    with HilosHook() as hook:
+        with pytest.raises(HilosValidationError, match="is already updated by row 5"):
+            hook.update_conversations(rows_in_shard(source, home, 3))
+        assert sandbox.requests() == []
+        others = [i for i in range(3) if i != home]
+        sent = sum(hook.update_conversations(rows_in_shard(source, i, 3)).updated for i in others)
+    assert sent == sum(shard_of(r, 3) != home for r in rows)
 
 
 @pytest.mark.parametrize("row", [None, "text", {"conversation_id": None}, {"conversation_id": True}, {}])

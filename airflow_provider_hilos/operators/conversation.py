@@ -257,7 +257,8 @@ class ConversationBatchUpdateOperator(BaseOperator):
     :param shard_index: with ``shard_count``: this task handles only the rows of shard ``shard_index``
         (``0`` to ``shard_count - 1``), chosen by a stable hash of the conversation id, so K tasks mapped over
         ``shard_index=range(K)`` split one change set between them, every row in exactly one shard and every
-        update of one conversation in one shard, in order. :meth:`sharded` builds those K tasks.
+        row of one conversation in the same shard (so a repeated conversation is still refused).
+        :meth:`sharded` builds those K tasks.
     :param shard_count: how many shards the change set is split into (``None``: not sharded).
     :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
     :return: counts (``total``, ``updated``, ``already_applied``, ``failed``, ``skipped``, ``not_sent``,
