@@ -16,6 +16,9 @@ With ``statsd_prefix = airflow`` (the default) they arrive as ``airflow.hilos.up
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 APPLIED = "hilos.updates.applied"
 FAILED = "hilos.updates.failed"
 RETRIED = "hilos.requests.retried"
@@ -26,13 +29,18 @@ DURATION = "hilos.request.duration"
 def incr(name: str, count: int = 1) -> None:
     """Add ``count`` to a counter."""
     if count:
-        from airflow.providers.common.compat.sdk import Stats
-
-        Stats.incr(name, count)
+        _stats().incr(name, count)
 
 
 def timing(name: str, milliseconds: float) -> None:
     """Record a duration, in milliseconds."""
+    _stats().timing(name, milliseconds)
+
+
+@functools.cache
+def _stats() -> Any:
+    """Airflow's ``Stats``, imported on first use (not when a DAG file imports the provider) and then kept:
+    a batch records a few metrics per request, and the compat layer's lookup costs more than the call."""
     from airflow.providers.common.compat.sdk import Stats
 
-    Stats.timing(name, milliseconds)
+    return Stats
