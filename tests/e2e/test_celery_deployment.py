@@ -265,7 +265,7 @@ def test_a_killed_worker_s_shards_finish_on_the_other_worker(celery, sandbox, tm
     assert sent_again <= max_concurrency * len(lost), (sent_again, lost)
     line = figures(f"{KILL_ROWS:,} updates, worker killed after {applied_at_kill}", sent, quota)
     with (ARTIFACTS.parent / "celery-figures.txt").open("a") as out:
-        out.write(f"{line}; shards {lost} retried on {survivor}; {sent_again} rows sent twice\n")
+        out.write(f"{line}; shards {lost} retried on {survivor}; {sent_again} row(s) sent twice\n")
 
 
 def test_the_token_is_in_no_worker_or_task_log(celery):
