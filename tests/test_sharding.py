@@ -185,6 +185,8 @@ def test_the_sharded_example_applies_the_change_set_once(monkeypatch, tmp_path):
         assert dag_run.state == "success"
         summary = xcom_value(dag_run, "summarize")
         assert (summary["shards"], summary["total"], summary["updated"]) == (module.SHARDS, 10, 10)
+        named = sorted((ti.map_index, ti.rendered_map_index) for ti in dag_run.get_task_instances())
+        assert named[1:] == [(i, f"shard {i} of {module.SHARDS}") for i in range(module.SHARDS)]  # after summarize
         per_shard = [xcom_value(dag_run, "sync_shard", map_index=i)["total"] for i in range(module.SHARDS)]
         assert per_shard == [sum(shard_of(r, module.SHARDS) == i for r in rows) for i in range(module.SHARDS)]
         for row in rows:

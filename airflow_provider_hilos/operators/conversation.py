@@ -368,7 +368,7 @@ class ConversationBatchUpdateOperator(BaseOperator):
         :param total_requests_per_second: the quota the shards share (``None``: each finds the API's pace).
         :param kwargs: any other argument of this operator (``updates_path``, ``pool``, ``retries`` ...),
             except ``shard_index``, ``shard_count`` and ``max_requests_per_second``, which this sets.
-        :return: the mapped operator (an ``XComArg`` of its results: one dict per shard).
+        :return: the mapped operator; its ``.output`` is the list of the shards' results (one dict each).
         """
         if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
             raise ValueError(f"shards={show(shards)}: must be an integer, at least 1")
