@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 
-def check_rate(value: float | None) -> float | None:
-    """``max_requests_per_second``: a number greater than 0, or ``None`` (no limit)."""
+def check_rate(value: float | None, name: str = "max_requests_per_second") -> float | None:
+    """A rate limit (``max_requests_per_second``, or the argument ``name``): a number greater than 0, or
+    ``None`` (no limit)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-        raise ValueError(f"max_requests_per_second={value!r} must be a number greater than 0 (or None: no limit)")
+        raise ValueError(f"{name}={value!r} must be a number greater than 0 (or None: no limit)")
     return value
 
 

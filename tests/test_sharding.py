@@ -107,7 +107,7 @@ def test_bad_shard_arguments_are_refused_when_the_dag_is_parsed(index, count, me
         ({"shards": True}, "shards=True"),
         ({"shards": 2, "max_requests_per_second": 5}, "sets max_requests_per_second itself"),
         ({"shards": 2, "shard_index": 1}, "sets shard_index itself"),
-        ({"shards": 2, "total_requests_per_second": 0}, "total_requests_per_second=0: must be a number greater"),
+        ({"shards": 2, "total_requests_per_second": 0}, "total_requests_per_second=0 must be a number greater than 0"),
     ],
 )
 def test_sharded_refuses_what_it_cannot_honour(kwargs, message):

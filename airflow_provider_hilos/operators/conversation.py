@@ -15,6 +15,7 @@ from airflow_provider_hilos.checkpoint import Checkpoint, StoragePath, task_key
 from airflow_provider_hilos.exceptions import HilosBatchError, HilosError, HilosValidationError
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.links import CONVERSATION_URL_XCOM_KEY, HilosConversationLink
+from airflow_provider_hilos.pacing import check_rate
 from airflow_provider_hilos.rows import (
     RowSource,
     list_separator_problem,
@@ -378,12 +379,7 @@ class ConversationBatchUpdateOperator(BaseOperator):
                 f"{cls.__name__}.sharded sets {', '.join(taken)} itself; give the shared quota as "
                 "total_requests_per_second"
             )
-        rate = total_requests_per_second
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0):
-            raise ValueError(
-                f"total_requests_per_second={show(rate)}: must be a number greater than 0 (or None: each shard "
-                "finds the API's pace)"
-            )
+        rate = check_rate(total_requests_per_second, "total_requests_per_second")
         kwargs.setdefault("map_index_template", f"shard {{{{ task.shard_index }}}} of {shards}")
         return cls.partial(
             task_id=task_id,
