@@ -19,11 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.e2e.airflow_deployment import free_port
 
 
 def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
