@@ -44,6 +44,7 @@ WORKERS = ("worker-a", "worker-b")
 ROWS = 20_000
 KILL_ROWS = 8_000
 ARTIFACTS = ROOT / "test-artifacts" / "celery"
+FIGURES = ROOT / "test-artifacts" / "celery-figures.txt"
 
 
 def example():
@@ -152,6 +153,19 @@ def trigger(celery, updates_path: Path) -> str:
     return response.json()["dag_run_id"]
 
 
+def start_sync(celery, sandbox, folder: Path, rows: int, wave: int) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Write a change set for the first ``rows`` conversations, clear the sandbox's log, trigger the DAG;
+    returns the run id and the intent."""
+    intent = change_set(folder / "changes.jsonl", sandbox.conversation_ids()[:rows], wave=wave)
+    sandbox.clear_requests()
+    return trigger(celery, folder / "changes.jsonl"), intent
+
+
+def not_landed(sandbox, intent: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """The conversations whose intended fields the sandbox does not show, with those fields."""
+    return {cid: m for cid, fields in intent.items() if (m := sandbox.mismatches(cid, fields))}
+
+
 def shard_instances(celery, run_id: str) -> list[dict[str, Any]]:
     response = celery.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
     return sorted(
@@ -187,10 +201,7 @@ def figures(label: str, sent: list[dict[str, Any]], quota: float) -> str:
 
 def test_sharded_sync_spreads_over_both_workers_under_the_quota(celery, sandbox, tmp_path):
     quota = SHARDED.API_QUOTA
-    ids = sandbox.conversation_ids()[:ROWS]
-    intent = change_set(tmp_path / "changes.jsonl", ids, wave=1)
-    sandbox.clear_requests()
-    run_id = trigger(celery, tmp_path / "changes.jsonl")
+    run_id, intent = start_sync(celery, sandbox, tmp_path, ROWS, wave=1)
     run = celery.wait_for_run(DAG_ID, run_id, timeout=400)
     assert run["state"] == "success", "\n".join(celery.log_tail(n) for n in ("scheduler", *WORKERS))
 
@@ -200,23 +211,19 @@ def test_sharded_sync_spreads_over_both_workers_under_the_quota(celery, sandbox,
     sent = patches(sandbox)
     assert Counter(r["status"] for r in sent) == {200: ROWS}  # every row once, no 429, nothing else
     assert busiest_second(sent) <= quota * 1.1
-    missing = {cid: m for cid, fields in intent.items() if (m := sandbox.mismatches(cid, fields))}
-    assert missing == {}
+    assert not_landed(sandbox, intent) == {}
     xcom = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/summarize/xcomEntries/return_value"
     value = celery.api("GET", xcom).json()["value"]
     value = json.loads(value) if isinstance(value, str) else value
     assert (value["total"], value["updated"], value["failed"], value["throttled"]) == (ROWS, ROWS, 0, 0)
-    (ARTIFACTS.parent / "celery-figures.txt").parent.mkdir(parents=True, exist_ok=True)
-    with (ARTIFACTS.parent / "celery-figures.txt").open("w") as out:
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    with FIGURES.open("w") as out:
         out.write(figures("20,000 updates, 2 workers", sent, quota) + "\n")
 
 
 def test_a_killed_worker_s_shards_finish_on_the_other_worker(celery, sandbox, tmp_path):
     quota = SHARDED.API_QUOTA
-    ids = sandbox.conversation_ids()[:KILL_ROWS]
-    intent = change_set(tmp_path / "changes.jsonl", ids, wave=2)
-    sandbox.clear_requests()
-    run_id = trigger(celery, tmp_path / "changes.jsonl")
+    run_id, intent = start_sync(celery, sandbox, tmp_path, KILL_ROWS, wave=2)
 
     # wait until every shard is running and has applied some rows, then take a worker away (kill -9)
     deadline = time.monotonic() + 180
@@ -256,15 +263,14 @@ def test_a_killed_worker_s_shards_finish_on_the_other_worker(celery, sandbox, tm
     sent = patches(sandbox)
     assert Counter(r["status"] for r in sent).keys() == {200}  # no 429
     assert busiest_second(sent) <= quota * 1.1
-    missing = {cid: m for cid, fields in intent.items() if (m := sandbox.mismatches(cid, fields))}
-    assert missing == {}
+    assert not_landed(sandbox, intent) == {}
     per_conversation = Counter(r["path"].split("/")[-2] for r in sent)
     assert set(per_conversation) == set(intent)
     sent_again = sum(n - 1 for n in per_conversation.values())
     max_concurrency = SHARDED.dag.get_task("sync_shard").partial_kwargs["max_concurrency"]
     assert sent_again <= max_concurrency * len(lost), (sent_again, lost)
     line = figures(f"{KILL_ROWS:,} updates, worker killed after {applied_at_kill}", sent, quota)
-    with (ARTIFACTS.parent / "celery-figures.txt").open("a") as out:
+    with FIGURES.open("a") as out:
         out.write(f"{line}; shards {lost} retried on {survivor}; {sent_again} row(s) sent twice\n")
 
 
