@@ -1,9 +1,10 @@
-"""Resume a batch after a crash: which rows an earlier try of the same task already applied.
+"""Resume a batch after a crash: which conversations an earlier try of the same task already updated.
 
-A batch writes one line per applied row (its row number and a fingerprint of what was sent) as soon as
-the API accepted it, from the worker that sent it. A later try of the same task (Airflow's retry, a
-re-run after ``kill -9``, another worker) reads those lines and skips a row only if the same row number
-carries the same conversation and the same body: if the input changed, the row is sent again.
+A batch writes one line per applied update (the conversation id and a fingerprint of what was sent) as soon as
+the API accepted it, from the worker that sent it. A later try of the same task (Airflow's retry, a re-run after
+``kill -9``, another worker) reads those lines and skips an update only if the same conversation is to get the
+same body: if the input changed, the update is sent again. Progress is keyed by conversation, not by row number,
+so a re-derived input (a query read again, a plan built again, in another order) resumes just as well.
 
 Where: a folder per task instance (DAG, run, task, map index) under a root that is an
 ``ObjectStoragePath`` (a local folder, or ``s3://``, ``gs://``... with their provider installed).
@@ -22,27 +23,17 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from typing import IO, Any, Protocol
+from collections.abc import Mapping
+from typing import IO, Any
 
 from airflow_provider_hilos.exceptions import HilosConfigurationError
+from airflow_provider_hilos.storage import StoragePath
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class StoragePath(Protocol):
-    """The part of ``ObjectStoragePath`` (or ``pathlib.Path``) this provider uses (``ObjectStoragePath`` is
-    not typed; this says what is relied on)."""
-
-    def __truediv__(self, other: str) -> StoragePath: ...
-    @property
-    def parent(self) -> StoragePath: ...
-    def open(self, mode: str = ..., encoding: str | None = ..., newline: str | None = ...) -> IO[str]: ...
-    def mkdir(self, parents: bool = ..., exist_ok: bool = ...) -> None: ...
-    def exists(self) -> bool: ...
-    def iterdir(self) -> Iterator[StoragePath]: ...
-    def unlink(self) -> None: ...
-    def rmdir(self) -> None: ...
+#: One checkpoint line: a canonical conversation id and the 16-hex-digit fingerprint of what was sent.
+_LINE = re.compile(
+    r"(?P<conversation>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}) (?P<digest>[0-9a-f]{16})\n"
+)
 
 
 def fingerprint(conversation_id: str, body: Mapping[str, Any]) -> str:
@@ -83,26 +74,26 @@ class Checkpoint:
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.folder)!r})"
 
-    def applied(self) -> dict[int, str]:
-        """Row number -> fingerprint of every row an earlier try recorded as applied."""
-        rows: dict[int, str] = {}
+    def applied(self) -> dict[str, str]:
+        """Conversation id -> fingerprint of every update an earlier try recorded as applied (the last one wins)."""
+        updates: dict[str, str] = {}
         if not self.folder.exists():
-            return rows
+            return updates
         for part in sorted(self.folder.iterdir(), key=str):
             with part.open("r", encoding="utf-8") as handle:
                 for line in iter(handle.readline, ""):  # readline: Airflow 2's file wrapper is not iterable
-                    number, _, digest = line.strip().partition(" ")
-                    if number.isdigit() and len(digest) == 16:  # a line cut short by a crash is ignored
-                        rows[int(number)] = digest
-        return rows
+                    if match := _LINE.fullmatch(line):  # a line cut short by a crash is ignored
+                        updates[match["conversation"]] = match["digest"]
+        return updates
 
-    def record(self, number: int, digest: str) -> None:
-        """Row ``number`` was applied: write it down now (thread-safe)."""
+    def record(self, conversation_id: str, digest: str) -> None:
+        """The update of ``conversation_id`` (with fingerprint ``digest``) was applied: write it down now
+        (thread-safe)."""
         with self._lock:
             if self._file is None:
                 self._open_segment()
             assert self._file is not None
-            self._file.write(f"{number} {digest}\n")
+            self._file.write(f"{conversation_id} {digest}\n")
             self.recorded += 1
             self._in_segment += 1
             if self.local:

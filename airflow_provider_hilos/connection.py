@@ -80,6 +80,13 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Including the first; retries 429, 500, 502, 503, 504, timeouts and dropped connections.",
         "schema": {"type": ["integer", "null"], "default": DEFAULT_MAX_ATTEMPTS, "minimum": 1},
     },
+    "max_requests_per_second": {
+        "label": "Request quota (requests per second)",
+        "description": "The most this connection sends, all tasks' requests of one hook together (updates, batches, "
+        "listings). Hilos publishes no limit: set your plan's, a little under it. Empty: no cap; the hook still "
+        "slows down to the pace the API allows when it answers 429.",
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    },
     "web_base_url": {
         "label": "Hilos web app URL",
         "description": "Where the 'Hilos conversation' task link points.",
@@ -118,6 +125,8 @@ class HilosConnectionSettings:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     web_base_url: str = DEFAULT_WEB_BASE_URL
+    #: the quota of everything one hook of this connection sends (``None``: no cap, only the 429 pacing)
+    max_requests_per_second: float | None = None
     api_family: ApiFamily = ApiFamily.HILOS
     api_family_reason: str = "the default"
     #: the proxy the environment sends the Base URL through, read once with the connection (never shown:
@@ -313,7 +322,12 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
             f"e.g. {DEFAULT_AUTH_SCHEME!r}, or empty for a bare token"
         )
     values: dict[str, Any] = {}
-    for field, integer in (("connect_timeout", False), ("read_timeout", False), ("max_attempts", True)):
+    for field, integer in (
+        ("connect_timeout", False),
+        ("read_timeout", False),
+        ("max_attempts", True),
+        ("max_requests_per_second", False),
+    ):
         if (raw := _extra(extras, field)) is not None:
             values[field] = _number(raw, field=field, conn_id=conn_id, integer=integer, minimum=1 if integer else 0)
     web_base_url = _web_base_url(_extra(extras, "web_base_url"), conn_id=conn_id)

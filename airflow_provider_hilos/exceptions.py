@@ -140,6 +140,12 @@ class HilosAPIUnavailableError(HilosBatchError):
     connection failures). Retryable: a later try resumes after the rows already applied."""
 
 
+class HilosCheckpointError(HilosBatchError):
+    """A batch could not record its progress in its checkpoint (a full disk, a lost permission) and stopped
+    sending: the rows it applied are counted as updated, and a retry may send them again. Retryable: fix the
+    storage, and the next try resumes from what the checkpoint does hold."""
+
+
 #: Status codes the hook retries: throttling and transient server/gateway errors.
 RETRYABLE_STATUS_CODES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 

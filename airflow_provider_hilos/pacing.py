@@ -1,11 +1,11 @@
-"""How fast a batch sends: an adaptive pacer that finds and holds the rate the API allows, and a
-circuit breaker that stops sending when the API looks down.
+"""How fast a connection sends: an adaptive pacer that finds and holds the rate the API allows (under the
+connection's quota), a circuit breaker that notices when the API looks down, and a steady rate for a batch's own share.
 
-Both are shared by every worker thread of one batch. The batch asks the pacer for a slot before each
-request and tells it how the request was answered; it tells the breaker every answer, and stops
-when the breaker opens. Throttled rows are not retried by the worker that sent them: the batch puts
-them back with a not-before time (``Retry-After``), so no thread sleeps and the pace alone decides
-how fast requests go out.
+The hook's transport owns one pacer and one breaker, shared by every request the hook sends, from every thread:
+single updates, batches, listings. It asks the pacer for a slot before each request and tells it how the request was
+answered; it tells the breaker every answer. A batch stops when the breaker opens. Throttled rows are not retried by
+the worker that sent them: the batch puts them back with a not-before time (``Retry-After``), so no thread sleeps and
+the pace alone decides how fast requests go out.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,9 +28,9 @@ def check_rate(value: float | None, name: str = "max_requests_per_second") -> fl
 
 
 class AdaptivePacer:
-    """Paces the requests of a batch: additive increase, multiplicative decrease, checked against noise.
+    """Paces the requests of a connection: additive increase, multiplicative decrease, checked against noise.
 
-    * Until the API answers 429 the batch is not paced (or paced at ``max_requests_per_second``).
+    * Until the API answers 429 the requests are not paced (or paced at ``max_requests_per_second``, the quota).
     * When 429s exceed the background level, the pace is cut once per *window* (the requests sent
       after the last change; a 429 for an older request does not cut again): to 90 % of what the API
       let through over the last second, or by up to half when most requests are refused.
@@ -193,67 +192,173 @@ def _trim(times: deque[Any], oldest: float, key: Callable[[Any], float] = _itsel
         times.popleft()
 
 
-@dataclass
+class SteadyRate:
+    """At most ``per_second`` acquisitions per second, evenly spaced: a batch's own share of the connection's quota.
+
+    :param per_second: the rate, greater than 0.
+    :param clock: monotonic clock (tests inject one).
+    :param sleep: sleep function (tests inject one).
+    """
+
+    def __init__(
+        self,
+        per_second: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.per_second = check_rate(per_second)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_slot = 0.0
+
+    def acquire(self) -> None:
+        """Block until the next slot."""
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + 1.0 / float(self.per_second or 1.0)
+        if slot > now:
+            self._sleep(slot - now)
+
+
 class CircuitBreaker:
-    """Stops a batch when the API looks unavailable, instead of trying every row ``max_attempts`` times.
+    """Notices when the API looks unavailable, from every request one connection's hook sends.
 
     It opens after ``max_failed_attempts`` consecutive failed requests (5xx, connection errors,
     timeouts) with no answer from a working API in between, or after ``max_failed_rows`` consecutive
-    rows that failed after all their retries (whatever the cause, 429 included) with no success in
+    updates that failed after all their retries (whatever the cause, 429 included) with no success in
     between. A 429 alone neither opens nor resets it: the pacer deals with throttling.
 
+    Once open it stays open for a cool-down (:meth:`cool_down`: 15 s, doubling with every opening in a row up to
+    5 minutes); a batch stops sending (or, deferrable, waits that long in the triggerer). After the cool-down it
+    is half-open: the next failed request opens it again at once, the next success closes it.
+
+    Thread-safe: the hook's requests report to it from every worker thread.
+
     :param max_failed_attempts: consecutive failed requests that open it.
-    :param max_failed_rows: consecutive rows failed after every retry that open it.
+    :param max_failed_rows: consecutive updates failed after every retry that open it.
+    :param opened_before: how many times it opened in a row before (a resumed task passes it on).
+    :param clock: monotonic clock (tests inject one).
     """
 
-    max_failed_attempts: int
-    max_failed_rows: int
-    failed_attempts: int = 0
-    failed_rows: int = 0
-    failing_since: datetime | None = None
-    last_problem: str = ""
-    open: bool = False
+    COOL_DOWN = 15.0  #: seconds of the first cool-down
+    MAX_COOL_DOWN = 300.0  #: the longest cool-down
+
+    def __init__(
+        self,
+        max_failed_attempts: int,
+        max_failed_rows: int,
+        *,
+        opened_before: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failed_attempts = max_failed_attempts
+        self.max_failed_rows = max_failed_rows
+        self.failed_attempts = 0
+        self.failed_rows = 0
+        self.failing_since: datetime | None = None
+        self.last_problem = ""
+        #: how many times it opened with no success in between (it opens again at once while half-open)
+        self.openings = opened_before
+        self._half_open = opened_before > 0
+        self._opened_at: float | None = None
+        self._reason = ""
+        self._clock = clock
+        self._lock = threading.Lock()
 
     @classmethod
-    def for_concurrency(cls, max_concurrency: int) -> CircuitBreaker:
+    def for_concurrency(cls, max_concurrency: int, **kwargs: Any) -> CircuitBreaker:
         """Thresholds that let a flaky API through (30 % errors never open it) and stop an outage after
         at most four requests per worker."""
-        return cls(max_failed_attempts=max(20, 4 * max_concurrency), max_failed_rows=max(5, max_concurrency))
+        return cls(max_failed_attempts=max(20, 4 * max_concurrency), max_failed_rows=max(5, max_concurrency), **kwargs)
+
+    def resize(self, max_concurrency: int) -> None:
+        """Raise the thresholds for ``max_concurrency`` requests in flight (never lowers them)."""
+        with self._lock:
+            self.max_failed_attempts = max(self.max_failed_attempts, 4 * max_concurrency)
+            self.max_failed_rows = max(self.max_failed_rows, max_concurrency)
+
+    @property
+    def open(self) -> bool:
+        """Whether it is open (it stays open, once opened, until a success closes it)."""
+        return self._opened_at is not None
 
     def succeeded(self) -> None:
-        """A row was applied: the API works."""
-        self.failed_attempts = self.failed_rows = 0
-        self.failing_since = None
+        """A request was answered with success: the API works."""
+        with self._lock:
+            self.failed_attempts = self.failed_rows = 0
+            self.failing_since = None
+            self._opened_at = None
+            self._half_open = False
+            self.openings = 0
 
     def refused(self) -> None:
         """The API answered with a refusal (4xx): it is up, even if this request was wrong."""
-        self.failed_attempts = 0
-        if self.failed_rows == 0:
-            self.failing_since = None
+        with self._lock:
+            self.failed_attempts = 0
+            if self.failed_rows == 0:
+                self.failing_since = None
 
     def attempt_failed(self, problem: str) -> None:
         """A request failed in a way retrying may fix (5xx, connection error, timeout)."""
-        self._failing(problem)
-        self.failed_attempts += 1
-        self.open = self.open or self.failed_attempts >= self.max_failed_attempts
+        with self._lock:
+            self._failing(problem)
+            self.failed_attempts += 1
+            if self._half_open or self.failed_attempts >= self.max_failed_attempts:
+                self._trip()
 
     def row_failed(self, problem: str) -> None:
-        """A row failed after every retry."""
-        self._failing(problem)
-        self.failed_rows += 1
-        self.open = self.open or self.failed_rows >= self.max_failed_rows
+        """An update failed after every retry."""
+        with self._lock:
+            self._failing(problem)
+            self.failed_rows += 1
+            if self.failed_rows >= self.max_failed_rows:
+                self._trip()
+
+    def cool_down(self) -> float:
+        """Seconds this opening waits before the API is tried again."""
+        return min(self.COOL_DOWN * 2.0 ** max(self.openings - 1, 0), self.MAX_COOL_DOWN)
+
+    def retry_in(self) -> float:
+        """Seconds left of the cool-down (0 when closed, or when it is over)."""
+        with self._lock:
+            if self._opened_at is None:
+                return 0.0
+            return max(0.0, self._opened_at + self.cool_down() - self._clock())
+
+    def half_open(self) -> None:
+        """The cool-down is over: let requests through; the next failure opens it again at once."""
+        with self._lock:
+            self._opened_at = None
+            self._half_open = True
+            self.failed_attempts = self.failed_rows = 0
+
+    def describe(self) -> str:
+        """Why it opened, as it was when it opened (one number for the log and the error):
+        ``64 consecutive failed requests since 2025-01-01 18:43:02 UTC (last: HTTP 503)``."""
+        with self._lock:
+            return self._reason or self._describe()
 
     def _failing(self, problem: str) -> None:
         self.last_problem = problem
         if self.failing_since is None:
             self.failing_since = datetime.now(UTC)
 
-    def describe(self) -> str:
-        """Why it opened: ``64 consecutive failed requests since 18:43:02 UTC (last: HTTP 503 ...)``."""
+    def _trip(self) -> None:
+        if self._opened_at is not None:
+            return
+        self.openings += 1
+        self._opened_at = self._clock()
+        self._reason = self._describe()
+
+    def _describe(self) -> str:
         since = self.failing_since.strftime("%Y-%m-%d %H:%M:%S UTC") if self.failing_since else "now"
-        what = (
-            f"{self.failed_attempts} consecutive failed requests"
-            if self.failed_attempts >= self.max_failed_attempts
-            else f"{self.failed_rows} consecutive rows failed after every retry"
-        )
+        if self.failed_rows >= self.max_failed_rows:
+            what = f"{self.failed_rows} consecutive rows failed after every retry"
+        elif self._half_open and self.failed_attempts < self.max_failed_attempts:
+            what = "it was still failing after a cool-down"
+        else:
+            what = f"{self.failed_attempts} consecutive failed requests"
         return f"{what} since {since} (last: {self.last_problem})"

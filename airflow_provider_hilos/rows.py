@@ -1,23 +1,20 @@
-"""Where batch rows come from, and what makes one valid.
+"""What a batch row is and what makes one valid; rows given as a list; which shard a row belongs to.
 
 A source is a callable that returns ``(row number, row)`` pairs afresh each time it is called: the
 batch reads it twice (once to validate every row, once to send), so a file is streamed twice and never
-held in memory.
+held in memory. Files are read by :mod:`~airflow_provider_hilos.inputs`.
 """
 
 from __future__ import annotations
 
-import csv
-import difflib
-import json
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from airflow_provider_hilos.exceptions import HilosValidationError
-from airflow_provider_hilos.schemas import CLEAR, ValidatedUpdate, parse_rendered, show, validate_update
+from airflow_provider_hilos.schemas import ValidatedUpdate, parse_rendered, show, validate_update
 
 #: A re-iterable source of ``(row number, row)`` pairs.
 RowSource = Callable[[], Iterator[tuple[int, Any]]]
@@ -51,134 +48,11 @@ def rows_from_updates(updates: Any) -> RowSource:
     return lambda: enumerate(rows, start=1)
 
 
-def rows_from_json_lines(open_text: Callable[[], IO[str]], *, name: str = "updates_path") -> RowSource:
-    """A re-iterable source of ``(line_number, row)`` read line by line from a JSON Lines file.
-
-    Blank lines are ignored; a line that is not JSON becomes a row that fails validation. A file whose
-    first line is a CSV header is refused at once, saying so (rather than as a hundred lines that are not JSON).
-
-    :param open_text: opens the file for reading text (called once per pass).
-    :param name: what the file is called in the error.
-    """
-
-    def iterate() -> Iterator[tuple[int, Any]]:
-        with open_text() as handle:
-            # readline, not iteration: Airflow 2's ObjectStoragePath file wrapper is not iterable
-            for number, line in enumerate(iter(handle.readline, ""), start=1):
-                if not line.strip():
-                    continue
-                if number == 1 and _looks_like_csv_header(line):
-                    raise HilosValidationError(
-                        [
-                            (
-                                name,
-                                f"looks like CSV, not JSON Lines: its first line is a header ({show(line.strip())}); "
-                                "name the file .csv, or set input_format='csv'",
-                            )
-                        ],
-                        "Invalid Hilos batch input",
-                    )
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield number, _Unparsable(f"line is not JSON ({exc.msg} at character {exc.pos})")
-                except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting too deep
-                    reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-                    yield number, _Unparsable(f"line is not usable JSON ({reason})")
-
-    return iterate
-
-
-#: The columns of a CSV change set: an empty cell leaves the field unchanged; ``-`` clears it.
-CSV_COLUMNS = ("conversation_id", "status", "tags", "assigned", "assigned_team", "channel")
-_LIST_COLUMNS = ("tags", "assigned")
-
-
-def rows_from_csv(open_text: Callable[[], IO[str]], *, separator: str = "|", name: str = "updates_path") -> RowSource:
-    """A re-iterable source of ``(line_number, row)`` read line by line from a CSV change set.
-
-    Columns are separated by commas, or by semicolons or tabs if the header uses them (as spreadsheets
-    in many locales export); a leading byte-order mark is ignored. The header names the columns, in any
-    order: ``conversation_id`` (required), ``status``, ``tags`` (names joined by ``separator``:
-    ``vip|renewal``), ``assigned`` (user ids joined by ``separator``), ``assigned_team``, ``channel``. An
-    empty cell leaves that field unchanged (like a SQL NULL); ``-`` clears it (``tags`` and ``assigned``
-    become empty, ``channel`` null).
-
-    :param open_text: opens the file for reading text (called once per pass).
-    :param separator: what joins the names and ids inside one cell.
-    :param name: what the file is called in errors.
-    :raises HilosValidationError: (when read) a header with an unknown or missing column.
-    """
-    if problem := list_separator_problem(separator):
-        raise HilosValidationError([("list_separator", problem)], "Invalid Hilos batch input")
-
-    def iterate() -> Iterator[tuple[int, Any]]:
-        with open_text() as handle:
-            first = handle.readline().removeprefix("\ufeff")  # the byte-order mark spreadsheet exports start with
-            # commas, or the semicolons (tabs) spreadsheets in many locales write: the header says which
-            delimiter = next((d for d in ",;\t" if d in first), ",")
-            if delimiter == separator:
-                raise HilosValidationError(
-                    [("list_separator", f"{separator!r} also separates the columns of {name}; choose another one")],
-                    "Invalid Hilos batch input",
-                )
-            header = [column.strip() for column in next(csv.reader([first], delimiter=delimiter), [])]
-            _check_header(header, name)
-            # readline: Airflow 2's file wrapper is not iterable
-            reader = csv.reader(iter(handle.readline, ""), delimiter=delimiter)
-            for cells in reader:
-                line = reader.line_num + 1  # the header was line 1
-                if not any(cell.strip() for cell in cells):
-                    continue
-                if len(cells) != len(header):
-                    yield line, _Unparsable(f"has {len(cells)} cells, the header has {len(header)} columns")
-                    continue
-                row: dict[str, Any] = {}
-                for column, cell in zip(header, cells, strict=True):
-                    value = cell.strip()
-                    if not value:
-                        continue  # empty: not given
-                    if column in _LIST_COLUMNS and value != CLEAR:
-                        row[column] = [part.strip() for part in value.split(separator) if part.strip()]
-                    else:
-                        row[column] = value
-                yield line, row
-
-    return iterate
-
-
-def list_separator_problem(separator: Any) -> str | None:
-    """What is wrong with a CSV cell's list separator, or ``None``."""
-    if not isinstance(separator, str) or len(separator) != 1 or separator in '"\r\n':
-        return f"{separator!r} must be one character, not a quote or a line break (e.g. '|')"
-    return None
-
-
-def _check_header(header: list[str], name: str) -> None:
-    problems = []
-    for column in header:
-        if column not in CSV_COLUMNS:
-            close = difflib.get_close_matches(column, CSV_COLUMNS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            problems.append(
-                (
-                    f"column {column!r}",
-                    f"is not a column of a change set; {hint}the columns are {', '.join(CSV_COLUMNS)}",
-                )
-            )
-    if "conversation_id" not in header:
-        problems.append(("header", f"has no conversation_id column (its columns: {', '.join(header) or 'none'})"))
-    if problems:
-        raise HilosValidationError(problems, f"Invalid Hilos batch input: the CSV header of {name}")
-
-
-def _looks_like_csv_header(line: str) -> bool:
-    text = line.strip()
-    return not text.startswith(("{", "[")) and "conversation_id" in text and any(sep in text for sep in ",;\t")
-
-
 @dataclass(frozen=True)
-class _Unparsable:
+class Unparsable:
+    """A row that could not be read (a line that is not JSON, a CSV line with the wrong number of cells): it fails
+    validation with ``reason``, naming its line, like any invalid row."""
+
     reason: str
 
 
@@ -187,7 +61,7 @@ def validate_row(row: Any) -> ValidatedUpdate:
 
     :raises HilosValidationError: naming every problem of the row.
     """
-    if isinstance(row, _Unparsable):
+    if isinstance(row, Unparsable):
         raise HilosValidationError([("row", row.reason)], "Invalid row")
     if not isinstance(row, Mapping):
         raise HilosValidationError(
@@ -295,15 +169,3 @@ def shard_of(row: Any, shard_count: int) -> int:
     except ValueError:
         pass
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % shard_count
-
-
-def rows_in_shard(source: RowSource, shard_index: int, shard_count: int) -> RowSource:
-    """The rows of ``source`` that belong to shard ``shard_index`` of ``shard_count`` (row numbers kept, so an
-    error still names the file's line)."""
-    if problem := shard_problem(shard_index, shard_count):
-        raise ValueError(problem)
-
-    def rows() -> Iterator[tuple[int, Any]]:
-        return ((number, row) for number, row in source() if shard_of(row, shard_count) == shard_index)
-
-    return rows

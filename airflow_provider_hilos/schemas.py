@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -172,8 +172,13 @@ class ConversationUpdate(_Strict):
         return body
 
 
-#: The fields a PATCH may change, in the order the API documents them.
+#: The fields a PATCH may change, in the order the API documents them: the one list every path derives its
+#: fields from (operator arguments, CSV columns, the sync's managed fields).
 WRITABLE_FIELDS: tuple[str, ...] = tuple(ConversationUpdate.model_fields)
+#: The writable fields that hold a list (tag names, user ids): a whole list is sent, the API replaces it.
+LIST_FIELDS: tuple[str, ...] = tuple(
+    name for name, info in ConversationUpdate.model_fields.items() if get_origin(info.annotation) is list
+)
 #: Fields of ``PatchedConversationEdit`` this provider refuses, and why.
 REFUSED_FIELDS: dict[str, str] = {
     "created_on": "is read-only (the API sets it); remove it from the payload",
@@ -187,6 +192,10 @@ _FIELD_HINTS: dict[str, str] = {
     "tags": 'a list of tag names, e.g. ["vip", "renewal"] or [{"name": "vip"}]',
     "assigned_team": "a team id (a whole number), e.g. 3",
     "channel": f"a channel id (a whole number), or {CLEAR!r} to clear it",
+}
+_LIST_EXAMPLES: dict[str, str] = {
+    "tags": 'a list of tag names, e.g. ["vip", "renewal"]',
+    "assigned": "a list of user ids, e.g. [12, 14]",
 }
 _NATIVE_HINT = (
     "; a template renders text unless the DAG sets render_template_as_native_obj=True (a string of digits "
@@ -363,6 +372,15 @@ def update_problems(payload: Any) -> tuple[list[tuple[str, str]], ConversationUp
     problems = _payload_key_problems(payload)
     # None means "not given", on every path (operator arguments, payloads, batch rows, SQL NULLs): CLEAR clears
     known = {k: v for k, v in payload.items() if isinstance(k, str) and k in WRITABLE_FIELDS and v is not None}
+    for field in LIST_FIELDS:
+        value = known.get(field)
+        if isinstance(value, (str, bytes)) and value != CLEAR:
+            # a list a template rendered as text ('["vip"]', "['vip']"): read back, on every path alike
+            try:
+                known[field] = parse_rendered(value, field=field, expected=list, example=_LIST_EXAMPLES[field])
+            except HilosValidationError as exc:
+                problems += exc.problems
+                known.pop(field)
     if not known and not problems:
         given = (
             f"every field given is None (None leaves a field unchanged; {CLEAR!r} clears tags, assigned or channel)"

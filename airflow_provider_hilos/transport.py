@@ -34,6 +34,7 @@ from airflow_provider_hilos.exceptions import (
     HilosEndpointNotFoundError,
     HilosPermanentAPIError,
 )
+from airflow_provider_hilos.pacing import AdaptivePacer, CircuitBreaker
 from airflow_provider_hilos.urls import is_loopback_host
 
 _SNIPPET_CHARS = 200
@@ -145,7 +146,7 @@ class HilosTransport:
         max_wait: float = 60.0,
         pool_maxsize: int = 10,
         log: Log | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.timeout = timeout
@@ -154,9 +155,16 @@ class HilosTransport:
         self.max_wait = max_wait
         self.pool_maxsize = pool_maxsize
         self.log = log or logging.getLogger(__name__)
-        self.sleep = sleep
+        self._cancelled = threading.Event()
+        #: how to wait between attempts (by default: a wait that :meth:`cancel` cuts short)
+        self.sleep: Callable[[float], object] = sleep or self.pause
         self._session_lock = threading.Lock()
         self._session: requests.Session | None = None
+        #: the pace of every request this transport sends: the connection's quota as its ceiling, slower when the
+        #: API answers 429 (shared by single updates, batches and listings alike, whatever thread sends them)
+        self.pacer = AdaptivePacer(settings.max_requests_per_second)
+        #: notices an outage from the answers of every request; a batch stops (or defers) when it opens
+        self.breaker = CircuitBreaker.for_concurrency(pool_maxsize)
 
     def __repr__(self) -> str:
         return f"HilosTransport({self.settings!r})"
@@ -196,9 +204,15 @@ class HilosTransport:
 
     def ensure_pool(self, size: int) -> None:
         """Keep at least ``size`` connections open to the API (for ``size`` concurrent requests)."""
-        if size > self.pool_maxsize:
+        self.breaker.resize(size)
+        with self._session_lock:
+            if size <= self.pool_maxsize:
+                return
             self.pool_maxsize = size
-            self.close()  # the next request opens a session with the larger pool
+            if self._session is not None:  # requests in flight keep their connections; new ones use the larger pool
+                adapter = HTTPAdapter(pool_connections=1, pool_maxsize=size, max_retries=0)
+                self._session.mount("https://", adapter)
+                self._session.mount("http://", adapter)
 
     def close(self) -> None:
         """Close the pooled connections. A new session is opened if the transport is used again."""
@@ -230,10 +244,20 @@ class HilosTransport:
         """
         attempts = max_attempts or self.max_attempts
         for number in range(1, attempts + 1):
+            if self._cancelled.is_set():
+                raise HilosAPIError(
+                    f"Hilos {method} {path}{_for(subject)}: not sent (again): the task was stopped",
+                    method=method,
+                    path=path,
+                    attempts=number - 1,
+                    problem="the task was stopped",
+                )
             try:
                 return self.attempt(method, path, json=json, params=params, subject=subject, number=number)
             except HilosAPIError as exc:
                 if not exc.retryable or number == attempts:
+                    if exc.retryable:
+                        self.breaker.row_failed(exc.problem)
                     raise
                 self._wait(number, attempts, method, exc.path, exc.problem, exc.retry_after)
                 metrics.incr(metrics.RETRIED)
@@ -256,6 +280,32 @@ class HilosTransport:
         :param number: which attempt this is (1-based), as error messages count it.
         :raises HilosAPIError: ``retryable`` (with ``retry_after`` when the API sent one) or not.
         """
+        ticket = self.pacer.acquire()
+        try:
+            answer = self._send(method, path, json=json, params=params, subject=subject, number=number)
+        except HilosAPIError as exc:
+            status = exc.status_code
+            if status is not None and status < 500:  # an answer from the API itself
+                self.pacer.answered(ticket, throttled=status == 429)
+            if not exc.retryable:
+                self.breaker.refused()
+            elif status != 429:  # throttling is the pacer's business, not the breaker's
+                self.breaker.attempt_failed(exc.problem)
+            raise
+        self.pacer.answered(ticket, throttled=False)
+        self.breaker.succeeded()
+        return answer
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: JSON,
+        params: Mapping[str, str | int] | None,
+        subject: str | None,
+        number: int,
+    ) -> JSON:
         settings = self.settings
         session = self.session
         url = settings.url(path)
@@ -313,6 +363,14 @@ class HilosTransport:
                     problem=problem,
                 ) from None
         raise self._api_error(response, method, url_path, number, subject)
+
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` between attempts; :meth:`cancel` cuts the wait short."""
+        self._cancelled.wait(seconds)
+
+    def cancel(self) -> None:
+        """Stop retrying (the task is being killed): no further attempt starts; a request in flight finishes."""
+        self._cancelled.set()
 
     def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based).

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results import Report
+
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token-0123456789"
 LATENCY_MS = 20.0
@@ -178,7 +180,7 @@ def bench_mapped(sb: SandboxProcess, n: int) -> tuple[float, float]:
 RSS_CHILD = textwrap.dedent("""
     import gc, json, sys, threading, time
     import airflow_provider_hilos.operators.conversation  # the provider, imported
-    from airflow_provider_hilos.rows import rows_from_json_lines
+    from airflow_provider_hilos.inputs import rows_from_json_lines
     from airflow_provider_hilos.hooks.hilos import HilosHook
 
     def status(field):
@@ -244,10 +246,10 @@ def main() -> int:
     lat = LATENCY_MS / 1000
     rows_out: list[tuple[str, int, int, float]] = []
     started = time.perf_counter()
-    print(
+    report = Report("bench_batch", "python3 scripts/dev.py bench")
+    report.line(
         f"Hilos batch benchmark: sandbox in its own process, {LATENCY_MS:g} ms latency per request, "
-        f"median of {repeats} run(s); {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}",
-        flush=True,
+        f"median of {repeats} run(s); {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}"
     )
     with SandboxProcess("--conversations", "5000", "--seed", "1", "--latency-ms", str(LATENCY_MS)) as sb:
         os.environ["AIRFLOW_CONN_HILOS_DEFAULT"] = sb.connection()
@@ -259,42 +261,53 @@ def main() -> int:
         mapped, fixed = bench_mapped(sb, n_mapped)
         rows_out.append(("mapped ConversationUpdateOperator (dags test)", n_mapped, 1, mapped))
     header = f"{'path':45} {'N':>6} {'conc':>5} {'wall s':>8} {'updates/s':>10} {'ideal s':>8} {'of ideal':>9}"
-    print()
-    print(header)
-    print("-" * len(header))
+    report.line()
+    report.line(header)
+    report.line("-" * len(header))
     rates = {}
     for name, n, conc, seconds in rows_out:
         ideal = n * lat / conc
         rates[name] = n / seconds
-        print(f"{name:45} {n:>6} {conc:>5} {seconds:>8.2f} {n / seconds:>10.1f} {ideal:>8.2f} {ideal / seconds:>8.1%}")
+        report.line(
+            f"{name:45} {n:>6} {conc:>5} {seconds:>8.2f} {n / seconds:>10.1f} {ideal:>8.2f} {ideal / seconds:>8.1%}"
+        )
     batch_rate = rates["batch path (update_conversations)"]
     seq_rate = rates["sequential HilosHook.update_conversation"]
-    print()
-    print(
+    report.line()
+    report.line(
         f"batch path vs sequential loop: {batch_rate / seq_rate:.1f}x; vs HttpHook loop: "
         f"{batch_rate / rates['HttpHook(method=' + chr(39) + 'PATCH' + chr(39) + ').run in a loop']:.1f}x"
     )
-    print(
+    report.line(
         f"mapped tasks: {mapped / n_mapped:.3f} s per update over the whole run; "
         f"{(mapped - fixed) / max(n_mapped - 1, 1):.3f} s per extra update (a 1-update run takes {fixed:.1f} s)"
     )
     rss = bench_rss(n_rss)
     idle, stream, listed = rss["idle"], rss["stream"], rss["list"]
-    print(
+    report.line(
         f"memory, {n_rss:,} updates in a {rss['file_mb']:.1f} MB JSON Lines file (latency 0, concurrency 32; "
         "peak = VmHWM after the imports, reset via /proc/self/clear_refs):"
     )
-    print(f"  idle Python with the provider imported: {idle['start_mb']:.1f} MB, peak {idle['peak_mb']:.1f} MB")
-    print(
+    report.line(f"  idle Python with the provider imported: {idle['start_mb']:.1f} MB, peak {idle['peak_mb']:.1f} MB")
+    report.line(
         f"  streamed through the batch path:        {stream['start_mb']:.1f} MB at start, peak "
         f"{stream['peak_mb']:.1f} MB (+{stream['peak_mb'] - idle['peak_mb']:.1f} MB over idle), "
         f"{stream['updated']:,} updated in {stream['seconds']:.1f} s"
     )
-    print(
+    report.line(
         f"  control, the same rows loaded as a list: peak {listed['peak_mb']:.1f} MB "
         f"(+{listed['peak_mb'] - idle['peak_mb']:.1f} MB over idle)"
     )
-    print(f"benchmark wall time {time.perf_counter() - started:.0f} s")
+    report.line(f"benchmark wall time {time.perf_counter() - started:.0f} s")
+    if not quick:
+        report.write(
+            batch_updates_per_second=round(batch_rate, 1),
+            batch_share_of_ideal=round(n_batch * lat / concurrency / (n_batch / batch_rate), 3),
+            batch_vs_sequential=round(batch_rate / seq_rate, 1),
+            stream_peak_mb_over_idle=round(stream["peak_mb"] - idle["peak_mb"], 1),
+            list_peak_mb_over_idle=round(listed["peak_mb"] - idle["peak_mb"], 1),
+            mapped_seconds_per_extra_update=round((mapped - fixed) / max(n_mapped - 1, 1), 3),
+        )
     return 0
 
 

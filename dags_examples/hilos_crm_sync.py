@@ -23,8 +23,9 @@ import pendulum
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
 from airflow_provider_hilos.exceptions import HilosValidationError
+from airflow_provider_hilos.inputs import rows_from_csv
 from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
-from airflow_provider_hilos.rows import RowChecker, rows_from_csv
+from airflow_provider_hilos.rows import RowChecker
 
 CHANGES_FILE = Path(__file__).parent / "data" / "crm_changes.csv"
 

@@ -7,25 +7,30 @@ requests (session, retries, error wording) are made by :mod:`airflow_provider_hi
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_hilos.batch import BatchOptions, BatchResult, BatchUpdater
+from airflow_provider_hilos import metrics
+from airflow_provider_hilos.batch import BatchOptions, BatchResult
+from airflow_provider_hilos.batch.dry_run import dry_run
+from airflow_provider_hilos.batch.engine import BatchEngine, ReportTarget
+from airflow_provider_hilos.batch.pipeline import Pipeline, pipeline_for
+from airflow_provider_hilos.batch.verdict import batch_verdict
 from airflow_provider_hilos.connection import (
     CONN_FIELDS,
     UI_FIELD_BEHAVIOUR,
     HilosConnectionSettings,
     settings_from_connection,
 )
-from airflow_provider_hilos.exceptions import HilosAPIError, HilosConfigurationError
-from airflow_provider_hilos.rows import RowSource, rows_from_updates
+from airflow_provider_hilos.exceptions import HilosAPIError, HilosConfigurationError, HilosError
+from airflow_provider_hilos.pacing import AdaptivePacer, CircuitBreaker
+from airflow_provider_hilos.rows import RowSource
 from airflow_provider_hilos.schemas import ValidatedUpdate, validate_update
 from airflow_provider_hilos.transport import JSON, HilosTransport, redact
 
@@ -83,7 +88,8 @@ class HilosHook(BaseHook):
         self.backoff_base = backoff_base
         self.max_wait = max_wait
         self.pool_maxsize = pool_maxsize
-        self._sleep: Callable[[float], None] = time.sleep
+        #: how the hook waits between attempts; ``None``: a wait that :meth:`cancel` cuts short (tests set a recorder)
+        self._sleep: Callable[[float], None] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(hilos_conn_id={self.hilos_conn_id!r})"
@@ -187,8 +193,29 @@ class HilosHook(BaseHook):
             max_wait=self.max_wait,
             pool_maxsize=self.pool_maxsize,
             log=self.log,
-            sleep=lambda seconds: self._sleep(seconds),
+            sleep=self._wait,
         )
+
+    def _wait(self, seconds: float) -> None:
+        if self._sleep is not None:
+            self._sleep(seconds)
+        else:
+            self.transport.pause(seconds)
+
+    def cancel(self) -> None:
+        """Stop retrying (``on_kill``): no further attempt of a request starts; one in flight finishes."""
+        if "transport" in self.__dict__:
+            self.transport.cancel()
+
+    @property
+    def pacer(self) -> AdaptivePacer:
+        """The pace of every request this hook sends (the connection's ``max_requests_per_second`` its ceiling)."""
+        return self.transport.pacer
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker every request of this hook reports to."""
+        return self.transport.breaker
 
     def get_conn(self) -> requests.Session:
         """The hook's one pooled session, created on first use and reused by every request."""
@@ -268,8 +295,12 @@ class HilosHook(BaseHook):
         cid = update.conversation_id
         subject = f"conversation {cid}"
         if attempt is None:
-            result = self.transport.request(method, path, json=update.body, subject=subject)
-        else:
+            try:
+                result = self.transport.request(method, path, json=update.body, subject=subject)
+            except HilosError:
+                metrics.incr(metrics.FAILED)  # for good: after the hook's retries
+                raise
+        else:  # one attempt: the caller (a batch) retries, and counts an update that failed for good
             result = self.transport.attempt(method, path, json=update.body, subject=subject, number=attempt)
         if not isinstance(result, dict):
             raise HilosAPIError(
@@ -280,6 +311,7 @@ class HilosHook(BaseHook):
                 path=path,
                 problem="an answer that is not a JSON object",
             )
+        metrics.incr(metrics.APPLIED)
         return result
 
     def planned_update(self, update: ValidatedUpdate) -> dict[str, Any]:
@@ -297,44 +329,48 @@ class HilosHook(BaseHook):
 
     def update_conversations(
         self,
-        updates: Iterable[Mapping[str, Any]] | str | RowSource,
+        updates: Iterable[Mapping[str, Any]] | Iterable[ValidatedUpdate] | str | RowSource | Pipeline,
         options: BatchOptions | None = None,
         *,
-        report: IO[str] | Callable[[], IO[str]] | None = None,
+        report: ReportTarget = None,
         checkpoint: Checkpoint | None = None,
+        engine: Callable[[BatchEngine], None] | None = None,
         **option_values: Any,
     ) -> BatchResult:
         """Update many conversations: validate every row first, then send them concurrently.
 
-        :param updates: rows ``{"conversation_id": ..., <fields>}`` (a list, a JSON string of one), or a
-            callable returning ``(row_number, row)`` pairs afresh on each call (see
-            :func:`~airflow_provider_hilos.rows.rows_from_json_lines` to stream a file).
+        :param updates: rows ``{"conversation_id": ..., <fields>}`` (a list, a JSON string of one), a callable
+            returning ``(row_number, row)`` pairs afresh on each call (see
+            :func:`~airflow_provider_hilos.inputs.rows_from_json_lines` to stream a file), or updates that already
+            passed validation (:class:`~airflow_provider_hilos.schemas.ValidatedUpdate`, a list or an iterator: read
+            once).
         :param options: how to send and when to fail (:class:`~airflow_provider_hilos.batch.BatchOptions`);
             or give its fields as keyword arguments (``max_concurrency=32``), checked the same way.
-        :param report: an open text stream, or a callable opening one (called only once every row
-            passed validation); one JSON line per row is written to it.
-        :param checkpoint: record applied rows there, and skip the rows an earlier try recorded; it is
+        :param report: an open text stream, a callable opening one, or an
+            :class:`~airflow_provider_hilos.storage.AtomicText` (opened only once every row passed validation); one
+            JSON line per row is written to it.
+        :param checkpoint: record applied updates there, and skip those an earlier try recorded; it is
             cleared when the batch succeeds.
+        :param engine: called with the batch's engine before it starts (an operator keeps it, to stop it on kill).
         :return: counts, duration, rate and the first failed rows.
         :raises HilosValidationError: invalid rows (nothing was sent), unless ``skip_invalid_rows``.
         :raises HilosBatchError: the batch failed (the result is attached); its subclasses say whether
             another try can help (:class:`HilosPermanentBatchError`, :class:`HilosAPIUnavailableError`).
         """
-        if options is not None and option_values:
-            options = dataclasses.replace(options, **option_values)
-        elif options is None:
-            options = BatchOptions(**option_values)
-        self.ensure_pool(options.max_concurrency)
-        updater = BatchUpdater(self, options, report=report, checkpoint=checkpoint)
-        result = updater.run(updates if callable(updates) else rows_from_updates(updates))
-        updater.check(result)
+        options = _options(options, option_values)
+        runner = BatchEngine(self, options, report=report, checkpoint=checkpoint)
+        if engine is not None:
+            engine(runner)
+        result = runner.run(pipeline_for(updates))
+        if failure := batch_verdict(result, options):
+            raise failure
         if checkpoint is not None:
             checkpoint.clear()
         return result
 
     def plan_updates(
         self,
-        updates: Iterable[Mapping[str, Any]] | str | RowSource,
+        updates: Iterable[Mapping[str, Any]] | Iterable[ValidatedUpdate] | str | RowSource | Pipeline,
         options: BatchOptions | None = None,
         *,
         checkpoint: Checkpoint | None = None,
@@ -351,9 +387,7 @@ class HilosHook(BaseHook):
         :return: ``{"dry_run": True, "total", "to_send", "skipped", "already_applied", "method", "url",
             "requests": [the first planned requests]}``.
         """
-        options = options or BatchOptions()
-        updater = BatchUpdater(self, options, checkpoint=checkpoint)
-        return updater.plan(updates if callable(updates) else rows_from_updates(updates), shown=shown)
+        return dry_run(self, pipeline_for(updates), options, checkpoint=checkpoint, shown=shown)
 
     def list_conversations(
         self,
@@ -409,6 +443,13 @@ class HilosHook(BaseHook):
         count = page.get("count") if isinstance(page, dict) else None
         seen = f" ({count} conversations visible)" if isinstance(count, int) else ""
         return True, f"Connected to Hilos at {self.base_url}: the API token was accepted{seen}."
+
+
+def _options(options: BatchOptions | None, values: Mapping[str, Any]) -> BatchOptions:
+    """``options``, with ``values`` (keyword arguments of the same names) on top; checked."""
+    if options is None:
+        return BatchOptions(**values)
+    return dataclasses.replace(options, **values) if values else options
 
 
 def _mask(secret: str) -> None:

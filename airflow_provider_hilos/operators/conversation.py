@@ -1,41 +1,38 @@
-"""ConversationUpdateOperator: "Partially update a Conversation" as a step of a DAG."""
+"""The update operators: ``ConversationUpdateOperator`` ("Partially update a Conversation" as a step of a DAG) and
+``ConversationBatchUpdateOperator`` (thousands of updates in one task)."""
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_provider_hilos import metrics
-from airflow_provider_hilos.batch import BatchOptions, FailurePolicy
-from airflow_provider_hilos.checkpoint import Checkpoint, StoragePath, task_key
-from airflow_provider_hilos.exceptions import HilosBatchError, HilosError, HilosValidationError
+from airflow_provider_hilos.batch.dry_run import dry_run
+from airflow_provider_hilos.batch.engine import BatchEngine
+from airflow_provider_hilos.batch.options import BatchOptions, with_batch_option_docs, with_batch_options
+from airflow_provider_hilos.batch.pipeline import RowPipeline, UpdatePipeline
+from airflow_provider_hilos.batch.result import StopReason
+from airflow_provider_hilos.checkpoint import Checkpoint, task_key
+from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
 from airflow_provider_hilos.hooks.hilos import HilosHook
+from airflow_provider_hilos.inputs import INPUT_FORMATS, list_separator_problem, rows_from_path
 from airflow_provider_hilos.links import CONVERSATION_URL_XCOM_KEY, HilosConversationLink
+from airflow_provider_hilos.operators._common import BatchArguments, announce, default_checkpoint_root, parse_flag
 from airflow_provider_hilos.pacing import check_rate
-from airflow_provider_hilos.rows import (
-    RowSource,
-    list_separator_problem,
-    rows_from_csv,
-    rows_from_json_lines,
-    rows_from_updates,
-    rows_in_shard,
-    shard_problem,
-)
-from airflow_provider_hilos.schemas import CLEAR, parse_rendered, show, validate_update
+from airflow_provider_hilos.rows import RowSource, rows_from_updates, shard_problem
+from airflow_provider_hilos.schemas import WRITABLE_FIELDS, parse_rendered, show, validate_update
+from airflow_provider_hilos.storage import AtomicText, storage_path
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-#: The formats ``updates_path`` may be in (by default, chosen by its extension: ``.csv`` or anything else).
-INPUT_FORMATS = ("jsonl", "csv")
 #: XCom key of a batch's result (also its return value when it succeeds).
 BATCH_RESULT_XCOM_KEY = "hilos_batch_result"
-#: The explicit fields that may be given as operator arguments, overriding the payload's keys.
-OVERRIDE_FIELDS = ("status", "tags", "assigned", "assigned_team", "channel")
+#: How long ``on_kill`` waits for the requests in flight to finish, so their outcomes reach the checkpoint
+#: (Airflow 3's supervisor sends SIGKILL 5 s after SIGTERM).
+KILL_GRACE_SECONDS = 4.0
 
 
 def parse_payload(payload: Any, *, field: str = "payload") -> dict[str, Any]:
@@ -73,20 +70,6 @@ def parse_payload(payload: Any, *, field: str = "payload") -> dict[str, Any]:
     )
 
 
-def parse_flag(value: Any, *, field: str) -> bool:
-    """A bool argument that may come from a template (``"True"``, ``"false"``, ``"1"``...).
-
-    :raises HilosValidationError: anything else.
-    """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.strip().lower() in ("true", "1", "yes")
-    raise HilosValidationError(
-        [(field, f"must be True or False, got {type(value).__name__} {show(value)}")], f"Invalid Hilos {field}"
-    )
-
-
 class ConversationUpdateOperator(BaseOperator):
     """Partially update one Hilos conversation (``PATCH .../conversation/{id}/update``).
 
@@ -117,7 +100,7 @@ class ConversationUpdateOperator(BaseOperator):
     """
 
     # dry_run is kept as hilos_dry_run: BaseOperator.dry_run() is Airflow's own method
-    template_fields: Sequence[str] = ("conversation_id", "payload", *OVERRIDE_FIELDS, "hilos_dry_run", "hilos_conn_id")
+    template_fields: Sequence[str] = ("conversation_id", "payload", *WRITABLE_FIELDS, "hilos_dry_run", "hilos_conn_id")
     template_fields_renderers: ClassVar[dict[str, str]] = {"payload": "json", "tags": "json", "assigned": "json"}
     operator_extra_links = (HilosConversationLink(),)
     ui_color = "#25d366"
@@ -158,43 +141,30 @@ class ConversationUpdateOperator(BaseOperator):
         return super().partial(**kwargs)
 
     def build_payload(self) -> dict[str, Any]:
-        """The payload after rendering: parsed if it is a JSON string, with explicit fields on top (a list
-        argument rendered as text, ``'["vip"]'``, is read back as a list)."""
+        """The payload after rendering: parsed if it is a JSON string, with explicit fields on top (each field is
+        then read by :func:`~airflow_provider_hilos.schemas.validate_update`, as every path reads it: a list rendered
+        as text, ``'["vip"]'``, is read back as a list)."""
         merged = parse_payload(self.payload)
-        for field in OVERRIDE_FIELDS:
-            value = getattr(self, field)
-            if isinstance(value, str) and field in ("tags", "assigned") and value != CLEAR:
-                value = parse_rendered(value, field=field, expected=list, example=_LIST_EXAMPLES[field])
-            if value is not None:
+        for field in WRITABLE_FIELDS:
+            if (value := getattr(self, field)) is not None:
                 merged[field] = value
         return merged
 
     def execute(self, context: Context) -> dict[str, Any]:
         update = validate_update(self.conversation_id, self.build_payload())
-        dry_run = parse_flag(self.hilos_dry_run, field="dry_run")
-        hook = HilosHook(self.hilos_conn_id)
+        dry = parse_flag(self.hilos_dry_run, field="dry_run")
+        hook = self._hook = HilosHook(self.hilos_conn_id)
         with hook:
             context["ti"].xcom_push(
                 key=CONVERSATION_URL_XCOM_KEY, value=hook.conversation_web_url(update.conversation_id)
             )
-            if dry_run:
-                planned = hook.planned_update(update)
-                self.log.info(
-                    "Dry run, nothing sent: would send %s %s with body %s",
-                    planned["method"],
-                    planned["url"],
-                    json.dumps(update.body, sort_keys=True),
-                )
-                return {"dry_run": True, **planned}
+            if dry:
+                (planned,) = dry_run(hook, UpdatePipeline([update]), log=self.log, single=True)["requests"]
+                return {"dry_run": True, **{key: planned[key] for key in ("method", "url", "body")}}
             self.log.info(
                 "Updating Hilos conversation %s: %s", update.conversation_id, json.dumps(update.body, sort_keys=True)
             )
-            try:
-                result = hook.send_update(update)
-            except HilosError:
-                metrics.incr(metrics.FAILED)
-                raise
-        metrics.incr(metrics.APPLIED)
+            result = hook.send_update(update)
         self.log.info(
             "Hilos conversation %s updated: status=%s, %d tag(s), %d assignee(s)",
             update.conversation_id,
@@ -204,70 +174,64 @@ class ConversationUpdateOperator(BaseOperator):
         )
         return result
 
+    def on_kill(self) -> None:
+        """Stop: no retry of the update starts after this (a request in flight finishes, or times out)."""
+        hook = getattr(self, "_hook", None)
+        if hook is not None:
+            hook.cancel()
 
-_LIST_EXAMPLES = {
-    "tags": 'a list of tag names, e.g. ["vip", "renewal"]',
-    "assigned": "a list of user ids, e.g. [12, 14]",
-}
 
-
-class ConversationBatchUpdateOperator(BaseOperator):
+class ConversationBatchUpdateOperator(BatchArguments, BaseOperator):
     """Update many Hilos conversations in one task: validated first, then sent concurrently.
 
-    Use it past a few hundred conversations, where one mapped task per conversation costs seconds of
-    scheduler and worker time each and runs into ``max_map_length``. Every row is validated before any
-    request is sent; rows go out over one pooled session, ``max_concurrency`` at a time, at the pace the
-    API allows (found by the batch, capped by ``max_requests_per_second``). A retried task (or a re-run
-    after a crash) skips the rows an earlier try applied.
+        Use it past a few hundred conversations, where one mapped task per conversation costs seconds of
+        scheduler and worker time each and runs into ``max_map_length``. Every row is validated before any
+        request is sent; rows go out over one pooled session, ``max_concurrency`` at a time, at the pace the
+        API allows (found by the batch, capped by the connection's quota and ``max_requests_per_second``). A retried
+        task (or a re-run after a crash) skips the conversations an earlier try updated. When the task is killed
+        (marked failed, timed out), no new request starts, and what was applied is in the checkpoint.
 
-    :param updates: rows ``{"conversation_id": ..., <fields>}`` (fields as in
-        :class:`ConversationUpdateOperator`'s payload, ``None`` = not given, plain tag names and user ids;
-        a nested ``"payload"`` dict works too): a list, an ``XComArg``, or a template rendering a JSON list
-        (or a list's repr) (templated).
-    :param updates_path: instead of ``updates``: a JSON Lines or CSV file, read as a stream through
-        Airflow's ``ObjectStoragePath`` (local path, ``file://``, ``s3://``, ``gs://`` ... with the
-        matching provider installed) (templated).
-    :param input_format: ``jsonl`` (one JSON object per line) or ``csv`` (a header row with the columns
-        ``conversation_id``, ``status``, ``tags``, ``assigned``, ``assigned_team``, ``channel``, any subset
-        but ``conversation_id``; an empty cell is not given, ``-`` clears). Default: ``csv`` for a
-        ``.csv`` file, else ``jsonl`` (templated).
-    :param list_separator: what separates the tag names and user ids in one CSV cell (default ``|``:
-        ``vip|renewal``).
-    :param report_path: where to write the per-row report, one JSON line per row with its outcome
-        (``updated``, ``already_applied``, ``failed``, ``skipped``, ``not_sent``); its folder is created
-        (templated).
-    :param max_concurrency: a batch option (see :class:`~airflow_provider_hilos.batch.BatchOptions`, where
-        each one is described): requests in flight at once.
-    :param max_requests_per_second: a batch option: the most the batch may send, or ``None``.
-    :param failure_policy: a batch option: ``fail_at_end``, ``fail_fast`` or ``never``.
-    :param max_failed_ratio: a batch option: the share of rows that may fail without failing the task.
-    :param skip_invalid_rows: a batch option: send the valid rows, skip (and report) the invalid ones.
-    :param max_invalid_ratio: a batch option: with ``skip_invalid_rows``, the share that may be invalid.
-    :param max_failed_rows: a batch option: how many failed and skipped rows the XCom result lists.
-    :param progress_interval: a batch option: seconds between progress lines.
-    :param resume: record each applied row in a checkpoint as it is applied, and skip the rows an earlier
-        try of the same task instance recorded (default ``True``). The checkpoint is removed when the
-        task succeeds, so a later run sends every row again.
-    :param checkpoint_path: the folder checkpoints go under (an ``ObjectStoragePath``: local, ``s3://``...),
-        one sub-folder per DAG, run, task and map index. Default: ``_hilos_checkpoints`` next to the
-        report if there is one, else ``$AIRFLOW_HOME/hilos_checkpoints``. On distributed executors, use
-        storage every worker reaches (templated).
-    :param dry_run: validate every row, resolve the connection and log what would be sent (the first
-        20 requests in full: method, URL, body; never the token), but send nothing; returns the counts and
-        those requests (templated: ``"True"`` works).
-    :param shard_index: with ``shard_count``: this task handles only the rows of shard ``shard_index``
-        (``0`` to ``shard_count - 1``), chosen by a stable hash of the conversation id, so K tasks mapped over
-        ``shard_index=range(K)`` split one change set between them, every row in exactly one shard and every
-        row of one conversation in the same shard (so a repeated conversation is still refused).
-        :meth:`sharded` builds those K tasks.
-    :param shard_count: how many shards the change set is split into (``None``: not sharded).
-    :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
-    :return: counts (``total``, ``updated``, ``already_applied``, ``failed``, ``skipped``, ``not_sent``,
-        ``retried``, ``throttled``), ``duration_seconds``, ``rate_per_second``, the first ``failed_rows``
-        and ``skipped_rows``, and why it ``stopped`` early if it did. The same result is always pushed
-        under the XCom key ``hilos_batch_result`` too, so a downstream task can read it whether this
-        task succeeded or failed. When it succeeds, every ``Asset`` in the task's ``outlets`` gets an
-        event whose extra holds the counts (``ASSET_EXTRA_FIELDS``).
+        :param updates: rows ``{"conversation_id": ..., <fields>}`` (fields as in
+            :class:`ConversationUpdateOperator`'s payload, ``None`` = not given, plain tag names and user ids;
+            a nested ``"payload"`` dict works too): a list, an ``XComArg``, or a template rendering a JSON list
+            (or a list's repr) (templated).
+        :param updates_path: instead of ``updates``: a JSON Lines or CSV file, read as a stream through
+            Airflow's ``ObjectStoragePath`` (local path, ``file://``, ``s3://``, ``gs://`` ... with the
+            matching provider installed) (templated).
+        :param input_format: ``jsonl`` (one JSON object per line) or ``csv`` (a header row with the columns
+            ``conversation_id``, ``status``, ``tags``, ``assigned``, ``assigned_team``, ``channel``, any subset
+            but ``conversation_id``; an empty cell is not given, ``-`` clears). Default: ``csv`` for a
+            ``.csv`` file, else ``jsonl`` (templated).
+        :param list_separator: what separates the tag names and user ids in one CSV cell (default ``|``:
+            ``vip|renewal``).
+        :param report_path: where to write the per-row report, one JSON line per row with its outcome
+            (``updated``, ``already_applied``, ``failed``, ``skipped``, ``not_sent``); its folder is created, and it
+            appears only once complete (written to a temporary name, then moved into place) (templated).
+        :param resume: record each applied update in a checkpoint as it is applied, and skip the conversations an
+            earlier try of the same task instance recorded with the same update (default ``True``). The checkpoint is
+            removed when the task succeeds, so a later run sends every row again.
+        :param checkpoint_path: the folder checkpoints go under (an ``ObjectStoragePath``: local, ``s3://``...),
+            one sub-folder per DAG, run, task and map index. Default: ``_hilos_checkpoints`` next to the
+            report if there is one, else ``$AIRFLOW_HOME/hilos_checkpoints``. On distributed executors, use
+            storage every worker reaches (templated).
+        :param dry_run: validate every row, resolve the connection and log what would be sent (the first
+            20 requests in full: method, URL, body; never the token), but send nothing; returns the counts and
+            those requests (templated: ``"True"`` works).
+        :param shard_index: with ``shard_count``: this task handles only the rows of shard ``shard_index``
+            (``0`` to ``shard_count - 1``), chosen by a stable hash of the conversation id, so K tasks mapped over
+            ``shard_index=range(K)`` split one change set between them, every row in exactly one shard and every
+            row of one conversation in the same shard (so a repeated conversation is still refused). The rules on
+            invalid rows apply to the whole change set, so every shard reaches the verdict the whole batch would.
+            :meth:`sharded` builds those K tasks.
+        :param shard_count: how many shards the change set is split into (``None``: not sharded).
+        :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
+    {batch_options}
+        :return: counts (``total``, ``updated``, ``already_applied``, ``failed``, ``skipped``, ``not_sent``,
+            ``retried``, ``throttled``), ``duration_seconds``, ``rate_per_second``, the first ``failed_rows``
+            and ``skipped_rows``, and why it ``stopped`` early if it did. The same result is always pushed
+            under the XCom key ``hilos_batch_result`` too, so a downstream task can read it whether this
+            task succeeded or failed. When it succeeds, every ``Asset`` in the task's ``outlets`` gets an
+            event whose extra holds the counts (``ASSET_EXTRA_FIELDS``).
     """
 
     template_fields: Sequence[str] = (
@@ -276,6 +240,7 @@ class ConversationBatchUpdateOperator(BaseOperator):
         "input_format",
         "report_path",
         "checkpoint_path",
+        *BatchOptions.names(),
         "hilos_dry_run",
         "hilos_conn_id",
     )
@@ -294,6 +259,7 @@ class ConversationBatchUpdateOperator(BaseOperator):
         "report_path",
     )
 
+    @with_batch_options
     def __init__(
         self,
         *,
@@ -302,14 +268,6 @@ class ConversationBatchUpdateOperator(BaseOperator):
         input_format: str | None = None,
         list_separator: str = "|",
         report_path: str | None = None,
-        max_concurrency: int = 16,
-        max_requests_per_second: float | None = None,
-        failure_policy: FailurePolicy | str = FailurePolicy.FAIL_AT_END,
-        max_failed_ratio: float = 0.0,
-        skip_invalid_rows: bool = False,
-        max_invalid_ratio: float | None = None,
-        max_failed_rows: int = 100,
-        progress_interval: float = 10.0,
         resume: bool = True,
         checkpoint_path: str | None = None,
         dry_run: bool | str = False,
@@ -318,6 +276,7 @@ class ConversationBatchUpdateOperator(BaseOperator):
         hilos_conn_id: str = HilosHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
+        self._take_batch_options(kwargs)
         super().__init__(**kwargs)
         if problem := shard_problem(shard_index, shard_count):
             raise ValueError(f"{type(self).__name__} {kwargs.get('task_id', '')!r}: {problem}")
@@ -339,14 +298,13 @@ class ConversationBatchUpdateOperator(BaseOperator):
         self.list_separator = list_separator
         self.report_path = report_path
         self.hilos_dry_run = dry_run
-        arguments = locals()
-        #: the batch options, checked here, when the DAG file is parsed
-        self.options = BatchOptions(**{name: arguments[name] for name in BatchOptions.names()})
         self.resume = resume
         self.checkpoint_path = checkpoint_path
         self.shard_index = shard_index
         self.shard_count = shard_count
         self.hilos_conn_id = hilos_conn_id
+        self._engine: BatchEngine | None = None
+        self._checkpoint: Checkpoint | None = None
 
     @classmethod
     def sharded(
@@ -389,49 +347,14 @@ class ConversationBatchUpdateOperator(BaseOperator):
         ).expand(shard_index=list(range(shards)))
 
     def _source(self) -> RowSource:
-        source = self._unsharded_source()
-        if self.shard_count is None or self.shard_index is None:
-            return source
-        return rows_in_shard(source, self.shard_index, self.shard_count)
-
-    def _unsharded_source(self) -> RowSource:
         if self.updates_path is None:
             return rows_from_updates(self.updates)
-        path = _storage_path(self.updates_path)
-        if not path.exists():
-            raise HilosValidationError(
-                [
-                    (
-                        "updates_path",
-                        f"{str(self.updates_path)!r} does not exist; check the path (and that the task "
-                        "writing it ran first), or pass the rows as updates",
-                    )
-                ],
-                "Invalid Hilos batch input",
-            )
-        fmt = self.input_format or ("csv" if str(self.updates_path).lower().endswith(".csv") else "jsonl")
-        if fmt not in INPUT_FORMATS:
-            raise HilosValidationError(
-                [("input_format", f"{fmt!r} is not one of {', '.join(INPUT_FORMATS)}")], "Invalid Hilos batch input"
-            )
+        return rows_from_path(self.updates_path, input_format=self.input_format, list_separator=self.list_separator)
 
-        def open_text() -> IO[str]:
-            return path.open("r", encoding="utf-8", newline="")
-
-        if fmt == "csv":
-            return rows_from_csv(open_text, separator=self.list_separator)
-        return rows_from_json_lines(open_text)
-
-    def _checkpoint(self, context: Context) -> Checkpoint | None:
+    def _checkpoint_for(self, context: Context) -> Checkpoint | None:
         if not self.resume:
             return None
-        if self.checkpoint_path:
-            root = _storage_path(self.checkpoint_path)
-        elif self.report_path:
-            root = _storage_path(self.report_path).parent / "_hilos_checkpoints"
-        else:
-            home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-            root = _storage_path(os.path.join(home, "hilos_checkpoints"))
+        root = storage_path(self.checkpoint_path) if self.checkpoint_path else default_checkpoint_root(self.report_path)
         ti = context["ti"]
         key = task_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", None))
         folder = root
@@ -439,31 +362,20 @@ class ConversationBatchUpdateOperator(BaseOperator):
             folder = folder / part
         return Checkpoint(folder)
 
-    def _report(self) -> Callable[[], IO[str]] | None:
-        if not self.report_path:
-            return None
-        path = _storage_path(self.report_path)
-
-        def open_report() -> IO[str]:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError:  # object stores have no folders; the write below says what is wrong, if anything
-                pass
-            return path.open("w", encoding="utf-8")
-
-        return open_report
-
     def execute(self, context: Context) -> dict[str, Any]:
-        source = self._source()
-        hook = HilosHook(self.hilos_conn_id, pool_maxsize=self.options.max_concurrency)
+        options = self.batch_options()
+        pipeline = RowPipeline(self._source(), shard_index=self.shard_index, shard_count=self.shard_count)
+        hook = HilosHook(self.hilos_conn_id, pool_maxsize=options.max_concurrency)
+        checkpoint = self._checkpoint = self._checkpoint_for(context)
         if parse_flag(self.hilos_dry_run, field="dry_run"):
             try:
-                return hook.plan_updates(source, self.options, checkpoint=self._checkpoint(context))
+                return hook.plan_updates(pipeline, options, checkpoint=checkpoint)
             finally:
                 hook.close()
+        report = AtomicText(storage_path(self.report_path)) if self.report_path else None
         try:
             result = hook.update_conversations(
-                source, self.options, report=self._report(), checkpoint=self._checkpoint(context)
+                pipeline, options, report=report, checkpoint=checkpoint, engine=self._keep_engine
             ).to_dict()
         except HilosBatchError as exc:
             exc.result["report_path"] = self.report_path
@@ -473,24 +385,22 @@ class ConversationBatchUpdateOperator(BaseOperator):
             hook.close()
         result["report_path"] = self.report_path
         context["ti"].xcom_push(key=BATCH_RESULT_XCOM_KEY, value=result)
-        self._announce(context, {field: result[field] for field in self.ASSET_EXTRA_FIELDS})
+        announce(context, self.outlets, {field: result[field] for field in self.ASSET_EXTRA_FIELDS})
         return result
 
-    def _announce(self, context: Context, summary: dict[str, Any]) -> None:
-        """Put the batch's counts in the event of every Asset in ``outlets`` (downstream DAGs scheduled on it
-        run after a sync, and can read what it did from the event's extra)."""
-        events = context.get("outlet_events")
-        if events is None:
+    def _keep_engine(self, engine: BatchEngine) -> None:
+        self._engine = engine
+
+    def on_kill(self) -> None:
+        """Stop sending: no new request starts; the requests in flight finish (or time out, waited for up to
+        ``KILL_GRACE_SECONDS``) and what they applied is in the checkpoint."""
+        engine = self._engine
+        if engine is None:
             return
-        from airflow.providers.common.compat.assets import Asset
+        engine.stop(StopReason.KILLED, "the task was stopped (on_kill: marked failed, timed out or shut down)")
+        engine.wait_idle(KILL_GRACE_SECONDS)
+        if self._checkpoint is not None:
+            self._checkpoint.close()
 
-        for outlet in self.outlets or []:
-            if isinstance(outlet, Asset):
-                events[outlet].extra.update(summary)
 
-
-def _storage_path(path: str | os.PathLike[str] | StoragePath) -> StoragePath:
-    """An ``ObjectStoragePath`` for a path or URL (a plain path is a local file)."""
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-    return cast(StoragePath, path if isinstance(path, ObjectStoragePath) else ObjectStoragePath(str(path)))
+ConversationBatchUpdateOperator.__doc__ = with_batch_option_docs(ConversationBatchUpdateOperator.__doc__)

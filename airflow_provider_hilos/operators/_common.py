@@ -1,0 +1,83 @@
+"""What the provider's operators share: flags a template renders, the batch options as flat arguments, where
+checkpoints live by default, and the Asset events a successful run announces."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_hilos.batch.options import BatchOptions, pop_batch_options
+from airflow_provider_hilos.exceptions import HilosValidationError
+from airflow_provider_hilos.schemas import show
+from airflow_provider_hilos.storage import StoragePath, storage_path
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+
+def parse_flag(value: Any, *, field: str) -> bool:
+    """A bool argument that may come from a template (``"True"``, ``"false"``, ``"1"``...).
+
+    :raises HilosValidationError: anything else.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise HilosValidationError(
+        [(field, f"must be True or False, got {type(value).__name__} {show(value)}")], f"Invalid Hilos {field}"
+    )
+
+
+class BatchArguments:
+    """The batch options as an operator's own flat, templated arguments (``max_concurrency=32``,
+    ``max_requests_per_second="{{ var.value.hilos_quota }}"``): one definition, :class:`BatchOptions`.
+
+    The operator's ``__init__`` is decorated with :func:`~airflow_provider_hilos.batch.options.with_batch_options`
+    and calls :meth:`_take_batch_options` with its ``**kwargs`` before ``BaseOperator.__init__``.
+    """
+
+    def _take_batch_options(self, kwargs: dict[str, Any]) -> None:
+        values = pop_batch_options(kwargs)
+        task = kwargs.get("task_id", "")
+        try:
+            BatchOptions.check_arguments(values)  # when the DAG file is parsed: what is not a template yet
+        except ValueError as exc:
+            raise ValueError(f"{type(self).__name__} {task!r}: {exc}") from None
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def batch_options(self) -> BatchOptions:
+        """The options, from the (rendered) arguments.
+
+        :raises HilosValidationError: a rendered value is not what its option takes.
+        """
+        values = {name: getattr(self, name) for name in BatchOptions.names()}
+        try:
+            return BatchOptions.from_arguments(values)
+        except ValueError as exc:
+            field = str(exc).split("=", 1)[0]
+            raise HilosValidationError([(field, str(exc))], "Invalid Hilos batch options") from None
+
+
+def default_checkpoint_root(report_path: str | None) -> StoragePath:
+    """Where checkpoints go when ``checkpoint_path`` is not given: ``_hilos_checkpoints`` next to the report if
+    there is one, else ``$AIRFLOW_HOME/hilos_checkpoints``."""
+    if report_path:
+        return storage_path(report_path).parent / "_hilos_checkpoints"
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return storage_path(os.path.join(home, "hilos_checkpoints"))
+
+
+def announce(context: Context, outlets: Any, summary: Mapping[str, Any]) -> None:
+    """Put ``summary`` in the event of every Asset in ``outlets`` (downstream DAGs scheduled on it run after this
+    task, and can read what it did from the event's extra)."""
+    events = context.get("outlet_events")
+    if events is None:
+        return
+    from airflow.providers.common.compat.assets import Asset
+
+    for outlet in outlets or []:
+        if isinstance(outlet, Asset):
+            events[outlet].extra.update(summary)

@@ -1,0 +1,100 @@
+"""Files the provider reads and writes, local or on object storage, through Airflow's ``ObjectStoragePath``.
+
+Every file it writes (a report, a plan, an export, the sync state) is written to a temporary name next to its
+target and moved into place only once complete (:class:`AtomicText`): a failed or killed task leaves no half
+file under the target name.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import IO, Any, Protocol, cast
+
+
+class StoragePath(Protocol):
+    """The part of ``ObjectStoragePath`` (or ``pathlib.Path``) this provider uses (``ObjectStoragePath`` is
+    not typed; this says what is relied on)."""
+
+    def __truediv__(self, other: str) -> StoragePath: ...
+    @property
+    def parent(self) -> StoragePath: ...
+    @property
+    def name(self) -> str: ...
+    def open(self, mode: str = ..., encoding: str | None = ..., newline: str | None = ...) -> IO[str]: ...
+    def mkdir(self, parents: bool = ..., exist_ok: bool = ...) -> None: ...
+    def exists(self) -> bool: ...
+    def is_dir(self) -> bool: ...
+    def iterdir(self) -> Any: ...
+    def unlink(self) -> None: ...
+    def rmdir(self) -> None: ...
+    def rename(self, target: Any) -> Any: ...
+
+
+def storage_path(path: str | os.PathLike[str] | StoragePath) -> StoragePath:
+    """An ``ObjectStoragePath`` for a path or URL (a plain path is a local file)."""
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    return cast(StoragePath, path if isinstance(path, ObjectStoragePath) else ObjectStoragePath(str(path)))
+
+
+def is_local(path: StoragePath) -> bool:
+    """Whether ``path`` is on this machine's file system (not an object store)."""
+    return str(getattr(path, "protocol", "") or "") in ("", "file", "local")
+
+
+def local_path(path: StoragePath) -> str:
+    """The file system path of a local ``path`` (``file:///tmp/x`` -> ``/tmp/x``)."""
+    return str(getattr(path, "path", None) or path)
+
+
+def make_parent(path: StoragePath) -> None:
+    """Create the folder ``path`` goes into (object stores have no folders: nothing to do there)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        if is_local(path):
+            raise
+
+
+class AtomicText:
+    """A text file written to a temporary name beside ``target`` and moved into place by :meth:`commit`.
+
+    :param target: where the file goes.
+    """
+
+    def __init__(self, target: StoragePath) -> None:
+        self.target = target
+        self.temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+        self._handle: IO[str] | None = None
+
+    def open(self) -> IO[str]:
+        """Create the folder if needed and open the temporary file for writing."""
+        make_parent(self.target)
+        self._handle = self.temporary.open("w", encoding="utf-8", newline="")
+        return self._handle
+
+    def commit(self) -> None:
+        """Close the temporary file and move it to the target (replacing an older one)."""
+        self._close()
+        _replace(self.temporary, self.target)
+
+    def abort(self) -> None:
+        """Close and remove the temporary file: the target is left as it was."""
+        self._close()
+        try:
+            self.temporary.unlink()
+        except OSError:  # never created, or already gone
+            pass
+
+    def _close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _replace(source: StoragePath, target: StoragePath) -> None:
+    if is_local(source):
+        os.replace(local_path(source), local_path(target))
+    else:  # object stores: fsspec's move (a copy, then a delete of the temporary object)
+        source.rename(target)
