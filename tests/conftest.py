@@ -156,3 +156,35 @@ def xcom_value(dag_run, task_id: str, key: str = "return_value", map_index: int 
     """An XCom value of a finished run, read from the metadata DB."""
     found = [v for t, k, m, v in stored_xcoms(dag_run) if (t, k, m) == (task_id, key, map_index)]
     return found[0] if found else None
+
+
+def rendered_fields(dag_run, task_id: str) -> dict:
+    """The rendered template fields of a task instance of a finished run, from the metadata DB."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(RTIF).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id).one()
+        return dict(row.rendered_fields)
+
+
+@pytest.fixture
+def hook(hilos_conn):
+    """A hook on ``hilos_default`` (api.hilos.io, the test token) that records its waits instead of sleeping."""
+    from airflow_provider_hilos.hooks.hilos import HilosHook
+
+    hilos_conn()
+    h = HilosHook()
+    h.sleeps = []  # type: ignore[attr-defined]
+    h._sleep = h.sleeps.append
+    return h
+
+
+@pytest.fixture
+def sb(monkeypatch):
+    """A sandbox of 400 conversations (seed 3) behind ``hilos_default``, whose request log keeps 100,000 entries."""
+    from airflow_provider_hilos.sandbox import HilosSandbox
+
+    with HilosSandbox(conversations=400, seed=3, token=TEST_TOKEN, request_log_limit=100_000) as sandbox:
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sandbox.connection_json())
+        yield sandbox

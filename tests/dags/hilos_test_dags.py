@@ -1,4 +1,4 @@
-"""DAGs used by tests/test_dag_runs.py. Conversation ids come from the run's conf."""
+"""DAGs the integration tests run (tests/integration/). Conversation ids come from the run's conf."""
 
 from __future__ import annotations
 
@@ -207,4 +207,37 @@ with DAG("hilos_test_asset_outlet", schedule=None, start_date=START, catchup=Fal
         task_id="sync",
         updates="{{ dag_run.conf['rows'] | tojson }}",
         outlets=[Asset("hilos://crm/conversations")],
+    )
+
+
+with DAG(
+    "hilos_test_templated_options",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    params={"rate": 10},
+    default_args={"max_concurrency": 3},  # a batch option, from default_args like any operator argument
+    tags=["test"],
+):
+    from airflow_provider_hilos.operators.conversation import ConversationBatchUpdateOperator
+
+    @task
+    def templated_rows(**context) -> list[dict]:
+        return [{"conversation_id": cid, "status": "IN_PROGRESS"} for cid in context["dag_run"].conf["ids"]]
+
+    ConversationBatchUpdateOperator(
+        task_id="batch", updates=templated_rows(), max_requests_per_second="{{ params.rate }}"
+    )
+
+
+with DAG("hilos_test_kill", schedule=None, start_date=START, catchup=False, tags=["test"]):
+    from airflow_provider_hilos.operators.conversation import ConversationBatchUpdateOperator
+
+    # a long batch over a slow connection, for the end-to-end test that marks it failed while it runs
+    ConversationBatchUpdateOperator(
+        task_id="long_batch",
+        updates_path="{{ dag_run.conf['updates_path'] }}",
+        checkpoint_path="{{ dag_run.conf['checkpoint_path'] }}",
+        max_concurrency=8,
+        hilos_conn_id="hilos_slow",
     )

@@ -23,6 +23,7 @@ from typing import Any
 import requests
 
 ADMIN = ("admin", "e2e-admin-password")
+LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 #: what /api/v2/monitor/health calls each component that reports there
 HEALTH_PARTS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
@@ -38,6 +39,7 @@ class AirflowDeployment:
     """Start with :meth:`start`, stop with :meth:`stop` (or use it as a context manager).
 
     :param dags_folder: the DAGs folder.
+    :param more_dag_folders: more folders of DAGs, each its own DAG bundle (the tests' own DAGs).
     :param extra_env: more environment (e.g. ``AIRFLOW_CONN_HILOS_DEFAULT``, or another executor and
         metadata DB) for every component.
     :param components: the ``airflow <component>`` processes :meth:`start` runs (more, such as Celery
@@ -50,6 +52,7 @@ class AirflowDeployment:
         extra_env: dict[str, str] | None = None,
         *,
         components: tuple[str, ...] = COMPONENTS,
+        more_dag_folders: tuple[Path, ...] = (),
     ) -> None:
         self.components = components
         self.home = Path(tempfile.mkdtemp(prefix="hilos-e2e-airflow-home-"))
@@ -84,6 +87,14 @@ class AirflowDeployment:
                 **(extra_env or {}),
             }
         )
+        if more_dag_folders:
+            bundles = [("dags-folder", dags_folder)] + [(f"dags-{i}", f) for i, f in enumerate(more_dag_folders, 1)]
+            env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
+                [
+                    {"name": name, "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(folder), "refresh_interval": 5}}
+                    for name, folder in bundles
+                ]
+            )
         self.env = env
         self.processes: dict[str, subprocess.Popen] = {}
         self._token: str | None = None

@@ -13,16 +13,17 @@ import importlib.util
 import json
 import shutil
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import requests
 
 from airflow_provider_hilos.sandbox import HilosSandbox
-from tests.conftest import EXAMPLE_DAGS, ROOT
+from tests.conftest import EXAMPLE_DAGS, ROOT, TEST_DAGS
 from tests.e2e.airflow_deployment import ADMIN, AirflowDeployment
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("airflow-deployment")]
 
 SANDBOX_TOKEN = "hilos-E2E-token-Vq8Wn3Tz"
 CHROMIUM = "/usr/bin/chromium"
@@ -34,6 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
 ]
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
+KILL_ROWS = 3000
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +45,32 @@ def sandbox():
 
 
 @pytest.fixture(scope="module")
-def airflow(sandbox):
-    deployment = AirflowDeployment(EXAMPLE_DAGS, {"AIRFLOW_CONN_HILOS_DEFAULT": sandbox.connection_json()})
+def slow_sandbox():
+    """A second API whose every answer takes 100 ms: a batch over it runs long enough to be killed mid-way."""
+    with HilosSandbox(
+        conversations=KILL_ROWS,
+        seed=17,
+        token=SANDBOX_TOKEN,
+        request_log_limit=2 * KILL_ROWS,
+        faults={"latency_ms": 100},
+    ) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def airflow(sandbox, slow_sandbox):
+    deployment = AirflowDeployment(
+        EXAMPLE_DAGS,
+        {
+            "AIRFLOW_CONN_HILOS_DEFAULT": sandbox.connection_json(),
+            "AIRFLOW_CONN_HILOS_SLOW": slow_sandbox.connection_json(),
+        },
+        more_dag_folders=(TEST_DAGS,),
+    )
     atexit.register(deployment.stop)  # even if the session is interrupted
     deployment.start()
     try:
-        for dag_id in ("hilos_crm_sync", "hilos_manual_update"):
+        for dag_id in ("hilos_crm_sync", "hilos_manual_update", "hilos_test_kill"):
             deployment.wait_for_dag(dag_id)
         yield deployment
     finally:
@@ -232,6 +254,51 @@ def test_browser_trigger_form_and_connection_form(airflow, sandbox):
     shots = sorted(p.name for p in ARTIFACTS.glob("*.png"))
     assert len(shots) == 6, shots
     assert all(SANDBOX_TOKEN not in json.dumps(r) for r in sandbox.requests())
+
+
+def test_marking_a_running_batch_failed_stops_it_and_its_checkpoint_holds_what_landed(airflow, slow_sandbox, tmp_path):
+    """What a user's "mark failed" does: Airflow's supervisor sends SIGTERM to the task, whose ``on_kill`` stops the
+    batch. At most ``max_concurrency`` requests (those in flight) arrive after it; every update the API accepted is
+    in the checkpoint, so a later try resumes after them."""
+    updates = tmp_path / "updates.jsonl"
+    updates.write_text(
+        "".join(
+            json.dumps({"conversation_id": c, "status": "RESOLVED"}) + "\n" for c in slow_sandbox.conversation_ids()
+        )
+    )
+    checkpoints = tmp_path / "checkpoints"
+    dag = "/api/v2/dags/hilos_test_kill"
+    assert airflow.api("PATCH", dag, json={"is_paused": False}).status_code == 200
+    conf = {"updates_path": str(updates), "checkpoint_path": str(checkpoints)}
+    response = airflow.api("POST", f"{dag}/dagRuns", json={"logical_date": None, "conf": conf})
+    assert response.status_code == 200, response.text
+    run_id = response.json()["dag_run_id"]
+    deadline = time.monotonic() + 120
+    while len(slow_sandbox.requests()) < 200:
+        assert time.monotonic() < deadline, airflow.log_tail("scheduler")
+        time.sleep(0.2)
+    marked = airflow.api("PATCH", f"{dag}/dagRuns/{run_id}/taskInstances/long_batch", json={"new_state": "failed"})
+    assert marked.status_code == 200, marked.text
+    run = airflow.wait_for_run("hilos_test_kill", run_id, timeout=120)
+    assert run["state"] == "failed"
+    deadline = time.monotonic() + 60
+    log = None
+    while log is None or "on_kill" not in log.read_text():
+        logs = list((airflow.home / "logs" / "dag_id=hilos_test_kill").rglob("*.log"))
+        log = logs[0] if logs else None
+        assert time.monotonic() < deadline, "no on_kill line in the task log"
+        time.sleep(0.5)
+    line = next(json.loads(line) for line in log.read_text().splitlines() if "on_kill" in line)  # the first
+    killed_at = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
+    time.sleep(2)  # the process is gone: nothing more may arrive
+    sent = slow_sandbox.requests()
+    after = [r for r in sent if r["time"] > killed_at]
+    assert len(after) <= 8, len(after)  # max_concurrency: the requests in flight
+    assert len(sent) < KILL_ROWS
+    landed = {r["path"].split("/")[-2] for r in sent if r["status"] == 200}
+    (folder,) = [p for p in checkpoints.rglob("*") if p.is_dir() and any(p.glob("applied-*.txt"))]
+    recorded = {line.split()[0] for f in folder.glob("applied-*.txt") for line in f.read_text().splitlines()}
+    assert recorded == landed
 
 
 def test_nothing_leaked_into_task_logs(airflow):

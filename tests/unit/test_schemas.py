@@ -1,4 +1,4 @@
-"""The update schema: every rule in one model, every problem reported at once."""
+"""The write model: what a PATCH may carry, normalised once, refused before anything is sent."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import uuid
 import pytest
 
 from airflow_provider_hilos.exceptions import HilosValidationError
+from airflow_provider_hilos.hooks.hilos import HilosHook
+from airflow_provider_hilos.operators.conversation import parse_payload
 from airflow_provider_hilos.schemas import (
     CLEAR,
+    LIST_FIELDS,
     WRITABLE_FIELDS,
     ConversationStatus,
     canonical_conversation_id,
     validate_update,
 )
-
-CID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+from tests.helpers import CID, URL
 
 
 def problems(conversation_id, payload) -> dict[str, str]:
@@ -160,10 +162,89 @@ def test_message_names_the_conversation():
     assert str(err.value).startswith(f"Invalid Hilos conversation update for conversation {CID}: 1 problem:")
 
 
-def test_the_old_module_name_still_imports():
-    """``models`` was renamed ``schemas`` (Airflow people read "models" as database models); DAGs that import
-    the old name keep working."""
-    from airflow_provider_hilos import models, schemas
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"status": ' + "[" * 100_000, "{'a': " * 50_000])
+def test_a_deeply_nested_payload_string_is_a_validation_error(text):
+    with pytest.raises(HilosValidationError) as err:
+        parse_payload(text)
+    assert err.value.fields == ["payload"]
 
-    assert models.validate_update is schemas.validate_update
-    assert models.ConversationStatus is schemas.ConversationStatus
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"assigned_team": 10**5000}, "assigned_team"),
+        ({"assigned_team": 2**63}, "assigned_team"),
+        ({"channel": 0}, "channel"),
+        ({"assigned": [{"id": -1}]}, "assigned[0].id"),
+        ({"assigned": [{"id": 10**30}]}, "assigned[0].id"),
+    ],
+)
+def test_ids_are_bounded_to_what_the_api_can_store(requests_mock, payload, field):
+    with pytest.raises(HilosValidationError) as err:
+        HilosHook().update_conversation(CID, payload)
+    assert field in err.value.fields
+    assert "a whole number from 1 to 9223372036854775807" in dict(err.value.problems)[field]
+    assert not requests_mock.called
+
+
+def test_the_largest_id_the_api_can_store_is_accepted(hilos_conn, requests_mock):
+    hilos_conn()
+    requests_mock.patch(URL, json={})
+    HilosHook().update_conversation(CID, {"assigned_team": 2**63 - 1})
+    assert requests_mock.last_request.json() == {"assigned_team": 2**63 - 1}
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"tags": [{"name": "   "}]}, "tags[0].name"),
+        ({"tags": [{"name": "\t\n"}]}, "tags[0].name"),
+        ({"tags": [{"name": "vi\x00p"}]}, "tags[0].name"),
+        ({"status": "CLOSED\x00"}, "status"),
+        ({"tags": [{"name": f"t{i}"} for i in range(101)]}, "tags"),
+    ],
+)
+def test_blank_names_nul_characters_and_too_many_tags_are_refused_before_sending(requests_mock, payload, field):
+    with pytest.raises(HilosValidationError) as err:
+        HilosHook().update_conversation(CID, payload)
+    assert field in err.value.fields
+    assert not requests_mock.called
+
+
+@pytest.mark.parametrize(
+    "rendered",
+    ['["vip", "renewal"]', "['vip', 'renewal']", b'["vip", "renewal"]', ["vip", "renewal"]],
+    ids=["json", "python repr", "bytes", "a list"],
+)
+def test_one_normaliser_reads_a_list_rendered_as_text_on_every_path(rendered):
+    """The single operator's argument, its payload, and a batch row: the same value, the same update."""
+    from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
+    from airflow_provider_hilos.rows import validate_row
+
+    expected = validate_update(CID, {"tags": ["vip", "renewal"], "assigned": [3]})
+    single = ConversationUpdateOperator(task_id="t", conversation_id=CID, tags=rendered, assigned="[3]")
+    assert validate_update(CID, single.build_payload()) == expected
+    payload = ConversationUpdateOperator(
+        task_id="t", conversation_id=CID, payload={"tags": rendered, "assigned": "[3]"}
+    )
+    assert validate_update(CID, payload.build_payload()) == expected
+    assert validate_row({"conversation_id": CID, "tags": rendered, "assigned": "[3]"}) == expected
+
+
+def test_a_list_field_given_text_that_is_not_a_list_names_the_field_and_the_fix():
+    with pytest.raises(HilosValidationError) as err:
+        validate_update(CID, {"tags": "vip", "status": "DONE"})
+    assert err.value.fields == ["tags", "status"]  # every problem, at once
+    assert "is a string but not JSON" in str(err.value) and "tojson" in str(err.value)
+    assert validate_update(CID, {"tags": CLEAR}).body == {"tags": []}  # CLEAR is not rendered text
+
+
+def test_every_writable_field_is_an_argument_of_the_single_operator():
+    """The field list is written once (the schema); the operator's explicit arguments must match it."""
+    import inspect
+
+    from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
+
+    parameters = inspect.signature(ConversationUpdateOperator.__init__).parameters
+    assert {name for name in parameters if name in WRITABLE_FIELDS} == set(WRITABLE_FIELDS)
+    assert LIST_FIELDS == ("assigned", "tags")

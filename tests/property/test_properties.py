@@ -18,21 +18,35 @@ from airflow_provider_hilos.schemas import CLEAR, WRITABLE_FIELDS, ConversationS
 from tests.conftest import TEST_TOKEN
 
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
+
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+
+
 junk = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
 
+
 user_ids = st.integers(1, 12)
+
+
 #: a user as a DAG author writes it: 5, "5", " 5 ", or the API's {"id": 5}
 users = user_ids | user_ids.map(str) | user_ids.map(lambda i: f" {i} ") | user_ids.map(lambda i: {"id": i})
+
+
 tag_names = st.text(st.characters(categories=("L", "N")), min_size=1, max_size=100)
+
+
 #: a tag as a DAG author writes it: "vip", " vip ", or the API's {"name": "vip"}
 tags = tag_names | tag_names.map(lambda n: f" {n} ") | tag_names.map(lambda n: {"name": n})
+
+
 valid_payloads = st.fixed_dictionaries(
     {},
     optional={

@@ -5,8 +5,7 @@
 developer reference (account hosts, ``/channel/whatsapp/inbox/...``). Both are kept in the repository;
 nothing here reads anything outside it. Request bodies the client builds are validated against
 ``PatchedConversationEdit``, sandbox answers against ``ConversationEdit`` and the paginated list, and
-schemathesis (a tool nobody here wrote) fuzzes the sandbox with each document in each family.
-"""
+schemathesis (a tool nobody here wrote) fuzzes the sandbox with each document in each family."""
 
 from __future__ import annotations
 
@@ -35,13 +34,19 @@ from airflow_provider_hilos.schemas import (
 )
 from tests.conftest import TEST_TOKEN
 
-CONTRACT = Path(__file__).parent / "contract"
+CONTRACT = Path(__file__).resolve().parent  # the two published documents, kept beside this file
+
+
 DOCUMENTS = {
     "hilos": json.loads((CONTRACT / "openapi-hilos-native-conversation.json").read_text()),
     "activecampaign": json.loads((CONTRACT / "openapi-conversation-update.json").read_text()),
 }
+
+
 #: Where each document puts the conversation endpoints (spelled out: a wrong path in the package cannot pass).
 ROOTS = {"hilos": "/api/inbox/conversation", "activecampaign": "/channel/whatsapp/inbox/conversation"}
+
+
 #: Answers Django REST Framework gives any endpoint, documented or not: bad input, no token, no such
 #: object (or page), a media type the view does not parse.
 DRF_STANDARD_STATUSES = {400, 401, 404, 415}
@@ -73,6 +78,29 @@ def validator(document: str, name: str, *, request: bool = False) -> jsonschema.
 
 def schemas(document: str) -> dict[str, Any]:
     return DOCUMENTS[document]["components"]["schemas"]
+
+
+PAYLOADS = [
+    {"status": "CLOSED"},
+    {"tags": [{"name": "vip"}, {"name": "x" * 100}]},
+    {"assigned": [{"id": 1}, {"id": 2}]},
+    {"assigned_team": 3, "channel": CLEAR},
+    {"channel": 2, "tags": [], "assigned": []},
+    {"status": "IN_PROGRESS", "tags": [{"name": "renewal"}], "assigned": [{"id": 4}], "assigned_team": 1, "channel": 1},
+]
+
+
+FUZZ_EXAMPLES = 50
+
+
+def in_family(document: str, family: str) -> dict[str, Any]:
+    """The document with its paths moved to ``family``'s root (the same API, served under the other path)."""
+    spec = copy.deepcopy(DOCUMENTS[document])
+    spec["paths"] = {path.replace(ROOTS[document], ROOTS[family], 1): item for path, item in spec["paths"].items()}
+    for server in spec["servers"]:  # ActiveCampaign's copy uses {youraccountname} without declaring it
+        if "{youraccountname}" in server["url"]:
+            server.setdefault("variables", {"youraccountname": {"default": "acme"}})
+    return spec
 
 
 @pytest.mark.parametrize("document", DOCUMENTS)
@@ -118,16 +146,6 @@ def test_every_seeded_conversation_is_a_valid_conversation_edit(document, sandbo
     edit = validator(document, "ConversationEdit")
     for cid in sandbox.conversation_ids():
         edit.validate(sandbox.conversation(cid))
-
-
-PAYLOADS = [
-    {"status": "CLOSED"},
-    {"tags": [{"name": "vip"}, {"name": "x" * 100}]},
-    {"assigned": [{"id": 1}, {"id": 2}]},
-    {"assigned_team": 3, "channel": CLEAR},
-    {"channel": 2, "tags": [], "assigned": []},
-    {"status": "IN_PROGRESS", "tags": [{"name": "renewal"}], "assigned": [{"id": 4}], "assigned_team": 1, "channel": 1},
-]
 
 
 @pytest.mark.parametrize("document", DOCUMENTS)
@@ -192,21 +210,6 @@ def test_answers_with_values_the_provider_does_not_know_yet_pass_through(hilos_c
     hook = HilosHook()
     assert hook.update_conversation(cid, {"status": "CLOSED"}) == answer
     assert hook.list_conversations()["results"] == [answer]
-
-
-# -- schemathesis: each document, in each family, against the sandbox -----------------------------------
-
-FUZZ_EXAMPLES = 50
-
-
-def in_family(document: str, family: str) -> dict[str, Any]:
-    """The document with its paths moved to ``family``'s root (the same API, served under the other path)."""
-    spec = copy.deepcopy(DOCUMENTS[document])
-    spec["paths"] = {path.replace(ROOTS[document], ROOTS[family], 1): item for path, item in spec["paths"].items()}
-    for server in spec["servers"]:  # ActiveCampaign's copy uses {youraccountname} without declaring it
-        if "{youraccountname}" in server["url"]:
-            server.setdefault("variables", {"youraccountname": {"default": "acme"}})
-    return spec
 
 
 @pytest.mark.parametrize("family", ROOTS)

@@ -1,8 +1,7 @@
-"""The README's recipe for testing one's own DAGs with the ``hilos_sandbox`` fixture, run word for word.
+"""The documentation's recipe for testing one's own DAGs with the ``hilos_sandbox`` fixture, run word for word.
 
-The four files of "Testing your own DAGs against the sandbox" are copied out of the README into an
-empty project, and pytest runs there in a fresh process (its own AIRFLOW_HOME, nothing from this suite).
-"""
+The four files of "Testing your own DAGs against the sandbox" (``docs/sandbox.rst``) are copied out of the page into
+an empty project, and pytest runs there in a fresh process (its own AIRFLOW_HOME, nothing from this suite)."""
 
 from __future__ import annotations
 
@@ -10,26 +9,28 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from tests.conftest import ROOT
 
-SECTION = "### Testing your own DAGs against the sandbox"
+SECTION = "Testing your own DAGs against the sandbox\n-----"
 
 
 def recipe_files() -> dict[str, str]:
-    """The code blocks of the README section whose first line names a file (``# dags/x.py``)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = re.split(r"\n#{2,4} ", text.split(SECTION, 1)[1], maxsplit=1)[0]  # up to the next heading
+    """The code blocks of the page's section whose first line names a file (``# dags/x.py``)."""
+    text = (ROOT / "docs" / "sandbox.rst").read_text(encoding="utf-8")
+    section = text.split(SECTION, 1)[1]
     files = {}
-    for block in re.findall(r"```(?:python|toml)\n(.*?)```", section, flags=re.S):
-        first, _, rest = block.partition("\n")
+    for block in re.findall(r"\.\. code-block:: (?:python|toml)\n\n((?:   .*\n|\n)+)", section):
+        code = textwrap.dedent(block).strip("\n") + "\n"
+        first, _, rest = code.partition("\n")
         if match := re.fullmatch(r"# ([\w./]+\.(?:py|toml))", first.strip()):
             files[match.group(1)] = rest
     return files
 
 
-def test_the_readme_recipe_for_testing_your_own_dags_runs_as_written(tmp_path: Path):
+def test_the_docs_recipe_for_testing_your_own_dags_runs_as_written(tmp_path: Path):
     files = recipe_files()
     assert set(files) == {
         "dags/close_conversation.py",

@@ -2,28 +2,38 @@
 stay within their bounds, and when they run out the error names the conversation and the cause.
 
 Uses the sandbox's fault knobs on the single path (HilosHook.update_conversation, and the operator)
-and on the batch path (HilosHook.update_conversations).
-"""
+and on the batch path (HilosHook.update_conversations)."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from collections import Counter
-from typing import ClassVar
 
 import pytest
 
-from airflow_provider_hilos.exceptions import HilosAPIError
+from airflow_provider_hilos.exceptions import (
+    HilosAPIError,
+)
 from airflow_provider_hilos.hooks.hilos import HilosHook
-from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
+from airflow_provider_hilos.operators.conversation import (
+    ConversationUpdateOperator,
+)
 from airflow_provider_hilos.sandbox import HilosSandbox
 from airflow_provider_hilos.transport import HilosTransport
-from tests.conftest import TEST_TOKEN, FakeTI
+from tests.conftest import ROOT, TEST_TOKEN, FakeTI
+from tests.helpers import landed, patches, rows_for
 
 STATUSES = ["NEW", "IN_PROGRESS", "RESOLVED", "CLOSED"]
+
+
 MAX_ATTEMPTS = 8
+
 
 FAULTS = {
     "30% 500/502/503": {"error_rate": 0.3},
@@ -75,6 +85,23 @@ def attempts_per_conversation(sandbox: HilosSandbox) -> Counter:
 
 def fast_hook(**kwargs) -> HilosHook:
     return HilosHook(max_attempts=MAX_ATTEMPTS, backoff_base=0.01, max_wait=0.05, **kwargs)
+
+
+KILLED_BATCH = textwrap.dedent("""
+    import sys
+    from airflow_provider_hilos.operators.conversation import ConversationBatchUpdateOperator
+
+    class TI:  # the same task instance both times: Airflow's retry of it
+        dag_id, run_id, task_id, map_index = "hilos_tests", "crash_run", "batch", -1
+
+        def xcom_push(self, key, value):
+            pass
+
+    op = ConversationBatchUpdateOperator(task_id="b", updates_path=sys.argv[1], checkpoint_path=sys.argv[2],
+                                         max_concurrency=int(sys.argv[3]), progress_interval=3600)
+    result = op.execute({"ti": TI()})
+    print("RESULT", result["updated"], result["already_applied"])
+""")
 
 
 @pytest.mark.parametrize("fault", list(FAULTS), ids=list(FAULTS))
@@ -163,95 +190,31 @@ def test_soak_small(monkeypatch):
         assert max(attempts_per_conversation(sandbox).values()) <= MAX_ATTEMPTS
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    seen: ClassVar[list[dict]] = []
-    paths: ClassVar[list[tuple[str, str]]] = []
-
-    def do_PATCH(self):
-        type(self).seen.append(dict(self.headers))
-        type(self).paths.append((self.command, self.path))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    do_GET = do_PATCH
-
-    def log_message(self, *args):
-        pass
-
-
-def _serve(handler) -> tuple[http.server.HTTPServer, str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
-
-
-@pytest.mark.parametrize("status", [301, 302, 307, 308])
-def test_a_redirect_to_another_host_never_carries_the_token(monkeypatch, status):
-    _Recorder.seen = []
-    other, other_url = _serve(_Recorder)
-
-    class Redirect(http.server.BaseHTTPRequestHandler):
-        def do_PATCH(self):
-            self.send_response(status)
-            self.send_header("Location", other_url + self.path)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    first, first_url = _serve(Redirect)
-    try:
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_HILOS_DEFAULT",
-            json.dumps(
-                {"conn_type": "hilos", "host": first_url.replace("127.0.0.1", "localhost"), "password": TEST_TOKEN}
-            ),
-        )
-        with pytest.raises(HilosAPIError, match=f"HTTP {status}.*redirect") as err:
-            HilosHook().update_conversation("3fa85f64-5717-4562-b3fc-2c963f66afa6", {"status": "NEW"})
-        assert _Recorder.seen == []  # the other host got nothing at all
-        assert TEST_TOKEN not in str(err.value)
-    finally:
-        first.shutdown()
-        other.shutdown()
-
-
-def test_a_default_connection_calls_hilos_own_paths(monkeypatch):
-    """No family chosen, a host that is not an ActiveCampaign account host: /api/inbox/..., as api.hilos.io serves."""
-    _Recorder.paths = []
-    server, url = _serve(_Recorder)
-    try:
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_HILOS_DEFAULT", json.dumps({"conn_type": "hilos", "host": url, "password": TEST_TOKEN})
-        )
-        cid = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
-        HilosHook().update_conversation(cid, {"status": "NEW"})
-        HilosHook().test_connection()
-    finally:
-        server.shutdown()
-    assert _Recorder.paths == [
-        ("PATCH", f"/api/inbox/conversation/{cid}/update"),
-        ("GET", "/api/inbox/conversation?page=1&page_size=1"),
-    ]
-
-
-def test_wrong_port_fails_clearly(monkeypatch):
-    server, url = _serve(_Recorder)
-    server.shutdown()
-    server.server_close()  # nothing listens there any more
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_HILOS_DEFAULT", json.dumps({"conn_type": "hilos", "host": url, "password": TEST_TOKEN})
-    )
-    ok, message = HilosHook().test_connection()
-    assert ok is False and "Connection refused" in message and url in message
-    with pytest.raises(HilosAPIError, match="after 2 attempt"):
-        HilosHook(max_attempts=2, backoff_base=0).update_conversation(
-            "3fa85f64-5717-4562-b3fc-2c963f66afa6", {"status": "NEW"}
-        )
-
-
-def test_missing_host_means_the_hilos_api(hilos_conn):
-    hilos_conn(host=None)
-    assert HilosHook().base_url == "https://api.hilos.io"
+def test_kill_9_half_way_then_the_next_try_resends_at_most_the_rows_in_flight(tmp_path, monkeypatch):
+    concurrency = 8
+    with HilosSandbox(
+        conversations=1200, seed=9, token=TEST_TOKEN, request_log_limit=100_000, faults={"latency_ms": 5}
+    ) as sandbox:
+        rows = rows_for(sandbox.conversation_ids()[:1200])
+        updates = tmp_path / "updates.jsonl"
+        updates.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        env = {**os.environ, "AIRFLOW_CONN_HILOS_DEFAULT": sandbox.connection_json(), "PYTHONPATH": str(ROOT)}
+        args = [sys.executable, "-c", KILLED_BATCH, str(updates), str(tmp_path / "checkpoints"), str(concurrency)]
+        first = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while len([r for r in patches(sandbox) if r["status"] == 200]) < 600 and time.monotonic() < deadline:
+            assert first.poll() is None, first.stderr.read().decode()[-3000:]
+            time.sleep(0.01)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        applied_before = Counter(r["path"].split("/")[-2] for r in patches(sandbox) if r["status"] == 200)
+        assert 600 <= len(applied_before) < 1200, "the batch should have been killed half-way"
+        second = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr[-3000:]
+        applied_all = Counter(r["path"].split("/")[-2] for r in patches(sandbox) if r["status"] == 200)
+        assert landed(sandbox, rows)  # lost: none
+        resent = [cid for cid in applied_before if applied_all[cid] > 1]
+        assert len(resent) <= concurrency  # re-sent: at most the requests in flight at the kill
+        updated, already = map(int, second.stdout.split("RESULT")[1].split())
+        assert updated + already == 1200 and already >= len(applied_before) - concurrency
+    assert TEST_TOKEN not in second.stdout + second.stderr

@@ -1,41 +1,15 @@
-"""The Hilos sandbox behaves like the real API at the edges, and its knobs do what they say."""
+"""The sandbox's endpoints behave like the real API at the edges, and its inspection API tells what arrived."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 
 import pytest
 import requests
 
-import airflow_provider_hilos.sandbox
-from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.sandbox import HilosSandbox
-from airflow_provider_hilos.sandbox.state import SandboxData
 from tests.conftest import TEST_TOKEN
-
-AUTH = {"Authorization": f"Token {TEST_TOKEN}"}
-#: The paths of each family, spelled out (not taken from the package, so a wrong path cannot pass).
-NATIVE = "/api/inbox/conversation"
-ACTIVECAMPAIGN = "/channel/whatsapp/inbox/conversation"
-
-
-def patch(sb: HilosSandbox, cid: str, body, headers=None, **kwargs) -> requests.Response:
-    return requests.patch(
-        f"{sb.url}{NATIVE}/{cid}/update", json=body, headers=AUTH if headers is None else headers, timeout=10, **kwargs
-    )
-
-
-def test_seeded_data_is_deterministic():
-    a, b, c = SandboxData.seeded(30, 7), SandboxData.seeded(30, 7), SandboxData.seeded(30, 8)
-    assert a.conversations == b.conversations
-    assert list(a.conversations) != list(c.conversations)
-    assert list(SandboxData.seeded(10, 7).conversations) == list(a.conversations)[:10]  # a prefix, whatever the count
-    statuses = {conv["status"] for conv in a.conversations.values()}
-    assert len(statuses) >= 4
+from tests.helpers import ACTIVECAMPAIGN, AUTH, NATIVE, patch
 
 
 def test_patch_changes_only_sent_fields_and_returns_whole_conversation(sandbox):
@@ -219,100 +193,6 @@ def test_inspection_api(sandbox):
 
 
 @pytest.mark.parametrize(
-    ("kind", "status", "ctype"),
-    [
-        ("500", 500, "text/html"),
-        ("502", 502, "text/html"),
-        ("503", 503, "application/json"),
-        ("429", 429, "application/json"),
-    ],
-)
-def test_scripted_faults(sandbox, kind, status, ctype):
-    cid = sandbox.conversation_ids()[0]
-    before = sandbox.conversation(cid)
-    sandbox.fail_next(kind)
-    response = patch(sandbox, cid, {"status": "CLOSED"})
-    assert response.status_code == status
-    assert response.headers["Content-Type"].startswith(ctype)
-    if kind in ("429", "503"):
-        assert response.headers["Retry-After"] == "1"
-    assert sandbox.conversation(cid) == before  # answered before the update was applied
-    assert patch(sandbox, cid, {"status": "CLOSED"}).status_code == 200  # only the next one
-
-
-def test_dropped_connection_after_the_update_was_applied(sandbox):
-    cid = sandbox.conversation_ids()[0]
-    sandbox.fail_next("drop")
-    with pytest.raises(requests.exceptions.RequestException):
-        patch(sandbox, cid, {"status": "FLOW"})
-    assert sandbox.conversation(cid)["status"] == "FLOW"
-
-
-def test_truncated_json_and_html_on_200(sandbox):
-    cid = sandbox.conversation_ids()[0]
-    sandbox.fail_next("truncate")
-    truncated = patch(sandbox, cid, {"status": "NEW"})
-    assert truncated.status_code == 200
-    with pytest.raises(ValueError):
-        truncated.json()
-    sandbox.fail_next("html200")
-    assert patch(sandbox, cid, {"status": "NEW"}).headers["Content-Type"].startswith("text/html")
-
-
-def test_rate_limit_answers_429_with_retry_after(sandbox):
-    sandbox.set_faults(rate_limit_per_second=2, rate_limit_burst=2)
-    cid = sandbox.conversation_ids()[0]
-    codes = [patch(sandbox, cid, {"status": "NEW"}) for _ in range(5)]
-    assert [r.status_code for r in codes[:2]] == [200, 200]
-    throttled = [r for r in codes if r.status_code == 429]
-    assert throttled and all(int(r.headers["Retry-After"]) >= 1 for r in throttled)
-    assert throttled[0].json()["detail"].startswith("Request was throttled.")
-
-
-def test_random_error_rate_is_seeded_and_roughly_right(sandbox):
-    sandbox.set_faults(error_rate=0.3, fault_seed=5)
-    cid = sandbox.conversation_ids()[0]
-    first = [patch(sandbox, cid, {"status": "NEW"}).status_code for _ in range(200)]
-    sandbox.set_faults(error_rate=0.3, fault_seed=5)
-    second = [patch(sandbox, cid, {"status": "NEW"}).status_code for _ in range(200)]
-    assert first == second
-    errors = sum(code >= 500 for code in first)
-    assert 35 <= errors <= 85
-    assert {code for code in first if code >= 500} <= {500, 502, 503}
-
-
-def test_latency_knob_delays_answers(sandbox):
-    sandbox.set_faults(latency_ms=150)
-    start = time.perf_counter()
-    patch(sandbox, sandbox.conversation_ids()[0], {"status": "NEW"})
-    assert time.perf_counter() - start >= 0.15
-
-
-def test_slow_answers_trip_the_hooks_read_timeout(sandbox, monkeypatch):
-    sandbox.set_faults(slow_rate=1, slow_seconds=1.0)
-    hook = HilosHook(timeout=(2, 0.3), max_attempts=2)
-    hook._sleep = lambda s: None
-    with pytest.raises(Exception, match="read timeout"):
-        hook.update_conversation(sandbox.conversation_ids()[0], {"status": "NEW"})
-    assert len(sandbox.requests()) == 2
-
-
-@pytest.mark.parametrize(("family", "path"), [("hilos", NATIVE), ("activecampaign", ACTIVECAMPAIGN)])
-def test_prefix_and_custom_header_name_with_the_hook(monkeypatch, family, path):
-    with HilosSandbox(
-        conversations=3, token=TEST_TOKEN, prefix="/api/3", header_name="Token", auth_scheme="", api_family=family
-    ) as sb:
-        assert sb.url.endswith("/api/3")
-        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json(header_name="Token", auth_scheme=""))
-        cid = sb.conversation_ids()[0]
-        assert HilosHook().update_conversation(cid, {"status": "CLOSED"})["status"] == "CLOSED"
-        assert sb.requests()[-1]["path"] == f"/api/3{path}/{cid}/update"
-        assert sb.requests()[-1]["headers"]["token"] == "<sandbox-token>"
-        assert HilosHook().test_connection()[0] is True
-        assert sb.requests()[-1]["path"] == f"/api/3{path}"
-
-
-@pytest.mark.parametrize(
     ("family", "served", "other"), [("hilos", NATIVE, ACTIVECAMPAIGN), ("activecampaign", ACTIVECAMPAIGN, NATIVE)]
 )
 def test_each_sandbox_serves_one_family_and_answers_the_other_with_a_django_route_404(family, served, other):
@@ -409,95 +289,6 @@ def test_deeply_nested_json_is_a_400_not_a_500(sandbox):
     assert response.status_code == 400 and response.json()["detail"].startswith("JSON parse error")
 
 
-def test_drf_field_rules_trim_refuse_blank_and_nul_and_read_digit_strings(sandbox):
-    cid = sandbox.conversation_ids()[0]
-    ok = patch(
-        sandbox,
-        cid,
-        {
-            "tags": [{"name": "  vip  "}, {"name": " " + "x" * 100 + " "}],
-            "assigned_team": "3",
-            "assigned": [{"id": "2"}, {"id": 2.0}],
-            "channel": " 1 ",
-        },
-    )
-    assert ok.status_code == 200, ok.text
-    assert [t["name"] for t in ok.json()["tags"]] == ["vip", "x" * 100]  # trimmed before the length check
-    assert (ok.json()["assigned_team"], ok.json()["assigned"], ok.json()["channel"]) == (3, [{"id": 2}], 1)
-    bad = patch(sandbox, cid, {"tags": [{"name": "   "}, {"name": "a\x00b"}, {"name": "x" * 101}]})
-    assert bad.json() == {
-        "tags": [
-            {"name": ["This field may not be blank."]},
-            {"name": ["Null characters are not allowed."]},
-            {"name": ["Ensure this field has no more than 100 characters."]},
-        ]
-    }
-
-
-def test_loopback_only():
-    with pytest.raises(ValueError, match="loopback only"):
-        HilosSandbox(host="0.0.0.0")
-
-
-def test_context_manager_stops_the_server():
-    with HilosSandbox(conversations=1) as sb:
-        url = sb.root_url
-        assert requests.get(f"{url}/_sandbox/health", timeout=5).ok
-    with pytest.raises(requests.exceptions.ConnectionError):
-        requests.get(f"{url}/_sandbox/health", timeout=2)
-
-
-def test_hilos_sandbox_command_prints_its_url_and_serves():
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_hilos.sandbox.server",
-            "--port",
-            "0",
-            "--token",
-            "T0KEN-cli",
-            "--conversations",
-            "1000",
-            "--seed",
-            "7",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    )
-    try:
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:")
-        page = requests.get(
-            f"{url}{NATIVE}", params={"page_size": 1}, headers={"Authorization": "Token T0KEN-cli"}, timeout=10
-        ).json()
-        assert page["count"] == 1000
-        assert page["results"][0]["id"] == next(iter(SandboxData.seeded(1, 7).conversations))
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=15) == 0
-    assert "1000 conversations (seed 7)" in proc.stderr.read()
-
-
-def test_hilos_sandbox_console_script_is_installed():
-    from importlib.metadata import entry_points
-
-    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "hilos-sandbox"]
-    assert script.value == "airflow_provider_hilos.sandbox:main"
-    assert script.load() is airflow_provider_hilos.sandbox.main
-
-
-def test_hilos_sandbox_fixture_points_hilos_default_at_a_running_sandbox(hilos_sandbox):
-    """The fixture users get from the provider's pytest plugin."""
-    conn = json.loads(os.environ["AIRFLOW_CONN_HILOS_DEFAULT"])
-    assert conn["host"] == hilos_sandbox.url and conn["password"] == hilos_sandbox.token
-    cid = hilos_sandbox.conversation_ids()[0]
-    assert HilosHook().update_conversation(cid, {"status": "RESOLVED"})["status"] == "RESOLVED"
-    assert hilos_sandbox.conversation(cid)["status"] == "RESOLVED"
-
-
 def test_reset_restores_seed_clears_faults_and_log(sandbox):
     cid = sandbox.conversation_ids()[0]
     seeded = sandbox.conversation(cid)
@@ -508,52 +299,3 @@ def test_reset_restores_seed_clears_faults_and_log(sandbox):
     assert sandbox.conversation(cid) == seeded and sandbox.requests() == []
     assert sandbox.faults.injected == {}  # the counts of injected faults start again too
     assert patch(sandbox, cid, {"status": "NEW"}).status_code == 200  # no fault left, none scheduled
-
-
-def test_mismatches_names_the_fields_that_did_not_land(sandbox):
-    cid = sandbox.conversation_ids()[0]
-    patch(sandbox, cid, {"status": "CLOSED", "tags": [{"name": "vip"}], "assigned_team": 2})
-    assert sandbox.mismatches(cid, {"status": "CLOSED", "tags": [{"name": "vip"}], "assigned_team": 2}) == []
-    assert sandbox.mismatches(cid, {"status": "NEW", "tags": [{"name": "other"}], "assigned_team": 2}) == [
-        "status",
-        "tags",
-    ]
-    # the forms a DAG uses: plain names and ids, digit strings, None for "not given", CLEAR
-    assert sandbox.mismatches(cid, {"status": "CLOSED", "tags": [" vip"], "assigned_team": "2", "channel": None}) == []
-    patch(sandbox, cid, {"tags": [], "assigned": [{"id": 3}], "channel": None})
-    assert sandbox.mismatches(cid, {"tags": "-", "assigned": [3], "channel": "-"}) == []
-    assert sandbox.mismatches(cid, {"assigned": [3, 1]}) == ["assigned"]
-    with pytest.raises(ValueError, match="not a valid update payload: status: 'DONE' is not a valid status"):
-        sandbox.mismatches(cid, {"status": "DONE"})
-
-
-def test_uri_form_of_a_plain_http_loopback_sandbox(sandbox, monkeypatch):
-    """The README's recipe: put the scheme in the URI; without it, the TLS error says how."""
-    port = sandbox.port
-    monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", f"hilos://http://:{TEST_TOKEN}@127.0.0.1:{port}")
-    cid = sandbox.conversation_ids()[0]
-    assert HilosHook().update_conversation(cid, {"status": "CLOSED"})["status"] == "CLOSED"
-    monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", f"hilos://:{TEST_TOKEN}@127.0.0.1:{port}")
-    with pytest.raises(Exception, match="TLS error") as err:
-        HilosHook().update_conversation(cid, {"status": "NEW"})
-    assert f"write the Base URL as http://127.0.0.1:{port} (URI form: hilos://http://:<token>@127.0.0.1:{port})" in str(
-        err.value
-    )
-    assert TEST_TOKEN not in str(err.value)
-
-
-def test_every_fault_setting_has_the_command_line_flag_of_the_same_name():
-    from dataclasses import fields
-
-    from airflow_provider_hilos.sandbox.faults import FaultConfig
-    from airflow_provider_hilos.sandbox.server import build_parser
-
-    flags = {option for action in build_parser()._actions for option in action.option_strings}
-    names = [f.name for f in fields(FaultConfig)]
-    assert "fault_seed" in names and "seed" not in names  # --fault-seed on the command line, fault_seed in Python
-    missing = [name for name in names if "--" + name.replace("_", "-") not in flags]
-    assert not missing
-    args = build_parser().parse_args(["--fault-seed", "4", "--error-statuses", "502,503", "--rate-limit", "5"])
-    assert (args.fault_seed, args.error_statuses, args.rate_limit_per_second) == (4, (502, 503), 5.0)
-    with pytest.raises(ValueError, match=r"unknown fault setting.*'seed'.*fault_seed"):
-        FaultConfig.from_dict({"seed": 1})

@@ -1,9 +1,4 @@
-"""The adaptive pacer and the circuit breaker, on virtual time: deterministic, and fast.
-
-``simulate`` plays a batch the way ``BatchUpdater`` runs it (workers that take the next row while a
-throttled row waits for its ``Retry-After``) against a server that is either a token bucket or
-answers a share of requests 429 at random, with a virtual clock the pacer reads and sleeps on.
-"""
+"""The pacer and the circuit breaker, on a simulated clock."""
 
 from __future__ import annotations
 
@@ -199,9 +194,6 @@ def test_max_requests_per_second_is_checked():
     for bad in (0, -1, True, "10"):
         with pytest.raises(ValueError, match="must be a number greater than 0"):
             AdaptivePacer(bad)  # type: ignore[arg-type]
-
-
-# -- the circuit breaker ----------------------------------------------------------------------------
 
 
 def test_breaker_opens_on_a_run_of_failed_requests_and_says_since_when():

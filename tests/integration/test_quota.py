@@ -1,0 +1,96 @@
+"""One quota per connection: every request one hook sends (two batches at once, single updates from eight
+threads) stays under the connection's ``max_requests_per_second`` together.
+
+Measured where it matters, at the API: the sandbox records when each request arrives. "At or under 40 per
+second" means N requests take at least (N - 1) / 40 seconds from the first to the last, and no one-second window
+holds more than 41. Both allow for a thread waking late on a busy machine (the pacer's slots are 25 ms apart; the
+suite shares two cores with the other suite): at most 50 ms over the whole run, one request in a window.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from airflow_provider_hilos.hooks.hilos import HilosHook
+from airflow_provider_hilos.sandbox import HilosSandbox
+from tests.conftest import TEST_TOKEN
+
+QUOTA = 40
+
+
+@pytest.fixture
+def quota_sandbox(monkeypatch):
+    with HilosSandbox(conversations=240, seed=13, token=TEST_TOKEN, request_log_limit=10_000) as sandbox:
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sandbox.connection_json(max_requests_per_second=QUOTA))
+        yield sandbox
+
+
+def busiest_second(times: list[float]) -> int:
+    times = sorted(times)
+    best = start = 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= 1.0:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+JITTER = 0.050
+
+
+def assert_within(sandbox: HilosSandbox, expected: int, rate: float = QUOTA) -> None:
+    times = [r["time"] for r in sandbox.requests() if r["method"] == "PATCH"]
+    assert len(times) == expected
+    span = max(times) - min(times)
+    assert span >= (len(times) - 1) / rate - JITTER, f"{(len(times) - 1) / span:.2f} requests/s over the run"
+    assert busiest_second(times) <= rate + 1, busiest_second(times)
+
+
+def test_two_batches_at_once_on_one_hook_share_the_connection_quota(quota_sandbox):
+    ids = quota_sandbox.conversation_ids()
+    halves = [ids[:80], ids[80:160]]
+    results: dict[int, object] = {}
+    with HilosHook() as hook:
+
+        def batch(index: int) -> None:
+            rows = [{"conversation_id": cid, "status": "RESOLVED"} for cid in halves[index]]
+            # each batch alone would send 16 at a time, as fast as the API answers
+            results[index] = hook.update_conversations(rows, max_concurrency=16)
+
+        threads = [threading.Thread(target=batch, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert [results[i].updated for i in range(2)] == [80, 80]  # type: ignore[attr-defined]
+    assert_within(quota_sandbox, 160)
+
+
+def test_single_updates_from_eight_threads_share_it_too(quota_sandbox):
+    ids = quota_sandbox.conversation_ids()[:160]
+    with HilosHook() as hook:
+
+        def updates(share: list[str]) -> None:
+            for cid in share:
+                hook.update_conversation(cid, {"status": "CLOSED"})
+
+        threads = [threading.Thread(target=updates, args=(ids[i::8],)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert all(quota_sandbox.conversation(cid)["status"] == "CLOSED" for cid in ids)
+    assert_within(quota_sandbox, 160)
+
+
+def test_a_batch_s_own_rate_only_lowers_its_share(quota_sandbox):
+    rows = [{"conversation_id": cid, "status": "NEW"} for cid in quota_sandbox.conversation_ids()[:60]]
+    with HilosHook() as hook:
+        hook.update_conversations(rows, max_concurrency=8, max_requests_per_second=500)  # above the quota: 40 holds
+    assert_within(quota_sandbox, 60)
+    quota_sandbox.clear_requests()
+    with HilosHook() as hook:
+        hook.update_conversations(rows, max_concurrency=8, max_requests_per_second=20)  # below it: 20
+    assert_within(quota_sandbox, 60, rate=20)

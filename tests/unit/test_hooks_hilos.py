@@ -1,0 +1,231 @@
+"""HilosHook: its endpoints, what it looks up and when, the Test button, the connection form."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+from airflow_provider_hilos.exceptions import (
+    HilosAPIError,
+    HilosValidationError,
+)
+from airflow_provider_hilos.hooks.hilos import HilosHook
+from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
+from airflow_provider_hilos.sandbox import HilosSandbox
+from airflow_provider_hilos.schemas import CLEAR
+from tests.conftest import AIRFLOW_V3, TEST_TOKEN, FakeTI
+from tests.helpers import ACTIVECAMPAIGN, CID, EDIT, NATIVE, URL
+
+LIST_URL = "https://api.hilos.io/api/inbox/conversation"
+
+
+class _LyingStr(str):
+    def __str__(self) -> str:
+        return "../../admin"
+
+
+class _LyingUUID(uuid.UUID):
+    def __str__(self) -> str:
+        return "../../admin"
+
+
+def test_update_sends_exact_request_and_returns_conversation(hook, requests_mock):
+    requests_mock.patch(URL, json=EDIT)
+    result = hook.update_conversation(CID.upper(), {"status": "CLOSED", "tags": [{"name": "vip"}], "channel": CLEAR})
+    assert result == EDIT
+    req = requests_mock.last_request
+    assert req.method == "PATCH"
+    assert req.url == URL
+    assert req.headers["Authorization"] == f"Token {TEST_TOKEN}"
+    assert req.headers["Accept"] == "application/json"
+    assert req.headers["Content-Type"] == "application/json"
+    assert req.headers["User-Agent"].startswith("airflow-provider-hilos/0.1.0 apache-airflow/")
+    assert req.json() == {"status": "CLOSED", "tags": [{"name": "vip"}], "channel": None}  # CLEAR is sent as null
+
+
+def test_the_log_says_once_which_family_and_url_a_hook_uses(hook, requests_mock, output):
+    requests_mock.patch(URL, json=EDIT)
+    requests_mock.get(LIST_URL, json={"count": 0, "next": None, "previous": None, "results": []})
+    line = (
+        "Hilos connection 'hilos_default': API family hilos (auto: api.hilos.io is not an ActiveCampaign "
+        "account host); updates go to PATCH https://api.hilos.io/api/inbox/conversation/{id}/update"
+    )
+    hook.update_conversation(CID, {"status": "NEW"})
+    assert line in output()
+    hook.update_conversation(CID, {"status": "CLOSED"})
+    hook.list_conversations()
+    later = output()  # what was logged since
+    assert "API family" not in later and "PATCH /api/inbox/conversation" not in later
+
+
+def test_timeouts_from_extras_and_hook_argument(hilos_conn, requests_mock):
+    hilos_conn(extra={"connect_timeout": 2.5, "read_timeout": 7})
+    requests_mock.patch(URL, json=EDIT)
+    HilosHook().update_conversation(CID, {"status": "NEW"})
+    assert requests_mock.last_request.timeout == (2.5, 7.0)
+    HilosHook(timeout=(1, 4)).update_conversation(CID, {"status": "NEW"})
+    assert requests_mock.last_request.timeout == (1.0, 4.0)
+    HilosHook(timeout=3).update_conversation(CID, {"status": "NEW"})
+    assert requests_mock.last_request.timeout == (3.0, 3.0)
+
+
+def test_creating_a_hook_looks_nothing_up(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("connection looked up in __init__")
+
+    monkeypatch.setattr(HilosHook, "get_connection", classmethod(boom))
+    hook = HilosHook("does_not_exist", timeout=5, max_attempts=2)
+    assert repr(hook) == "HilosHook(hilos_conn_id='does_not_exist')"
+
+
+def test_validation_happens_before_connection_lookup_and_sending(monkeypatch, requests_mock):
+    monkeypatch.setattr(HilosHook, "get_connection", classmethod(lambda cls, c: (_ for _ in ()).throw(AssertionError)))
+    with pytest.raises(HilosValidationError) as err:
+        HilosHook().update_conversation("../x", {"status": "DONE", "created_on": "2025-01-01"})
+    assert err.value.fields == ["conversation_id", "created_on", "status"]
+    assert not requests_mock.called
+
+
+def test_max_attempts_from_extras_and_argument(hilos_conn, requests_mock):
+    hilos_conn(extra={"max_attempts": 2})
+    requests_mock.patch(URL, status_code=502, text="<html>bad gateway</html>")
+    hook = HilosHook()
+    hook._sleep = lambda s: None
+    with pytest.raises(HilosAPIError):
+        hook.update_conversation(CID, {"status": "NEW"})
+    assert requests_mock.call_count == 2
+    hook = HilosHook(max_attempts=1)
+    with pytest.raises(HilosAPIError):
+        hook.update_conversation(CID, {"status": "NEW"})
+    assert requests_mock.call_count == 3
+
+
+def test_reprs_never_show_the_token(hook, requests_mock):
+    requests_mock.patch(URL, json=EDIT)
+    hook.update_conversation(CID, {"status": "NEW"})
+    assert TEST_TOKEN not in repr(hook)
+    assert TEST_TOKEN not in repr(hook.settings) and "token='***'" in repr(hook.settings)
+    assert hook.settings.auth_display == "Authorization: Token ***"
+
+
+def test_list_conversations_is_a_read_only_get(hook, requests_mock):
+    requests_mock.get(LIST_URL, json={"count": 3, "next": None, "previous": None, "results": []})
+    page = hook.list_conversations(page=2, page_size=5, contact="c", search="vip")
+    assert page["count"] == 3
+    assert requests_mock.last_request.method == "GET"
+    assert requests_mock.last_request.qs == {"page": ["2"], "page_size": ["5"], "contact": ["c"], "search": ["vip"]}
+
+
+def test_test_connection_ok(hook, requests_mock):
+    requests_mock.get(LIST_URL, json={"count": 42, "next": None, "previous": None, "results": []})
+    ok, message = hook.test_connection()
+    assert ok is True
+    assert (
+        message == "Connected to Hilos at https://api.hilos.io: the API token was accepted (42 conversations visible)."
+    )
+    assert requests_mock.last_request.method == "GET" and requests_mock.last_request.qs["page_size"] == ["1"]
+
+
+def test_test_connection_rejected_token(hook, requests_mock):
+    requests_mock.get(LIST_URL, status_code=401, json={"detail": "Invalid token."})
+    ok, message = hook.test_connection()
+    assert ok is False
+    assert "rejected the API token of connection 'hilos_default'" in message
+    assert TEST_TOKEN not in message
+    assert requests_mock.call_count == 1  # the Test button answers at once
+
+
+def test_test_connection_unreachable_and_misconfigured(hilos_conn, requests_mock):
+    requests_mock.get(LIST_URL, exc=requests.exceptions.ConnectionError("[Errno 111] Connection refused"))
+    hilos_conn()
+    ok, message = HilosHook().test_connection()
+    assert ok is False and "Connection refused" in message
+    hilos_conn(password=None)
+    ok, message = HilosHook().test_connection()
+    assert ok is False and "has no API token" in message
+
+
+def test_test_connection_wrong_path_prefix(hook, requests_mock):
+    requests_mock.get(LIST_URL, status_code=404, text="<h1>Not Found</h1>", headers={"Content-Type": "text/html"})
+    ok, message = hook.test_connection()
+    assert ok is False
+    assert f"the API has no endpoint at GET {LIST_URL} (HTTP 404" in message
+    assert "check the Base URL and the API family" in message
+
+
+@pytest.mark.parametrize(
+    "conversation_id",
+    [_LyingStr(CID), _LyingStr(CID.upper()), _LyingUUID(CID)],
+    ids=["str subclass", "upper str subclass", "UUID subclass"],
+)
+def test_the_id_checked_is_the_id_sent(hilos_conn, requests_mock, conversation_id):
+    hilos_conn()
+    requests_mock.patch(URL, json={})
+    HilosHook().update_conversation(conversation_id, {"status": "NEW"})
+    assert requests_mock.last_request.url == URL
+    ti = FakeTI()
+    ConversationUpdateOperator(task_id="t", conversation_id=conversation_id, status="NEW").execute({"ti": ti})
+    assert requests_mock.last_request.url == URL
+    assert ti.pushed["hilos_conversation_url"].endswith(f"/inbox/conversation/{CID}")
+
+
+def test_the_token_is_registered_with_the_secrets_masker(hilos_conn):
+    from airflow.providers.common.compat.sdk import redact
+
+    hilos_conn(password=TEST_TOKEN)
+    _ = HilosHook().settings  # loading the connection masks its token
+    assert redact(f"sent {TEST_TOKEN} to Hilos") == "sent *** to Hilos"
+
+
+def test_classic_connection_form_for_airflow_before_3_2():
+    pytest.importorskip("flask_appbuilder", reason="the classic form needs Flask-AppBuilder (Airflow 2)")
+    from wtforms import BooleanField, IntegerField, StringField
+
+    widgets = HilosHook.get_connection_form_widgets()
+    assert {name: type(field.field_class) for name, field in widgets.items()}.keys() == {
+        "api_family",
+        "header_name",
+        "auth_scheme",
+        "connect_timeout",
+        "read_timeout",
+        "max_attempts",
+        "max_requests_per_second",
+        "web_base_url",
+        "allow_insecure_http",
+    }
+    assert widgets["max_requests_per_second"].field_class is StringField  # a number: wtforms' FloatField is refused
+    assert widgets["max_requests_per_second"].kwargs["default"] is None  # empty: no quota of its own
+    assert widgets["api_family"].field_class is StringField  # Airflow 2 allows no select field
+    assert widgets["api_family"].kwargs["default"] == "auto"
+    assert widgets["api_family"].kwargs["description"].endswith("One of: auto, hilos, activecampaign.")
+    assert widgets["max_attempts"].field_class is IntegerField
+    assert widgets["allow_insecure_http"].field_class is BooleanField
+    assert widgets["read_timeout"].field_class is StringField and widgets["read_timeout"].kwargs["default"] == "30.0"
+    behaviour = HilosHook.get_ui_field_behaviour()
+    assert behaviour["relabeling"] == {"host": "Base URL", "password": "API token"}
+    assert "login" in behaviour["hidden_fields"]
+
+
+def test_ui_metadata_has_one_source():
+    from airflow_provider_hilos.connection import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+
+    assert HilosHook.get_ui_field_behaviour()["placeholders"] == UI_FIELD_BEHAVIOUR["placeholders"]
+    if not AIRFLOW_V3:
+        assert list(HilosHook.get_connection_form_widgets()) == list(CONN_FIELDS)
+
+
+@pytest.mark.parametrize(("family", "path"), [("hilos", NATIVE), ("activecampaign", ACTIVECAMPAIGN)])
+def test_prefix_and_custom_header_name_with_the_hook(monkeypatch, family, path):
+    with HilosSandbox(
+        conversations=3, token=TEST_TOKEN, prefix="/api/3", header_name="Token", auth_scheme="", api_family=family
+    ) as sb:
+        assert sb.url.endswith("/api/3")
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json(header_name="Token", auth_scheme=""))
+        cid = sb.conversation_ids()[0]
+        assert HilosHook().update_conversation(cid, {"status": "CLOSED"})["status"] == "CLOSED"
+        assert sb.requests()[-1]["path"] == f"/api/3{path}/{cid}/update"
+        assert sb.requests()[-1]["headers"]["token"] == "<sandbox-token>"
+        assert HilosHook().test_connection()[0] is True
+        assert sb.requests()[-1]["path"] == f"/api/3{path}"

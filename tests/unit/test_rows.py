@@ -1,0 +1,53 @@
+"""What a batch row is: rows given as a list (or the text a template rendered), and the shard each belongs to."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from airflow_provider_hilos.exceptions import HilosValidationError
+from airflow_provider_hilos.rows import rows_from_updates, shard_of
+
+
+@pytest.mark.parametrize(
+    ("updates", "match"), [("{bad", "not JSON"), ({"a": 1}, "must be a list"), (5, "must be a list")]
+)
+def test_bad_updates_input(updates, match):
+    with pytest.raises(HilosValidationError, match=match):
+        rows_from_updates(updates)
+
+
+def test_updates_accept_the_text_a_template_renders_like_payload_does():
+    rows = [{"conversation_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "status": "NEW", "tags": None}]
+    # without render_template_as_native_obj, "{{ ti.xcom_pull(...) }}" renders the list's Python repr
+    for text in (repr(rows), json.dumps(rows), json.dumps(rows).encode()):
+        assert [row for _, row in rows_from_updates(text)()] == rows
+    with pytest.raises(HilosValidationError, match=r"updates: rendered to a dict, .*; it must be a list of rows"):
+        rows_from_updates(repr({"conversation_id": "x"}))
+
+
+@settings(max_examples=100, deadline=None)
+@given(cid=st.uuids(), count=st.integers(1, 16))
+def test_one_conversation_is_one_shard_however_its_id_is_written(cid, count):
+    forms = [str(cid), str(cid).upper(), f"  {cid} ", cid.hex]
+    assert len({shard_of({"conversation_id": form}, count) for form in forms}) == 1
+
+
+def test_the_split_is_stable_across_processes_and_even():
+    """A stable hash (not Python's salted hash()): these values are fixed, so every worker computes them."""
+    assert [shard_of({"conversation_id": f"00000000-0000-4000-8000-{i:012d}"}, 4) for i in range(8)] == [
+        shard_of({"conversation_id": f"00000000-0000-4000-8000-{i:012d}"}, 4) for i in range(8)
+    ]
+    assert shard_of({"conversation_id": "6513270e-269e-4d37-b2a7-4de452e6b438"}, 4) == 3
+    sizes = Counter(shard_of({"conversation_id": str(uuid.UUID(int=i * 7919 + 1))}, 4) for i in range(4000))
+    assert min(sizes.values()) > 900, sizes  # 1,000 each +- 10 %
+
+
+@pytest.mark.parametrize("row", [None, "text", {"conversation_id": None}, {"conversation_id": True}, {}])
+def test_rows_without_a_usable_id_go_to_shard_zero_so_they_are_reported_once(row):
+    assert shard_of(row, 5) == 0
