@@ -34,6 +34,7 @@ from typing import Any
 
 import requests
 from bench_batch import LATENCY_MS, ROOT, SandboxProcess, rows
+from results import Report
 
 CONCURRENCY = 16
 
@@ -125,10 +126,10 @@ def main() -> int:
     args = parser.parse_args()
     n, n_outage, n_crash = (400, 1000, 4000) if args.quick else (2000, 5000, 20_000)
     started = time.perf_counter()
-    print(
+    out = Report("bench_weather", "python3 scripts/dev.py bench-weather")
+    out.line(
         f"Hilos batch weather benchmark: sandbox in its own process, {LATENCY_MS:g} ms latency, concurrency "
-        f"{CONCURRENCY}, one run each; {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}",
-        flush=True,
+        f"{CONCURRENCY}, one run each; {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}"
     )
     lines: list[str] = []
     verdicts: list[bool] = []
@@ -186,9 +187,13 @@ def main() -> int:
         f"{crashed['resent']} (target <= {CONCURRENCY})",
         crashed["lost"] == 0 and crashed["resent"] <= CONCURRENCY,
     )
-    print()
-    print("\n".join(lines))
-    print(f"{sum(verdicts)} of {len(verdicts)} targets met; benchmark wall time {time.perf_counter() - started:.0f} s")
+    for line in lines:
+        out.lines.append(line)
+    out.line(
+        f"{sum(verdicts)} of {len(verdicts)} targets met; benchmark wall time {time.perf_counter() - started:.0f} s"
+    )
+    if not args.quick:
+        out.write(targets_met=sum(verdicts), targets=len(verdicts), calm_seconds=round(t0, 2))
     return 0 if all(verdicts) else 1
 
 
