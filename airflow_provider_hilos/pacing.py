@@ -1,5 +1,5 @@
 """How fast a connection sends: an adaptive pacer that finds and holds the rate the API allows (under the
-connection's quota), a circuit breaker that notices when the API looks down, and a steady rate for a batch's own share.
+connection's quota), and a circuit breaker that notices when the API looks down.
 
 The hook's transport owns one pacer and one breaker, shared by every request the hook sends, from every thread:
 single updates, batches, listings. It asks the pacer for a slot before each request and tells it how the request was
@@ -54,6 +54,7 @@ class AdaptivePacer:
     MIN_SAMPLES = 20  #: answers before a 429 share below OVERLOAD may cut
     CHECK_SAMPLES = 50  #: answers after a cut before it is checked against noise
     MAX_NOISE = 0.10  #: the highest background 429 share the pacer accepts as noise
+    MAX_LATE = 0.05  #: seconds a thread may wake after its slot (or one interval, if longer) and still use it
 
     def __init__(
         self,
@@ -91,18 +92,27 @@ class AdaptivePacer:
             return self._rate(self._clock())
 
     def acquire(self) -> int:
-        """Block until this thread may send; return its ticket (the window the request belongs to)."""
+        """Block until this thread may send; return its ticket (the window the request belongs to).
+
+        A thread that wakes up well after its slot (the process was busy: an import, another thread holding the
+        interpreter) takes a new slot instead of sending late: honoured late, the slots of every thread that was held
+        up would all be sent at once, a burst over the pace.
+        """
+        while True:
+            with self._lock:
+                now = self._clock()
+                if self._first_send is None:
+                    self._first_send = now
+                slot = max(now, self._next_slot)
+                if rate := self._rate(now):
+                    self._next_slot = slot + 1.0 / rate
+                ticket = self.generation
+            if slot > now:
+                self._sleep(slot - now)
+            if not rate or self._clock() - slot <= max(1.0 / rate, self.MAX_LATE):
+                break
         with self._lock:
-            now = self._clock()
-            if self._first_send is None:
-                self._first_send = now
-            slot = max(now, self._next_slot)
-            if rate := self._rate(now):
-                self._next_slot = slot + 1.0 / rate
             self._sends.append(slot)
-            ticket = self.generation
-        if slot > now:
-            self._sleep(slot - now)
         return ticket
 
     def answered(self, ticket: int, throttled: bool) -> None:
@@ -190,37 +200,6 @@ def _itself(moment: float) -> float:
 def _trim(times: deque[Any], oldest: float, key: Callable[[Any], float] = _itself) -> None:
     while times and key(times[0]) < oldest:
         times.popleft()
-
-
-class SteadyRate:
-    """At most ``per_second`` acquisitions per second, evenly spaced: a batch's own share of the connection's quota.
-
-    :param per_second: the rate, greater than 0.
-    :param clock: monotonic clock (tests inject one).
-    :param sleep: sleep function (tests inject one).
-    """
-
-    def __init__(
-        self,
-        per_second: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.per_second = check_rate(per_second)
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._next_slot = 0.0
-
-    def acquire(self) -> None:
-        """Block until the next slot."""
-        with self._lock:
-            now = self._clock()
-            slot = max(now, self._next_slot)
-            self._next_slot = slot + 1.0 / float(self.per_second or 1.0)
-        if slot > now:
-            self._sleep(slot - now)
 
 
 class CircuitBreaker:

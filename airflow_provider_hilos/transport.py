@@ -280,9 +280,12 @@ class HilosTransport:
         :param number: which attempt this is (1-based), as error messages count it.
         :raises HilosAPIError: ``retryable`` (with ``retry_after`` when the API sent one) or not.
         """
+        session = self.session  # made (once) before the slot: a slot is a promise to send now, not after set-up
+        url = self.settings.url(path)
+        prepared = _prepare(session, method, url, json, params)
         ticket = self.pacer.acquire()
         try:
-            answer = self._send(method, path, json=json, params=params, subject=subject, number=number)
+            answer = self._send(session, prepared, method, url, subject=subject, number=number)
         except HilosAPIError as exc:
             status = exc.status_code
             if status is not None and status < 500:  # an answer from the API itself
@@ -298,23 +301,19 @@ class HilosTransport:
 
     def _send(
         self,
+        session: requests.Session,
+        prepared: requests.PreparedRequest,
         method: str,
-        path: str,
+        url: str,
         *,
-        json: JSON,
-        params: Mapping[str, str | int] | None,
         subject: str | None,
         number: int,
     ) -> JSON:
         settings = self.settings
-        session = self.session
-        url = settings.url(path)
         url_path = urlsplit(url).path
         sent = time.perf_counter()
         try:
-            response = session.send(
-                _prepare(session, method, url, json, params), timeout=self.timeout, allow_redirects=False
-            )
+            response = session.send(prepared, timeout=self.timeout, allow_redirects=False)
         except requests.exceptions.SSLError as exc:
             raise HilosPermanentAPIError(
                 self.redact(

@@ -30,49 +30,24 @@ from typing import Any
 
 from results import Report
 
+from airflow_provider_hilos.sandbox.process import SandboxProcess as Sandbox
+
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token-0123456789"
 LATENCY_MS = 20.0
 
 
-class SandboxProcess:
-    """``hilos-sandbox`` in a child process (so its CPU does not share the client's GIL)."""
+class SandboxProcess(Sandbox):
+    """``hilos-sandbox`` in a child process (so its CPU does not share the client's GIL), with a short request log
+    and its conversation ids at hand."""
 
     def __init__(self, *args: str) -> None:
-        self.args = args
+        super().__init__("--request-log-limit", "100", *args, token=TOKEN)
 
     def __enter__(self) -> SandboxProcess:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "airflow_provider_hilos.sandbox.server",
-                "--port",
-                "0",
-                "--token",
-                TOKEN,
-                "--request-log-limit",
-                "100",
-                *self.args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        self.url = self.proc.stdout.readline().strip()
-        if not self.url.startswith("http://127.0.0.1:"):
-            raise RuntimeError("the sandbox did not start")
-        import requests
-
-        self.ids: list[str] = requests.get(f"{self.url}/_sandbox/conversations", timeout=30).json()
+        super().__enter__()
+        self.ids: list[str] = self.conversation_ids()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-    def connection(self) -> str:
-        return json.dumps({"conn_type": "hilos", "host": self.url, "password": TOKEN})
 
 
 def rows(ids: list[str], n: int, status: str) -> list[dict[str, Any]]:
@@ -160,7 +135,7 @@ def bench_mapped(sb: SandboxProcess, n: int) -> tuple[float, float]:
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__MAX_MAP_LENGTH": "100000",
-            "AIRFLOW_CONN_HILOS_DEFAULT": sb.connection(),
+            "AIRFLOW_CONN_HILOS_DEFAULT": sb.connection_json(),
         }
     )
     quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
@@ -221,7 +196,7 @@ def bench_rss(n: int) -> dict[str, Any]:
         with path.open("w") as handle:
             for row in rows(sb.ids, n, "CLOSED"):
                 handle.write(json.dumps(row) + "\n")
-        env = {**os.environ, "AIRFLOW_CONN_HILOS_DEFAULT": sb.connection()}
+        env = {**os.environ, "AIRFLOW_CONN_HILOS_DEFAULT": sb.connection_json()}
 
         def child(mode: str) -> dict[str, Any]:
             out = subprocess.run(
@@ -252,7 +227,7 @@ def main() -> int:
         f"median of {repeats} run(s); {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}"
     )
     with SandboxProcess("--conversations", "5000", "--seed", "1", "--latency-ms", str(LATENCY_MS)) as sb:
-        os.environ["AIRFLOW_CONN_HILOS_DEFAULT"] = sb.connection()
+        os.environ["AIRFLOW_CONN_HILOS_DEFAULT"] = sb.connection_json()
         rows_out.append(
             ("batch path (update_conversations)", n_batch, concurrency, bench_batch(sb, n_batch, concurrency, repeats))
         )

@@ -92,7 +92,7 @@ def crash(n: int) -> dict[str, Any]:
         data = rows(sb.ids, n, "CLOSED")  # one row per conversation
         updates = work / "updates.jsonl"
         updates.write_text("".join(json.dumps(r) + "\n" for r in data))
-        env = {**os.environ, "AIRFLOW_CONN_HILOS_DEFAULT": sb.connection()}
+        env = {**os.environ, "AIRFLOW_CONN_HILOS_DEFAULT": sb.connection_json()}
         args = [sys.executable, "-c", CRASH_CHILD, str(updates), str(work / "checkpoints"), str(CONCURRENCY)]
 
         def applied() -> Counter:
@@ -140,7 +140,7 @@ def main() -> int:
         print(lines[-1], flush=True)
 
     with SandboxProcess("--conversations", str(n_outage), "--seed", "1", "--latency-ms", str(LATENCY_MS)) as sb:
-        os.environ["AIRFLOW_CONN_HILOS_DEFAULT"] = sb.connection()
+        os.environ["AIRFLOW_CONN_HILOS_DEFAULT"] = sb.connection_json()
         reset(sb)
         t0, result, _ = run_batch(sb, n)
         report(f"1 calm: {n} updates in {t0:.2f} s ({n / t0:.0f}/s)", result.updated == n)

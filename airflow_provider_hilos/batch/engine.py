@@ -31,7 +31,7 @@ from airflow_provider_hilos.exceptions import (
     HilosEndpointNotFoundError,
     HilosError,
 )
-from airflow_provider_hilos.pacing import SteadyRate
+from airflow_provider_hilos.pacing import AdaptivePacer
 from airflow_provider_hilos.storage import AtomicText
 from airflow_provider_hilos.transport import Log
 
@@ -94,7 +94,9 @@ class BatchEngine:
         self.report_target = report
         self.checkpoint = checkpoint
         self.log = log or hook.log
-        self.rate = SteadyRate(self.options.max_requests_per_second) if self.options.max_requests_per_second else None
+        #: the batch's own share, if it has one: a pacer that is told no answers holds its ceiling
+        rate = self.options.max_requests_per_second
+        self.rate = AdaptivePacer(rate) if rate else None
         self.scheduler: Scheduler[_Flight] = Scheduler(2 * self.options.max_concurrency, clock)
         self.result = BatchResult()
         self._report = ReportWriter(None)

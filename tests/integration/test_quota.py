@@ -1,10 +1,11 @@
 """One quota per connection: every request one hook sends (two batches at once, single updates from eight
 threads) stays under the connection's ``max_requests_per_second`` together.
 
-Measured where it matters, at the API: the sandbox records when each request arrives. "At or under 40 per
-second" means N requests take at least (N - 1) / 40 seconds from the first to the last, and no one-second window
-holds more than 41. Both allow for a thread waking late on a busy machine (the pacer's slots are 25 ms apart; the
-suite shares two cores with the other suite): at most 50 ms over the whole run, one request in a window.
+Measured where it matters, at the API: the sandbox, in a process of its own, records when each request arrives.
+"At or under 40 per second" means N requests take at least (N - 1) / 40 seconds from the first to the last (less
+50 ms: a thread may wake late on a busy machine, the suite shares two cores with another). Arrivals bunch a little
+(the first request of each connection waits for its TCP handshake, and the ones after it do not), so one-second
+windows may hold up to 10 % more, the tolerance the sharded and Celery tests allow too.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ import threading
 import pytest
 
 from airflow_provider_hilos.hooks.hilos import HilosHook
-from airflow_provider_hilos.sandbox import HilosSandbox
-from tests.conftest import TEST_TOKEN
+from airflow_provider_hilos.sandbox.process import SandboxProcess
 
 QUOTA = 40
 
 
 @pytest.fixture
 def quota_sandbox(monkeypatch):
-    with HilosSandbox(conversations=240, seed=13, token=TEST_TOKEN, request_log_limit=10_000) as sandbox:
+    with SandboxProcess("--conversations", "240", "--seed", "13", "--request-log-limit", "10000") as sandbox:
         monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sandbox.connection_json(max_requests_per_second=QUOTA))
         yield sandbox
 
@@ -40,12 +40,12 @@ def busiest_second(times: list[float]) -> int:
 JITTER = 0.050
 
 
-def assert_within(sandbox: HilosSandbox, expected: int, rate: float = QUOTA) -> None:
+def assert_within(sandbox: SandboxProcess, expected: int, rate: float = QUOTA) -> None:
     times = [r["time"] for r in sandbox.requests() if r["method"] == "PATCH"]
     assert len(times) == expected
     span = max(times) - min(times)
     assert span >= (len(times) - 1) / rate - JITTER, f"{(len(times) - 1) / span:.2f} requests/s over the run"
-    assert busiest_second(times) <= rate + 1, busiest_second(times)
+    assert busiest_second(times) <= rate * 1.1, busiest_second(times)
 
 
 def test_two_batches_at_once_on_one_hook_share_the_connection_quota(quota_sandbox):
@@ -90,7 +90,7 @@ def test_a_batch_s_own_rate_only_lowers_its_share(quota_sandbox):
     with HilosHook() as hook:
         hook.update_conversations(rows, max_concurrency=8, max_requests_per_second=500)  # above the quota: 40 holds
     assert_within(quota_sandbox, 60)
-    quota_sandbox.clear_requests()
+    quota_sandbox.reset()
     with HilosHook() as hook:
         hook.update_conversations(rows, max_concurrency=8, max_requests_per_second=20)  # below it: 20
     assert_within(quota_sandbox, 60, rate=20)

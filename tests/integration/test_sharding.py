@@ -10,20 +10,18 @@ from airflow_provider_hilos.batch import BatchOptions
 from airflow_provider_hilos.batch.pipeline import RowPipeline
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.inputs import rows_from_json_lines
-from airflow_provider_hilos.sandbox import HilosSandbox
-from tests.conftest import TEST_TOKEN
+from airflow_provider_hilos.sandbox.process import SandboxProcess
 
 
 def test_four_shards_at_once_share_one_quota_and_meet_no_429(tmp_path, monkeypatch):
     """Four shards running at once (threads here, workers in production) against a token bucket of
     exactly the quota: every row lands once, no one-second window exceeds the quota by more than 10 %."""
     quota, shards = 120.0, 4
-    with HilosSandbox(
-        conversations=600,
-        seed=5,
-        token=TEST_TOKEN,
-        request_log_limit=10_000,
-        faults={"rate_limit_per_second": quota, "rate_limit_burst": int(quota // 4)},  # 250 ms of slack
+    # the sandbox in its own process: its token bucket counts requests as they arrive, not when the clients'
+    # threads let it run
+    with SandboxProcess(
+        *("--conversations", "600", "--seed", "5", "--request-log-limit", "10000"),
+        *("--rate-limit-per-second", str(quota), "--rate-limit-burst", str(int(quota // 4))),  # 250 ms of slack
     ) as sb:
         monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json())
         changes = tmp_path / "changes.jsonl"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -233,3 +234,22 @@ def test_breaker_opens_when_rows_keep_failing_after_every_retry():
     breaker.row_failed("HTTP 429")
     assert breaker.open
     assert breaker.describe().startswith("5 consecutive rows failed after every retry since ")
+
+
+def test_a_thread_that_wakes_long_after_its_slot_takes_a_new_one_instead_of_bursting():
+    """Slots are handed out ahead of time; a process held up (an import, the interpreter lock) wakes every sleeper at
+    once. Each takes a fresh slot then, so the sends resume at the pace, not all together."""
+    now = [0.0]
+    oversleep = [0.2]  # the first sleep ends 200 ms late
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds + oversleep[0]
+        oversleep[0] = 0.0
+
+    pacer = AdaptivePacer(40, clock=lambda: now[0], sleep=sleep)
+    sent = []
+    for _ in range(4):
+        pacer.acquire()
+        sent.append(round(now[0], 3))
+    assert sent == [0.0, 0.225, 0.25, 0.275]  # the late one went at 0.225 and the next ones 25 ms after it
+    assert all(b - a >= 0.025 - 1e-9 for a, b in itertools.pairwise(sent[1:]))

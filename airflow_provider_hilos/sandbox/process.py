@@ -1,0 +1,96 @@
+"""The sandbox in a process of its own (``hilos-sandbox``), driven over its inspection API.
+
+In its own process the sandbox does not share the client's interpreter lock: what it measures (the arrival time of
+each request, its token bucket) is not skewed by the client's threads. Benchmarks and timing tests use this;
+:class:`~airflow_provider_hilos.sandbox.server.HilosSandbox` (a thread) is lighter for everything else.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from types import TracebackType
+from typing import Any
+
+import requests
+
+from airflow_provider_hilos.sandbox.state import payload_mismatches
+
+
+class SandboxProcess:
+    """``hilos-sandbox`` started in a child process on a free loopback port, and stopped by its process id.
+
+    :param token: the API token it accepts (a random one when omitted).
+    :param args: more command-line arguments (``--conversations 600``, ``--rate-limit-per-second 120`` ...).
+    """
+
+    def __init__(self, *args: str, token: str | None = None) -> None:
+        self.args = args
+        self.token = token or f"sandbox-{secrets.token_urlsafe(18)}"
+        self.url = ""
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> SandboxProcess:
+        command = [sys.executable, "-m", "airflow_provider_hilos.sandbox.server", "--port", "0", "--token", self.token]
+        self._process = subprocess.Popen(
+            [*command, *self.args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert self._process.stdout is not None
+        self.url = self._process.stdout.readline().strip()
+        if not self.url.startswith("http://127.0.0.1:"):
+            self.stop()
+            raise RuntimeError("the sandbox process did not start")
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after 30 s)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=10)
+        self._process = None
+
+    def _get(self, path: str) -> Any:
+        response = requests.get(f"{self.url}/_sandbox{path}", timeout=120)
+        response.raise_for_status()
+        return response.json()
+
+    def connection(self, **extra: Any) -> dict[str, Any]:
+        """A Hilos Airflow connection in JSON form (for ``AIRFLOW_CONN_<ID>``) pointing here."""
+        conn: dict[str, Any] = {"conn_type": "hilos", "host": self.url, "password": self.token}
+        if extra:
+            conn["extra"] = extra
+        return conn
+
+    def connection_json(self, **extra: Any) -> str:
+        return json.dumps(self.connection(**extra))
+
+    def conversation_ids(self) -> list[str]:
+        return list(self._get("/conversations"))
+
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        return dict(self._get(f"/conversations/{conversation_id}"))
+
+    def mismatches(self, conversation_id: str, payload: dict[str, Any]) -> list[str]:
+        """The fields of ``payload`` the conversation does not show as sent: ``[]`` when it landed."""
+        return payload_mismatches(payload, self.conversation(conversation_id))
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The request log, oldest first."""
+        return list(self._get("/requests")["requests"])
+
+    def set_faults(self, **settings: Any) -> None:
+        requests.put(f"{self.url}/_sandbox/faults", json=settings, timeout=30).raise_for_status()
+
+    def reset(self) -> None:
+        requests.post(f"{self.url}/_sandbox/reset", timeout=30).raise_for_status()
