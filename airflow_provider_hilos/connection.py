@@ -8,13 +8,20 @@ error it raises is imported when it is raised.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_hilos.endpoints import API_FAMILY_CHOICES, AUTO, ApiFamily, resolve_api_family
-from airflow_provider_hilos.urls import check_url, environ_proxy, is_loopback_host, without_credentials
+from airflow_provider_hilos.urls import (
+    check_url,
+    environ_proxy,
+    host_does_not_resolve,
+    is_loopback_host,
+    without_credentials,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
@@ -227,24 +234,27 @@ def parse_base_url(
         raw = f"https://{raw}"
     try:
         url = check_url(raw)
-    except ValueError as reason:
-        shown = "" if "@" in raw else f" {raw!r}"  # never repeat credentials
+    except ValueError as reason:  # the value is not shown: it may hold credentials or a token
         fix = (
             "put the token in the 'API token' (password) field"
             if "credentials" in str(reason)
             else f"give only scheme, host and an optional path prefix, e.g. {DEFAULT_BASE_URL} or "
             "https://youraccount.api-us1.com/api/3"
         )
-        raise _configuration_error(
-            f"Hilos connection {conn_id!r}: the Base URL (host){shown} {reason}; {fix}"
-        ) from None
-    where = f"Hilos connection {conn_id!r}: Base URL (host) {raw!r}"
+        raise _configuration_error(f"Hilos connection {conn_id!r}: the Base URL (host) {reason}; {fix}") from None
+    where = f"Hilos connection {conn_id!r}: Base URL (host) {url.scheme}://{url.host}"
     path = url.path.rstrip("/")
     if not path and schema and schema.strip("/"):
         path = "/" + schema.strip("/")
     netloc = url.netloc if url.port is not None or not port else f"{url.netloc}:{port}"
     base_url = f"{url.scheme}://{netloc}{path}"
     if url.scheme == "http" and not allow_insecure_http:
+        if not is_loopback_host(url.host) and host_does_not_resolve(url.host):  # a typo, not a security choice
+            close = difflib.get_close_matches(url.host.lower(), ("localhost", "api.hilos.io"), n=1, cutoff=0.75)
+            raise _configuration_error(
+                f"{where}: the host name {url.host!r} does not resolve (DNS knows no such name)"
+                + (f"; did you mean {close[0]!r}?" if close else "; check its spelling")
+            )
         if not is_loopback_host(url.host):
             raise _configuration_error(
                 f"{where} uses plain http:// to {url.host!r}, which would send the API token in clear text; "
@@ -265,13 +275,16 @@ def _number(value: Any, *, field: str, conn_id: str, integer: bool = False, mini
         number = int(value) if integer else float(value)
         if integer and (isinstance(value, bool) or float(value) != number):
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # the value is not shown: it may be a secret in the wrong field
         raise _configuration_error(
-            f"Hilos connection {conn_id!r}: extra {field}={value!r} is not {kind}; fix it or remove it"
+            f"Hilos connection {conn_id!r}: extra {field} is not {kind} (it holds {type(value).__name__} that is "
+            "not one); fix it or remove it"
         ) from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise _configuration_error(f"Hilos connection {conn_id!r}: extra {field} must be a finite number")
     if number < minimum or (not integer and number <= 0):
-        raise _configuration_error(
-            f"Hilos connection {conn_id!r}: extra {field}={value!r} must be "
+        raise _configuration_error(  # a number is harmless to show
+            f"Hilos connection {conn_id!r}: extra {field}={number:g} must be "
             f"{'at least ' + str(minimum) if integer else 'greater than 0'}"
         )
     return number
@@ -309,16 +322,13 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
     )
     header_name = _extra(extras, "header_name")
     header_name = DEFAULT_HEADER_NAME if header_name is None else str(header_name).strip()
-    if not header_name or not all(ch.isalnum() or ch in "-_" for ch in header_name):
-        raise _configuration_error(
-            f"Hilos connection {conn_id!r}: extra header_name={header_name!r} is not a valid header name; "
-            f"use {DEFAULT_HEADER_NAME!r} (Hilos) or e.g. 'Token'"
-        )
+    if problem := header_name_problem(header_name):
+        raise _configuration_error(f"Hilos connection {conn_id!r}: extra header_name {problem}")
     auth_scheme = _extra(extras, "auth_scheme", keep_empty=True)
     auth_scheme = DEFAULT_AUTH_SCHEME if auth_scheme is None else str(auth_scheme).strip()
     if _not_one_word(auth_scheme) or not _header_safe(auth_scheme):
-        raise _configuration_error(
-            f"Hilos connection {conn_id!r}: extra auth_scheme={auth_scheme!r} must be one word, "
+        raise _configuration_error(  # the value is not shown: it may be a token pasted into the wrong field
+            f"Hilos connection {conn_id!r}: extra auth_scheme must be one word of printable Latin-1 characters, "
             f"e.g. {DEFAULT_AUTH_SCHEME!r}, or empty for a bare token"
         )
     values: dict[str, Any] = {}
@@ -334,7 +344,7 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
     family_choice = str(_extra(extras, "api_family") or DEFAULT_API_FAMILY).strip().lower()
     if family_choice not in API_FAMILY_CHOICES:
         raise _configuration_error(
-            f"Hilos connection {conn_id!r}: extra api_family={family_choice!r} is not one of "
+            f"Hilos connection {conn_id!r}: extra api_family is not one of "
             f"{', '.join(API_FAMILY_CHOICES)}; use auto (the host decides), hilos (api.hilos.io: /api/inbox/...) "
             "or activecampaign (ActiveCampaign account hosts: /channel/whatsapp/inbox/...)"
         )
@@ -353,6 +363,49 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
     )
 
 
+#: An HTTP header name is a "token" (RFC 9110 section 5.1).
+_HTTP_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Headers the HTTP client sets itself, that frame the request, or that belong to one hop: carrying the token in
+#: one of them would break the request or send the token where it must not go.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "cookie",
+        "user-agent",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "accept",
+        "accept-encoding",
+    }
+)
+
+
+def header_name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as the header carrying the token, or ``None`` (never shows an unchecked value)."""
+    if not name or not _HTTP_TOKEN.fullmatch(name):
+        return (
+            "is not an HTTP header name (ASCII letters, digits and - only, no spaces); "
+            f"use {DEFAULT_HEADER_NAME!r} (Hilos) or e.g. 'Token'"
+        )
+    if name.lower() in RESERVED_HEADERS:  # a known name: harmless to show
+        return (
+            f"{name!r} is a header the HTTP client sets itself or that frames the request, so it can't carry the "
+            f"token; use {DEFAULT_HEADER_NAME!r} (Hilos) or e.g. 'Token'"
+        )
+    return None
+
+
 def _header_safe(text: str) -> bool:
     """Whether ``text`` can travel in an HTTP header value (``http.client`` encodes them as Latin-1)."""
     try:
@@ -369,10 +422,9 @@ def _web_base_url(value: Any, *, conn_id: str) -> str:
         url = check_url(raw)
         if url.scheme != "https" and not is_loopback_host(url.host):
             raise ValueError("is plain http:// to a host that is not loopback")
-    except ValueError as reason:
-        shown = "" if "@" in raw else f"={raw!r}"
+    except ValueError as reason:  # the value is not shown: it may be a secret pasted into the wrong field
         raise _configuration_error(
-            f"Hilos connection {conn_id!r}: extra web_base_url{shown} {reason}; it becomes the task's "
+            f"Hilos connection {conn_id!r}: extra web_base_url {reason}; it becomes the task's "
             f"'Hilos conversation' link, so give an https:// address such as {DEFAULT_WEB_BASE_URL}"
         ) from None
     return raw

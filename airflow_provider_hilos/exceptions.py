@@ -27,6 +27,10 @@ class HilosError(AirflowException):
         return (_rebuild, (type(self), str(self), self.__dict__.copy()))
 
 
+#: At most this many problems are written out in a :class:`HilosValidationError` message (the rest are counted).
+MAX_LISTED_PROBLEMS = 50
+
+
 class HilosValidationError(HilosError, AirflowFailException, ValueError):
     """Bad input, found before any request was sent.
 
@@ -43,7 +47,9 @@ class HilosValidationError(HilosError, AirflowFailException, ValueError):
         self.subject = subject
         count = len(self.problems)
         lines = [f"{subject}: {count} problem{'s' if count != 1 else ''}:"]
-        lines += [f"  - {field}: {message}" for field, message in self.problems]
+        lines += [f"  - {field}: {message}" for field, message in self.problems[:MAX_LISTED_PROBLEMS]]
+        if count > MAX_LISTED_PROBLEMS:
+            lines.append(f"  ... and {count - MAX_LISTED_PROBLEMS} more (all of them are in .problems)")
         super().__init__("\n".join(lines))
 
     @property

@@ -35,7 +35,22 @@ def storage_path(path: str | os.PathLike[str] | StoragePath) -> StoragePath:
     """An ``ObjectStoragePath`` for a path or URL (a plain path is a local file)."""
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-    return cast(StoragePath, path if isinstance(path, ObjectStoragePath) else ObjectStoragePath(str(path)))
+    if isinstance(path, ObjectStoragePath):
+        return cast(StoragePath, path)
+    text = str(path)
+    if "://" not in text:  # a local path: "~" is the home folder (as in a shell), and a relative path is relative
+        # to the current folder (Airflow 2's ObjectStoragePath would read "out.jsonl" as "/out.jsonl")
+        text = os.path.abspath(os.path.expanduser(text))
+    return cast(StoragePath, ObjectStoragePath(text))
+
+
+def same_place_key(path: str | os.PathLike[str] | StoragePath) -> str:
+    """A key equal for two spellings of one location (``./a.csv``, ``a.csv``, ``file:///abs/a.csv``), to tell
+    whether an output would overwrite an input."""
+    location = storage_path(path)
+    if is_local(location):
+        return "file://" + os.path.realpath(local_path(location))
+    return f"{getattr(location, 'protocol', '')}://{str(getattr(location, 'path', location)).strip('/')}"
 
 
 def is_local(path: StoragePath) -> bool:

@@ -7,10 +7,12 @@ endpoints; the batch path sends single attempts through it and schedules its own
 
 from __future__ import annotations
 
+import difflib
 import email.utils
 import logging
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -329,11 +331,18 @@ class HilosTransport:
             ) from None
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             problem = _network_problem(exc, self.timeout)
+            host = urlsplit(settings.base_url).hostname or ""
+            advice = (
+                f"Check the host name in the connection's Base URL ({host}): it is not a name DNS knows"
+                + _did_you_mean_host(host)
+                if _is_dns_failure(exc)
+                else "Check the connection's Base URL and that the API is reachable, or raise max_attempts / the "
+                "timeouts"
+            )
             raise HilosAPIError(
                 self.redact(
                     f"Hilos {method} {url_path}{_for(subject)} failed after {number} attempt(s): "
-                    f"{problem} talking to {settings.base_url}. Check the connection's Base URL and that "
-                    "the API is reachable, or raise max_attempts / the timeouts."
+                    f"{problem} talking to {settings.base_url}. {advice}."
                 ),
                 method=method,
                 path=url_path,
@@ -361,7 +370,7 @@ class HilosTransport:
                     attempts=number,
                     problem=problem,
                 ) from None
-        raise self._api_error(response, method, url_path, number, subject)
+        raise self._api_error(response, method, url, number, subject)
 
     def pause(self, seconds: float) -> None:
         """Wait ``seconds`` between attempts; :meth:`cancel` cuts the wait short."""
@@ -403,8 +412,11 @@ class HilosTransport:
         return redact(text, self.settings.token)
 
     def _api_error(
-        self, response: requests.Response, method: str, path: str, attempts: int, subject: str | None
+        self, response: requests.Response, method: str, url: str, attempts: int, subject: str | None
     ) -> HilosAPIError:
+        """The error for an answer that is not a success, naming the request as it was sent (``url``: the full
+        URL requested, never holding the token)."""
+        path = urlsplit(url).path
         status = response.status_code
         detail, field_errors, summary = _describe_body(response, self.redact)
         settings = self.settings
@@ -429,7 +441,7 @@ class HilosTransport:
             error_class = HilosEndpointNotFoundError
             message = (
                 f"Hilos connection {settings.conn_id!r} uses {settings.family_display}, and the API has no endpoint "
-                f"at {method} {settings.url(path)} (HTTP 404, {summary}): check the Base URL and the API family "
+                f"at {method} {url} (HTTP 404, {summary}): check the Base URL and the API family "
                 "(extra api_family: hilos for api.hilos.io, activecampaign for ActiveCampaign account hosts)."
             )
         elif status == 404 and subject:
@@ -508,7 +520,46 @@ def _for(subject: str | None) -> str:
     return f" for {subject}" if subject else ""
 
 
+#: What resolvers say when a host name does not resolve (glibc, musl, macOS, Windows).
+_DNS_FAILURES = (
+    "Name or service not known",
+    "nodename nor servname provided",
+    "No address associated with hostname",
+    "Temporary failure in name resolution",
+    "getaddrinfo failed",
+    "Failed to resolve",
+)
+
+
+def _is_dns_failure(exc: BaseException) -> bool:
+    """Whether a connection failed because its host name did not resolve."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ == "NameResolutionError" or isinstance(current, socket.gaierror):
+            return True
+        if any(marker in str(current) for marker in _DNS_FAILURES):
+            return True
+        nested = current.args[0] if current.args and isinstance(current.args[0], BaseException) else None
+        current = getattr(current, "reason", None) or nested or current.__cause__ or current.__context__
+        if not isinstance(current, BaseException):
+            current = None
+    return False
+
+
+#: Host names a typo is usually of, for a "did you mean".
+KNOWN_HOSTS = ("localhost", "api.hilos.io", "app.hilos.io")
+
+
+def _did_you_mean_host(host: str) -> str:
+    close = difflib.get_close_matches(host.lower(), KNOWN_HOSTS, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close and close[0] != host.lower() else ""
+
+
 def _network_problem(exc: Exception, timeout: tuple[float, float]) -> str:
+    if _is_dns_failure(exc) and not isinstance(exc, requests.Timeout):
+        return "the host name does not resolve (DNS)"
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return f"no connection within the connect timeout ({timeout[0]:g} s)"
     if isinstance(exc, requests.exceptions.ReadTimeout):

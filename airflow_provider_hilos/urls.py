@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -117,3 +118,16 @@ def without_credentials(url: str) -> str:
     except ValueError:
         port = None
     return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{port}" if port else "")
+
+
+def host_does_not_resolve(host: str) -> bool:
+    """Whether ``host`` (a name, not an address) has no address (asks the system resolver once)."""
+    if not host or is_loopback_host(host) or host.replace(".", "").isdigit() or ":" in host:
+        return False
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return True
+    except OSError:
+        return False
+    return False

@@ -73,11 +73,13 @@ class FakeTI:
     """The part of a task instance an operator's ``execute`` uses outside a DAG run: ``xcom_push`` and the
     key of its batch checkpoint (a run id of its own, so no two tests share a checkpoint)."""
 
-    def __init__(self, run_id: str | None = None, map_index: int = -1) -> None:
+    def __init__(
+        self, run_id: str | None = None, map_index: int = -1, dag_id: str = "hilos_tests", task_id: str = "batch"
+    ) -> None:
         import uuid
 
         self.pushed: dict[str, object] = {}
-        self.dag_id, self.task_id, self.map_index = "hilos_tests", "batch", map_index
+        self.dag_id, self.task_id, self.map_index = dag_id, task_id, map_index
         self.run_id = run_id or f"manual__{uuid.uuid4().hex}"
 
     def xcom_push(self, key: str, value: object) -> None:

@@ -145,7 +145,10 @@ class BatchEngine:
         _ = self.hook.settings  # a bad connection fails here, once, not in every worker
         self._sendable = survey.total - survey.invalid
         self._allowed = allowed_failures(self.options, self._sendable)
-        applied = self.checkpoint.applied() if self.checkpoint is not None else {}
+        applied: dict[str, str] = {}
+        if self.checkpoint is not None:  # writable, ours and locked before the first request, or a clear error
+            self.checkpoint.open()
+            applied = self.checkpoint.applied()
         if applied:
             self.log.info(
                 "Hilos batch: resuming from %s: %d row(s) were applied by an earlier try", self.checkpoint, len(applied)

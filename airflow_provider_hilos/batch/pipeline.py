@@ -75,7 +75,7 @@ class Survey:
     """The validation pass: how many rows there are, and which are invalid.
 
     When sharded, ``total`` and ``invalid`` count this shard's rows, ``set_total`` and ``set_invalid`` the whole
-    change set's.
+    change set's (the verdict is on those), and ``listed`` is taken from the whole set.
     """
 
     total: int = 0
@@ -83,7 +83,7 @@ class Survey:
     set_total: int = 0
     set_invalid: int = 0
     sharded: bool = False
-    #: the first invalid rows (of this shard): ``(row label, reasons)``
+    #: the first invalid rows (of the whole change set): ``(row label, reasons)``
     listed: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -134,7 +134,7 @@ class RowPipeline:
             if isinstance(verdict, HilosValidationError):
                 survey.set_invalid += 1
                 survey.invalid += in_shard
-                if in_shard and len(survey.listed) < MAX_LISTED_INVALID_ROWS:
+                if len(survey.listed) < MAX_LISTED_INVALID_ROWS:  # of the whole set: the verdict is on it
                     survey.listed.append((f"row {number}{row_label(row)}", reasons(verdict)))
         return survey
 

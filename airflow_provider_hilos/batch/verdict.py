@@ -25,17 +25,19 @@ def allowed_failures(options: BatchOptions, sendable: int) -> int:
 
 
 def validation_verdict(survey: Survey, options: BatchOptions) -> HilosValidationError | None:
-    """Refuse the batch before sending, if its invalid rows say so.
+    """Refuse the batch before sending, if its invalid rows say so. A shard decides on the whole change set's
+    rows: its verdict is the one the unsharded batch would reach, so all shards pass or all refuse.
 
     :return: the error listing the invalid rows, or ``None`` when the valid rows may be sent.
     """
-    invalid, total = survey.invalid, survey.total
+    # sharded: the whole change set's counts, so every shard reaches the verdict the unsharded batch would
+    invalid, total = (survey.set_invalid, survey.set_total) if survey.sharded else (survey.invalid, survey.total)
     if not invalid:
         return None
     listed = list(survey.listed)
     if invalid > len(listed):
         listed.append(("...", f"and {invalid - len(listed)} more invalid row(s)"))
-    whole = ""
+    whole = " of the whole change set (every shard decides on it alike)" if survey.sharded else ""
     if not options.skip_invalid_rows:
         return HilosValidationError(
             listed,

@@ -24,6 +24,7 @@ from airflow_provider_hilos.batch.pipeline import Pipeline, pipeline_for
 from airflow_provider_hilos.batch.verdict import batch_verdict
 from airflow_provider_hilos.connection import (
     CONN_FIELDS,
+    TOKEN_HELP_URL,
     UI_FIELD_BEHAVIOUR,
     HilosConnectionSettings,
     settings_from_connection,
@@ -35,6 +36,8 @@ from airflow_provider_hilos.schemas import ValidatedUpdate, validate_update
 from airflow_provider_hilos.transport import JSON, HilosTransport, redact
 
 if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Connection
+
     from airflow_provider_hilos.checkpoint import Checkpoint
 
 WEB_CONVERSATION_PATH = "/inbox/conversation/{id}"
@@ -149,10 +152,27 @@ class HilosHook(BaseHook):
 
     # -- connection ---------------------------------------------------------------------------
 
+    def _connection(self) -> Connection:
+        """The Airflow connection; a missing one is a configuration error saying what it should look like."""
+        from airflow.providers.common.compat.sdk import AirflowNotFoundException
+
+        try:
+            return self.get_connection(self.hilos_conn_id)
+        except AirflowNotFoundException:
+            conn_id = self.hilos_conn_id
+            raise HilosConfigurationError(
+                f"Hilos connection {conn_id!r} is not defined. Add a connection of type 'hilos' with that id: in "
+                "the UI (Admin > Connections > +, type Hilos: Base URL https://api.hilos.io, API token from "
+                f"{TOKEN_HELP_URL}), or as the environment variable AIRFLOW_CONN_{conn_id.upper()}="
+                '\'{"conn_type": "hilos", "host": "https://api.hilos.io", "password": "<token>"}\', or with '
+                f"`airflow connections add {conn_id} --conn-type hilos --conn-host https://api.hilos.io "
+                "--conn-password <token>`; or pass hilos_conn_id= the id of the one you have"
+            ) from None
+
     @cached_property
     def settings(self) -> HilosConnectionSettings:
         """The checked connection settings (looked up once, on first use)."""
-        settings = settings_from_connection(self.get_connection(self.hilos_conn_id))
+        settings = settings_from_connection(self._connection())
         _mask(settings.token)
         self.log.info(
             "Hilos connection %r: %s; updates go to PATCH %s",
@@ -349,8 +369,8 @@ class HilosHook(BaseHook):
         :param report: an open text stream, a callable opening one, or an
             :class:`~airflow_provider_hilos.storage.AtomicText` (opened only once every row passed validation); one
             JSON line per row is written to it.
-        :param checkpoint: record applied updates there, and skip those an earlier try recorded; it is
-            cleared when the batch succeeds.
+        :param checkpoint: record applied updates there, and skip those an earlier try recorded; it is opened
+            (checked and locked) before the first request, and cleared when the batch succeeds.
         :param engine: called with the batch's engine before it starts (an operator keeps it, to stop it on kill).
         :return: counts, duration, rate and the first failed rows.
         :raises HilosValidationError: invalid rows (nothing was sent), unless ``skip_invalid_rows``.
@@ -361,11 +381,15 @@ class HilosHook(BaseHook):
         runner = BatchEngine(self, options, report=report, checkpoint=checkpoint)
         if engine is not None:
             engine(runner)
-        result = runner.run(pipeline_for(updates))
-        if failure := batch_verdict(result, options):
-            raise failure
-        if checkpoint is not None:
-            checkpoint.clear()
+        try:
+            result = runner.run(pipeline_for(updates))
+            if failure := batch_verdict(result, options):
+                raise failure
+            if checkpoint is not None:
+                checkpoint.clear()
+        finally:
+            if checkpoint is not None:
+                checkpoint.release()
         return result
 
     def plan_updates(

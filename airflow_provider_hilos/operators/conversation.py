@@ -14,16 +14,20 @@ from airflow_provider_hilos.batch.engine import BatchEngine
 from airflow_provider_hilos.batch.options import BatchOptions, with_batch_option_docs, with_batch_options
 from airflow_provider_hilos.batch.pipeline import RowPipeline, UpdatePipeline
 from airflow_provider_hilos.batch.result import StopReason
-from airflow_provider_hilos.checkpoint import Checkpoint, task_key
+from airflow_provider_hilos.checkpoint import Checkpoint, task_owner
 from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.inputs import INPUT_FORMATS, list_separator_problem, rows_from_path
-from airflow_provider_hilos.links import CONVERSATION_URL_XCOM_KEY, HilosConversationLink
+from airflow_provider_hilos.links import (
+    CONVERSATION_URL_ATTRIBUTE,
+    CONVERSATION_URL_XCOM_KEY,
+    HilosConversationLink,
+)
 from airflow_provider_hilos.operators._common import BatchArguments, announce, default_checkpoint_root, parse_flag
 from airflow_provider_hilos.pacing import check_rate
 from airflow_provider_hilos.rows import RowSource, rows_from_updates, shard_problem
 from airflow_provider_hilos.schemas import WRITABLE_FIELDS, parse_rendered, show, validate_update
-from airflow_provider_hilos.storage import AtomicText, storage_path
+from airflow_provider_hilos.storage import AtomicText, same_place_key, storage_path
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -155,9 +159,9 @@ class ConversationUpdateOperator(BaseOperator):
         dry = parse_flag(self.hilos_dry_run, field="dry_run")
         hook = self._hook = HilosHook(self.hilos_conn_id)
         with hook:
-            context["ti"].xcom_push(
-                key=CONVERSATION_URL_XCOM_KEY, value=hook.conversation_web_url(update.conversation_id)
-            )
+            url = hook.conversation_web_url(update.conversation_id)
+            setattr(self, CONVERSATION_URL_ATTRIBUTE, url)  # the link, on Airflow 3 (read as the task ends)
+            context["ti"].xcom_push(key=CONVERSATION_URL_XCOM_KEY, value=url)  # the link, on Airflow 2
             if dry:
                 (planned,) = dry_run(hook, UpdatePipeline([update]), log=self.log, single=True)["requests"]
                 return {"dry_run": True, **{key: planned[key] for key in ("method", "url", "body")}}
@@ -211,9 +215,10 @@ class ConversationBatchUpdateOperator(BatchArguments, BaseOperator):
             earlier try of the same task instance recorded with the same update (default ``True``). The checkpoint is
             removed when the task succeeds, so a later run sends every row again.
         :param checkpoint_path: the folder checkpoints go under (an ``ObjectStoragePath``: local, ``s3://``...),
-            one sub-folder per DAG, run, task and map index. Default: ``_hilos_checkpoints`` next to the
-            report if there is one, else ``$AIRFLOW_HOME/hilos_checkpoints``. On distributed executors, use
-            storage every worker reaches (templated).
+            one sub-folder per task instance (DAG, run, task and map index: see
+            :mod:`~airflow_provider_hilos.checkpoint`). Default: ``_hilos_checkpoints`` next to the report if there
+            is one, else ``$AIRFLOW_HOME/hilos_checkpoints``. On distributed executors, use storage every worker
+            reaches (templated).
         :param dry_run: validate every row, resolve the connection and log what would be sent (the first
             20 requests in full: method, URL, body; never the token), but send nothing; returns the counts and
             those requests (templated: ``"True"`` works).
@@ -356,14 +361,25 @@ class ConversationBatchUpdateOperator(BatchArguments, BaseOperator):
             return None
         root = storage_path(self.checkpoint_path) if self.checkpoint_path else default_checkpoint_root(self.report_path)
         ti = context["ti"]
-        key = task_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", None))
-        folder = root
-        for part in key.split("/"):
-            folder = folder / part
-        return Checkpoint(folder)
+        owner = task_owner(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", None))
+        return Checkpoint.for_task(root, owner)
+
+    def _check_paths(self) -> None:
+        """Refuse a report or checkpoint path that is the input, before anything is opened for writing."""
+        if self.updates_path is None:
+            return
+        source = same_place_key(self.updates_path)
+        for field in ("report_path", "checkpoint_path"):
+            value = getattr(self, field)
+            if value and same_place_key(value) == source:
+                raise HilosValidationError(
+                    [(field, "is the input (updates_path): writing it would destroy the rows; choose another path")],
+                    "Invalid Hilos batch arguments",
+                )
 
     def execute(self, context: Context) -> dict[str, Any]:
         options = self.batch_options()
+        self._check_paths()
         pipeline = RowPipeline(self._source(), shard_index=self.shard_index, shard_count=self.shard_count)
         hook = HilosHook(self.hilos_conn_id, pool_maxsize=options.max_concurrency)
         checkpoint = self._checkpoint = self._checkpoint_for(context)

@@ -93,6 +93,10 @@ class SandboxApp:
             return _json(401, {"detail": "Invalid token."}, {"WWW-Authenticate": self.auth_scheme or "Token"})
         return None
 
+    def _authenticated(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        expected = self.expected_auth.encode("latin-1", "replace")
+        return any(n.lower() == self.header_name.encode() and v == expected for n, v in headers)
+
     def _shown_headers(self, headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
         """Request headers for the log, with the token replaced by a placeholder (never stored)."""
         shown: dict[str, str] = {}
@@ -239,15 +243,17 @@ class SandboxApp:
         async def put_faults(request: Request) -> Response:
             try:
                 self.faults.configure(FaultConfig.from_dict(await request.json()))
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError) as exc:  # a body that isn't JSON is a ValueError too
                 return _json(400, {"detail": str(exc)})
             return _json(200, asdict(self.faults.config))
 
         @router.post("/faults/next")
         async def fail_next(request: Request) -> Response:
-            body = await request.json()
             try:
-                self.faults.fail_next(str(body.get("kind")), int(body.get("count", 1)))
+                body = await request.json()
+                if not isinstance(body, dict):
+                    raise ValueError('the body must be a JSON object, e.g. {"kind": "503", "count": 2}')
+                self.faults.fail_next(body.get("kind"), body.get("count", 1))
             except ValueError as exc:
                 return _json(400, {"detail": str(exc)})
             return Response(status_code=204)
@@ -267,13 +273,18 @@ class SandboxApp:
             if not message.get("more_body"):
                 break
         raw = b"".join(chunks)
+        shown = self._shown_headers(scope.get("headers", []))
+        authenticated = self._authenticated(scope.get("headers", []))
         entry: dict[str, Any] = {
             "time": time.time(),
             "method": scope["method"],
             "path": scope["path"],
-            "query": scope.get("query_string", b"").decode("latin-1"),
-            "headers": self._shown_headers(scope.get("headers", [])),
-            "body": _decode_body(raw),
+            "query": scope.get("query_string", b"").decode("latin-1")[:2048],
+            "headers": shown,
+            # a request without the token can't change anything: its body is not worth memory
+            "body": _decode_body(raw)
+            if authenticated
+            else (f"<{len(raw):,} bytes, not kept: unauthenticated>" if raw else None),
         }
         # The answer leaves `latency` after the request arrived (the sandbox's own processing counts
         # towards it, as a real API's does), or when processing is done if that takes longer.
@@ -324,13 +335,38 @@ class SandboxApp:
         await send({"type": "http.response.body", "body": body})
 
 
+#: The largest request body the log keeps whole (bytes); a larger one is logged by its size.
+MAX_LOGGED_BODY = 64 * 1024
+#: The deepest JSON body the log keeps as JSON; a deeper one is kept as (cut) text, so the log always serialises.
+MAX_LOGGED_DEPTH = 32
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests, counting no further than ``limit + 1`` (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if deepest > limit:
+                return deepest
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def _decode_body(raw: bytes) -> Any:
+    """The body as the log keeps it: JSON when it is small and shallow, else text cut to a bounded size."""
     if not raw:
         return None
+    if len(raw) > MAX_LOGGED_BODY:
+        return f"<{len(raw):,} bytes, not kept: over {MAX_LOGGED_BODY:,}>"
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, RecursionError):
         return raw.decode("utf-8", errors="replace")
+    if _depth(body, MAX_LOGGED_DEPTH) > MAX_LOGGED_DEPTH:
+        return raw[:1024].decode("utf-8", errors="replace") + f"... <nested deeper than {MAX_LOGGED_DEPTH}>"
+    return body
 
 
 async def _read_body(request: Request) -> dict[str, Any] | Response:

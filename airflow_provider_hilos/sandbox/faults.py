@@ -8,6 +8,7 @@ request by request, which fault (if any) a request gets, from seeded dice or a s
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import math
 import random
@@ -68,14 +69,68 @@ class FaultConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FaultConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown fault setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        values = dict(values)
-        if "error_statuses" in values:
-            values["error_statuses"] = tuple(int(s) for s in values["error_statuses"])
-        return cls(**values)
+        """Settings checked when they are set (type and range), so a wrong one is refused at once instead of
+        turning every later API call into a 500.
+
+        :raises ValueError: an unknown setting (with a "did you mean"), a wrong type or a value out of range.
+        """
+        if not isinstance(values, dict):
+            raise ValueError('fault settings must be a JSON object, e.g. {"error_rate": 0.1}')
+        known = [f.name for f in fields(cls)]
+        problems = []
+        for name in sorted(set(values) - set(known), key=str):
+            close = difflib.get_close_matches(str(name), known, n=1) or [k for k in known if str(name) in k][:1]
+            problems.append(
+                f"unknown fault setting {str(name)[:60]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
+        if problems:
+            raise ValueError(f"{'; '.join(problems)}; known: {', '.join(sorted(known))}")
+        checked: dict[str, Any] = {}
+        for name, value in values.items():
+            checked[name] = _checked(name, value)
+        return cls(**checked)
+
+
+#: Each setting's kind and range: ``(type, minimum, maximum)``; ``None``: no bound.
+_RANGES: dict[str, tuple[str, float | None, float | None]] = {
+    "latency_ms": ("number", 0, 600_000),
+    "jitter_ms": ("number", 0, 600_000),
+    "rate_limit_per_second": ("number?", 0, 1_000_000),
+    "rate_limit_burst": ("integer", 1, 1_000_000),
+    "retry_after_seconds": ("number", 0, 86_400),
+    "throttle_rate": ("number", 0, 1),
+    "error_rate": ("number", 0, 1),
+    "drop_rate": ("number", 0, 1),
+    "slow_rate": ("number", 0, 1),
+    "slow_seconds": ("number", 0, 3_600),
+    "truncate_rate": ("number", 0, 1),
+    "html_rate": ("number", 0, 1),
+    "fault_seed": ("integer", None, None),
+}
+#: The most requests ``fail_next`` may script at once (each takes memory until it is used).
+MAX_SCRIPTED = 100_000
+
+
+def _checked(name: str, value: Any) -> Any:
+    if name == "error_statuses":
+        if not isinstance(value, list | tuple) or not value or any(s not in (500, 502, 503) for s in value):
+            raise ValueError("error_statuses must be a non-empty list of 500, 502 and 503")
+        return tuple(int(s) for s in value)
+    kind, low, high = _RANGES[name]
+    if value is None and kind.endswith("?"):
+        return None
+    integer = kind.startswith("integer")
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+        raise ValueError(f"{name} must be {'a whole number' if integer else 'a number'}, not {type(value).__name__}")
+    if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(
+            f"{name} must be between {low:g} and {high:g}"
+            if low is not None and high is not None
+            else f"{name} is out of range"
+        )
+    if name == "rate_limit_per_second" and value == 0:
+        raise ValueError("rate_limit_per_second must be greater than 0 (null: no limit)")
+    return value
 
 
 class FaultInjector:
@@ -94,10 +149,22 @@ class FaultInjector:
             self._tokens = float(config.rate_limit_burst)
             self._refilled = time.monotonic()
 
-    def fail_next(self, kind: str, count: int = 1) -> None:
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(FAULT_KINDS)}")
+    def fail_next(self, kind: Any, count: Any = 1) -> None:
+        """Script the next ``count`` requests' fault (at most :data:`MAX_SCRIPTED` waiting in all).
+
+        :raises ValueError: an unknown kind (with a "did you mean"), or a count that is not a whole number in range.
+        """
+        if not isinstance(kind, str) or kind not in FAULT_KINDS:
+            close = difflib.get_close_matches(str(kind), FAULT_KINDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown fault kind {str(kind)[:40]!r}{hint}; known: {', '.join(FAULT_KINDS)}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError("count must be a whole number, at least 1")
         with self._lock:
+            if len(self.script) + count > MAX_SCRIPTED:
+                raise ValueError(
+                    f"count: at most {MAX_SCRIPTED:,} scripted faults may wait at once ({len(self.script):,} do now)"
+                )
             self.script.extend([kind] * count)
 
     def delay(self) -> float:

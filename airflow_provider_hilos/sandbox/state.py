@@ -10,6 +10,7 @@ No input makes it fail with anything but a 400 in DRF's shape.
 from __future__ import annotations
 
 import copy
+import json
 import random
 import re
 import threading
@@ -207,14 +208,24 @@ class SandboxState:
     :param conversations: how many conversations to seed.
     :param seed: the random seed (same seed, same data).
     :param request_log_limit: how many requests the log keeps (oldest dropped first).
+    :param request_log_bytes: about how many bytes the log keeps (oldest dropped first).
     """
 
-    def __init__(self, conversations: int = 100, seed: int = 7, request_log_limit: int = 10_000) -> None:
+    def __init__(
+        self,
+        conversations: int = 100,
+        seed: int = 7,
+        request_log_limit: int = 10_000,
+        request_log_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         self.seed = seed
         self.conversation_count = conversations
         self._lock = threading.Lock()
         self.data = SandboxData.seeded(conversations, seed)
         self.request_log: deque[dict[str, Any]] = deque(maxlen=request_log_limit)
+        self.request_log_bytes = request_log_bytes
+        self._sizes: deque[int] = deque()
+        self._log_bytes = 0
         self.request_count = 0
 
     def reset(self) -> None:
@@ -222,6 +233,8 @@ class SandboxState:
         with self._lock:
             self.data = SandboxData.seeded(self.conversation_count, self.seed)
             self.request_log.clear()
+            self._sizes.clear()
+            self._log_bytes = 0
             self.request_count = 0
 
     # -- inspection ---------------------------------------------------------------------------
@@ -243,9 +256,18 @@ class SandboxState:
             return list(self.data.conversations)
 
     def log_request(self, entry: dict[str, Any]) -> None:
+        """Keep ``entry`` (the oldest go once the log holds ``request_log_limit`` entries or ``request_log_bytes``)."""
+        size = _entry_size(entry)
         with self._lock:
             self.request_count += 1
+            if len(self.request_log) == self.request_log.maxlen:
+                self._log_bytes -= self._sizes.popleft()
             self.request_log.append(entry)
+            self._sizes.append(size)
+            self._log_bytes += size
+            while self._log_bytes > self.request_log_bytes and len(self.request_log) > 1:
+                self.request_log.popleft()
+                self._log_bytes -= self._sizes.popleft()
 
     def requests(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -254,6 +276,8 @@ class SandboxState:
     def clear_requests(self) -> None:
         with self._lock:
             self.request_log.clear()
+            self._sizes.clear()
+            self._log_bytes = 0
             self.request_count = 0
 
     # -- the API ------------------------------------------------------------------------------
@@ -437,3 +461,10 @@ def _tag_name(value: Any) -> tuple[str | None, str]:
     if "\x00" in name:
         return "Null characters are not allowed.", ""
     return None, name
+
+
+def _entry_size(entry: dict[str, Any]) -> int:
+    """About how many bytes a log entry holds (its body counts as its text)."""
+    body = entry.get("body")
+    body_size = len(body) if isinstance(body, str) else len(json.dumps(body, default=str)) if body is not None else 0
+    return 512 + body_size + sum(len(k) + len(v) for k, v in entry.get("headers", {}).items())

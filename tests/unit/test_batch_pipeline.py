@@ -80,21 +80,38 @@ def test_every_row_lands_in_exactly_one_shard_with_its_row_number(rows, count):
     assert sorted(seen) == list(range(1, len(rows) + 1))
 
 
-def test_a_repeated_conversation_is_refused_by_its_shard_before_anything_is_sent(sandbox):
-    """Both rows of a conversation land in one shard, whose batch refuses the repeat as an unsharded one does."""
+def test_a_repeated_conversation_is_refused_by_every_shard_before_anything_is_sent(sandbox):
+    """Both rows of a conversation land in one shard; every shard refuses the change set, as an unsharded batch
+    does (a shard's verdict is the whole batch's)."""
     ids = sandbox.conversation_ids()[:12]
     rows = [{"conversation_id": cid, "status": "CLOSED"} for cid in ids]
     rows.append({"conversation_id": ids[4], "status": "NEW"})
     source = lambda: enumerate(rows, start=1)  # noqa: E731
-    home = shard_of(rows[4], 3)
-    assert shard_of(rows[-1], 3) == home
+    assert shard_of(rows[-1], 3) == shard_of(rows[4], 3)
     with HilosHook() as hook:
-        with pytest.raises(HilosValidationError, match="is already updated by row 5"):
-            hook.update_conversations(RowPipeline(source, shard_index=home, shard_count=3))
-        assert sandbox.requests() == []
-        others = [i for i in range(3) if i != home]
-        sent = sum(hook.update_conversations(RowPipeline(source, shard_index=i, shard_count=3)).updated for i in others)
-    assert sent == sum(shard_of(r, 3) != home for r in rows)
+        for index in range(3):
+            with pytest.raises(HilosValidationError, match="is already updated by row 5"):
+                hook.update_conversations(RowPipeline(source, shard_index=index, shard_count=3))
+    assert sandbox.requests() == []
+
+
+@pytest.mark.parametrize("shards", [36, 41])
+def test_a_shard_reaches_the_verdict_of_the_whole_batch(sb, shards):
+    """Audit 2 point 9: 1 invalid row in 100 with skip_invalid_rows passes unsharded, so it passes in every shard
+    (the shard that holds only that row used to fail "every row is invalid")."""
+    ids = sb.conversation_ids()[:99]
+    rows = [{"conversation_id": cid, "status": "CLOSED"} for cid in ids]
+    rows.insert(50, {"conversation_id": ids[0][:-1] + "z", "status": "CLOSED"})  # not a UUID
+    source = lambda: enumerate(rows, start=1)  # noqa: E731
+    with HilosHook() as hook:
+        results = [
+            hook.update_conversations(
+                RowPipeline(source, shard_index=index, shard_count=shards), skip_invalid_rows=True, max_concurrency=2
+            )
+            for index in range(shards)
+        ]
+    assert sum(result.updated for result in results) == 99
+    assert sum(result.skipped for result in results) == 1
 
 
 # -- validated updates: read once ----------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def test_api_family_chosen_explicitly(hilos_conn, requests_mock, host, family, e
 
 def test_an_unknown_api_family_is_explained(hilos_conn, requests_mock):
     hilos_conn(extra={"api_family": "native"})
-    with pytest.raises(HilosConfigurationError, match="api_family='native' is not one of auto, hilos, activecampaign"):
+    with pytest.raises(HilosConfigurationError, match="extra api_family is not one of auto, hilos, activecampaign"):
         HilosHook().update_conversation(CID, {"status": "NEW"})
     assert not requests_mock.called
 
@@ -145,13 +145,13 @@ def test_old_style_prefixed_extras_are_read(hilos_conn, requests_mock):
         ({"host": "https://api.hilos.io/?x=1"}, "query string or fragment"),
         ({"host": "https://api.hilos.io/#frag"}, "query string or fragment"),
         ({"host": "https://user:pw@api.hilos.io"}, "contains credentials"),
-        ({"host": "http://api.hilos.io"}, "clear text"),
+        ({"host": "http://192.0.2.10"}, "clear text"),  # an address: no name to resolve
         ({"host": "https://api.hilos.io:99999"}, "not a valid URL"),
-        ({"extra": {"read_timeout": "soon"}}, "read_timeout='soon' is not a number"),
+        ({"extra": {"read_timeout": "soon"}}, "extra read_timeout is not a number"),
         ({"extra": {"connect_timeout": 0}}, "must be greater than 0"),
         ({"extra": {"max_attempts": 0}}, "must be at least 1"),
         ({"extra": {"max_attempts": 2.5}}, "is not a whole number"),
-        ({"extra": {"header_name": "Bad Header"}}, "not a valid header name"),
+        ({"extra": {"header_name": "Bad Header"}}, "is not an HTTP header name"),
     ],
 )
 def test_connection_mistakes_are_explained(hilos_conn, requests_mock, conn, match):
@@ -211,3 +211,100 @@ def test_good_web_base_urls_make_the_link(hilos_conn, requests_mock, web):
 def test_missing_host_means_the_hilos_api(hilos_conn):
     hilos_conn(host=None)
     assert HilosHook().base_url == "https://api.hilos.io"
+
+
+# -- audit 2: points 10, 11, 15 and 16 -----------------------------------------------------------------------
+
+SECRET = "hk_live_9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"auth_scheme": f"Token {SECRET}"}, "auth_scheme"),
+        ({"header_name": f"X {SECRET}"}, "header_name"),
+        ({"header_name": SECRET + "é"}, "header_name"),
+        ({"web_base_url": f"ftp://{SECRET}.example.com"}, "web_base_url"),
+        ({"web_base_url": f"https://example.com/?k={SECRET}"}, "web_base_url"),
+        ({"connect_timeout": SECRET}, "connect_timeout"),
+        ({"read_timeout": SECRET}, "read_timeout"),
+        ({"max_attempts": SECRET}, "max_attempts"),
+        ({"max_requests_per_second": SECRET}, "max_requests_per_second"),
+        ({"api_family": SECRET}, "api_family"),
+    ],
+)
+def test_a_secret_pasted_into_another_field_is_never_echoed(hilos_conn, extra, field):
+    hilos_conn(extra=extra)
+    with pytest.raises(HilosConfigurationError) as caught:
+        _ = HilosHook().settings
+    assert field in str(caught.value)
+    assert SECRET not in str(caught.value) and SECRET[:12] not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "host", [f"https://api.hilos.io/?key={SECRET}", f"https://api.hilos.io/#{SECRET}", f"gopher://{SECRET}"]
+)
+def test_a_base_url_error_does_not_echo_the_url(hilos_conn, host):
+    hilos_conn(host=host)
+    with pytest.raises(HilosConfigurationError, match="Base URL") as caught:
+        _ = HilosHook().settings
+    assert SECRET not in str(caught.value)
+
+
+def test_a_number_out_of_range_is_shown_as_the_number(hilos_conn):
+    hilos_conn(extra={"read_timeout": -3})
+    with pytest.raises(HilosConfigurationError, match="read_timeout=-3 must be greater than 0"):
+        _ = HilosHook().settings
+
+
+@pytest.mark.parametrize(
+    "name", ["Host", "cookie", "User-Agent", "Transfer-Encoding", "Content-Length", "Connection", "Proxy-Authorization"]
+)
+def test_header_names_the_client_sets_or_that_frame_the_request_are_refused(hilos_conn, name):
+    hilos_conn(extra={"header_name": name})
+    with pytest.raises(HilosConfigurationError, match=f"header_name '{name}' is a header the HTTP client sets"):
+        _ = HilosHook().settings
+
+
+@pytest.mark.parametrize("name", ["Tökén", "X Token", "X:Token", "", "Token\r\nX"])
+def test_a_header_name_that_is_not_an_http_token_is_refused_when_the_connection_is_read(hilos_conn, name):
+    hilos_conn(extra={"header_name": name} if name else {"header_name": " "})
+    with pytest.raises(HilosConfigurationError, match="is not an HTTP header name"):
+        _ = HilosHook().settings
+
+
+def test_a_custom_http_token_header_name_works(hilos_conn, requests_mock):
+    hilos_conn(extra={"header_name": "X-Api_Key.v2"})
+    requests_mock.patch(URL, json=EDIT)
+    HilosHook().update_conversation(CID, {"status": "CLOSED"})
+    assert requests_mock.last_request.headers["X-Api_Key.v2"] == f"Token {TEST_TOKEN}"
+
+
+def test_a_host_that_does_not_resolve_says_so_instead_of_advising_https(hilos_conn, monkeypatch):
+    import socket
+
+    def no_such_name(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    hilos_conn(host="http://locahost:8765")
+    with pytest.raises(HilosConfigurationError) as caught:
+        _ = HilosHook().settings
+    message = str(caught.value)
+    assert "'locahost' does not resolve" in message and "did you mean 'localhost'?" in message
+    assert "allow_insecure_http" not in message and "https://" not in message.replace("http://locahost", "")
+
+
+def test_a_missing_connection_says_what_it_should_look_like(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_HILOS_PROD", raising=False)
+    with pytest.raises(HilosConfigurationError) as caught:
+        _ = HilosHook("hilos_prod").settings
+    message = str(caught.value)
+    assert "'hilos_prod' is not defined" in message
+    assert "type 'hilos'" in message and "AIRFLOW_CONN_HILOS_PROD=" in message and "airflow connections add" in message
+
+
+def test_the_test_button_of_a_missing_connection_explains_it(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_HILOS_PROD", raising=False)
+    ok, message = HilosHook("hilos_prod").test_connection()
+    assert not ok and "is not defined" in message

@@ -297,7 +297,8 @@ def test_a_killed_batch_starts_no_request_after_the_signal_and_its_checkpoint_ho
     assert result["stop_reason"] == "killed" and result["not_sent"] >= 400
     assert result["updated"] + result["not_sent"] + result["failed"] == 600
     landed = {r["path"].split("/")[-2] for r in sent if r["status"] == 200}
-    recorded = set(Checkpoint(storage_path(str(next(tmp_path.glob("*/*/*"))))).applied())
+    (folder,) = tmp_path.iterdir()  # the task instance's own checkpoint folder
+    recorded = set(Checkpoint(storage_path(str(folder))).applied())
     assert recorded == landed and len(landed) == result["updated"]
 
 

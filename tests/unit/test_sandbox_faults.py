@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.helpers import patch
+from tests.helpers import AUTH, patch
 
 
 @pytest.mark.parametrize(
@@ -78,3 +78,72 @@ def test_latency_knob_delays_answers(sandbox):
     start = time.perf_counter()
     patch(sandbox, sandbox.conversation_ids()[0], {"status": "NEW"})
     assert time.perf_counter() - start >= 0.15
+
+
+# -- audit 2, point 17: a test tool that holds up -------------------------------------------------------------
+
+
+def test_scripting_a_huge_count_of_faults_is_refused_not_allocated(sandbox):
+    answer = requests.post(f"{sandbox.url}/_sandbox/faults/next", json={"kind": "503", "count": 10**9}, timeout=10)
+    assert answer.status_code == 400 and "at most 100,000" in answer.json()["detail"]
+    assert requests.get(f"{sandbox.url}/_sandbox/faults", timeout=10).json()["pending"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"kind": "503", "count": "many"}, "count must be a whole number"),
+        ({"kind": "503", "count": 0}, "count must be a whole number, at least 1"),
+        ({"kind": "5O3"}, "did you mean '503'?"),
+        (["503"], "must be a JSON object"),
+    ],
+)
+def test_a_bad_fault_script_is_a_400_saying_why(sandbox, body, expected):
+    answer = requests.post(f"{sandbox.url}/_sandbox/faults/next", json=body, timeout=10)
+    assert answer.status_code == 400 and expected in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"error_rate": "high"}, "error_rate must be a number, not str"),
+        ({"error_rate": 3}, "error_rate must be between 0 and 1"),
+        ({"latency_ms": -1}, "latency_ms must be between"),
+        ({"rate_limit_burst": 2.5}, "rate_limit_burst must be a whole number"),
+        ({"error_statuses": [404]}, "error_statuses must be a non-empty list of 500, 502 and 503"),
+        ({"seed": 3}, "unknown fault setting 'seed' (did you mean 'fault_seed'?)"),
+    ],
+)
+def test_fault_settings_of_the_wrong_type_or_range_are_refused_when_set(sandbox, settings, expected):
+    answer = requests.put(f"{sandbox.url}/_sandbox/faults", json=settings, timeout=10)
+    assert answer.status_code == 400 and expected in answer.json()["detail"]
+    cid = sandbox.conversation_ids()[0]
+    assert patch(sandbox, cid, {"status": "CLOSED"}).status_code == 200  # the API still works
+
+
+def test_unauthenticated_bodies_are_not_kept_in_the_request_log(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    big = {"status": "CLOSED", "filler": "x" * 500_000}
+    answer = requests.patch(f"{sandbox.url}/api/inbox/conversation/{cid}/update", json=big, timeout=10)
+    assert answer.status_code == 401
+    (entry,) = sandbox.requests()
+    assert entry["body"].endswith("not kept: unauthenticated>")
+
+
+def test_a_deeply_nested_body_keeps_the_request_log_readable(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    deep = "[" * 900 + "]" * 900
+    answer = patch(sandbox, cid, None, headers={**AUTH, "Content-Type": "application/json"}, data=deep)
+    assert answer.status_code == 400
+    log = requests.get(f"{sandbox.url}/_sandbox/requests", timeout=10)
+    assert log.status_code == 200 and "nested deeper than" in log.json()["requests"][-1]["body"]
+
+
+def test_the_request_log_is_bounded_in_bytes():
+    from airflow_provider_hilos.sandbox.state import SandboxState
+
+    state = SandboxState(conversations=1, request_log_bytes=100_000)
+    for number in range(100):
+        state.log_request({"method": "PATCH", "headers": {}, "body": "x" * 10_000, "number": number})
+    kept = state.requests()
+    assert 5 <= len(kept) <= 10 and kept[-1]["number"] == 99 and state.request_count == 100

@@ -324,3 +324,40 @@ def test_slow_answers_trip_the_hooks_read_timeout(sandbox, monkeypatch):
     with pytest.raises(Exception, match="read timeout"):
         hook.update_conversation(sandbox.conversation_ids()[0], {"status": "NEW"})
     assert len(sandbox.requests()) == 2
+
+
+# -- audit 2: points 12 and 15 -------------------------------------------------------------------------------
+
+
+def test_a_route_404_shows_the_url_that_was_requested_once_with_a_base_path_prefix(hilos_conn, requests_mock):
+    hilos_conn(host="https://hilos.example.com/api/v1")
+    requested = f"https://hilos.example.com/api/v1/api/inbox/conversation/{CID}/update"
+    requests_mock.patch(requested, status_code=404, text="<h1>Not Found</h1>", headers={"Content-Type": "text/html"})
+    with pytest.raises(HilosEndpointNotFoundError) as caught:
+        HilosHook().update_conversation(CID, {"status": "CLOSED"})
+    assert f"PATCH {requested} " in str(caught.value) and "/api/v1/api/v1/" not in str(caught.value)
+    assert requests_mock.last_request.url == requested
+
+
+def test_the_test_button_shows_the_url_that_was_requested(hilos_conn, requests_mock):
+    hilos_conn(host="https://hilos.example.com/api/v1")
+    requests_mock.get("https://hilos.example.com/api/v1/api/inbox/conversation", status_code=404, text="", headers={})
+    ok, message = HilosHook().test_connection()
+    assert not ok and "/api/v1/api/v1/" not in message and "https://hilos.example.com/api/v1/api/inbox/" in message
+
+
+def test_a_name_that_does_not_resolve_at_request_time_says_so(hilos_conn, requests_mock):
+    import urllib3
+
+    hilos_conn(host="https://api.hilso.io", extra={"max_attempts": 1})
+    error = urllib3.exceptions.NameResolutionError(
+        "api.hilso.io", None, OSError("[Errno -2] Name or service not known")
+    )
+    requests_mock.patch(
+        f"https://api.hilso.io/api/inbox/conversation/{CID}/update",
+        exc=requests.exceptions.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/", error)),
+    )
+    with pytest.raises(HilosAPIError) as caught:
+        HilosHook().update_conversation(CID, {"status": "CLOSED"})
+    message = str(caught.value)
+    assert "the host name does not resolve (DNS)" in message and "did you mean api.hilos.io?" in message
