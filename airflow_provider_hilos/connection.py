@@ -51,6 +51,10 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 30.0
 #: Attempts per request (the first one included) for 429, 5xx gateway errors, timeouts, resets.
 DEFAULT_MAX_ATTEMPTS = 5
+#: Rows per list page asked for: Hilos publishes no maximum; 100 is a common cap of DRF APIs (a server that caps
+#: lower is followed; the sandbox allows 1,000).
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 10_000
 
 #: The connection form's extra fields. Their names must not look secret to Airflow's masker
 #: ("auth_header", "token", ... are hidden as ***), or the form would show and save "***".
@@ -94,6 +98,13 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "slows down to the pace the API allows when it answers 429.",
         "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
     },
+    "page_size": {
+        "label": "List page size",
+        "description": "Rows per page when reading the conversation list (exports, syncs). Hilos publishes no "
+        "maximum; 100 is a common cap of Django REST Framework APIs. A server that serves fewer per page is "
+        "followed; a larger size only saves requests if the server allows it.",
+        "schema": {"type": ["integer", "null"], "default": DEFAULT_PAGE_SIZE, "minimum": 1, "maximum": MAX_PAGE_SIZE},
+    },
     "web_base_url": {
         "label": "Hilos web app URL",
         "description": "Where the 'Hilos conversation' task link points.",
@@ -131,6 +142,8 @@ class HilosConnectionSettings:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    #: rows per page when reading the conversation list
+    page_size: int = DEFAULT_PAGE_SIZE
     web_base_url: str = DEFAULT_WEB_BASE_URL
     #: the quota of everything one hook of this connection sends (``None``: no cap, only the 429 pacing)
     max_requests_per_second: float | None = None
@@ -336,10 +349,13 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
         ("connect_timeout", False),
         ("read_timeout", False),
         ("max_attempts", True),
+        ("page_size", True),
         ("max_requests_per_second", False),
     ):
         if (raw := _extra(extras, field)) is not None:
             values[field] = _number(raw, field=field, conn_id=conn_id, integer=integer, minimum=1 if integer else 0)
+    if values.get("page_size", DEFAULT_PAGE_SIZE) > MAX_PAGE_SIZE:
+        raise _configuration_error(f"Hilos connection {conn_id!r}: extra page_size must be at most {MAX_PAGE_SIZE}")
     web_base_url = _web_base_url(_extra(extras, "web_base_url"), conn_id=conn_id)
     family_choice = str(_extra(extras, "api_family") or DEFAULT_API_FAMILY).strip().lower()
     if family_choice not in API_FAMILY_CHOICES:

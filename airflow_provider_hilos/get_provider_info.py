@@ -17,7 +17,8 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-hilos",
         "name": "Hilos",
-        "description": "Hilos WhatsApp CRM API: update conversations (status, assignees, team, tags) from DAGs.",
+        "description": "Hilos WhatsApp CRM API: update conversations (status, assignees, team, tags) from DAGs, "
+        "and export them.",
         "versions": [__version__],
         "integrations": [
             {
@@ -28,7 +29,13 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": "Hilos", "python-modules": ["airflow_provider_hilos.hooks.hilos"]}],
         "operators": [
-            {"integration-name": "Hilos", "python-modules": ["airflow_provider_hilos.operators.conversation"]}
+            {
+                "integration-name": "Hilos",
+                "python-modules": [
+                    "airflow_provider_hilos.operators.conversation",
+                    "airflow_provider_hilos.operators.export",
+                ],
+            }
         ],
         "connection-types": [
             {

@@ -9,6 +9,7 @@ name                        kind     what it counts
 ``hilos.requests.retried``  counter  requests sent again (after a 429, a 5xx, a timeout, a drop)
 ``hilos.requests.throttled`` counter requests the API answered 429
 ``hilos.request.duration``  timer    milliseconds from sending a request to its answer
+``hilos.conversations.read`` counter conversations read from the list endpoint (an export, a sync)
 ==========================  =======  =========================================================
 
 With ``statsd_prefix = airflow`` (the default) they arrive as ``airflow.hilos.updates.applied`` and so on.
@@ -24,6 +25,7 @@ FAILED = "hilos.updates.failed"
 RETRIED = "hilos.requests.retried"
 THROTTLED = "hilos.requests.throttled"
 DURATION = "hilos.request.duration"
+READ = "hilos.conversations.read"
 
 
 def incr(name: str, count: int = 1) -> None:

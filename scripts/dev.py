@@ -8,6 +8,7 @@
     python3 scripts/dev.py docs    # build the documentation site into docs/_build/html (warnings are errors)
     python3 scripts/dev.py bench   # the bulk-update benchmark (prints a table; a few minutes)
     python3 scripts/dev.py bench-weather   # the batch under throttling, outages and a crash (about 2 minutes)
+    python3 scripts/dev.py bench-export    # exporting 100,000 conversations: requests, memory, quota used
 
 Finds ``uv`` (or installs a pinned one into ``.bootstrap/``), syncs the locked environment
 (``uv sync --locked``) with this Python, then runs the command inside it.
@@ -338,7 +339,7 @@ def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):  # noqa: UP036 - this file runs on whatever python3 the machine has
         print("dev.py: Python >= 3.11 is required", file=sys.stderr)
         return 2
-    if not argv or argv[0] not in ("test", "docs", "demo", "bench", "bench-weather"):
+    if not argv or argv[0] not in ("test", "docs", "demo", "bench", "bench-weather", "bench-export"):
         print(__doc__, file=sys.stderr)
         return 2
     uv = find_uv()
@@ -368,7 +369,9 @@ def main(argv: list[str]) -> int:
         return code
     if argv[0] == "demo":
         return in_env(uv, "python", "scripts/demo.py", *argv[1:])
-    script = "benchmarks/bench_weather.py" if argv[0] == "bench-weather" else "benchmarks/bench_batch.py"
+    script = {"bench-weather": "benchmarks/bench_weather.py", "bench-export": "benchmarks/bench_export.py"}.get(
+        argv[0], "benchmarks/bench_batch.py"
+    )
     return in_env(uv, "python", script, *argv[1:])
 
 

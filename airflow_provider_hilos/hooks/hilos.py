@@ -7,7 +7,8 @@ requests (session, retries, error wording) are made by :mod:`airflow_provider_hi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -24,12 +25,14 @@ from airflow_provider_hilos.batch.pipeline import Pipeline, pipeline_for
 from airflow_provider_hilos.batch.verdict import batch_verdict
 from airflow_provider_hilos.connection import (
     CONN_FIELDS,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
     TOKEN_HELP_URL,
     UI_FIELD_BEHAVIOUR,
     HilosConnectionSettings,
     settings_from_connection,
 )
-from airflow_provider_hilos.exceptions import HilosAPIError, HilosConfigurationError, HilosError
+from airflow_provider_hilos.exceptions import HilosAPIError, HilosConfigurationError, HilosError, HilosValidationError
 from airflow_provider_hilos.pacing import AdaptivePacer, CircuitBreaker
 from airflow_provider_hilos.rows import RowSource
 from airflow_provider_hilos.schemas import ValidatedUpdate, validate_update
@@ -41,6 +44,27 @@ if TYPE_CHECKING:
     from airflow_provider_hilos.checkpoint import Checkpoint
 
 WEB_CONVERSATION_PATH = "/inbox/conversation/{id}"
+
+
+@dataclasses.dataclass
+class ListingProgress:
+    """How far a listing got: pages read, rows yielded, rows seen twice (skipped), and the count the API gave."""
+
+    pages: int = 0
+    rows: int = 0
+    duplicates: int = 0
+    count: int | None = None
+
+
+def _row_key(row: Any) -> int | None:
+    """A compact key of a row's conversation id (a UUID as its 128-bit number), for de-duplication."""
+    cid = row.get("id") if isinstance(row, dict) else None
+    if not isinstance(cid, str):
+        return None
+    try:
+        return uuid.UUID(cid).int
+    except ValueError:
+        return hash(cid)
 
 
 class HilosHook(BaseHook):
@@ -448,6 +472,78 @@ class HilosHook(BaseHook):
                 problem="an answer that is not a JSON object",
             )
         return page_answer
+
+    def iter_conversations(
+        self,
+        *,
+        page_size: int | None = None,
+        contact: str | None = None,
+        search: str | None = None,
+        on_page: Callable[[ListingProgress], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every conversation of the account (or of ``contact`` / matching ``search``), page after page, one page
+        in memory at a time: the list rows (``ConversationReadSimple``) as the API returns them; read them with
+        :func:`~airflow_provider_hilos.conversations.state_from_row`.
+
+        Pages are requested by number, always from the connection's own Base URL: a ``next`` link only says that
+        there is a next page, so the token never goes to a host, scheme or port ``next`` names. The server may
+        serve fewer rows per page than ``page_size`` (DRF caps it at its ``max_page_size``): the iterator goes by
+        the ``next`` link and the page numbers, whatever size pages come in. A 404 ``Invalid page.`` past the end
+        ends the listing. Each conversation is yielded once, even if the list shifts under it while it runs
+        (new activity moves a conversation to the front): see the read-side guide for what a listing can miss.
+        Requests go through the hook's quota, circuit breaker and retries, as writes do.
+
+        :param page_size: rows per page asked for; default: the connection's extra ``page_size``, else
+            {DEFAULT_PAGE_SIZE} (Hilos publishes no limit; 100 is a common cap of DRF APIs, and a server that caps
+            lower is followed).
+        :param contact: only this contact's conversations (a UUID).
+        :param search: the API's free-text search.
+        :param on_page: called after each page with the listing's progress (pages, rows, duplicates, count).
+        """
+        if page_size is not None and (
+            isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE
+        ):
+            raise HilosValidationError(
+                [("page_size", f"must be a whole number from 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})")],
+                "Invalid Hilos listing",
+            )
+        size = page_size or self.settings.page_size
+        progress = ListingProgress()
+        seen: set[int] = set()
+        page = 1
+        while True:
+            try:
+                answer = self.list_conversations(page=page, page_size=size, contact=contact, search=search)
+            except HilosAPIError as exc:
+                if page > 1 and exc.status_code == 404 and exc.detail == "Invalid page.":
+                    return  # past the end (the list shrank while it was read): DRF's answer, not an error
+                raise
+            rows = answer.get("results")
+            if not isinstance(rows, list):
+                raise HilosAPIError(
+                    "Hilos answered a conversation list page without a results list (not a DRF page)",
+                    status_code=200,
+                    method="GET",
+                    path=self.settings.api_family.conversation_path,
+                    problem="a page without results",
+                )
+            progress.pages += 1
+            count = answer.get("count")
+            progress.count = count if isinstance(count, int) and not isinstance(count, bool) else progress.count
+            for row in rows:
+                key = _row_key(row)
+                if key is not None and key in seen:
+                    progress.duplicates += 1  # the list shifted: a row of the last page came again
+                    continue
+                if key is not None:
+                    seen.add(key)
+                progress.rows += 1
+                yield row
+            if on_page is not None:
+                on_page(progress)
+            if not answer.get("next") or not rows:
+                return
+            page += 1
 
     def conversation_web_url(self, conversation_id: str) -> str:
         """The conversation's page in the Hilos web app (the connection's extra ``web_base_url``)."""

@@ -150,12 +150,15 @@ class SandboxApp:
                 return denied
             query = request.query_params
             page = _positive_int(query.get("page", "1"))
-            page_size = min(_positive_int(query.get("page_size", "")) or 20, 1000)  # DRF: invalid means default
+            # DRF: an invalid size means the default; a larger one than max_page_size is capped to it
+            page_size = min(_positive_int(query.get("page_size", "")) or 20, self.faults.config.max_page_size)
             contact = query.get("contact")
             if contact is not None and not _is_uuid(contact):
                 return _json(400, {"contact": ["Enter a valid UUID."]})
             if page is None:
                 return _json(404, {"detail": "Invalid page."})
+            if page > 1 and (arrivals := self.faults.config.arrivals_per_page):
+                self.state.insert_conversations(arrivals)
             total, rows = self.state.list_conversations(
                 page=page, page_size=page_size, contact=contact, search=query.get("search")
             )
@@ -168,7 +171,8 @@ class SandboxApp:
                 {
                     "count": total,
                     "next": f"{base}{sep}page={page + 1}" if page * page_size < total else None,
-                    "previous": f"{base}{sep}page={page - 1}" if page > 1 else None,
+                    # DRF: the previous link of page 2 is the list without a page number
+                    "previous": (f"{base}{sep}page={page - 1}" if page > 2 else base) if page > 1 else None,
                     "results": rows,
                 },
             )

@@ -48,6 +48,10 @@ class FaultConfig:
     :param slow_seconds: how slow a slow answer is.
     :param truncate_rate: share answered 200 with truncated JSON (after the update is applied).
     :param html_rate: share answered 200 with an HTML page instead of JSON (after the update is applied).
+    :param max_page_size: the list endpoint's cap on ``page_size`` (a larger one is served this many rows, as DRF's
+        ``PageNumberPagination.max_page_size`` does).
+    :param arrivals_per_page: new conversations that arrive (at the front of the list) before each list request
+        for a page after the first: a busy account, whose pages shift while a listing runs.
     :param fault_seed: seed of the fault dice (same seed, same sequence of faults); ``--fault-seed`` on the
         command line.
     """
@@ -65,6 +69,8 @@ class FaultConfig:
     slow_seconds: float = 0.0
     truncate_rate: float = 0.0
     html_rate: float = 0.0
+    max_page_size: int = 1000
+    arrivals_per_page: int = 0
     fault_seed: int = 0
 
     @classmethod
@@ -105,6 +111,8 @@ _RANGES: dict[str, tuple[str, float | None, float | None]] = {
     "slow_seconds": ("number", 0, 3_600),
     "truncate_rate": ("number", 0, 1),
     "html_rate": ("number", 0, 1),
+    "max_page_size": ("integer", 1, 100_000),
+    "arrivals_per_page": ("integer", 0, 10_000),
     "fault_seed": ("integer", None, None),
 }
 #: The most requests ``fail_next`` may script at once (each takes memory until it is used).

@@ -249,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--slow-seconds", type=float, default=0.0)
     faults.add_argument("--truncate-rate", type=float, default=0.0, help="share answered with truncated JSON")
     faults.add_argument("--html-rate", type=float, default=0.0, help="share answered 200 with an HTML page")
+    faults.add_argument(
+        "--max-page-size", type=int, default=1000, help="the list's cap on page_size, as DRF's max_page_size"
+    )
+    faults.add_argument(
+        "--arrivals-per-page",
+        type=int,
+        default=0,
+        help="new conversations arriving before each list page after the first",
+    )
     faults.add_argument("--fault-seed", type=int, default=0, help="seed of the fault dice (fault_seed in Python)")
     parser.add_argument("--request-log-limit", type=int, default=10_000)
     return parser
@@ -281,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(sandbox.url, flush=True)
     token_note = "the --token you gave" if args.token else f"{sandbox.token} (generated; pass --token to choose)"
-    active = {k: v for k, v in asdict(faults).items() if v not in (0, 0.0, None, 1, 1.0, (500, 502, 503))}
+    defaults = asdict(FaultConfig())
+    active = {k: v for k, v in asdict(faults).items() if v != defaults[k]}
     print(
         f"Hilos sandbox: {args.conversations} conversations (seed {args.seed}) at {sandbox.url}, "
         f"API family {sandbox.api_family.value} ({sandbox.url}{sandbox.api_family.conversation_path})\n"

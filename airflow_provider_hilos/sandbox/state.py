@@ -51,6 +51,8 @@ class SandboxData:
     teams: dict[int, dict[str, Any]] = field(default_factory=dict)
     tags: dict[str, int] = field(default_factory=dict)  # name -> id
     channels: tuple[int, ...] = CHANNEL_IDS
+    #: each conversation's first message, derived once (id -> ((contact, created_on), message))
+    _first_messages: dict[str, tuple[tuple[str, str], dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def seeded(cls, conversations: int = 100, seed: int = 7) -> SandboxData:
@@ -71,23 +73,27 @@ class SandboxData:
             data.teams[i] = {"id": i, "name": name}
         for i, name in enumerate(TAG_NAMES, start=1):
             data.tags[name] = i
-        start = datetime(2025, 1, 1, tzinfo=UTC)
-        sources = list(ConversationSource)
         for _ in range(conversations):
-            conv_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-            created = start + timedelta(seconds=rng.randrange(0, 365 * 24 * 3600))
-            data.conversations[conv_id] = {
-                "id": conv_id,
-                "contact": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                "status": rng.choice(SEEDED_STATUSES),
-                "assigned": [{"id": uid} for uid in sorted(rng.sample(sorted(data.users), rng.randint(0, 2)))],
-                "tags": [{"id": data.tags[n], "name": n} for n in sorted(rng.sample(TAG_NAMES, rng.randint(0, 3)))],
-                "created_on": created.isoformat().replace("+00:00", "Z"),
-                "source": rng.choice(sources).value,
-                "assigned_team": rng.choice(sorted(data.teams)),
-                "channel": rng.choice(CHANNEL_IDS),
-            }
+            data.add_conversation(rng)
         return data
+
+    def add_conversation(self, rng: random.Random) -> dict[str, Any]:
+        """A new conversation with random fields drawn from ``rng`` (stored, and returned)."""
+        conv_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        created = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(0, 365 * 24 * 3600))
+        conversation = {
+            "id": conv_id,
+            "contact": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "status": rng.choice(SEEDED_STATUSES),
+            "assigned": [{"id": uid} for uid in sorted(rng.sample(sorted(self.users), rng.randint(0, 2)))],
+            "tags": [{"id": self.tags[n], "name": n} for n in sorted(rng.sample(TAG_NAMES, rng.randint(0, 3)))],
+            "created_on": created.isoformat().replace("+00:00", "Z"),
+            "source": rng.choice(list(ConversationSource)).value,
+            "assigned_team": rng.choice(sorted(self.teams)),
+            "channel": rng.choice(CHANNEL_IDS),
+        }
+        self.conversations[conv_id] = conversation
+        return conversation
 
     def read_simple(self, conversation: Mapping[str, Any]) -> dict[str, Any]:
         """A conversation as the list endpoint shows it (``ConversationReadSimple``): assignees in full,
@@ -97,7 +103,12 @@ class SandboxData:
             for k in ("id", "contact", "status", "created_on", "source", "tags", "assigned_team", "channel")
         }
         row["assigned"] = [copy.deepcopy(self.users[user["id"]]) for user in conversation["assigned"]]
-        row["first_message"] = _first_message(conversation)
+        cached = self._first_messages.get(conversation["id"])
+        if cached is None or cached[0] != (conversation["contact"], conversation["created_on"]):
+            cached = (conversation["contact"], conversation["created_on"]), _first_message(conversation)
+            self._first_messages[conversation["id"]] = cached
+        message = cached[1]
+        row["first_message"] = {**message, "sent_by": dict(message["sent_by"]), "content": dict(message["content"])}
         return row
 
 
@@ -219,9 +230,10 @@ class SandboxState:
         request_log_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.seed = seed
-        self.conversation_count = conversations
+        self.seeded_count = self.conversation_count = conversations
         self._lock = threading.Lock()
         self.data = SandboxData.seeded(conversations, seed)
+        self._start_activity()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=request_log_limit)
         self.request_log_bytes = request_log_bytes
         self._sizes: deque[int] = deque()
@@ -231,7 +243,9 @@ class SandboxState:
     def reset(self) -> None:
         """Back to the seeded data, with an empty request log."""
         with self._lock:
-            self.data = SandboxData.seeded(self.conversation_count, self.seed)
+            self.conversation_count = self.seeded_count
+            self.data = SandboxData.seeded(self.seeded_count, self.seed)
+            self._start_activity()
             self.request_log.clear()
             self._sizes.clear()
             self._log_bytes = 0
@@ -282,12 +296,45 @@ class SandboxState:
 
     # -- the API ------------------------------------------------------------------------------
 
+    def _start_activity(self) -> None:
+        # ids by activity, most recent last (the seeded order lists the most recent first); new ones from their own dice
+        self._activity: dict[str, None] = dict.fromkeys(reversed(list(self.data.conversations)))
+        self._listed: list[str] | None = None
+        self._arrivals = random.Random(f"{self.seed}-arrivals")
+
+    def _touch(self, conversation_id: str) -> None:
+        """``conversation_id`` had activity now: it moves to the front of the list."""
+        self._activity.pop(conversation_id, None)
+        self._activity[conversation_id] = None
+        self._listed = None
+
+    def _by_activity(self) -> list[str]:
+        """Every id, most recent activity first (cached until the next change)."""
+        if self._listed is None:
+            self._listed = list(reversed(self._activity))
+        return self._listed
+
+    def insert_conversations(self, count: int) -> list[str]:
+        """``count`` new conversations arrive (at the front of the list, as new activity): the ids."""
+        with self._lock:
+            added = [self.data.add_conversation(self._arrivals)["id"] for _ in range(count)]
+            for conversation_id in added:
+                self._touch(conversation_id)
+            self.conversation_count = len(self.data.conversations)
+            return added
+
     def list_conversations(
         self, *, page: int, page_size: int, contact: str | None, search: str | None
     ) -> tuple[int, list[dict[str, Any]]]:
-        """``ConversationReadSimple`` rows of one page, and the total count."""
+        """``ConversationReadSimple`` rows of one page, and the total count, most recent activity first (an update
+        or a new conversation moves it to the front, as on a busy account)."""
         with self._lock:
-            rows = list(self.data.conversations.values())
+            conversations = self.data.conversations
+            if not contact and not search:  # the common case, without copying every row
+                ordered = self._by_activity()
+                chosen_ids = ordered[(page - 1) * page_size : page * page_size]
+                return len(ordered), [self.data.read_simple(conversations[cid]) for cid in chosen_ids]
+            rows = [conversations[cid] for cid in self._by_activity()]
             if contact:
                 rows = [c for c in rows if c["contact"] == contact.lower()]
             if search:
@@ -325,6 +372,7 @@ class SandboxState:
                 if key == "tags":
                     value = [{"id": self.data.tags.setdefault(n, len(self.data.tags) + 1), "name": n} for n in value]
                 conv[key] = value
+            self._touch(conv["id"])
             return copy.deepcopy(conv)
 
     def _validate(self, body: Mapping[str, Any], *, partial: bool) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def airflow(sandbox, slow_sandbox):
     atexit.register(deployment.stop)  # even if the session is interrupted
     deployment.start()
     try:
-        for dag_id in ("hilos_crm_sync", "hilos_manual_update", "hilos_test_kill"):
+        for dag_id in ("hilos_crm_sync", "hilos_manual_update", "hilos_test_kill", "hilos_export_conversations"):
             deployment.wait_for_dag(dag_id)
         yield deployment
     finally:
@@ -309,3 +309,25 @@ def test_nothing_leaked_into_task_logs(airflow):
     assert not [t for t in texts if SANDBOX_TOKEN in t]
     health = requests.get(f"{airflow.url}/api/v2/monitor/health", timeout=10).json()
     assert health["scheduler"]["status"] == "healthy"
+
+
+def test_the_export_dag_writes_every_conversation_and_its_asset_event(airflow, sandbox, tmp_path):
+    """The read side in a real deployment: the scheduler runs the export; the file holds every conversation in
+    the change-set format, and the Asset event carries the count and the path."""
+    target = tmp_path / "export" / "conversations.csv"
+    assert airflow.api("PATCH", "/api/v2/dags/hilos_export_conversations", json={"is_paused": False}).status_code == 200
+    response = airflow.api(
+        "POST",
+        "/api/v2/dags/hilos_export_conversations/dagRuns",
+        json={"logical_date": None, "conf": {"output_path": str(target)}},
+    )
+    assert response.status_code == 200, response.text
+    run = airflow.wait_for_run("hilos_export_conversations", response.json()["dag_run_id"])
+    assert run["state"] == "success", airflow.log_tail("scheduler")
+    lines = target.read_text().splitlines()
+    assert lines[0] == "conversation_id,status,assigned,tags,assigned_team,channel"
+    assert sorted(line.split(",")[0] for line in lines[1:]) == sorted(sandbox.conversation_ids())
+    events = airflow.api("GET", "/api/v2/assets/events", params={"source_dag_id": "hilos_export_conversations"})
+    assert events.status_code == 200, events.text
+    extra = events.json()["asset_events"][-1]["extra"]
+    assert extra["count"] == len(lines) - 1 and extra["output_path"] == str(target)

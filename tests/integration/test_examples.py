@@ -16,7 +16,13 @@ from airflow_provider_hilos.rows import shard_of
 from airflow_provider_hilos.sandbox import HilosSandbox
 from tests.conftest import EXAMPLE_DAGS, ROOT, TEST_TOKEN, run_dag, xcom_value
 
-EXPECTED_DAGS = {"hilos_crm_sync", "hilos_crm_sync_sharded", "hilos_manual_update", "hilos_close_stale_conversations"}
+EXPECTED_DAGS = {
+    "hilos_crm_sync",
+    "hilos_crm_sync_sharded",
+    "hilos_manual_update",
+    "hilos_close_stale_conversations",
+    "hilos_export_conversations",
+}
 
 
 def load_example_module(name: str):
@@ -208,3 +214,13 @@ def test_the_sharded_example_applies_the_change_set_once(monkeypatch, tmp_path):
             fields = {k: v for k, v in row.items() if k != "conversation_id"}
             assert sb.mismatches(row["conversation_id"], fields) == [], row
         assert len([r for r in sb.requests() if r["method"] == "PATCH"]) == 10
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_the_export_example_writes_every_conversation(seven, tmp_path):
+    target = tmp_path / "all.csv"
+    dag_run = run_dag("hilos_export_conversations", conf={"output_path": str(target)})
+    assert dag_run.state == "success"
+    lines = target.read_text().splitlines()
+    assert lines[0].startswith("conversation_id,") and len(lines) == 41
+    assert sorted(line.split(",")[0] for line in lines[1:]) == sorted(seven.conversation_ids())

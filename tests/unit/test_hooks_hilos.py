@@ -9,6 +9,7 @@ import requests
 
 from airflow_provider_hilos.exceptions import (
     HilosAPIError,
+    HilosEndpointNotFoundError,
     HilosValidationError,
 )
 from airflow_provider_hilos.hooks.hilos import HilosHook
@@ -229,3 +230,93 @@ def test_prefix_and_custom_header_name_with_the_hook(monkeypatch, family, path):
         assert sb.requests()[-1]["headers"]["token"] == "<sandbox-token>"
         assert HilosHook().test_connection()[0] is True
         assert sb.requests()[-1]["path"] == f"/api/3{path}"
+
+
+# -- the read side: every conversation, page after page ------------------------------------------------------
+
+
+def list_page(results, *, count, next_url=None):
+    return {"count": count, "next": next_url, "previous": None, "results": results}
+
+
+def rows(*ids):
+    return [{"id": cid, "status": "NEW", "tags": [], "assigned": []} for cid in ids]
+
+
+IDS = [str(uuid.UUID(int=i + 1, version=4)) for i in range(7)]
+LIST = "https://api.hilos.io/api/inbox/conversation"
+
+
+def test_a_foreign_next_link_is_never_followed_the_token_stays_with_the_connection(hook, requests_mock):
+    requests_mock.get(
+        LIST,
+        [
+            {"json": list_page(rows(*IDS[:3]), count=5, next_url="https://evil.example.com/steal?page=2")},
+            {"json": list_page(rows(*IDS[3:5]), count=5, next_url=None)},
+        ],
+    )
+    got = [row["id"] for row in hook.iter_conversations(page_size=3)]
+    assert got == IDS[:5]
+    assert [r.hostname for r in requests_mock.request_history] == ["api.hilos.io", "api.hilos.io"]
+    assert [r.qs["page"] for r in requests_mock.request_history] == [["1"], ["2"]]
+
+
+def test_a_server_that_caps_the_page_size_is_followed(sandbox):
+    sandbox.set_faults(max_page_size=3)
+    with HilosHook() as hook:
+        got = [row["id"] for row in hook.iter_conversations(page_size=100)]
+    assert sorted(got) == sorted(sandbox.conversation_ids()) and len(got) == 20
+    lists = [r for r in sandbox.requests() if r["method"] == "GET"]
+    assert len(lists) == 7  # ceil(20 / 3): pages come in the size the server serves
+
+
+def test_invalid_page_past_the_end_ends_the_listing(hook, requests_mock):
+    requests_mock.get(
+        LIST,
+        [
+            {"json": list_page(rows(*IDS[:2]), count=4, next_url=f"{LIST}?page=2")},
+            {"status_code": 404, "json": {"detail": "Invalid page."}},
+        ],
+    )
+    assert [row["id"] for row in hook.iter_conversations(page_size=2)] == IDS[:2]
+
+
+def test_a_first_page_404_is_an_error_not_an_empty_account(hook, requests_mock):
+    requests_mock.get(LIST, status_code=404, text="<h1>Not Found</h1>", headers={"Content-Type": "text/html"})
+    with pytest.raises(HilosEndpointNotFoundError):
+        list(hook.iter_conversations())
+
+
+def test_a_listing_on_a_busy_account_neither_repeats_nor_misses_a_conversation(sb):
+    """New conversations arrive before every page (at the front of the list): each row of the account as it was
+    when the listing started is yielded exactly once."""
+    before = set(sb.conversation_ids())
+    sb.set_faults(arrivals_per_page=7)
+    with HilosHook() as hook:
+        got = [row["id"] for row in hook.iter_conversations(page_size=50)]
+    assert len(got) == len(set(got))  # no repeats
+    assert before <= set(got)  # none that existed throughout is missed
+
+
+def test_both_api_families_list_from_their_own_path(hilos_conn, requests_mock):
+    hilos_conn(host="https://acme.api-us1.com/api/3")
+    requests_mock.get(
+        "https://acme.api-us1.com/api/3/channel/whatsapp/inbox/conversation", json=list_page(rows(IDS[0]), count=1)
+    )
+    assert [row["id"] for row in HilosHook().iter_conversations()] == [IDS[0]]
+
+
+def test_listing_requests_go_through_the_connection_quota_and_retries(sandbox):
+    sandbox.fail_next("503")
+    sandbox.fail_next("429")
+    with HilosHook(backoff_base=0) as hook:
+        got = list(hook.iter_conversations(page_size=10))
+    assert len(got) == 20
+    statuses = [r["status"] for r in sandbox.requests()]
+    assert statuses[:2] == [503, 429] and statuses[2:] == [200, 200]
+
+
+def test_a_page_size_out_of_range_is_refused_before_any_request(hook, requests_mock):
+    with pytest.raises(HilosValidationError, match="page_size"):
+        list(hook.iter_conversations(page_size=0))
+    assert requests_mock.call_count == 0

@@ -299,3 +299,46 @@ def test_reset_restores_seed_clears_faults_and_log(sandbox):
     assert sandbox.conversation(cid) == seeded and sandbox.requests() == []
     assert sandbox.faults.injected == {}  # the counts of injected faults start again too
     assert patch(sandbox, cid, {"status": "NEW"}).status_code == 200  # no fault left, none scheduled
+
+
+# -- the list as DRF's PageNumberPagination on a busy account ------------------------------------------------
+
+
+def listing(sandbox, **params):
+    return requests.get(f"{sandbox.url}{NATIVE}", params=params, headers=AUTH, timeout=10)
+
+
+def test_page_size_above_max_page_size_is_capped_as_drf_does(sandbox):
+    sandbox.set_faults(max_page_size=4)
+    page = listing(sandbox, page_size=50).json()
+    assert len(page["results"]) == 4 and page["count"] == 20
+    assert page["next"].startswith(f"{sandbox.url}{NATIVE}?") and "page=2" in page["next"]
+
+
+def test_next_and_previous_are_absolute_and_page_two_points_back_without_a_page(sandbox):
+    second = listing(sandbox, page=2, page_size=5).json()
+    assert second["previous"] == f"{sandbox.url}{NATIVE}?page_size=5"
+    assert listing(sandbox, page=3, page_size=5).json()["previous"].endswith("page=2")
+    assert listing(sandbox, page=5, page_size=5).json() == {"detail": "Invalid page."}
+
+
+def test_an_update_moves_a_conversation_to_the_front(sandbox):
+    last = listing(sandbox, page_size=100).json()["results"][-1]["id"]
+    assert patch(sandbox, last, {"status": "CLOSED"}).status_code == 200
+    assert listing(sandbox, page_size=100).json()["results"][0]["id"] == last
+
+
+def test_arrivals_between_pages_shift_the_list(sandbox):
+    sandbox.set_faults(arrivals_per_page=2)
+    first = [row["id"] for row in listing(sandbox, page_size=5).json()["results"]]
+    second = listing(sandbox, page=2, page_size=5).json()
+    assert second["count"] == 22
+    assert [row["id"] for row in second["results"]][:2] == first[3:5]  # two rows of page 1 came again
+    sandbox.reset()
+    assert len(sandbox.conversation_ids()) == 20
+
+
+def test_list_requests_count_against_the_token_bucket(sandbox):
+    sandbox.set_faults(rate_limit_per_second=1, rate_limit_burst=1)
+    statuses = [listing(sandbox).status_code for _ in range(3)]
+    assert statuses[0] == 200 and 429 in statuses[1:]
