@@ -193,9 +193,11 @@ def test_classic_connection_form_for_airflow_before_3_2():
         "read_timeout",
         "max_attempts",
         "max_requests_per_second",
+        "page_size",
         "web_base_url",
         "allow_insecure_http",
     }
+    assert widgets["page_size"].field_class is IntegerField and widgets["page_size"].kwargs["default"] == 100
     assert widgets["max_requests_per_second"].field_class is StringField  # a number: wtforms' FloatField is refused
     assert widgets["max_requests_per_second"].kwargs["default"] is None  # empty: no quota of its own
     assert widgets["api_family"].field_class is StringField  # Airflow 2 allows no select field
