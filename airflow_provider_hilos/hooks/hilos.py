@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 WEB_CONVERSATION_PATH = "/inbox/conversation/{id}"
 
 
+#: Pages in a row with only rows already read (and a next page announced) before a listing gives up.
+MAX_STALE_PAGES = 3
+
+
 @dataclasses.dataclass
 class ListingProgress:
     """How far a listing got: pages read, rows yielded, rows seen twice (skipped), and the count the API gave."""
@@ -510,7 +514,7 @@ class HilosHook(BaseHook):
         size = page_size or self.settings.page_size
         progress = ListingProgress()
         seen: set[int] = set()
-        page = 1
+        page, stale = 1, 0
         while True:
             try:
                 answer = self.list_conversations(page=page, page_size=size, contact=contact, search=search)
@@ -530,6 +534,7 @@ class HilosHook(BaseHook):
             progress.pages += 1
             count = answer.get("count")
             progress.count = count if isinstance(count, int) and not isinstance(count, bool) else progress.count
+            before = progress.rows
             for row in rows:
                 key = _row_key(row)
                 if key is not None and key in seen:
@@ -543,6 +548,16 @@ class HilosHook(BaseHook):
                 on_page(progress)
             if not answer.get("next") or not rows:
                 return
+            stale = stale + 1 if progress.rows == before else 0
+            if stale >= MAX_STALE_PAGES:  # a server that ignores the page number would be read forever
+                raise HilosAPIError(
+                    f"Hilos answered {stale} list pages in a row with only conversations already read, and still "
+                    "says there is a next page: the API seems to ignore the page number; check the Base URL",
+                    status_code=200,
+                    method="GET",
+                    path=self.settings.api_family.conversation_path,
+                    problem="pages that repeat",
+                )
             page += 1
 
     def conversation_web_url(self, conversation_id: str) -> str:

@@ -322,3 +322,11 @@ def test_a_page_size_out_of_range_is_refused_before_any_request(hook, requests_m
     with pytest.raises(HilosValidationError, match="page_size"):
         list(hook.iter_conversations(page_size=0))
     assert requests_mock.call_count == 0
+
+
+def test_a_server_that_ignores_the_page_number_is_not_read_forever(hook, requests_mock):
+    requests_mock.get(LIST, json=list_page(rows(*IDS[:3]), count=9, next_url=f"{LIST}?page=2"))
+    got = []
+    with pytest.raises(HilosAPIError, match="seems to ignore the page number"):
+        got.extend(row["id"] for row in hook.iter_conversations(page_size=3))
+    assert got == IDS[:3] and requests_mock.call_count == 4  # the first page, then three that repeat it
