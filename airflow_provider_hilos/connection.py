@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import urlsplit
 
 from airflow_provider_hilos.endpoints import API_FAMILY_CHOICES, AUTO, ApiFamily, resolve_api_family
@@ -55,6 +55,12 @@ DEFAULT_MAX_ATTEMPTS = 5
 #: lower is followed; the sandbox allows 1,000).
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 10_000
+
+
+def page_size_is_valid(value: Any) -> TypeGuard[int]:
+    """Whether ``value`` is a page size a listing may ask for: a whole number from 1 to :data:`MAX_PAGE_SIZE`."""
+    return not isinstance(value, bool) and isinstance(value, int) and 1 <= value <= MAX_PAGE_SIZE
+
 
 #: The connection form's extra fields. Their names must not look secret to Airflow's masker
 #: ("auth_header", "token", ... are hidden as ***), or the form would show and save "***".

@@ -30,6 +30,7 @@ from airflow_provider_hilos.connection import (
     TOKEN_HELP_URL,
     UI_FIELD_BEHAVIOUR,
     HilosConnectionSettings,
+    page_size_is_valid,
     settings_from_connection,
 )
 from airflow_provider_hilos.exceptions import HilosAPIError, HilosConfigurationError, HilosError, HilosValidationError
@@ -504,9 +505,7 @@ class HilosHook(BaseHook):
         :param search: the API's free-text search.
         :param on_page: called after each page with the listing's progress (pages, rows, duplicates, count).
         """
-        if page_size is not None and (
-            isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE
-        ):
+        if page_size is not None and not page_size_is_valid(page_size):
             raise HilosValidationError(
                 [("page_size", f"must be a whole number from 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})")],
                 "Invalid Hilos listing",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_hilos import metrics
-from airflow_provider_hilos.connection import MAX_PAGE_SIZE
+from airflow_provider_hilos.connection import MAX_PAGE_SIZE, page_size_is_valid
 from airflow_provider_hilos.conversations import state_from_row
 from airflow_provider_hilos.exceptions import HilosValidationError
 from airflow_provider_hilos.export import output_format, write_change_set
@@ -89,7 +89,7 @@ class ConversationExportOperator(BaseOperator):
             return None
         if isinstance(value, str) and value.strip().isdigit():
             value = int(value.strip())
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGE_SIZE:
+        if not page_size_is_valid(value):
             raise HilosValidationError(
                 [("page_size", f"must be a whole number from 1 to {MAX_PAGE_SIZE} (default: the connection's)")],
                 "Invalid Hilos export arguments",

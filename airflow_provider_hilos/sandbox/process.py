@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 
+from airflow_provider_hilos.sandbox.server import connection_for
 from airflow_provider_hilos.sandbox.state import payload_mismatches
 
 
@@ -67,10 +68,7 @@ class SandboxProcess:
 
     def connection(self, **extra: Any) -> dict[str, Any]:
         """A Hilos Airflow connection in JSON form (for ``AIRFLOW_CONN_<ID>``) pointing here."""
-        conn: dict[str, Any] = {"conn_type": "hilos", "host": self.url, "password": self.token}
-        if extra:
-            conn["extra"] = extra
-        return conn
+        return connection_for(self.url, self.token, extra)
 
     def connection_json(self, **extra: Any) -> str:
         return json.dumps(self.connection(**extra))

@@ -28,6 +28,14 @@ def _check_loopback(host: str) -> None:
         raise ValueError(f"the sandbox listens on loopback only (127.0.0.1, ::1, localhost), not {host!r}")
 
 
+def connection_for(url: str, token: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """A Hilos Airflow connection in JSON form (for ``AIRFLOW_CONN_<ID>``): a sandbox at ``url`` with ``token``."""
+    conn: dict[str, Any] = {"conn_type": "hilos", "host": url, "password": token}
+    if extra:
+        conn["extra"] = extra
+    return conn
+
+
 class HilosSandbox:
     """A Hilos API sandbox served by uvicorn in a background thread.
 
@@ -153,10 +161,7 @@ class HilosSandbox:
         """
         if self.api_family is not ApiFamily.HILOS:
             extra = {"api_family": self.api_family.value, **extra}
-        conn: dict[str, Any] = {"conn_type": "hilos", "host": self.url, "password": self.token}
-        if extra:
-            conn["extra"] = extra
-        return conn
+        return connection_for(self.url, self.token, extra)
 
     def connection_json(self, **extra: Any) -> str:
         return json.dumps(self.connection(**extra))
