@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from airflow_provider_hilos.exceptions import HilosCheckpointError, HilosConfigurationError, HilosValidationError
-from airflow_provider_hilos.storage import StoragePath, is_local, local_path
+from airflow_provider_hilos.storage import StoragePath, is_local, local_path, make_folder
 
 _SLUG = re.compile(r"[^A-Za-z0-9_-]+")
 #: One checkpoint line: a canonical conversation id and the 16-hex-digit fingerprint of what was sent.
@@ -150,10 +150,7 @@ class Checkpoint:
             return
         for _ in range(10):  # a try that succeeds meanwhile may remove the folder under us: start again
             try:
-                try:
-                    self.folder.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    self._unwritable(exc, created=False)
+                self._make_folder()
                 self._check_owner()
                 self._acquire()
             except _FolderGone:
@@ -161,6 +158,12 @@ class Checkpoint:
             self._held = True
             return
         raise HilosConfigurationError(f"Hilos batch: the checkpoint folder {self.folder} keeps disappearing")
+
+    def _make_folder(self) -> None:
+        try:
+            make_folder(self.folder)
+        except OSError as exc:
+            self._unwritable(exc, created=False)
 
     def _unwritable(self, exc: OSError, *, created: bool = True) -> None:
         if created and isinstance(exc, FileNotFoundError):  # the folder was there a moment ago

@@ -63,10 +63,26 @@ def local_path(path: StoragePath) -> str:
     return str(getattr(path, "path", None) or path)
 
 
+def make_folder(folder: StoragePath) -> None:
+    """Create ``folder`` and its parents if missing; two tasks creating it at the same moment both succeed
+    (``ObjectStoragePath.mkdir`` checks, then creates, and can raise ``FileExistsError`` in between).
+
+    :raises OSError: it can't be created (on an object store, only if it is not there afterwards either).
+    """
+    if is_local(folder):
+        os.makedirs(local_path(folder), exist_ok=True)
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        if not folder.is_dir():
+            raise
+
+
 def make_parent(path: StoragePath) -> None:
     """Create the folder ``path`` goes into (object stores have no folders: nothing to do there)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
     except OSError:
         if is_local(path):
             raise
