@@ -18,7 +18,7 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": "airflow-provider-hilos",
         "name": "Hilos",
         "description": "Hilos WhatsApp CRM API: update conversations (status, assignees, team, tags) from DAGs, "
-        "and export them.",
+        "export them, and keep them equal to a warehouse table (a declarative sync).",
         "versions": [__version__],
         "integrations": [
             {
@@ -34,6 +34,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_hilos.operators.conversation",
                     "airflow_provider_hilos.operators.export",
+                    "airflow_provider_hilos.operators.sync",
                 ],
             }
         ],

@@ -7,6 +7,7 @@ endpoints; the batch path sends single attempts through it and schedules its own
 
 from __future__ import annotations
 
+import collections
 import difflib
 import email.utils
 import logging
@@ -167,6 +168,9 @@ class HilosTransport:
         self.pacer = AdaptivePacer(settings.max_requests_per_second)
         #: notices an outage from the answers of every request; a batch stops (or defers) when it opens
         self.breaker = CircuitBreaker.for_concurrency(pool_maxsize)
+        #: requests sent, by method (``{"GET": 20, "PATCH": 203}``): every attempt, retries included
+        self.sent: collections.Counter[str] = collections.Counter()
+        self._sent_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"HilosTransport({self.settings!r})"
@@ -314,6 +318,8 @@ class HilosTransport:
         settings = self.settings
         url_path = urlsplit(url).path
         sent = time.perf_counter()
+        with self._sent_lock:
+            self.sent[method] += 1
         try:
             response = session.send(prepared, timeout=self.timeout, allow_redirects=False)
         except requests.exceptions.SSLError as exc:

@@ -1,88 +1,62 @@
-"""Scheduled CRM sync: apply a warehouse change set to Hilos conversations.
+"""Keep Hilos equal to the warehouse: a daily declarative sync of every managed conversation.
 
-Each row of ``data/crm_changes.csv`` (exported by your warehouse) is one conversation update, in the
-provider's CSV change-set format (the one ``ConversationBatchUpdateOperator(updates_path=...)`` reads):
+The warehouse declares, in ``crm_conversation_state``, what each managed conversation should be (status, tags,
+assignees, team); ``ConversationSyncOperator`` reads it with ``sql/crm_desired_state.sql`` on the
+``hilos_warehouse`` connection (any SQL connection: PostgreSQL, Snowflake, BigQuery, SQLite ...), reads what Hilos
+holds through the conversation list, and sends only the conversations that differ: a day on which 1 % of the rows
+changed costs 1 % of the writes, plus one read per list page. A conversation an agent changed by hand is put back
+(counted as drift corrected). Every conversation changed, failed or not found gets a row in the warehouse's
+``hilos_sync_log`` table, and the plan (each field's from and to) is written beside the report.
 
-    conversation_id,status,tags,assigned,assigned_team
-    6513270e-...,IN_PROGRESS,vip|new-customer,3,2
-
-An empty cell leaves the field unchanged; ``-`` clears it (tags or assignees). Tags and assignees
-are replaced as a whole, exactly as the Hilos API does. Every row is checked when the change set is
-read, so a bad row fails that task before any update is sent. Each update is then one mapped
-``ConversationUpdateOperator`` task (named by its conversation id in the grid) whose arguments come
-from XCom; past a few hundred rows per run, prefer ``ConversationBatchUpdateOperator``.
+Trigger it with ``{"dry_run": true}`` to see the plan without sending anything, or with
+``{"compare_with": "nothing"}`` to force a full resync.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import IO, Any
+import os
 
 import pendulum
 
-from airflow.providers.common.compat.sdk import DAG, Param, task
+from airflow.providers.common.compat.assets import Asset
+from airflow.providers.common.compat.sdk import DAG, Param
 
-from airflow_provider_hilos.exceptions import HilosValidationError
-from airflow_provider_hilos.inputs import rows_from_csv
-from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
-from airflow_provider_hilos.rows import RowChecker
+from airflow_provider_hilos.operators.sync import ConversationSyncOperator
 
-CHANGES_FILE = Path(__file__).parent / "data" / "crm_changes.csv"
-
-
-def load_change_set(path: str | Path) -> list[dict[str, Any]]:
-    """Read a change-set CSV into ``{"conversation_id": ..., "payload": {...}}`` updates, every row checked.
-
-    :raises HilosValidationError: naming the line and the problem of every bad row.
-    """
-
-    def open_text() -> IO[str]:
-        return open(path, newline="", encoding="utf-8")
-
-    updates, problems, checker = [], [], RowChecker()
-    for line, row in rows_from_csv(open_text, name=str(path))():
-        try:
-            checker.check(line, row)
-        except HilosValidationError as exc:
-            problems += [(f"line {line}: {field}", message) for field, message in exc.problems]
-            continue
-        fields = dict(row)
-        updates.append({"conversation_id": fields.pop("conversation_id"), "payload": fields})
-    if problems:
-        raise HilosValidationError(problems, f"Invalid change set {path}")
-    return updates
-
+SYNCED = Asset("hilos_conversations_synced")
+#: reports and plans go to $AIRFLOW_HOME/hilos_reports/crm_sync/<date>.jsonl (read when the file is parsed: no
+#: network, no connection lookup)
+REPORTS = os.path.join(os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "hilos_reports", "crm_sync")
 
 with DAG(
     dag_id="hilos_crm_sync",
-    description="Push the warehouse's conversation changes (status, tags, assignees, team) to Hilos",
+    description="Make Hilos conversations equal to the warehouse's desired state, sending only what differs",
     schedule="@daily",
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=1,
-    params={"changes_file": Param(str(CHANGES_FILE), type="string", description="CSV change set to apply")},
+    max_active_runs=1,  # one run at a time: each reads the state the last one left
+    params={
+        "compare_with": Param(
+            "hilos",
+            enum=["hilos", "last_sync", "nothing"],
+            description="hilos: read what Hilos holds (catches hand edits); last_sync: the last run's snapshot; "
+            "nothing: send every row",
+        ),
+        "dry_run": Param(False, type="boolean", description="Plan and log what would change; send nothing"),
+    },
     default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=2)},
     tags=["hilos", "example"],
     doc_md=__doc__,
 ) as dag:
-
-    @task
-    def read_change_set(params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Turn the change set into one ``{"conversation_id", "payload"}`` per conversation (checked)."""
-        updates = load_change_set(params["changes_file"])
-        print(f"{len(updates)} conversation update(s) to apply from {params['changes_file']}")
-        return updates
-
-    @task
-    def report(results: list[dict[str, Any]]) -> dict[str, int]:
-        """Summarise the conversations as Hilos returned them."""
-        by_status: dict[str, int] = {}
-        for conversation in results:
-            by_status[conversation["status"]] = by_status.get(conversation["status"], 0) + 1
-        print(f"{len(results)} conversation(s) updated; status now: {by_status}")
-        return by_status
-
-    applied = ConversationUpdateOperator.partial(task_id="apply_update", hilos_conn_id="hilos_default").expand_kwargs(
-        read_change_set()
+    ConversationSyncOperator(
+        task_id="sync",
+        sql="sql/crm_desired_state.sql",
+        sql_conn_id="hilos_warehouse",
+        column_map={"assignee_ids": "assigned", "team_id": "assigned_team"},
+        log_table="hilos_sync_log",
+        compare_with="{{ params.compare_with }}",
+        dry_run="{{ params.dry_run }}",
+        report_path=os.path.join(REPORTS, "{{ ds }}.jsonl"),
+        max_concurrency=16,
+        outlets=[SYNCED],
     )
-    report(applied.output)

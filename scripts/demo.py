@@ -1,44 +1,38 @@
-"""The one-command demo: run the CRM-sync example DAG end to end against a local Hilos sandbox.
+"""The one-command demo: the CRM sync example DAG (``hilos_crm_sync``) end to end, two days in a row, against a local
+Hilos sandbox and an embedded SQLite warehouse.
 
-Starts the sandbox on a free loopback port with a generated token, sets a throwaway AIRFLOW_HOME
-and AIRFLOW_CONN_HILOS_DEFAULT, migrates the SQLite DB, runs ``airflow dags test hilos_crm_sync``,
-prints a before/after table of the conversations it changed, and stops everything.
-Exits non-zero if the DAG failed or any intended change did not land.
+Starts the sandbox on a free loopback port with a generated token, writes the warehouse (a SQLite file holding the
+desired state of 600 of the sandbox's 1,000 conversations), sets a throwaway AIRFLOW_HOME with the two connections,
+migrates the metadata DB, then:
+
+* day 1: ``airflow dags test hilos_crm_sync 2026-01-01``: most conversations differ, they are sent;
+* day 2: 1 % of the warehouse rows change and three conversations are edited by hand in Hilos;
+  ``airflow dags test hilos_crm_sync 2026-01-02`` sends only those, putting the hand edits back.
+
+Prints each day's plan and request counts, and exits non-zero if a run failed, if Hilos does not hold the desired
+state at the end, or if the token appears in Airflow's output.
 
 Run it through ``python3 scripts/dev.py demo`` (which prepares the locked environment first).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGS = ROOT / "dags_examples"
 DAG_ID = "hilos_crm_sync"
-
-
-def load_intent() -> list[dict[str, Any]]:
-    spec = importlib.util.spec_from_file_location("hilos_crm_sync_example", DAGS / "hilos_crm_sync.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module.load_change_set(module.CHANGES_FILE)
-
-
-def summarize(conv: dict[str, Any]) -> dict[str, str]:
-    return {
-        "status": conv["status"],
-        "tags": ",".join(t["name"] for t in conv["tags"]) or "-",
-        "assigned": ",".join(str(u["id"]) for u in conv["assigned"]) or "-",
-        "assigned_team": str(conv["assigned_team"]) if conv["assigned_team"] is not None else "-",
-    }
+MANAGED = 600
+DAYS = ("2026-01-01", "2026-01-02")
 
 
 def run(cmd: list[str], env: dict[str, str], log: Path) -> int:
@@ -48,16 +42,50 @@ def run(cmd: list[str], env: dict[str, str], log: Path) -> int:
         return subprocess.run(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT).returncode
 
 
+def plan_lines(plan_file: Path) -> tuple[Counter[str], list[str], int]:
+    """The plan's action counts, its per-field transitions, and how many updates put back a hand edit."""
+    actions: Counter[str] = Counter()
+    moves: dict[str, Counter[str]] = {}
+    drift = 0
+    for line in plan_file.read_text().splitlines():
+        record = json.loads(line)
+        actions[record["action"]] += 1
+        drift += bool(record.get("drift"))
+        for field, change in record.get("changes", {}).items():
+            before, after = change["from"], change["to"]
+            if isinstance(after, list):
+                label = (
+                    " ".join(
+                        [f"+{i}" for i in after if i not in (before or [])]
+                        + [f"-{i}" for i in (before or []) if i not in after]
+                    )
+                    or "="
+                )
+            else:
+                label = f"{before}→{after}"
+            moves.setdefault(field, Counter())[label] += 1
+    lines = [
+        f"{field}: {sum(c.values())} ({', '.join(f'{k} {n}' for k, n in c.most_common(4))}"
+        f"{', ...' if len(c) > 4 else ''})"
+        for field, c in sorted(moves.items(), key=lambda kv: -sum(kv[1].values()))
+    ]
+    return actions, lines, drift
+
+
 def main() -> int:
-    from airflow_provider_hilos.sandbox import HilosSandbox
-    from airflow_provider_hilos.sandbox.state import payload_mismatches
+    from airflow_provider_hilos.sandbox import HilosSandbox, warehouse
 
     started = time.monotonic()
     home = Path(tempfile.mkdtemp(prefix="hilos-demo-airflow-home-"))
     log = home / "demo.log"
-    intent = load_intent()
+    database = home / "warehouse.db"
+    failures: list[str] = []
     with HilosSandbox(conversations=1000, seed=7) as sandbox:
-        print(f"Hilos sandbox on {sandbox.url} (1000 conversations, seed 7, generated token)")
+        ids = sandbox.conversation_ids()[:MANAGED]
+        desired = warehouse.desired_rows(ids, seed=1)
+        warehouse.write_sqlite(database, desired)
+        print(f"Hilos sandbox on {sandbox.url} (1,000 conversations, seed 7, generated token)")
+        print(f"Warehouse: SQLite {database}, table {warehouse.TABLE}: the desired state of {MANAGED} conversations")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         env.update(
             {
@@ -65,55 +93,69 @@ def main() -> int:
                 "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW_CONN_HILOS_DEFAULT": sandbox.connection_json(),
+                "AIRFLOW_CONN_HILOS_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(database)}),
             }
         )
-        before = {u["conversation_id"]: sandbox.conversation(u["conversation_id"]) for u in intent}
-        print(f"Throwaway AIRFLOW_HOME {home}: migrating the SQLite DB ...", flush=True)
+        print(f"Throwaway AIRFLOW_HOME {home}: migrating the metadata DB ...", flush=True)
         if run([sys.executable, "-m", "airflow", "db", "migrate"], env, log) != 0:
             print(log.read_text()[-4000:])
             print("FAILED: airflow db migrate")
             return 1
-        print(f"Running: airflow dags test {DAG_ID} ({len(intent)} conversation updates) ...", flush=True)
-        code = run([sys.executable, "-m", "airflow", "dags", "test", DAG_ID], env, log)
-        after = {cid: sandbox.conversation(cid) for cid in before}
-        patches = [r for r in sandbox.requests() if r["method"] == "PATCH"]
+        hand_edited: list[str] = []
+        for day_number, day in enumerate(DAYS, start=1):
+            if day_number == 2:
+                changed = warehouse.change_some(desired, 0.01)
+                warehouse.write_sqlite(database, desired)
+                hand_edited = [row["conversation_id"] for row in desired[100:103]]
+                for cid in hand_edited:  # an agent reopens three conversations in the Hilos app
+                    sandbox.state.partial_update(cid, {"status": "IN_PROGRESS", "tags": [{"name": "agent-note"}]})
+                print(
+                    f"\nDay 2: {len(changed)} warehouse row(s) changed (1 %), {len(hand_edited)} conversation(s) "
+                    "edited by hand in Hilos"
+                )
+            else:
+                print("\nDay 1: the first sync")
+            sandbox.clear_requests()
+            print(f"Running: airflow dags test {DAG_ID} {day} ...", flush=True)
+            code = run([sys.executable, "-m", "airflow", "dags", "test", DAG_ID, day], env, log)
+            sent = Counter(r["method"] for r in sandbox.requests())
+            plan = home / "hilos_reports" / "crm_sync" / f"{day}.jsonl.plan.jsonl"
+            if code != 0 or not plan.exists():
+                failures.append(f"day {day_number}: the DAG run failed (exit code {code})")
+                break
+            actions, lines, drift = plan_lines(plan)
+            print(
+                f"  plan: {actions['update']} to update, {actions['unchanged']} unchanged, {actions['not_found']} not "
+                f"found, {actions['invalid']} invalid; {drift} hand edit(s) put back"
+            )
+            for line in lines:
+                print(f"    {line}")
+            print(f"  requests: {sent['GET']} GET (list pages) + {sent['PATCH']} PATCH")
+        with sqlite3.connect(database) as db:
+            logged = db.execute(f"SELECT run_id, outcome, COUNT(*) FROM {warehouse.LOG_TABLE} GROUP BY 1, 2").fetchall()
+        wrong = {
+            row["conversation_id"]: w
+            for row in desired
+            if (w := warehouse.mismatches(row, sandbox.conversation(row["conversation_id"])))
+        }
         text = log.read_text(errors="replace")
         leaked = sandbox.token in text
-    rows = []
-    failures = 0
-    for update in intent:
-        cid = update["conversation_id"]
-        wrong = payload_mismatches(update["payload"], after[cid])
-        failures += bool(wrong)
-        b, a = summarize(before[cid]), summarize(after[cid])
-        for field in ("status", "tags", "assigned", "assigned_team"):
-            if field in update["payload"] or b[field] != a[field]:
-                mark = "MISSING" if field in wrong else "ok"
-                rows.append((cid[:8], field, b[field], a[field], mark))
-    header = ("conversation", "field", "before", "after", "landed")
-    widths = [max(len(str(r[i])) for r in [*rows, header]) for i in range(5)]
-    print()
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    last = None
-    for row in rows:
-        shown = ("" if row[0] == last else row[0], *row[1:])
-        last = row[0]
-        print("  ".join(str(c).ljust(w) for c, w in zip(shown, widths, strict=True)))
-    print()
-    elapsed = time.monotonic() - started
-    print(
-        f"{len(patches)} PATCH request(s) received by the sandbox; {len(intent) - failures}/{len(intent)} "
-        f"updates landed; DAG run exit code {code}; {elapsed:.0f} s."
-    )
+    print(f"\nSync log in the warehouse ({warehouse.LOG_TABLE}):")
+    for run_id, outcome, count in logged:
+        print(f"  {run_id}: {count} {outcome}")
+    if wrong:
+        failures.append(f"{len(wrong)} conversation(s) differ from the warehouse at the end: {list(wrong.items())[:3]}")
     if leaked:
-        print("FAILED: the sandbox token appears in the Airflow output")
-    if code != 0 or failures or leaked:
+        failures.append("the sandbox token appears in the Airflow output")
+    elapsed = time.monotonic() - started
+    if failures:
         print(text[-6000:])
-        print(f"FAILED (full log: {log})")
+        for failure in failures:
+            print(f"FAILED: {failure}")
+        print(f"(full log: {log})")
         return 1
     shutil.rmtree(home, ignore_errors=True)
-    print("OK: every intended update landed.")
+    print(f"\nOK: Hilos holds the warehouse's desired state for all {MANAGED} conversations ({elapsed:.0f} s).")
     return 0
 
 

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, NamedTuple
 from airflow_provider_hilos import metrics
 from airflow_provider_hilos.batch.options import BatchOptions, FailurePolicy
 from airflow_provider_hilos.batch.pipeline import Item, ItemKind, Pipeline
-from airflow_provider_hilos.batch.report import ReportWriter
+from airflow_provider_hilos.batch.report import OutcomeListener, ReportWriter
 from airflow_provider_hilos.batch.result import BatchResult, StopReason
 from airflow_provider_hilos.batch.scheduler import Action, Clock, Scheduler
 from airflow_provider_hilos.batch.verdict import allowed_failures, validation_verdict
@@ -77,6 +77,8 @@ class BatchEngine:
     :param checkpoint: where applied rows are recorded, and read back to skip them on a later try.
     :param log: where progress and failures are logged; the hook's by default.
     :param clock: the clock retries are scheduled on (tests pass their own).
+    :param on_outcome: told every row's outcome record (``{"row", "conversation_id", "outcome", ...}``, as the
+        report has it) as it arrives, report or not.
     """
 
     def __init__(
@@ -88,8 +90,10 @@ class BatchEngine:
         checkpoint: Checkpoint | None = None,
         log: Log | None = None,
         clock: Clock | None = None,
+        on_outcome: OutcomeListener | None = None,
     ) -> None:
         self.hook = hook
+        self.on_outcome = on_outcome
         self.options = options or BatchOptions()
         self.report_target = report
         self.checkpoint = checkpoint
@@ -99,7 +103,7 @@ class BatchEngine:
         self.rate = AdaptivePacer(rate) if rate else None
         self.scheduler: Scheduler[_Flight] = Scheduler(2 * self.options.max_concurrency, clock)
         self.result = BatchResult()
-        self._report = ReportWriter(None)
+        self._report = ReportWriter(None, on_outcome)
         self._halt = threading.Event()  # set when the batch stops: rows waiting for a worker are not sent
         self._outcomes: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()  # workers' outcomes: O(1) per row
         self._busy = 0  # attempts running in a worker right now
@@ -156,7 +160,7 @@ class BatchEngine:
         target, stream = self.report_target, None
         try:
             stream = target.open() if isinstance(target, AtomicText) else target() if callable(target) else target
-            self._report = ReportWriter(stream)
+            self._report = ReportWriter(stream, self.on_outcome)
             self._send(pipeline.items(applied))
             self._report.flush()
             if isinstance(target, AtomicText):

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from typing import IO, Any
+
+#: Told every row's outcome record as it arrives (a sync keeps its state from these).
+OutcomeListener = Callable[[dict[str, Any]], None]
 
 
 class ReportWriter:
@@ -14,10 +18,12 @@ class ReportWriter:
     before it are written, so the report lists rows as the input does.
 
     :param stream: where the lines go (``None``: no report; every call is then free).
+    :param listener: told each outcome record as it arrives (in the order outcomes arrive, not input order).
     """
 
-    def __init__(self, stream: IO[str] | None) -> None:
+    def __init__(self, stream: IO[str] | None, listener: OutcomeListener | None = None) -> None:
         self.stream = stream
+        self.listener = listener
         #: row numbers read and not yet written, in reading order; and records waiting for an earlier row's
         self._order: deque[int] = deque()
         self._held: dict[int, dict[str, Any]] = {}
@@ -29,6 +35,8 @@ class ReportWriter:
 
     def outcome(self, record: dict[str, Any]) -> None:
         """Report one row's outcome (``record["row"]`` is its number); written once the rows before it are."""
+        if self.listener is not None:
+            self.listener(record)
         if self.stream is None:
             return
         self._held[record["row"]] = record

@@ -22,6 +22,7 @@ from airflow_provider_hilos.batch import BatchOptions, BatchResult
 from airflow_provider_hilos.batch.dry_run import dry_run
 from airflow_provider_hilos.batch.engine import BatchEngine, ReportTarget
 from airflow_provider_hilos.batch.pipeline import Pipeline, pipeline_for
+from airflow_provider_hilos.batch.report import OutcomeListener
 from airflow_provider_hilos.batch.verdict import batch_verdict
 from airflow_provider_hilos.connection import (
     CONN_FIELDS,
@@ -384,6 +385,7 @@ class HilosHook(BaseHook):
         report: ReportTarget = None,
         checkpoint: Checkpoint | None = None,
         engine: Callable[[BatchEngine], None] | None = None,
+        on_outcome: OutcomeListener | None = None,
         **option_values: Any,
     ) -> BatchResult:
         """Update many conversations: validate every row first, then send them concurrently.
@@ -401,13 +403,15 @@ class HilosHook(BaseHook):
         :param checkpoint: record applied updates there, and skip those an earlier try recorded; it is opened
             (checked and locked) before the first request, and cleared when the batch succeeds.
         :param engine: called with the batch's engine before it starts (an operator keeps it, to stop it on kill).
+        :param on_outcome: told each row's outcome record as it arrives (``{"row", "conversation_id", "outcome",
+            ...}``: what the report holds), report or not.
         :return: counts, duration, rate and the first failed rows.
         :raises HilosValidationError: invalid rows (nothing was sent), unless ``skip_invalid_rows``.
         :raises HilosBatchError: the batch failed (the result is attached); its subclasses say whether
             another try can help (:class:`HilosPermanentBatchError`, :class:`HilosAPIUnavailableError`).
         """
         options = _options(options, option_values)
-        runner = BatchEngine(self, options, report=report, checkpoint=checkpoint)
+        runner = BatchEngine(self, options, report=report, checkpoint=checkpoint, on_outcome=on_outcome)
         if engine is not None:
             engine(runner)
         try:

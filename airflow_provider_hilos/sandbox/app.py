@@ -159,6 +159,8 @@ class SandboxApp:
                 return _json(404, {"detail": "Invalid page."})
             if page > 1 and (arrivals := self.faults.config.arrivals_per_page):
                 self.state.insert_conversations(arrivals)
+            if page > 1 and (moves := self.faults.config.moves_per_page):
+                self.state.move_oldest_to_front(moves)
             total, rows = self.state.list_conversations(
                 page=page, page_size=page_size, contact=contact, search=query.get("search")
             )

@@ -52,6 +52,9 @@ class FaultConfig:
         ``PageNumberPagination.max_page_size`` does).
     :param arrivals_per_page: new conversations that arrive (at the front of the list) before each list request
         for a page after the first: a busy account, whose pages shift while a listing runs.
+    :param moves_per_page: before each list request for a page after the first, this many of the conversations with
+        the oldest activity get new activity and move to the front (those a listing by page number has not read
+        yet, and misses).
     :param fault_seed: seed of the fault dice (same seed, same sequence of faults); ``--fault-seed`` on the
         command line.
     """
@@ -71,6 +74,7 @@ class FaultConfig:
     html_rate: float = 0.0
     max_page_size: int = 1000
     arrivals_per_page: int = 0
+    moves_per_page: int = 0
     fault_seed: int = 0
 
     @classmethod
@@ -113,6 +117,7 @@ _RANGES: dict[str, tuple[str, float | None, float | None]] = {
     "html_rate": ("number", 0, 1),
     "max_page_size": ("integer", 1, 100_000),
     "arrivals_per_page": ("integer", 0, 10_000),
+    "moves_per_page": ("integer", 0, 10_000),
     "fault_seed": ("integer", None, None),
 }
 #: The most requests ``fail_next`` may script at once (each takes memory until it is used).

@@ -263,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="new conversations arriving before each list page after the first",
     )
+    faults.add_argument(
+        "--moves-per-page",
+        type=int,
+        default=0,
+        help="conversations with the oldest activity moving to the front before each list page after the first",
+    )
     faults.add_argument("--fault-seed", type=int, default=0, help="seed of the fault dice (fault_seed in Python)")
     parser.add_argument("--request-log-limit", type=int, default=10_000)
     return parser

@@ -10,6 +10,7 @@ No input makes it fail with anything but a 400 in DRF's shape.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import random
 import re
@@ -322,6 +323,15 @@ class SandboxState:
                 self._touch(conversation_id)
             self.conversation_count = len(self.data.conversations)
             return added
+
+    def move_oldest_to_front(self, count: int) -> list[str]:
+        """The ``count`` conversations with the oldest activity have new activity (a message came in): they move to
+        the front of the list. The ids, in the order they moved."""
+        with self._lock:
+            moved = list(itertools.islice(iter(self._activity), count))
+            for conversation_id in moved:
+                self._touch(conversation_id)
+            return moved
 
     def list_conversations(
         self, *, page: int, page_size: int, contact: str | None, search: str | None

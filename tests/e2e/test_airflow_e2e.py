@@ -70,7 +70,7 @@ def airflow(sandbox, slow_sandbox):
     atexit.register(deployment.stop)  # even if the session is interrupted
     deployment.start()
     try:
-        for dag_id in ("hilos_crm_sync", "hilos_manual_update", "hilos_test_kill", "hilos_export_conversations"):
+        for dag_id in ("hilos_mapped_updates", "hilos_manual_update", "hilos_test_kill", "hilos_export_conversations"):
             deployment.wait_for_dag(dag_id)
         yield deployment
     finally:
@@ -84,7 +84,7 @@ def airflow(sandbox, slow_sandbox):
 @pytest.fixture(scope="module")
 def crm_sync_started(airflow):
     """Unpause the scheduled CRM sync early: the scheduler runs it while the other checks go on."""
-    response = airflow.api("PATCH", "/api/v2/dags/hilos_crm_sync", json={"is_paused": False})
+    response = airflow.api("PATCH", "/api/v2/dags/hilos_mapped_updates", json={"is_paused": False})
     assert response.status_code == 200, response.text
     return time.monotonic()
 
@@ -167,10 +167,10 @@ def test_conf_violating_the_param_schema_is_refused_at_trigger_time(airflow, san
 
 
 def test_scheduler_runs_the_crm_sync_and_every_update_lands(airflow, sandbox, crm_sync_started):
-    run = airflow.wait_for_run("hilos_crm_sync", timeout=240)
+    run = airflow.wait_for_run("hilos_mapped_updates", timeout=240)
     assert run["state"] == "success", airflow.log_tail("scheduler")
     assert run["run_type"] == "scheduled"
-    spec = importlib.util.spec_from_file_location("crm_sync_example", EXAMPLE_DAGS / "hilos_crm_sync.py")
+    spec = importlib.util.spec_from_file_location("mapped_updates_example", EXAMPLE_DAGS / "hilos_mapped_updates.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     intent = module.load_change_set(module.CHANGES_FILE)
@@ -178,7 +178,7 @@ def test_scheduler_runs_the_crm_sync_and_every_update_lands(airflow, sandbox, cr
         assert sandbox.mismatches(update["conversation_id"], update["payload"]) == [], update
     links = airflow.api(
         "GET",
-        f"/api/v2/dags/hilos_crm_sync/dagRuns/{run['dag_run_id']}/taskInstances/apply_update/links",
+        f"/api/v2/dags/hilos_mapped_updates/dagRuns/{run['dag_run_id']}/taskInstances/apply_update/links",
         params={"map_index": 3},
     ).json()
     expected = f"https://app.hilos.io/inbox/conversation/{intent[3]['conversation_id']}"

@@ -82,3 +82,13 @@ def test_the_writer_holds_a_line_until_the_rows_before_it_are_written():
     writer.outcome({"row": 1, "outcome": "skipped"})
     assert [json.loads(line)["row"] for line in stream.getvalue().splitlines()] == [1, 2, 3]
     ReportWriter(None).outcome({"row": 1})  # no report: nothing to do
+
+
+def test_a_listener_hears_every_outcome_as_it_arrives_report_or_not():
+    heard: list[dict] = []
+    conversations = ids(30)
+    sender = StubHook({cid: [400] for cid in conversations[:3]})
+    engine = BatchEngine(sender, BatchOptions(max_failed_ratio=1.0), on_outcome=heard.append)
+    engine.run(pipeline_for([{"conversation_id": cid, "status": "CLOSED"} for cid in conversations]))
+    assert sorted(record["conversation_id"] for record in heard) == sorted(conversations)
+    assert Counter(record["outcome"] for record in heard) == {"updated": 27, "failed": 3}

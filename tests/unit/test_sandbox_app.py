@@ -338,6 +338,16 @@ def test_arrivals_between_pages_shift_the_list(sandbox):
     assert len(sandbox.conversation_ids()) == 20
 
 
+def test_moves_between_pages_take_the_oldest_to_the_front(sandbox):
+    everything = [row["id"] for row in listing(sandbox, page_size=100).json()["results"]]
+    sandbox.set_faults(moves_per_page=3)
+    second = listing(sandbox, page=2, page_size=5).json()
+    assert second["count"] == 20  # nothing new: three conversations had new activity
+    after = [row["id"] for row in listing(sandbox, page_size=100).json()["results"]]
+    assert after[:3] == everything[-3:] and sorted(after) == sorted(everything)
+    assert [row["id"] for row in second["results"]][:3] == everything[2:5]  # page 1's last three, again
+
+
 def test_list_requests_count_against_the_token_bucket(sandbox):
     sandbox.set_faults(rate_limit_per_second=1, rate_limit_burst=1)
     statuses = [listing(sandbox).status_code for _ in range(3)]

@@ -48,6 +48,7 @@ def test_retryable_statuses_are_retried_then_succeed(hook, requests_mock, status
     assert hook.update_conversation(CID, {"status": "NEW"}) == EDIT
     assert requests_mock.call_count == 2
     assert len(hook.sleeps) == 1
+    assert hook.transport.sent == {"PATCH": 2}  # every attempt is counted, retries included
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 409, 422])

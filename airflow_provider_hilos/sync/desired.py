@@ -1,0 +1,233 @@
+"""Where a sync's desired state comes from: a SQL query on any Airflow SQL connection (read in chunks), a change-set
+file, or a list; and how its columns and cells become change-set rows.
+
+Cells, whatever the source:
+
+* a column is named by its lower-cased name, renamed by ``column_map`` (``{"team_id": "assigned_team"}``); a column
+  that is neither ``conversation_id`` nor a managed field is refused (naming the closest field), so a typo never
+  passes as "not managed";
+* ``NULL`` / ``None`` leaves that field of that conversation unmanaged;
+* ``tags`` and ``assigned``: a SQL array (``text[]``, ``int[]``) or a list as is; a string is split on
+  ``list_separator`` (``"vip|renewal"``), ``"[...]"`` is read as JSON, an empty string or ``"-"`` means "must be
+  empty";
+* a whole-number ``Decimal`` (Snowflake's ``NUMBER``, Oracle's) is an integer; a ``UUID`` is its text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing
+from decimal import Decimal
+from typing import Any
+
+from airflow_provider_hilos.exceptions import HilosConfigurationError, HilosValidationError
+from airflow_provider_hilos.schemas import CLEAR, show
+from airflow_provider_hilos.sync.diff import LIST_FIELDS, SYNC_FIELDS
+
+#: The columns a desired-state row may have (after ``column_map``).
+DESIRED_COLUMNS = ("conversation_id", *SYNC_FIELDS)
+#: Rows fetched from the database at a time.
+DEFAULT_CHUNK_SIZE = 5_000
+
+#: ``(row number, row)`` pairs, read once.
+DesiredRows = Iterator[tuple[int, Any]]
+
+
+def column_map_problem(column_map: Any) -> str | None:
+    """What is wrong with a ``column_map``, or ``None``."""
+    if column_map is None:
+        return None
+    if not isinstance(column_map, Mapping):
+        return f"must be a dict of source column -> field, e.g. {{'team_id': 'assigned_team'}}, got {show(column_map)}"
+    for source, target in column_map.items():
+        if not isinstance(source, str) or not source.strip():
+            return f"has a source column {show(source)}; give column names as strings"
+        if target not in DESIRED_COLUMNS:
+            close = difflib.get_close_matches(str(target), DESIRED_COLUMNS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return f"maps {source!r} to {show(target)}{hint}; fields are {', '.join(DESIRED_COLUMNS)}"
+    targets = [t for t in column_map.values()]
+    for target in set(targets):
+        if targets.count(target) > 1:
+            return f"maps several columns to {target!r}; map one column to each field"
+    return None
+
+
+class RowShaper:
+    """Turns a source row (a dict of column -> cell) into a change-set row.
+
+    :param column_map: source column -> field (compared lower-cased).
+    :param list_separator: what separates names or ids in one text cell.
+    :param origin: what the rows are called in errors (``"sql"``, ``"state_path"``, ``"state"``).
+    """
+
+    def __init__(self, column_map: Mapping[str, str] | None, list_separator: str, origin: str) -> None:
+        self.renames = {k.strip().lower(): v for k, v in (column_map or {}).items()}
+        self.separator = list_separator
+        self.origin = origin
+        self._checked: tuple[str, ...] | None = None
+
+    def columns(self, names: list[str]) -> list[str]:
+        """The fields of the source's columns, in order.
+
+        :raises HilosValidationError: a column that is no field, or two columns for one field, or no id column.
+        """
+        fields = [self.renames.get(name.strip().lower(), name.strip().lower()) for name in names]
+        problems = []
+        for name, field in zip(names, fields, strict=True):
+            if field not in DESIRED_COLUMNS:
+                close = difflib.get_close_matches(field, DESIRED_COLUMNS, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                problems.append(
+                    (
+                        f"column {show(name)}",
+                        f"is not a field a sync manages; {hint}select only conversation_id and any of "
+                        f"{', '.join(SYNC_FIELDS)}, or rename it with column_map={{{name!r}: '<field>'}}",
+                    )
+                )
+        for field in set(fields):
+            if fields.count(field) > 1 and field in DESIRED_COLUMNS:
+                problems.append((f"field {field!r}", f"comes from {fields.count(field)} columns; select it once"))
+        if "conversation_id" not in fields:
+            problems.append(
+                (
+                    "conversation_id",
+                    f"no column of the {self.origin} is the conversation id; select it as conversation_id, or map "
+                    "it with column_map={'<column>': 'conversation_id'}",
+                )
+            )
+        if problems:
+            raise HilosValidationError(problems, f"Invalid Hilos sync: the columns of the {self.origin}")
+        return fields
+
+    def shape(self, row: Any) -> Any:
+        """The change-set row of one source row (a non-dict is passed on, for validation to refuse it)."""
+        if not isinstance(row, Mapping):
+            return row
+        names = tuple(str(name) for name in row)
+        if names != self._checked:  # every row of a query has the same columns: checked once
+            self.columns(list(names))
+            self._checked = names
+        out: dict[str, Any] = {}
+        for name, cell in row.items():
+            field = self.renames.get(str(name).strip().lower(), str(name).strip().lower())
+            value = self.cell(field, cell)
+            if value is not None:
+                out[field] = value
+        return out
+
+    def cell(self, field: str, value: Any) -> Any:
+        """One cell as the change-set row has it (``None``: not managed)."""
+        if value is None:
+            return None
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        if isinstance(value, Decimal) and value == value.to_integral_value():
+            return int(value)
+        if field in LIST_FIELDS:
+            if isinstance(value, (list, tuple)):
+                return [self.cell("", item) for item in value if item is not None]
+            if isinstance(value, str):
+                text = value.strip()
+                if text in ("", CLEAR):
+                    return []
+                if text.startswith("["):
+                    return text  # JSON: validation reads it
+                return [part.strip() for part in text.split(self.separator) if part.strip()]
+        return value
+
+
+def rows_from_sql(
+    sql_conn_id: str,
+    sql: str,
+    *,
+    parameters: Mapping[str, Any] | list[Any] | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    log: Any = None,
+) -> DesiredRows:
+    """The rows of a query on an Airflow SQL connection, as dicts, fetched ``chunk_size`` at a time (a server-side
+    cursor on PostgreSQL, so the database holds the result, not the worker).
+
+    :param sql_conn_id: an Airflow connection whose hook is a common.sql ``DbApiHook`` (Postgres, Snowflake,
+        BigQuery, SQLite, ...).
+    :param sql: one query.
+    :param parameters: the query's bind parameters.
+    :param chunk_size: rows per ``fetchmany``.
+    :raises HilosConfigurationError: the connection has no SQL hook.
+    """
+    hook = sql_hook(sql_conn_id)
+    if log is not None:
+        log.info(
+            "Hilos sync: reading the desired state from %s (%s), %d rows at a time",
+            sql_conn_id,
+            type(hook).__name__,
+            chunk_size,
+        )
+    with closing(hook.get_conn()) as conn:
+        cursor = _cursor(conn)
+        try:
+            if parameters:
+                cursor.execute(sql, parameters)
+            else:
+                cursor.execute(sql)
+            chunk = cursor.fetchmany(chunk_size)
+            if cursor.description is None:
+                raise HilosValidationError(
+                    [("sql", "returned no result set; give one SELECT query")], "Invalid Hilos sync query"
+                )
+            names = [column[0] for column in cursor.description]
+            number = 0
+            while chunk:
+                for values in chunk:
+                    number += 1
+                    yield number, dict(zip(names, values, strict=False))
+                chunk = cursor.fetchmany(chunk_size)
+        finally:
+            cursor.close()
+
+
+def sql_hook(sql_conn_id: str) -> Any:
+    """The ``DbApiHook`` of an Airflow connection.
+
+    :raises HilosConfigurationError: the connection is missing, or its type has no SQL hook.
+    """
+    from airflow.providers.common.compat.sdk import BaseHook
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+
+    try:
+        connection = BaseHook.get_connection(sql_conn_id)
+    except Exception as exc:  # AirflowNotFoundException, in both Airflows' spellings
+        if type(exc).__name__ != "AirflowNotFoundException":
+            raise
+        raise HilosConfigurationError(
+            f"Hilos sync: the connection {sql_conn_id!r} (sql_conn_id) is not defined; create it (Admin > Connections,"
+            f" or AIRFLOW_CONN_{sql_conn_id.upper()}) with the warehouse's connection type"
+        ) from None
+    hook = connection.get_hook()  # type: ignore[no-untyped-call]
+    if not isinstance(hook, DbApiHook):
+        raise HilosConfigurationError(
+            f"Hilos sync: the connection {sql_conn_id!r} (sql_conn_id) is of type {connection.conn_type!r}, whose hook "
+            f"({type(hook).__name__}) is not a SQL hook (common.sql DbApiHook); use a SQL connection (postgres, "
+            "snowflake, sqlite, ...) and its provider"
+        )
+    return hook
+
+
+def _cursor(conn: Any) -> Any:
+    """A server-side (named) cursor where the driver has one (psycopg 2 and 3), else a plain cursor."""
+    if type(conn).__module__.split(".")[0] in ("psycopg2", "psycopg"):
+        try:
+            return conn.cursor(name=f"hilos_sync_{uuid.uuid4().hex[:8]}")
+        except TypeError:
+            pass
+    return conn.cursor()
+
+
+def rows_from_list(rows: Any) -> Callable[[], DesiredRows]:
+    """Rows given as a list (or the JSON a template rendered), as change-set rows are."""
+    from airflow_provider_hilos.rows import rows_from_updates
+
+    source = rows_from_updates(rows)
+    return source

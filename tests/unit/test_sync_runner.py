@@ -1,0 +1,146 @@
+"""One sync run against the sandbox: only what differs is sent, hand edits are put back, conversations that move
+during the listing are still found, failed ones are sent again next run, and the state survives a failed run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from airflow_provider_hilos.batch.options import BatchOptions
+from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
+from airflow_provider_hilos.hooks.hilos import HilosHook
+from airflow_provider_hilos.storage import AtomicText, storage_path
+from airflow_provider_hilos.sync import SyncSettings, SyncStateStore, sync_conversations, sync_owner
+from airflow_provider_hilos.sync.diff import CompareWith, ListMode
+from tests.helpers import patches
+
+
+def desired_rows(sb, count: int, **fields) -> list[dict]:
+    fields = fields or {"status": "CLOSED", "tags": ["vip"]}
+    return [{"conversation_id": cid, **fields} for cid in sb.conversation_ids()[:count]]
+
+
+def run(rows, store=None, **settings):
+    with HilosHook() as hook:
+        options = settings.pop("options", BatchOptions())
+        dry = settings.pop("dry_run", False)
+        plan = settings.pop("plan", None)
+        return sync_conversations(
+            hook,
+            enumerate(rows, start=1),
+            settings=SyncSettings(page_size=50, **settings),
+            options=options,
+            store=store,
+            plan=plan,
+            dry_run=dry,
+            run_id="r",
+        )
+
+
+@pytest.fixture
+def store(tmp_path):
+    return SyncStateStore(storage_path(str(tmp_path / "state")), sync_owner("crm", "sync"))
+
+
+def test_day_two_sends_only_what_changed_and_puts_back_hand_edits(sb, store):
+    rows = desired_rows(sb, 300)
+    first = run(rows, store)
+    assert (first["updated"], first["failed"], first["not_found"]) == (first["to_update"], 0, 0)
+    assert sb.conversation(rows[0]["conversation_id"])["status"] == "CLOSED"
+    # day 2: three rows change in the warehouse, two conversations are edited by hand in Hilos
+    for row in rows[:3]:
+        row["status"] = "RESOLVED"
+    edited = [rows[10]["conversation_id"], rows[11]["conversation_id"]]
+    sb.state.partial_update(edited[0], {"status": "NEW"})
+    sb.state.partial_update(edited[1], {"tags": [{"name": "vip"}, {"name": "agent-added"}]})
+    sb.clear_requests()
+    second = run(rows, store)
+    assert (second["to_update"], second["updated"], second["unchanged"]) == (5, 5, 295)
+    assert second["drift_corrected"] == 2 and sorted(second["summary"]["drift_conversations"]) == sorted(edited)
+    assert second["summary"]["transitions"]["status"] == {"CLOSED→RESOLVED": 3, "NEW→CLOSED": 1}
+    assert second["summary"]["transitions"]["tags"] == {"-agent-added": 1}
+    sent = {p["path"].split("/")[-2]: p["body"] for p in patches(sb)}
+    assert sent[edited[1]] == {"tags": [{"name": "vip"}]}  # only the field that differs
+    assert len(sent) == 5 and second["write_requests"] == 5
+    gets = [r for r in sb.requests() if r["method"] == "GET"]
+    assert second["read_requests"] == len(gets) == 8  # 400 conversations, 50 a page
+    for row in rows:
+        held = sb.conversation(row["conversation_id"])
+        assert held["status"] == row["status"] and [t["name"] for t in held["tags"]] == ["vip"]
+    assert second["costs"]["nothing"]["writes"] == 300 and second["costs"]["last_sync"]["writes"] == 3
+
+
+def test_conversations_that_move_to_the_front_during_the_listing_are_looked_for_again(sb, store, monkeypatch):
+    rows = desired_rows(sb, 400, status="CLOSED")
+    sb.set_faults(moves_per_page=7)  # the oldest conversations get new activity while the pages are read
+    with monkeypatch.context() as without:  # the first pass alone misses them: the fault is real
+        without.setattr("airflow_provider_hilos.sync.runner.SyncRunner._look_again", lambda *args: None)
+        assert run(rows, store, dry_run=True)["not_found"] >= 7
+    result = run(rows, store)
+    sb.set_faults()
+    assert result["not_found"] == 0 and result["updated"] + result["unchanged"] == 400
+    assert result["read_requests"] > 8  # the pages, then the front of the list again
+    assert all(sb.conversation(row["conversation_id"])["status"] == "CLOSED" for row in rows)
+
+
+def test_a_conversation_hilos_does_not_list_is_reported_not_found_and_not_sent(sb, store):
+    missing = "00000000-0000-4000-8000-000000000001"
+    rows = [*desired_rows(sb, 2), {"conversation_id": missing, "status": "CLOSED"}]
+    result = run(rows, store)
+    assert result["not_found"] == 1
+    assert all(missing not in p["path"] for p in patches(sb))
+    with_send = run(rows, store, send_not_found=True, options=BatchOptions(max_failed_ratio=1.0))
+    assert with_send["failed"] == 1  # sent, and the API answered 404
+
+
+def test_a_failed_conversation_is_sent_again_next_run_even_with_last_sync(sb, store):
+    rows = desired_rows(sb, 5, status="CLOSED")
+    rows[0]["assigned"] = [999_999]  # no such user: the API refuses it (400)
+    options = BatchOptions(max_failed_ratio=1.0)
+    first = run(rows, store, compare_with=CompareWith.LAST_SYNC, options=options)
+    assert (first["updated"], first["failed"]) == (4, 1)
+    sb.clear_requests()
+    second = run(rows, store, compare_with=CompareWith.LAST_SYNC, options=options)
+    assert second["retried_from_last_run"] == 1 and second["to_update"] == 1
+    assert [p["path"].split("/")[-2] for p in patches(sb)] == [rows[0]["conversation_id"]]
+    assert second["read_requests"] == 0  # last_sync reads nothing
+
+
+def test_a_failed_run_keeps_its_state_and_raises(sb, store):
+    rows = desired_rows(sb, 3, status="CLOSED")
+    rows[1]["assigned"] = [999_999]
+    with pytest.raises(HilosBatchError):
+        run(rows, store)
+    snapshot = store.load()
+    assert len(snapshot.failed) == 1 and len(snapshot) == 3
+
+
+def test_add_mode_keeps_the_tags_agents_added(sb, store):
+    cid = sb.conversation_ids()[0]
+    sb.state.partial_update(cid, {"tags": [{"name": "agent-note"}]})
+    result = run([{"conversation_id": cid, "tags": ["vip"]}], store, tags_mode=ListMode.ADD)
+    assert result["updated"] == 1
+    assert sorted(t["name"] for t in sb.conversation(cid)["tags"]) == ["agent-note", "vip"]
+
+
+def test_the_dry_run_is_the_plan_and_sends_nothing(sb, store, tmp_path):
+    rows = desired_rows(sb, 20, status="CLOSED")
+    plan = AtomicText(storage_path(str(tmp_path / "plan.jsonl")))
+    result = run(rows, store, dry_run=True, plan=plan)
+    assert patches(sb) == [] and not store.path.exists()  # no write, no state
+    lines = [json.loads(line) for line in (tmp_path / "plan.jsonl").read_text().splitlines()]
+    assert len(lines) == 20 and {line["action"] for line in lines} <= {"update", "unchanged"}
+    changed = [line for line in lines if line["action"] == "update"]
+    assert len(changed) == result["to_update"] and all(line["changes"]["status"]["to"] == "CLOSED" for line in changed)
+    assert all(line["changes"]["status"]["from"] != "CLOSED" for line in changed)
+
+
+def test_invalid_rows_refuse_the_sync_before_any_request(sb, store):
+    rows = [*desired_rows(sb, 2), {"conversation_id": "not-a-uuid", "status": "CLOSED"}, {"status": "DONE"}]
+    sb.clear_requests()
+    with pytest.raises(HilosValidationError, match="2 of 4 desired rows are invalid"):
+        run(rows, store)
+    assert sb.requests() == []
+    skipped = run(rows, store, options=BatchOptions(skip_invalid_rows=True, max_invalid_ratio=1.0))
+    assert skipped["invalid"] == 2 and skipped["updated"] + skipped["unchanged"] == 2
