@@ -99,6 +99,20 @@ def state_from_row(row: Mapping[str, Any]) -> ConversationState:
     )
 
 
+def row_fields(row: Mapping[str, Any]) -> dict[str, NormalValue]:
+    """The writable fields of a list row in the normal form: ``state_from_row(row).fields()`` without building the
+    rest of the state (what a sync compares, for every listed conversation)."""
+    return {
+        "status": _text(row.get("status")),
+        "assigned": _sorted_ids(_user_id(user) for user in _items(row.get("assigned"))),
+        "tags": tuple(
+            sorted({name for name in (_tag_name(tag) for tag in _items(row.get("tags"))) if name is not None})
+        ),
+        "assigned_team": _int(row.get("assigned_team")),
+        "channel": _int(row.get("channel")),
+    }
+
+
 def normal_fields(values: Mapping[str, Any] | ConversationState) -> dict[str, NormalValue]:
     """The writable fields of an update body (``ValidatedUpdate.body``: ``{"assigned": [{"id": 3}], "tags":
     [{"name": "vip"}], ...}``), of a change row (plain ids and names) or of a :class:`ConversationState`, in the

@@ -9,6 +9,7 @@
     python3 scripts/dev.py bench   # the bulk-update benchmark (prints a table; a few minutes)
     python3 scripts/dev.py bench-weather   # the batch under throttling, outages and a crash (about 2 minutes)
     python3 scripts/dev.py bench-export    # exporting 100,000 conversations: requests, memory, quota used
+    python3 scripts/dev.py bench-sync      # day 2 of a 50,000-conversation sync vs a full push; a 100,000-row plan
 
 Finds ``uv`` (or installs a pinned one into ``.bootstrap/``), syncs the locked environment
 (``uv sync --locked``) with this Python, then runs the command inside it.
@@ -206,7 +207,7 @@ def whole_test_command(uv: str) -> int:
     folder = Path(tempfile.mkdtemp(prefix="hilos-test-command-"))
 
     def packages_ready(log: Path) -> int:
-        services.join()  # the end-to-end tests drive Chromium, PostgreSQL and Redis
+        services.join()  # the end-to-end tests drive Chromium, PostgreSQL and Redis; the sync tests PostgreSQL
         return 0
 
     lanes = [
@@ -227,7 +228,14 @@ def whole_test_command(uv: str) -> int:
             ],
             folder,
         ),
-        Lane("airflow2", [("Airflow 2.11.x suite", lambda log: run_tests(uv, "2", [], log=log))], folder),
+        Lane(
+            "airflow2",
+            [
+                ("Debian packages (for Airflow 2)", packages_ready),  # the sync's PostgreSQL test
+                ("Airflow 2.11.x suite", lambda log: run_tests(uv, "2", [], log=log)),
+            ],
+            folder,
+        ),
     ]
     for lane in lanes:
         lane.start()
@@ -339,7 +347,7 @@ def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):  # noqa: UP036 - this file runs on whatever python3 the machine has
         print("dev.py: Python >= 3.11 is required", file=sys.stderr)
         return 2
-    if not argv or argv[0] not in ("test", "docs", "demo", "bench", "bench-weather", "bench-export"):
+    if not argv or argv[0] not in ("test", "docs", "demo", "bench", "bench-weather", "bench-export", "bench-sync"):
         print(__doc__, file=sys.stderr)
         return 2
     uv = find_uv()
@@ -369,9 +377,11 @@ def main(argv: list[str]) -> int:
         return code
     if argv[0] == "demo":
         return in_env(uv, "python", "scripts/demo.py", *argv[1:])
-    script = {"bench-weather": "benchmarks/bench_weather.py", "bench-export": "benchmarks/bench_export.py"}.get(
-        argv[0], "benchmarks/bench_batch.py"
-    )
+    script = {
+        "bench-weather": "benchmarks/bench_weather.py",
+        "bench-export": "benchmarks/bench_export.py",
+        "bench-sync": "benchmarks/bench_sync.py",
+    }.get(argv[0], "benchmarks/bench_batch.py")
     return in_env(uv, "python", script, *argv[1:])
 
 

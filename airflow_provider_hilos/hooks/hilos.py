@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -518,50 +519,65 @@ class HilosHook(BaseHook):
         progress = ListingProgress()
         seen: set[int] = set()
         page, stale = 1, 0
-        while True:
+
+        def fetch(number: int) -> dict[str, Any] | None:
             try:
-                answer = self.list_conversations(page=page, page_size=size, contact=contact, search=search)
+                return self.list_conversations(page=number, page_size=size, contact=contact, search=search)
             except HilosAPIError as exc:
-                if page > 1 and exc.status_code == 404 and exc.detail == "Invalid page.":
-                    return  # past the end (the list shrank while it was read): DRF's answer, not an error
+                if number > 1 and exc.status_code == 404 and exc.detail == "Invalid page.":
+                    return None  # past the end (the list shrank while it was read): DRF's answer, not an error
                 raise
-            rows = answer.get("results")
-            if not isinstance(rows, list):
-                raise HilosAPIError(
-                    "Hilos answered a conversation list page without a results list (not a DRF page)",
-                    status_code=200,
-                    method="GET",
-                    path=self.settings.api_family.conversation_path,
-                    problem="a page without results",
-                )
-            progress.pages += 1
-            count = answer.get("count")
-            progress.count = count if isinstance(count, int) and not isinstance(count, bool) else progress.count
-            before = progress.rows
-            for row in rows:
-                key = _row_key(row)
-                if key is not None and key in seen:
-                    progress.duplicates += 1  # the list shifted: a row of the last page came again
-                    continue
-                if key is not None:
-                    seen.add(key)
-                progress.rows += 1
-                yield row
-            if on_page is not None:
-                on_page(progress)
-            if not answer.get("next") or not rows:
-                return
-            stale = stale + 1 if progress.rows == before else 0
-            if stale >= MAX_STALE_PAGES:  # a server that ignores the page number would be read forever
-                raise HilosAPIError(
-                    f"Hilos answered {stale} list pages in a row with only conversations already read, and still "
-                    "says there is a next page: the API seems to ignore the page number; check the Base URL",
-                    status_code=200,
-                    method="GET",
-                    path=self.settings.api_family.conversation_path,
-                    problem="pages that repeat",
-                )
-            page += 1
+
+        # one page read ahead: the next page is on its way while the caller works through this one (pages are
+        # still requested one at a time, in order, each after the one before it has arrived)
+        with ThreadPoolExecutor(1, thread_name_prefix="hilos-list") as ahead:
+            coming: Future[dict[str, Any] | None] = ahead.submit(fetch, page)
+            while True:
+                answer = coming.result()
+                if answer is None:
+                    return
+                rows = answer.get("results")
+                if not isinstance(rows, list):
+                    raise HilosAPIError(
+                        "Hilos answered a conversation list page without a results list (not a DRF page)",
+                        status_code=200,
+                        method="GET",
+                        path=self.settings.api_family.conversation_path,
+                        problem="a page without results",
+                    )
+                progress.pages += 1
+                count = answer.get("count")
+                progress.count = count if isinstance(count, int) and not isinstance(count, bool) else progress.count
+                before = progress.rows
+                fresh = []
+                for row in rows:
+                    key = _row_key(row)
+                    if key is not None and key in seen:
+                        progress.duplicates += 1  # the list shifted: a row of the last page came again
+                        continue
+                    if key is not None:
+                        seen.add(key)
+                    progress.rows += 1
+                    fresh.append(row)
+                more = bool(answer.get("next")) and bool(rows)
+                stale = stale + 1 if progress.rows == before else 0
+                if more and stale < MAX_STALE_PAGES:
+                    coming = ahead.submit(fetch, page + 1)
+                yield from fresh
+                if on_page is not None:
+                    on_page(progress)
+                if not more:
+                    return
+                if stale >= MAX_STALE_PAGES:  # a server that ignores the page number would be read forever
+                    raise HilosAPIError(
+                        f"Hilos answered {stale} list pages in a row with only conversations already read, and "
+                        "still says there is a next page: the API seems to ignore the page number; check the Base URL",
+                        status_code=200,
+                        method="GET",
+                        path=self.settings.api_family.conversation_path,
+                        problem="pages that repeat",
+                    )
+                page += 1
 
     def conversation_web_url(self, conversation_id: str) -> str:
         """The conversation's page in the Hilos web app (the connection's extra ``web_base_url``)."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_hilos.batch.options import BatchOptions
 from airflow_provider_hilos.batch.pipeline import UpdatePipeline
-from airflow_provider_hilos.conversations import NormalValue, normal_fields, state_from_row
+from airflow_provider_hilos.conversations import NormalValue, normal_fields, row_fields
 from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
 from airflow_provider_hilos.rows import RowChecker, plain_conversation_id, reasons, row_label, validate_row
 from airflow_provider_hilos.schemas import ValidatedUpdate
@@ -257,14 +257,14 @@ class SyncRunner:
                 self._decide(key, desired, current=None)
 
     def _consider(self, row: Any) -> None:
+        cid = row.get("id") if isinstance(row, Mapping) else None
         try:
-            state = state_from_row(row)
-            key = uuid.UUID(state.id).int
+            key = uuid.UUID(cid).int if isinstance(cid, str) else None
         except ValueError:
-            return  # a row without a usable id: nothing the warehouse can name
-        desired = self.desired.get(key)
-        if desired is not None and not desired.decided:
-            self._decide(key, desired, current=state.fields())
+            key = None  # a row without a usable id: nothing the warehouse can name
+        desired = None if key is None else self.desired.get(key)
+        if key is not None and desired is not None and not desired.decided:
+            self._decide(key, desired, current=row_fields(row))
 
     def _look_again(self, size: int, duplicates: int) -> None:
         """A listing by page number misses the conversations that moved to the front (new activity) while it ran,

@@ -78,3 +78,25 @@ def test_order_and_repeats_carry_no_meaning_on_either_side(tags, users):
         k: state_from_row(row).fields()[k] for k in ("tags", "assigned")
     }
     assert isinstance(state_from_row(row), ConversationState)
+
+
+def test_row_fields_are_the_states_fields_without_the_rest():
+    from airflow_provider_hilos.conversations import row_fields
+
+    row = {
+        "id": "6513270E-269e-4d37-b2a7-4de452e6b438",
+        "status": "NEW",
+        "tags": [{"id": 2, "name": "vip "}, {"name": "b2b"}, "vip"],
+        "assigned": [{"id": 10}, {"id": 3}, "7"],
+        "assigned_team": "4",
+        "channel": None,
+        "contact": "x",
+    }
+    assert row_fields(row) == state_from_row(row).fields()
+    assert row_fields(row) == {
+        "status": "NEW",
+        "assigned": (3, 7, 10),
+        "tags": ("b2b", "vip"),
+        "assigned_team": 4,
+        "channel": None,
+    }

@@ -1,0 +1,95 @@
+"""The sync against a real PostgreSQL (Debian's, started by this test on loopback and stopped by its process id):
+``text[]`` and ``int[]`` columns, NULL cells, a ``column_map``, a server-side cursor read in chunks, and the sync log
+inserted into the warehouse."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from airflow_provider_hilos.operators.sync import ConversationSyncOperator
+from airflow_provider_hilos.sandbox import HilosSandbox, warehouse
+from airflow_provider_hilos.sync.warehouse_log import LOG_TABLE_DDL
+from tests.conftest import TEST_TOKEN, FakeTI
+from tests.e2e.services import PostgresServer
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def warehouse_conn(postgres, monkeypatch):
+    conn = {
+        "conn_type": "postgres",
+        "host": "127.0.0.1",
+        "port": postgres.port,
+        "login": "airflow",
+        "schema": "airflow",
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_PG_WAREHOUSE", json.dumps(conn))
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    hook = PostgresHook(postgres_conn_id="pg_warehouse")
+    hook.run(
+        [
+            f"DROP TABLE IF EXISTS {warehouse.TABLE}",
+            "DROP TABLE IF EXISTS hilos_sync_log",
+            warehouse.POSTGRES_DDL,
+            LOG_TABLE_DDL.format(table="hilos_sync_log"),
+        ]
+    )
+    return hook
+
+
+def test_a_postgres_table_with_arrays_and_nulls_is_synced_and_logged(warehouse_conn, monkeypatch, tmp_path):
+    with HilosSandbox(conversations=300, seed=5, token=TEST_TOKEN) as sb:
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json())
+        rows = warehouse.desired_rows(sb.conversation_ids()[:250], seed=4)
+        values = warehouse.postgres_rows(rows)
+        values = [(*v[:4], None) if i % 5 == 0 else v for i, v in enumerate(values)]  # NULL team: unmanaged
+        with warehouse_conn.get_conn() as conn, conn.cursor() as cursor:  # lists as arrays (text[], int[])
+            cursor.executemany(f"INSERT INTO {warehouse.TABLE} VALUES (%s, %s, %s, %s, %s)", values)
+            conn.commit()
+        untouched_teams = {
+            rows[i]["conversation_id"]: sb.conversation(rows[i]["conversation_id"])["assigned_team"]
+            for i in range(0, 250, 5)
+        }
+        task = ConversationSyncOperator(
+            task_id="sync",
+            sql=f"SELECT conversation_id, status, tags, assignee_ids, team_id FROM {warehouse.TABLE}",
+            sql_conn_id="pg_warehouse",
+            column_map={"assignee_ids": "assigned", "team_id": "assigned_team"},
+            chunk_size=100,
+            log_table="hilos_sync_log",
+            report_path=str(tmp_path / "report.jsonl"),
+        )
+        from airflow_provider_hilos.sync import desired
+
+        cursors: list[str] = []
+        real_cursor = desired._cursor
+        monkeypatch.setattr(desired, "_cursor", lambda conn: cursors.append(str((c := real_cursor(conn)).name)) or c)
+        ti = FakeTI(task_id="sync")
+        result = task.execute({"ti": ti})
+        # a named (server-side) cursor, psycopg 2 or 3: the database holds the result, the worker fetches 100 at a time
+        assert len(cursors) == 1 and cursors[0].startswith("hilos_sync_")
+        assert result["desired"] == 250 and result["failed"] == 0 and result["updated"] == result["to_update"]
+        for i, row in enumerate(rows):
+            held = sb.conversation(row["conversation_id"])
+            wrong = warehouse.mismatches(row, held)
+            if i % 5 == 0:  # the team was not managed: it is what it was
+                assert (
+                    wrong in ([], ["assigned_team"])
+                    and held["assigned_team"] == untouched_teams[row["conversation_id"]]
+                )
+            else:
+                assert wrong == []
+        logged = warehouse_conn.get_records("SELECT run_id, outcome, changes FROM hilos_sync_log")
+        assert len(logged) == result["updated"] and {r[1] for r in logged} == {"updated"}
+        assert all(r[0] == ti.run_id and json.loads(r[2]) for r in logged)
+        # the next run reads the same table and finds nothing to send
+        again = task.execute({"ti": FakeTI(task_id="sync")})
+        assert (again["to_update"], again["unchanged"], again["write_requests"]) == (0, 250, 0)
