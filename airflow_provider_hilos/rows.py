@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_hilos.exceptions import HilosValidationError
-from airflow_provider_hilos.schemas import ValidatedUpdate, parse_rendered, show, validate_update
+from airflow_provider_hilos.schemas import ValidatedUpdate, id_key, parse_rendered, show, validate_update
 
 #: A re-iterable source of ``(row number, row)`` pairs.
 RowSource = Callable[[], Iterator[tuple[int, Any]]]
@@ -104,7 +104,7 @@ class RowChecker:
         :raises HilosValidationError: the row is invalid, or repeats an earlier row's conversation.
         """
         update = validate_row(row)
-        first = self._first_row.setdefault(uuid.UUID(update.conversation_id).int, number)
+        first = self._first_row.setdefault(id_key(update.conversation_id), number)
         if first != number:
             raise HilosValidationError(
                 [

@@ -16,7 +16,6 @@ Two kinds of input:
 from __future__ import annotations
 
 import itertools
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,7 +33,7 @@ from airflow_provider_hilos.rows import (
     shard_of,
     shard_problem,
 )
-from airflow_provider_hilos.schemas import ValidatedUpdate
+from airflow_provider_hilos.schemas import ValidatedUpdate, id_key
 
 #: How many invalid rows an error message lists (all of them are counted, and written to the report).
 MAX_LISTED_INVALID_ROWS = 50
@@ -179,7 +178,7 @@ class UpdatePipeline:
         for number, update in enumerate(self.updates, start=1):
             if not isinstance(update, ValidatedUpdate):
                 raise TypeError(f"update {number} is a {type(update).__name__}, not a ValidatedUpdate")
-            earlier = first.setdefault(uuid.UUID(update.conversation_id).int, number)
+            earlier = first.setdefault(id_key(update.conversation_id), number)
             if earlier != number:
                 yield Item(
                     number,

@@ -99,11 +99,13 @@ class SandboxData:
     def read_simple(self, conversation: Mapping[str, Any]) -> dict[str, Any]:
         """A conversation as the list endpoint shows it (``ConversationReadSimple``): assignees in full,
         and its first message (derived from the conversation, so the seeded data stays the same)."""
+        # copies of what an update may change later (the row is serialised after the state's lock is released);
+        # the values inside are strings and numbers, so one level of copying is enough (and deepcopy is slow)
         row = {
-            k: copy.deepcopy(conversation[k])
-            for k in ("id", "contact", "status", "created_on", "source", "tags", "assigned_team", "channel")
+            k: conversation[k] for k in ("id", "contact", "status", "created_on", "source", "assigned_team", "channel")
         }
-        row["assigned"] = [copy.deepcopy(self.users[user["id"]]) for user in conversation["assigned"]]
+        row["tags"] = [dict(tag) for tag in conversation["tags"]]
+        row["assigned"] = [dict(self.users[user["id"]]) for user in conversation["assigned"]]
         cached = self._first_messages.get(conversation["id"])
         if cached is None or cached[0] != (conversation["contact"], conversation["created_on"]):
             cached = (conversation["contact"], conversation["created_on"]), _first_message(conversation)

@@ -167,6 +167,13 @@ def plan_conversation(
     :param row: the desired row's number in its source.
     :raises ValueError: ``"add"`` mode without a current state to add to.
     """
+    if (  # the common case, a conversation already as desired: one comparison per managed field
+        compare_with is CompareWith.HILOS
+        and current is not None
+        and not failed_before
+        and all(current.get(name, UNKNOWN) == value for name, value in desired.items())
+    ):
+        return PlanEntry(conversation_id, Action.UNCHANGED, row=row)
     modes = {"tags": ListMode(tags_mode), "assigned": ListMode(assigned_mode)}
     compare_with = CompareWith(compare_with)
     reason = ""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ from airflow_provider_hilos.batch.pipeline import UpdatePipeline
 from airflow_provider_hilos.conversations import NormalValue, normal_fields, row_fields
 from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
 from airflow_provider_hilos.rows import RowChecker, plain_conversation_id, reasons, row_label, validate_row
-from airflow_provider_hilos.schemas import ValidatedUpdate
+from airflow_provider_hilos.schemas import ValidatedUpdate, id_key
 from airflow_provider_hilos.storage import AtomicText
 from airflow_provider_hilos.sync.diff import (
     Action,
@@ -152,7 +151,7 @@ class SyncRunner:
                     invalid.append(entry)
                 self.summary.add(entry)
                 continue
-            key = uuid.UUID(update.conversation_id).int
+            key = id_key(update.conversation_id)
             self.desired[key] = _Desired(update.conversation_id, normal_fields(update.body), number)
         self._invalid = invalid
         count = self.summary.count(Action.INVALID)
@@ -259,7 +258,7 @@ class SyncRunner:
     def _consider(self, row: Any) -> None:
         cid = row.get("id") if isinstance(row, Mapping) else None
         try:
-            key = uuid.UUID(cid).int if isinstance(cid, str) else None
+            key = id_key(cid) if isinstance(cid, str) and len(cid) == 36 else None
         except ValueError:
             key = None  # a row without a usable id: nothing the warehouse can name
         desired = None if key is None else self.desired.get(key)

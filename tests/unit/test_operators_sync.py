@@ -86,3 +86,41 @@ def test_wrong_arguments_fail_when_the_dag_is_parsed(tmp_path, kwargs, message):
 def test_sql_files_and_the_query_are_templated():
     assert ".sql" in ConversationSyncOperator.template_ext
     assert {"sql", "state", "compare_with", "max_requests_per_second"} <= set(ConversationSyncOperator.template_fields)
+
+
+def test_the_token_is_in_no_file_table_result_or_log_the_sync_writes(warehouse, sb, tmp_path, output, monkeypatch):
+    with sqlite3.connect(warehouse) as db:  # one row the API refuses: its error goes to the report and the log table
+        db.execute("UPDATE crm SET team_id = 999 WHERE rowid = 1")
+    ti = FakeTI(task_id="sync")
+    task = sync_task(tmp_path, max_failed_ratio=1.0, state_store=str(tmp_path / "state"))
+    result = task.execute({"ti": ti})
+    assert result["failed"] == 1
+    written = [p.read_text() for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".jsonl", ".json")]
+    assert len(written) >= 3  # the report, the plan, the state
+    with sqlite3.connect(warehouse) as db:
+        logged = db.execute("SELECT * FROM hilos_sync_log").fetchall()
+    assert any(row[4] == "failed" and row[6] for row in logged)
+    everything = "".join(written) + json.dumps(logged) + json.dumps(ti.pushed) + output()
+    assert "Invalid pk" in everything or "999" in everything  # the failure really was recorded
+    assert TEST_TOKEN not in everything
+    # a rejected token: the error names the connection, never the token
+    monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json().replace(TEST_TOKEN, TEST_TOKEN + "x"))
+    with pytest.raises(Exception) as caught:
+        sync_task(tmp_path).execute({"ti": FakeTI(task_id="sync")})
+    assert "token" in str(caught.value) and TEST_TOKEN not in str(caught.value) + output()
+
+
+def test_a_successful_sync_announces_its_counts_on_its_assets(warehouse, sb, tmp_path):
+    from airflow.providers.common.compat.assets import Asset
+
+    synced = Asset("hilos_conversations_synced")
+
+    class Event:
+        def __init__(self) -> None:
+            self.extra: dict = {}
+
+    events: dict = {synced: Event()}
+    result = sync_task(tmp_path, outlets=[synced]).execute({"ti": FakeTI(task_id="sync"), "outlet_events": events})
+    extra = events[synced].extra
+    assert extra == {name: result[name] for name in ConversationSyncOperator.ASSET_EXTRA_FIELDS}
+    assert extra["updated"] == result["updated"] > 0

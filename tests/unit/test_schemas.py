@@ -248,3 +248,14 @@ def test_every_writable_field_is_an_argument_of_the_single_operator():
     parameters = inspect.signature(ConversationUpdateOperator.__init__).parameters
     assert {name for name in parameters if name in WRITABLE_FIELDS} == set(WRITABLE_FIELDS)
     assert LIST_FIELDS == ("assigned", "tags")
+
+
+def test_an_id_key_is_the_uuids_number_whatever_the_case():
+    import uuid
+
+    from airflow_provider_hilos.schemas import id_key
+
+    cid = "6513270e-269e-4d37-b2a7-4de452e6b438"
+    assert id_key(cid) == uuid.UUID(cid).int == id_key(cid.upper())
+    with pytest.raises(ValueError):
+        id_key("not-a-uuid")
