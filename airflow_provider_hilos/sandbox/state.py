@@ -303,6 +303,8 @@ class SandboxState:
         # ids by activity, most recent last (the seeded order lists the most recent first); new ones from their own dice
         self._activity: dict[str, None] = dict.fromkeys(reversed(list(self.data.conversations)))
         self._listed: list[str] | None = None
+        #: list rows already built, by id (dropped when the conversation changes): a page is served from these
+        self._rows: dict[str, dict[str, Any]] = {}
         self._arrivals = random.Random(f"{self.seed}-arrivals")
 
     def _touch(self, conversation_id: str) -> None:
@@ -310,6 +312,7 @@ class SandboxState:
         self._activity.pop(conversation_id, None)
         self._activity[conversation_id] = None
         self._listed = None
+        self._rows.pop(conversation_id, None)
 
     def _by_activity(self) -> list[str]:
         """Every id, most recent activity first (cached until the next change)."""
@@ -335,6 +338,13 @@ class SandboxState:
                 self._touch(conversation_id)
             return moved
 
+    def _row(self, conversation_id: str) -> dict[str, Any]:
+        """The list row of a conversation, built once until it changes (never mutated: a change replaces it)."""
+        row = self._rows.get(conversation_id)
+        if row is None:
+            row = self._rows[conversation_id] = self.data.read_simple(self.data.conversations[conversation_id])
+        return row
+
     def list_conversations(
         self, *, page: int, page_size: int, contact: str | None, search: str | None
     ) -> tuple[int, list[dict[str, Any]]]:
@@ -345,7 +355,7 @@ class SandboxState:
             if not contact and not search:  # the common case, without copying every row
                 ordered = self._by_activity()
                 chosen_ids = ordered[(page - 1) * page_size : page * page_size]
-                return len(ordered), [self.data.read_simple(conversations[cid]) for cid in chosen_ids]
+                return len(ordered), [self._row(cid) for cid in chosen_ids]
             rows = [conversations[cid] for cid in self._by_activity()]
             if contact:
                 rows = [c for c in rows if c["contact"] == contact.lower()]

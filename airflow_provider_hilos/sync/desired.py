@@ -122,13 +122,20 @@ class RowShaper:
         """One cell as the change-set row has it (``None``: not managed)."""
         if value is None:
             return None
+        kind = type(value)
+        if (kind is str or kind is int) and field not in LIST_FIELDS:  # the common cells, as they are
+            return value
         if isinstance(value, uuid.UUID):
             return str(value)
         if isinstance(value, Decimal) and value == value.to_integral_value():
             return int(value)
         if field in LIST_FIELDS:
             if isinstance(value, (list, tuple)):
-                return [self.cell("", item) for item in value if item is not None]
+                return [
+                    item if type(item) is str or type(item) is int else self.cell("", item)
+                    for item in value
+                    if item is not None
+                ]
             if isinstance(value, str):
                 text = value.strip()
                 if text in ("", CLEAR):

@@ -126,6 +126,8 @@ class SyncRunner:
         self.keep_entries = keep_entries
         #: the entries that are not unchanged (only with ``keep_entries``)
         self.entries: list[PlanEntry] = []
+        #: the conversations whose update puts back a hand edit
+        self.drifted: set[str] = set()
         self._started = time.monotonic()
 
     # -- 1. the desired state --
@@ -223,6 +225,8 @@ class SyncRunner:
         self._record(entry)
 
     def _record(self, entry: PlanEntry) -> None:
+        if entry.drift and entry.conversation_id:
+            self.drifted.add(entry.conversation_id)
         self.summary.add(entry)
         self._plan.write(entry)
         if self.keep_entries and entry.action is not Action.UNCHANGED:
@@ -366,7 +370,8 @@ class SyncRunner:
             "failed": failed,
             "not_found": summary.count(Action.NOT_FOUND),
             "invalid": summary.count(Action.INVALID),
-            "drift_corrected": summary.drift_corrected if batch is not None else 0,
+            # hand edits put back: the drift updates that landed (in a dry run, none)
+            "drift_corrected": sum(1 for cid in self.drifted if self.outcomes.get(cid, {}).get("outcome") in _DONE),
             "drift_found": summary.drift_corrected,
             "retried_from_last_run": summary.retried,
             "read_requests": self.read_requests,
