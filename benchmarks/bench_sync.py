@@ -96,6 +96,22 @@ PUSH = textwrap.dedent("""
 """)
 
 
+def connections(pg: PostgresServer, sb: SandboxProcess) -> dict[str, str]:
+    """The environment of a child: the sandbox behind ``hilos_default``, the PostgreSQL warehouse as ``warehouse``."""
+    warehouse_conn = {
+        "conn_type": "postgres",
+        "host": "127.0.0.1",
+        "port": pg.port,
+        "login": "airflow",
+        "schema": "airflow",
+    }
+    return {
+        **os.environ,
+        "AIRFLOW_CONN_HILOS_DEFAULT": sb.connection_json(),
+        "AIRFLOW_CONN_WAREHOUSE": json.dumps(warehouse_conn),
+    }
+
+
 def child(script: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", script, *args], env=env, check=True, capture_output=True, text=True, cwd=ROOT
@@ -170,10 +186,7 @@ def main() -> int:
         PostgresServer() as pg,
         SandboxProcess("--conversations", str(n), "--seed", "6", "--request-log-limit", "500000", token=TOKEN) as sb,
     ):
-        pg_conn = json.dumps(
-            {"conn_type": "postgres", "host": "127.0.0.1", "port": pg.port, "login": "airflow", "schema": "airflow"}
-        )
-        env = {**os.environ, "AIRFLOW_CONN_HILOS_DEFAULT": sb.connection_json(), "AIRFLOW_CONN_WAREHOUSE": pg_conn}
+        env = connections(pg, sb)
         rows = sandbox_rows(sb)
         load_postgres(pg, rows)
         state = str(work / "state")
@@ -249,10 +262,7 @@ def main() -> int:
         PostgresServer() as pg,
         SandboxProcess("--conversations", str(plan_n), "--seed", "7", "--request-log-limit", "1000", token=TOKEN) as sb,
     ):
-        pg_conn = json.dumps(
-            {"conn_type": "postgres", "host": "127.0.0.1", "port": pg.port, "login": "airflow", "schema": "airflow"}
-        )
-        env = {**os.environ, "AIRFLOW_CONN_HILOS_DEFAULT": sb.connection_json(), "AIRFLOW_CONN_WAREHOUSE": pg_conn}
+        env = connections(pg, sb)
         load_postgres(pg, warehouse.desired_rows(sb.conversation_ids(), seed=9))
         idle = child(CHILD, ["idle", "-", str(work / "plan-state"), SQL, "{}", "none"], env)
         dry = child(CHILD, ["dry", "plan", str(work / "plan-state"), SQL, json.dumps(COLUMNS), "none"], env)

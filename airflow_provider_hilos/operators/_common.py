@@ -8,12 +8,20 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_hilos.batch.options import BatchOptions, pop_batch_options
+from airflow_provider_hilos.batch.result import StopReason
+from airflow_provider_hilos.checkpoint import Checkpoint, task_owner
 from airflow_provider_hilos.exceptions import HilosValidationError
 from airflow_provider_hilos.schemas import show
 from airflow_provider_hilos.storage import StoragePath, storage_path
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_hilos.batch.engine import BatchEngine
+
+#: How long ``on_kill`` waits for the requests in flight to finish, so their outcomes reach the checkpoint
+#: (Airflow 3's supervisor sends SIGKILL 5 s after SIGTERM).
+KILL_GRACE_SECONDS = 4.0
 
 
 def parse_flag(value: Any, *, field: str) -> bool:
@@ -59,6 +67,40 @@ class BatchArguments:
         except ValueError as exc:
             field = str(exc).split("=", 1)[0]
             raise HilosValidationError([(field, str(exc))], "Invalid Hilos batch options") from None
+
+
+class EngineStopper:
+    """What an operator that runs the batch engine needs to stop cleanly when killed: it keeps the engine (pass
+    :meth:`_keep_engine` as the hook's ``engine=`` callback) and the checkpoint (``self._checkpoint``)."""
+
+    _engine: BatchEngine | None = None
+    _checkpoint: Checkpoint | None = None
+
+    def _keep_engine(self, engine: BatchEngine) -> None:
+        self._engine = engine
+
+    def on_kill(self) -> None:
+        """Stop sending: no new request starts; the requests in flight finish (or time out, waited for up to
+        ``KILL_GRACE_SECONDS``) and what they applied is in the checkpoint."""
+        engine = self._engine
+        if engine is None:
+            return
+        engine.stop(StopReason.KILLED, "the task was stopped (on_kill: marked failed, timed out or shut down)")
+        engine.wait_idle(KILL_GRACE_SECONDS)
+        if self._checkpoint is not None:
+            self._checkpoint.close()
+
+
+def task_checkpoint(
+    context: Context, *, resume: bool, checkpoint_path: str | None, report_path: str | None
+) -> Checkpoint | None:
+    """The checkpoint of the running task instance (``None`` with ``resume=False``), under ``checkpoint_path`` or
+    :func:`default_checkpoint_root`."""
+    if not resume:
+        return None
+    root = storage_path(checkpoint_path) if checkpoint_path else default_checkpoint_root(report_path)
+    ti = context["ti"]
+    return Checkpoint.for_task(root, task_owner(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", None)))
 
 
 def default_checkpoint_root(report_path: str | None) -> StoragePath:

@@ -10,11 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_hilos.batch.dry_run import dry_run
-from airflow_provider_hilos.batch.engine import BatchEngine
 from airflow_provider_hilos.batch.options import BatchOptions, with_batch_option_docs, with_batch_options
 from airflow_provider_hilos.batch.pipeline import RowPipeline, UpdatePipeline
-from airflow_provider_hilos.batch.result import StopReason
-from airflow_provider_hilos.checkpoint import Checkpoint, task_owner
 from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.inputs import INPUT_FORMATS, list_separator_problem, rows_from_path
@@ -23,7 +20,13 @@ from airflow_provider_hilos.links import (
     CONVERSATION_URL_XCOM_KEY,
     HilosConversationLink,
 )
-from airflow_provider_hilos.operators._common import BatchArguments, announce, default_checkpoint_root, parse_flag
+from airflow_provider_hilos.operators._common import (
+    BatchArguments,
+    EngineStopper,
+    announce,
+    parse_flag,
+    task_checkpoint,
+)
 from airflow_provider_hilos.pacing import check_rate
 from airflow_provider_hilos.rows import RowSource, rows_from_updates, shard_problem
 from airflow_provider_hilos.schemas import WRITABLE_FIELDS, parse_rendered, show, validate_update
@@ -34,9 +37,6 @@ if TYPE_CHECKING:
 
 #: XCom key of a batch's result (also its return value when it succeeds).
 BATCH_RESULT_XCOM_KEY = "hilos_batch_result"
-#: How long ``on_kill`` waits for the requests in flight to finish, so their outcomes reach the checkpoint
-#: (Airflow 3's supervisor sends SIGKILL 5 s after SIGTERM).
-KILL_GRACE_SECONDS = 4.0
 
 
 def parse_payload(payload: Any, *, field: str = "payload") -> dict[str, Any]:
@@ -185,7 +185,7 @@ class ConversationUpdateOperator(BaseOperator):
             hook.cancel()
 
 
-class ConversationBatchUpdateOperator(BatchArguments, BaseOperator):
+class ConversationBatchUpdateOperator(EngineStopper, BatchArguments, BaseOperator):
     """Update many Hilos conversations in one task: validated first, then sent concurrently.
 
         Use it past a few hundred conversations, where one mapped task per conversation costs seconds of
@@ -308,8 +308,6 @@ class ConversationBatchUpdateOperator(BatchArguments, BaseOperator):
         self.shard_index = shard_index
         self.shard_count = shard_count
         self.hilos_conn_id = hilos_conn_id
-        self._engine: BatchEngine | None = None
-        self._checkpoint: Checkpoint | None = None
 
     @classmethod
     def sharded(
@@ -356,14 +354,6 @@ class ConversationBatchUpdateOperator(BatchArguments, BaseOperator):
             return rows_from_updates(self.updates)
         return rows_from_path(self.updates_path, input_format=self.input_format, list_separator=self.list_separator)
 
-    def _checkpoint_for(self, context: Context) -> Checkpoint | None:
-        if not self.resume:
-            return None
-        root = storage_path(self.checkpoint_path) if self.checkpoint_path else default_checkpoint_root(self.report_path)
-        ti = context["ti"]
-        owner = task_owner(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", None))
-        return Checkpoint.for_task(root, owner)
-
     def _check_paths(self) -> None:
         """Refuse a report or checkpoint path that is the input, before anything is opened for writing."""
         if self.updates_path is None:
@@ -382,7 +372,9 @@ class ConversationBatchUpdateOperator(BatchArguments, BaseOperator):
         self._check_paths()
         pipeline = RowPipeline(self._source(), shard_index=self.shard_index, shard_count=self.shard_count)
         hook = HilosHook(self.hilos_conn_id, pool_maxsize=options.max_concurrency)
-        checkpoint = self._checkpoint = self._checkpoint_for(context)
+        checkpoint = self._checkpoint = task_checkpoint(
+            context, resume=self.resume, checkpoint_path=self.checkpoint_path, report_path=self.report_path
+        )
         if parse_flag(self.hilos_dry_run, field="dry_run"):
             try:
                 return hook.plan_updates(pipeline, options, checkpoint=checkpoint)
@@ -403,20 +395,6 @@ class ConversationBatchUpdateOperator(BatchArguments, BaseOperator):
         context["ti"].xcom_push(key=BATCH_RESULT_XCOM_KEY, value=result)
         announce(context, self.outlets, {field: result[field] for field in self.ASSET_EXTRA_FIELDS})
         return result
-
-    def _keep_engine(self, engine: BatchEngine) -> None:
-        self._engine = engine
-
-    def on_kill(self) -> None:
-        """Stop sending: no new request starts; the requests in flight finish (or time out, waited for up to
-        ``KILL_GRACE_SECONDS``) and what they applied is in the checkpoint."""
-        engine = self._engine
-        if engine is None:
-            return
-        engine.stop(StopReason.KILLED, "the task was stopped (on_kill: marked failed, timed out or shut down)")
-        engine.wait_idle(KILL_GRACE_SECONDS)
-        if self._checkpoint is not None:
-            self._checkpoint.close()
 
 
 ConversationBatchUpdateOperator.__doc__ = with_batch_option_docs(ConversationBatchUpdateOperator.__doc__)

@@ -8,15 +8,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_provider_hilos.batch.engine import BatchEngine
 from airflow_provider_hilos.batch.options import BatchOptions, with_batch_option_docs, with_batch_options
-from airflow_provider_hilos.batch.result import StopReason
-from airflow_provider_hilos.checkpoint import Checkpoint, task_owner
 from airflow_provider_hilos.connection import page_size_is_valid
 from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.inputs import INPUT_FORMATS, list_separator_problem, rows_from_path
-from airflow_provider_hilos.operators._common import BatchArguments, announce, default_checkpoint_root, parse_flag
+from airflow_provider_hilos.operators._common import (
+    BatchArguments,
+    EngineStopper,
+    announce,
+    default_checkpoint_root,
+    parse_flag,
+    task_checkpoint,
+)
 from airflow_provider_hilos.schemas import show
 from airflow_provider_hilos.storage import AtomicText, StoragePath, same_place_key, storage_path
 from airflow_provider_hilos.sync.desired import (
@@ -36,11 +40,9 @@ if TYPE_CHECKING:
 
 #: XCom key of a sync's result (also its return value when it succeeds, and pushed when it fails).
 SYNC_RESULT_XCOM_KEY = "hilos_sync_result"
-#: How long ``on_kill`` waits for the requests in flight.
-KILL_GRACE_SECONDS = 4.0
 
 
-class ConversationSyncOperator(BatchArguments, BaseOperator):
+class ConversationSyncOperator(EngineStopper, BatchArguments, BaseOperator):
     """Make Hilos hold the desired state the warehouse declares: read it, compare it with what Hilos holds (or with
     what the last run applied), send only the conversations that differ, and keep the outcome of every one.
 
@@ -222,8 +224,6 @@ class ConversationSyncOperator(BatchArguments, BaseOperator):
         self.hilos_dry_run = dry_run
         self.show_diffs = show_diffs
         self.hilos_conn_id = hilos_conn_id
-        self._engine: BatchEngine | None = None
-        self._checkpoint: Checkpoint | None = None
         if not any("{{" in str(v) for v in (compare_with, tags_mode, assigned_mode)):
             self._settings()  # a wrong mode fails when the DAG file is parsed, not at run time
 
@@ -319,7 +319,9 @@ class ConversationSyncOperator(BatchArguments, BaseOperator):
             self._log_plan(runner, settings)
             if dry:
                 return self._result(runner, None, dry=True, store=store, plan=plan_target)
-            checkpoint = self._checkpoint = self._checkpoint_for(context)
+            checkpoint = self._checkpoint = task_checkpoint(
+                context, resume=self.resume, checkpoint_path=self.checkpoint_path, report_path=self.report_path
+            )
             report = AtomicText(storage_path(self.report_path)) if self.report_path else None
             batch: dict[str, Any] | None = None
             failure: HilosBatchError | None = None
@@ -357,13 +359,6 @@ class ConversationSyncOperator(BatchArguments, BaseOperator):
             return result
         finally:
             hook.close()
-
-    def _checkpoint_for(self, context: Context) -> Checkpoint | None:
-        if not self.resume:
-            return None
-        root = storage_path(self.checkpoint_path) if self.checkpoint_path else default_checkpoint_root(self.report_path)
-        ti = context["ti"]
-        return Checkpoint.for_task(root, task_owner(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", None)))
 
     def _result(
         self,
@@ -419,19 +414,6 @@ class ConversationSyncOperator(BatchArguments, BaseOperator):
             costs["last_sync"]["writes"],
             costs["nothing"]["writes"],
         )
-
-    def _keep_engine(self, engine: BatchEngine) -> None:
-        self._engine = engine
-
-    def on_kill(self) -> None:
-        """Stop sending: no new request starts; those in flight finish (or time out) and reach the checkpoint."""
-        engine = self._engine
-        if engine is None:
-            return
-        engine.stop(StopReason.KILLED, "the task was stopped (on_kill: marked failed, timed out or shut down)")
-        engine.wait_idle(KILL_GRACE_SECONDS)
-        if self._checkpoint is not None:
-            self._checkpoint.close()
 
 
 ConversationSyncOperator.__doc__ = with_batch_option_docs(ConversationSyncOperator.__doc__)
