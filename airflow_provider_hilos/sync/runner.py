@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_hilos.batch.options import BatchOptions
-from airflow_provider_hilos.batch.pipeline import UpdatePipeline
+from airflow_provider_hilos.batch.pipeline import MAX_LISTED_INVALID_ROWS, Survey, UpdatePipeline
+from airflow_provider_hilos.batch.verdict import validation_verdict
 from airflow_provider_hilos.conversations import NormalValue, normal_fields, row_fields
 from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
 from airflow_provider_hilos.rows import RowChecker, plain_conversation_id, reasons, row_label, validate_row
 from airflow_provider_hilos.schemas import ValidatedUpdate, id_key
 from airflow_provider_hilos.storage import AtomicText
 from airflow_provider_hilos.sync.diff import (
+    UNKNOWN,
     Action,
     CompareWith,
     ListMode,
@@ -128,6 +130,8 @@ class SyncRunner:
         self.entries: list[PlanEntry] = []
         #: the conversations whose update puts back a hand edit
         self.drifted: set[str] = set()
+        #: the writes compare_with="last_sync" would have sent (see :meth:`costs`)
+        self.last_sync_writes = 0
         self._started = time.monotonic()
 
     # -- 1. the desired state --
@@ -139,16 +143,16 @@ class SyncRunner:
         """
         checker = RowChecker()
         invalid: list[PlanEntry] = []
+        survey = Survey()
         for number, row in rows:
+            survey.total += 1
             try:
                 update = checker.check(number, row)
             except HilosValidationError as exc:
-                entry = PlanEntry(
-                    plain_conversation_id(row),
-                    Action.INVALID,
-                    reason=f"row {number}{row_label(row)}: {reasons(exc)}",
-                    row=number,
-                )
+                survey.invalid += 1
+                entry = PlanEntry(plain_conversation_id(row), Action.INVALID, reason=reasons(exc), row=number)
+                if len(survey.listed) < MAX_LISTED_INVALID_ROWS:
+                    survey.listed.append((f"row {number}{row_label(row)}", entry.reason))
                 if len(invalid) < _KEPT_INVALID:  # the first ones go in the plan file; all are counted
                     invalid.append(entry)
                 self.summary.add(entry)
@@ -156,14 +160,9 @@ class SyncRunner:
             key = id_key(update.conversation_id)
             self.desired[key] = _Desired(update.conversation_id, normal_fields(update.body), number)
         self._invalid = invalid
-        count = self.summary.count(Action.INVALID)
-        if count and not self.options.skip_invalid_rows:
-            raise HilosValidationError(
-                [("row", entry.reason) for entry in invalid[:50]]
-                + ([("rows", f"{count - 50:,} more invalid rows")] if count > 50 else []),
-                f"Invalid Hilos sync: {count:,} of {count + len(self.desired):,} desired rows are invalid (nothing was "
-                "sent; fix them, or set skip_invalid_rows=True to sync the others)",
-            )
+        count = survey.invalid
+        if refusal := validation_verdict(survey, self.options):  # the batch's rule, on the desired rows
+            raise refusal
         self.log.info(
             "Hilos sync: %d desired conversation(s) read%s",
             len(self.desired),
@@ -204,6 +203,9 @@ class SyncRunner:
     def _decide(self, key: int, desired: _Desired, *, current: Mapping[str, NormalValue] | None) -> None:
         failed = key in self.snapshot.failed
         previous = self.snapshot.fields_of(key)
+        # what compare_with="last_sync" would have sent, for the plan's costs (counted as each is planned)
+        if failed or previous is None or any(previous.get(k, UNKNOWN) != v for k, v in desired.fields.items()):
+            self.last_sync_writes += 1
         entry = plan_conversation(
             desired.conversation_id,
             desired.fields,
@@ -383,13 +385,6 @@ class SyncRunner:
         """What each compare mode costs (requests) for this desired state: the chosen one as measured, the others
         as estimated from the snapshot and the plan."""
         valid = len(self.desired)
-        last_sync_writes = sum(
-            1
-            for key, desired in self.desired.items()
-            if key in self.snapshot.failed
-            or (previous := self.snapshot.fields_of(key)) is None
-            or any(previous.get(name, _MISSING) != value for name, value in desired.fields.items())
-        )
         size = self.settings.page_size or self.hook.settings.page_size
         reads = self.read_requests if self.settings.compare_with is CompareWith.HILOS else None
         return {
@@ -400,9 +395,6 @@ class SyncRunner:
                 if self.settings.compare_with is CompareWith.HILOS
                 else None,
             },
-            "last_sync": {"reads": 0, "writes": last_sync_writes},
+            "last_sync": {"reads": 0, "writes": self.last_sync_writes},
             "nothing": {"reads": 0, "writes": valid},
         }
-
-
-_MISSING = object()

@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow_provider_hilos.checkpoint import folder_name
-from airflow_provider_hilos.conversations import NormalValue, normal_fields
+from airflow_provider_hilos.conversations import NormalValue
 from airflow_provider_hilos.exceptions import HilosConfigurationError
+from airflow_provider_hilos.schemas import WRITABLE_FIELDS
 from airflow_provider_hilos.storage import AtomicText, StoragePath
 
 STATE_FORMAT = "hilos-sync-state"
@@ -109,7 +110,7 @@ class SyncStateStore:
                             f"Hilos sync: the state {self.path} line {number} holds a conversation id that is not a "
                             "UUID; remove the file to start over"
                         ) from None
-                    snapshot.entries[key] = (cid, normal_fields(record.get("fields") or {}))
+                    snapshot.entries[key] = (cid, _normal(record.get("fields")))
                     if record.get("failed"):
                         snapshot.failed.add(key)
         except OSError as exc:
@@ -153,6 +154,17 @@ class SyncStateStore:
             ) from None
         finally:
             writer.abort()
+
+
+def _normal(fields: Any) -> dict[str, NormalValue]:
+    """Fields as :func:`_lines` wrote them (the normal form, lists as JSON arrays) back in the normal form."""
+    if not isinstance(fields, Mapping):
+        return {}
+    return {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in fields.items()
+        if name in WRITABLE_FIELDS
+    }
 
 
 def _lines(snapshot: Snapshot) -> Iterator[str]:

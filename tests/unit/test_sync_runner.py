@@ -139,8 +139,9 @@ def test_the_dry_run_is_the_plan_and_sends_nothing(sb, store, tmp_path):
 def test_invalid_rows_refuse_the_sync_before_any_request(sb, store):
     rows = [*desired_rows(sb, 2), {"conversation_id": "not-a-uuid", "status": "CLOSED"}, {"status": "DONE"}]
     sb.clear_requests()
-    with pytest.raises(HilosValidationError, match="2 of 4 desired rows are invalid"):
+    with pytest.raises(HilosValidationError, match=r"2 of 4 row.* are invalid and nothing was sent") as refused:
         run(rows, store)
+    assert "row 3 (conversation 'not-a-uuid')" in str(refused.value) and "row 4" in str(refused.value)
     assert sb.requests() == []
     skipped = run(rows, store, options=BatchOptions(skip_invalid_rows=True, max_invalid_ratio=1.0))
     assert skipped["invalid"] == 2 and skipped["updated"] + skipped["unchanged"] == 2
