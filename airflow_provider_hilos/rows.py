@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_hilos.exceptions import HilosValidationError
-from airflow_provider_hilos.schemas import ValidatedUpdate, id_key, parse_rendered, show, validate_update
+from airflow_provider_hilos.schemas import (
+    ValidatedUpdate,
+    canonical_conversation_id,
+    id_key,
+    parse_rendered,
+    show,
+    validate_update,
+)
 
 #: A re-iterable source of ``(row number, row)`` pairs.
 RowSource = Callable[[], Iterator[tuple[int, Any]]]
@@ -95,15 +102,36 @@ class RowChecker:
     Remembers one integer pair per row (about 10 MB per 100,000 rows).
     """
 
+    #: How many distinct payloads are remembered (rows of one change set repeat a few statuses, tags and teams).
+    MEMO_SIZE = 4_096
+
     def __init__(self) -> None:
         self._first_row: dict[int, int] = {}
+        #: the body of each payload already validated, by its fields (see :meth:`_validate`)
+        self._bodies: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def _validate(self, row: Any) -> ValidatedUpdate:
+        """:func:`validate_row`, remembering the body of each distinct payload: a row whose fields (all but the id)
+        equal an earlier valid row's gets that body, its id checked on its own. A row that can't be remembered
+        (a nested ``payload``, unhashable cells) or whose id is not a UUID is validated in full."""
+        key = _payload_key(row)
+        canonical = canonical_conversation_id(row.get("conversation_id")) if key is not None else None
+        if key is None or canonical is None:
+            return validate_row(row)
+        body = self._bodies.get(key)
+        if body is None:
+            update = validate_row(row)
+            if len(self._bodies) < self.MEMO_SIZE:
+                self._bodies[key] = update.body
+            return update
+        return ValidatedUpdate(conversation_id=canonical, body=dict(body))
 
     def check(self, number: int, row: Any) -> ValidatedUpdate:
         """The validated update of row ``number``.
 
         :raises HilosValidationError: the row is invalid, or repeats an earlier row's conversation.
         """
-        update = validate_row(row)
+        update = self._validate(row)
         first = self._first_row.setdefault(id_key(update.conversation_id), number)
         if first != number:
             raise HilosValidationError(
@@ -118,6 +146,25 @@ class RowChecker:
                 "Invalid row",
             )
         return update
+
+
+def _payload_key(row: Any) -> tuple[Any, ...] | None:
+    """A row's fields (all but its id) as a hashable key, or ``None`` when it has none (not a plain row)."""
+    if type(row) is not dict or "payload" in row:
+        return None
+    items = []
+    for name, value in row.items():
+        if name == "conversation_id":
+            continue
+        kind = type(value)
+        if kind is list:
+            if not all(type(item) in (str, int) for item in value):
+                return None
+            value = ("list", *value)  # order kept: a body lists tags as given
+        elif kind not in (str, int, type(None)):
+            return None
+        items.append((name, kind.__name__, value))
+    return tuple(sorted(items, key=lambda item: item[0]))
 
 
 def row_label(row: Any) -> str:

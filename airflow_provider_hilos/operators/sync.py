@@ -315,7 +315,7 @@ class ConversationSyncOperator(EngineStopper, BatchArguments, BaseOperator):
         runner = SyncRunner(hook, settings, options, store=store, log=self.log, keep_entries=bool(self.log_table))
         try:
             runner.read_desired(self._desired_rows())
-            runner.plan(plan_target)
+            runner.plan(plan_target, keep_updates=not dry)
             self._log_plan(runner, settings)
             if dry:
                 return self._result(runner, None, dry=True, store=store, plan=plan_target)

@@ -62,7 +62,7 @@ def sync_conversations(
     settings = settings or SyncSettings()
     runner = SyncRunner(hook, settings, options or BatchOptions(), store=store, log=hook.log)
     runner.read_desired(iter(rows))
-    runner.plan(plan)
+    runner.plan(plan, keep_updates=not dry_run)
     batch = None
     if not dry_run:
         try:

@@ -77,7 +77,7 @@ class SyncSettings:
         return problems
 
 
-@dataclass
+@dataclass(slots=True)
 class _Desired:
     conversation_id: str
     fields: dict[str, NormalValue]
@@ -125,6 +125,7 @@ class SyncRunner:
         self.snapshot = Snapshot()
         self._plan = PlanFile(None)
         self._invalid: list[PlanEntry] = []
+        self._keep_updates = True
         self.keep_entries = keep_entries
         #: the entries that are not unchanged (only with ``keep_entries``)
         self.entries: list[PlanEntry] = []
@@ -171,8 +172,13 @@ class SyncRunner:
 
     # -- 2. the plan --
 
-    def plan(self, plan_file: AtomicText | None) -> None:
-        """Compare, and plan every desired conversation (written to ``plan_file`` as it goes)."""
+    def plan(self, plan_file: AtomicText | None, *, keep_updates: bool = True) -> None:
+        """Compare, and plan every desired conversation (written to ``plan_file`` as it goes).
+
+        :param keep_updates: keep the updates to send (a dry run only counts them: its memory stays that of the
+            desired state).
+        """
+        self._keep_updates = keep_updates
         if self.store is not None:
             self.snapshot = self.store.load()
             if self.snapshot.found:
@@ -220,7 +226,9 @@ class SyncRunner:
         )
         if entry.action is Action.UPDATE:
             try:
-                self.updates.append(validate_row(entry.change_row()))
+                update = validate_row(entry.change_row())
+                if self._keep_updates:
+                    self.updates.append(update)
             except HilosValidationError as exc:  # e.g. a union of tags the API would refuse
                 entry = PlanEntry(entry.conversation_id, Action.INVALID, reason=reasons(exc), row=desired.row)
         desired.action = entry.action

@@ -15,12 +15,13 @@ runs included (so failed keys are never forgotten); a run that could not read it
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from airflow_provider_hilos.checkpoint import folder_name
 from airflow_provider_hilos.conversations import NormalValue
@@ -84,7 +85,7 @@ class SyncStateStore:
             if not self.path.exists():
                 return snapshot
             with self.path.open("r", encoding="utf-8") as handle:
-                lines = iter(handle.readline, "")  # Airflow 2's file wrapper is not iterable
+                lines = _read_lines(handle)
                 header = _json_line(next(lines, ""), self.path, 1)
                 if header.get("format") != STATE_FORMAT or header.get("version") != STATE_VERSION:
                     raise HilosConfigurationError(
@@ -144,8 +145,9 @@ class SyncStateStore:
                 )
                 + "\n"
             )
-            for line in _lines(snapshot):
-                handle.write(line)
+            lines = _lines(snapshot)
+            while chunk := "".join(itertools.islice(lines, 2_000)):  # few large writes: a file on fsspec is slow
+                handle.write(chunk)
             writer.commit()
         except OSError as exc:
             raise HilosConfigurationError(
@@ -154,6 +156,17 @@ class SyncStateStore:
             ) from None
         finally:
             writer.abort()
+
+
+def _read_lines(handle: IO[str]) -> Iterator[str]:
+    """The lines of a file read a megabyte at a time (line by line through fsspec is slow, and Airflow 2's file
+    wrapper is not iterable)."""
+    rest = ""
+    while chunk := handle.read(1 << 20):
+        *lines, rest = (rest + chunk).split("\n")
+        yield from lines
+    if rest:
+        yield rest
 
 
 def _normal(fields: Any) -> dict[str, NormalValue]:

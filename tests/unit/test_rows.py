@@ -51,3 +51,26 @@ def test_the_split_is_stable_across_processes_and_even():
 @pytest.mark.parametrize("row", [None, "text", {"conversation_id": None}, {"conversation_id": True}, {}])
 def test_rows_without_a_usable_id_go_to_shard_zero_so_they_are_reported_once(row):
     assert shard_of(row, 5) == 0
+
+
+def test_a_payload_seen_before_is_not_validated_again_but_each_id_is(monkeypatch):
+    from airflow_provider_hilos import rows as rows_module
+    from airflow_provider_hilos.rows import RowChecker
+
+    calls = []
+    real = rows_module.validate_row
+    monkeypatch.setattr(rows_module, "validate_row", lambda row: calls.append(row) or real(row))
+    checker = RowChecker()
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(1, 5)]
+    first = checker.check(1, {"conversation_id": ids[0], "status": "CLOSED", "tags": ["vip", "b2b"]})
+    second = checker.check(2, {"conversation_id": ids[1].upper(), "status": "CLOSED", "tags": ["vip", "b2b"]})
+    assert len(calls) == 1  # the second row's payload was known
+    assert second.conversation_id == ids[1] and second.body == first.body and second.body is not first.body
+    with pytest.raises(HilosValidationError, match="not a conversation UUID"):
+        checker.check(3, {"conversation_id": "nope", "status": "CLOSED", "tags": ["vip", "b2b"]})
+    with pytest.raises(HilosValidationError, match="already updated by row 1"):
+        checker.check(4, {"conversation_id": ids[0], "status": "CLOSED", "tags": ["vip", "b2b"]})
+    other = checker.check(5, {"conversation_id": ids[2], "status": "CLOSED", "tags": ["b2b", "vip"]})
+    assert other.body["tags"] == [{"name": "b2b"}, {"name": "vip"}]  # another order is another payload
+    with pytest.raises(HilosValidationError):  # an invalid payload is never remembered as valid
+        checker.check(6, {"conversation_id": ids[3], "status": "DONE"})
