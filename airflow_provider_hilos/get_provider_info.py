@@ -38,6 +38,7 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "triggers": [{"integration-name": "Hilos", "python-modules": ["airflow_provider_hilos.triggers.hilos"]}],
         "connection-types": [
             {
                 "connection-type": "hilos",

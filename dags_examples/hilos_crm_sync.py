@@ -44,7 +44,8 @@ with DAG(
         ),
         "dry_run": Param(False, type="boolean", description="Plan and log what would change; send nothing"),
     },
-    default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=2)},
+    # deferrable: an outage or a long throttle is waited out in the triggerer, not in a worker slot
+    default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=2), "deferrable": True},
     tags=["hilos", "example"],
     doc_md=__doc__,
 ) as dag:

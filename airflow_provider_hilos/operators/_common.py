@@ -4,13 +4,19 @@ checkpoints live by default, and the Asset events a successful run announces."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_hilos.batch.options import BatchOptions, pop_batch_options
 from airflow_provider_hilos.batch.result import StopReason
 from airflow_provider_hilos.checkpoint import Checkpoint, task_owner
-from airflow_provider_hilos.exceptions import HilosValidationError
+from airflow_provider_hilos.exceptions import (
+    HilosAPIError,
+    HilosAPIUnavailableError,
+    HilosConfigurationError,
+    HilosValidationError,
+)
 from airflow_provider_hilos.schemas import show
 from airflow_provider_hilos.storage import StoragePath, storage_path
 
@@ -18,6 +24,13 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_hilos.batch.engine import BatchEngine
+
+T = TypeVar("T")
+
+#: A wait shorter than this is waited out in the worker; a longer one, in the triggerer (``defer_after_seconds``).
+DEFAULT_DEFER_AFTER_SECONDS = 10.0
+#: The longest a task waits for the API in all, deferred or not, before it fails (``max_wait``).
+DEFAULT_MAX_WAIT = 3600.0
 
 #: How long ``on_kill`` waits for the requests in flight to finish, so their outcomes reach the checkpoint
 #: (Airflow 3's supervisor sends SIGKILL 5 s after SIGTERM).
@@ -123,3 +136,126 @@ def announce(context: Context, outlets: Any, summary: Mapping[str, Any]) -> None
     for outlet in outlets or []:
         if isinstance(outlet, Asset):
             events[outlet].extra.update(summary)
+
+
+def default_deferrable() -> bool:
+    """Airflow's ``[operators] default_deferrable`` (``False`` when it is not set)."""
+    from airflow.configuration import conf
+
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+def check_waits(defer_after_seconds: Any, max_wait: Any, where: str) -> None:
+    """Refuse a ``defer_after_seconds`` or ``max_wait`` that is not a number of seconds (when the DAG is parsed).
+
+    :raises ValueError: naming the argument and the fix.
+    """
+    for name, value in (("defer_after_seconds", defer_after_seconds), ("max_wait", max_wait)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 7 * 24 * 3600:
+            raise ValueError(f"{where}: {name}={show(value)} must be a number of seconds from 0 to 604800 (a week)")
+
+
+class WaitsOutOutages:
+    """What makes an operator wait out an outage instead of failing.
+
+    With ``deferrable``, a wait the API asks for (its circuit breaker's cool-down after a run of failures, a
+    ``Retry-After``) is waited out in the worker when it is at most ``defer_after_seconds``, and in the triggerer
+    when longer (:class:`~airflow_provider_hilos.triggers.hilos.HilosAvailableTrigger`); then the operator runs
+    again where it was (its checkpoint skips what was applied). ``max_wait`` bounds the waiting in all. Without
+    ``deferrable``, the error is raised as before (Airflow's ``retries`` decide).
+
+    The operator calls :meth:`_take_wait_arguments` in its ``__init__``, keeps the hook it sends with as
+    ``self._hilos_hook``, and runs its work (``_execute_once``) through :meth:`_run_waiting`.
+    """
+
+    deferrable: bool
+    defer_after_seconds: float
+    max_wait: float
+    hilos_conn_id: str
+    log: Any
+
+    def _run_waiting(self, attempt: Callable[[], T], *, waited: float = 0.0) -> T:
+        """``attempt()``, again after each wait for the API (in the worker, or deferred), until it succeeds."""
+        while True:
+            try:
+                return attempt()
+            except (HilosAPIUnavailableError, HilosAPIError) as exc:
+                if not self.deferrable or (isinstance(exc, HilosAPIError) and not exc.retryable):
+                    raise
+                wait = self._wait_for(exc)
+                if waited + wait > self.max_wait:
+                    raise HilosAPIUnavailableError(
+                        f"Hilos API unavailable: this task has waited {waited:.0f} s for it, and another "
+                        f"{wait:.0f} s would pass max_wait={self.max_wait:g} s; it fails now ({exc})",
+                        result=getattr(exc, "result", {}),
+                    ) from exc
+                if wait <= self.defer_after_seconds:
+                    self.log.warning("Hilos API unavailable (%s); waiting %.0f s in the worker", _why(exc), wait)
+                    time.sleep(wait)
+                    waited += wait
+                    continue
+                self._defer_for(wait, waited, _why(exc))
+
+    def _take_wait_arguments(
+        self, deferrable: bool | None, defer_after_seconds: float, max_wait: float, where: str
+    ) -> None:
+        """Set (and check) the three arguments; ``deferrable=None`` is Airflow's ``default_deferrable``."""
+        check_waits(defer_after_seconds, max_wait, where)
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
+        self.defer_after_seconds = float(defer_after_seconds)
+        self.max_wait = float(max_wait)
+
+    def _wait_for(self, exc: Exception) -> float:
+        """The wait the API asked for: what is left of the hook's circuit-breaker cool-down, or the last
+        ``Retry-After``; at least the breaker's first cool-down (the hook already retried with backoff)."""
+        from airflow_provider_hilos.pacing import CircuitBreaker
+
+        hook = getattr(self, "_hilos_hook", None)
+        left = hook.breaker.retry_in() if hook is not None and "transport" in hook.__dict__ else 0.0
+        retry_after = getattr(exc, "retry_after", None) or 0.0
+        return max(CircuitBreaker.COOL_DOWN, float(retry_after), left)
+
+    def _defer_for(self, wait: float, waited: float, reason: str) -> None:
+        from airflow_provider_hilos.triggers.hilos import HilosAvailableTrigger
+
+        now = time.time()
+        self.log.warning(
+            "Hilos API unavailable (%s): deferring for %.0f s (then probing it), the worker slot is free meanwhile",
+            reason,
+            wait,
+        )
+        self.defer(  # type: ignore[attr-defined]
+            trigger=HilosAvailableTrigger(
+                hilos_conn_id=self.hilos_conn_id,
+                not_before=now + wait,
+                deadline=now + max(wait, self.max_wait - waited),
+                reason=reason,
+            ),
+            method_name="execute_complete",
+            kwargs={"waited": waited, "deferred_at": now},
+        )
+
+    def execute_complete(
+        self, context: Context, event: Mapping[str, Any], waited: float = 0.0, deferred_at: float | None = None
+    ) -> Any:
+        """Back from the triggerer: run again where the task was, or fail if the wait ran out or was refused."""
+        waited += max(0.0, time.time() - (deferred_at or time.time()))
+        status = event.get("status")
+        if status == "error":
+            raise HilosConfigurationError(f"Hilos API refused the probe while this task waited: {event.get('message')}")
+        if status != "ready":
+            raise HilosAPIUnavailableError(
+                f"Hilos API still unavailable after {waited:.0f} s of waiting (max_wait={self.max_wait:g} s); the "
+                "task fails now, and Airflow's retries (if any) start over from its checkpoint",
+                result={},
+            )
+        self.log.info("Hilos API answers again after %.0f s of waiting; resuming", waited)
+        return self._run_waiting(lambda: self._execute_once(context), waited=waited)
+
+    def _execute_once(self, context: Context) -> Any:
+        raise NotImplementedError
+
+
+def _why(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -21,8 +21,11 @@ from airflow_provider_hilos.links import (
     HilosConversationLink,
 )
 from airflow_provider_hilos.operators._common import (
+    DEFAULT_DEFER_AFTER_SECONDS,
+    DEFAULT_MAX_WAIT,
     BatchArguments,
     EngineStopper,
+    WaitsOutOutages,
     announce,
     parse_flag,
     task_checkpoint,
@@ -74,7 +77,7 @@ def parse_payload(payload: Any, *, field: str = "payload") -> dict[str, Any]:
     )
 
 
-class ConversationUpdateOperator(BaseOperator):
+class ConversationUpdateOperator(WaitsOutOutages, BaseOperator):
     """Partially update one Hilos conversation (``PATCH .../conversation/{id}/update``).
 
     Only the fields given are changed; a field given as ``None`` is not given (it stays as it is). The
@@ -98,6 +101,11 @@ class ConversationUpdateOperator(BaseOperator):
         :mod:`airflow_provider_hilos.schemas`) clears it (templated).
     :param dry_run: validate, resolve the connection and log exactly what would be sent (method, URL,
         body; never the token), but send nothing; returns what would be sent (templated: ``"True"`` works).
+    :param deferrable: wait out an outage or a long ``Retry-After`` instead of failing: up to
+        ``defer_after_seconds`` in the worker, longer in the triggerer (the worker slot is free meanwhile), then resume
+        where the task was. Default: Airflow's ``[operators] default_deferrable``. The triggerer must be running.
+    :param defer_after_seconds: the longest wait spent in the worker (default 10 s).
+    :param max_wait: the most a task waits for the API in all, deferred or not, before it fails (default 3600 s).
     :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
     :return: the API's ``ConversationEdit`` (the whole conversation after the update), pushed to XCom;
         with ``dry_run``, ``{"dry_run": True, "method", "url", "body"}``.
@@ -123,9 +131,15 @@ class ConversationUpdateOperator(BaseOperator):
         channel: int | str | None = None,
         dry_run: bool | str = False,
         hilos_conn_id: str = HilosHook.default_conn_name,
+        deferrable: bool | None = None,
+        defer_after_seconds: float = DEFAULT_DEFER_AFTER_SECONDS,
+        max_wait: float = DEFAULT_MAX_WAIT,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._take_wait_arguments(
+            deferrable, defer_after_seconds, max_wait, f"{type(self).__name__} {kwargs.get('task_id', '')!r}"
+        )
         self.conversation_id = conversation_id
         self.payload = payload
         self.status = status
@@ -155,9 +169,12 @@ class ConversationUpdateOperator(BaseOperator):
         return merged
 
     def execute(self, context: Context) -> dict[str, Any]:
+        return self._run_waiting(lambda: self._execute_once(context))
+
+    def _execute_once(self, context: Context) -> dict[str, Any]:
         update = validate_update(self.conversation_id, self.build_payload())
         dry = parse_flag(self.hilos_dry_run, field="dry_run")
-        hook = self._hook = HilosHook(self.hilos_conn_id)
+        hook = self._hook = self._hilos_hook = HilosHook(self.hilos_conn_id)
         with hook:
             url = hook.conversation_web_url(update.conversation_id)
             setattr(self, CONVERSATION_URL_ATTRIBUTE, url)  # the link, on Airflow 3 (read as the task ends)
@@ -185,7 +202,7 @@ class ConversationUpdateOperator(BaseOperator):
             hook.cancel()
 
 
-class ConversationBatchUpdateOperator(EngineStopper, BatchArguments, BaseOperator):
+class ConversationBatchUpdateOperator(WaitsOutOutages, EngineStopper, BatchArguments, BaseOperator):
     """Update many Hilos conversations in one task: validated first, then sent concurrently.
 
         Use it past a few hundred conversations, where one mapped task per conversation costs seconds of
@@ -229,6 +246,12 @@ class ConversationBatchUpdateOperator(EngineStopper, BatchArguments, BaseOperato
             invalid rows apply to the whole change set, so every shard reaches the verdict the whole batch would.
             :meth:`sharded` builds those K tasks.
         :param shard_count: how many shards the change set is split into (``None``: not sharded).
+        :param deferrable: wait out an outage or a long ``Retry-After`` instead of failing: up to
+            ``defer_after_seconds`` in the worker, longer in the triggerer (the worker slot is free meanwhile),
+            then resume where the task was. Default: Airflow's ``[operators] default_deferrable``. The triggerer
+            must be running.
+        :param defer_after_seconds: the longest wait spent in the worker (default 10 s).
+        :param max_wait: the most a task waits for the API in all, deferred or not, before it fails (default 3600 s).
         :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
     {batch_options}
         :return: counts (``total``, ``updated``, ``already_applied``, ``failed``, ``skipped``, ``not_sent``,
@@ -279,10 +302,16 @@ class ConversationBatchUpdateOperator(EngineStopper, BatchArguments, BaseOperato
         shard_index: int | None = None,
         shard_count: int | None = None,
         hilos_conn_id: str = HilosHook.default_conn_name,
+        deferrable: bool | None = None,
+        defer_after_seconds: float = DEFAULT_DEFER_AFTER_SECONDS,
+        max_wait: float = DEFAULT_MAX_WAIT,
         **kwargs: Any,
     ) -> None:
         self._take_batch_options(kwargs)
         super().__init__(**kwargs)
+        self._take_wait_arguments(
+            deferrable, defer_after_seconds, max_wait, f"{type(self).__name__} {kwargs.get('task_id', '')!r}"
+        )
         if problem := shard_problem(shard_index, shard_count):
             raise ValueError(f"{type(self).__name__} {kwargs.get('task_id', '')!r}: {problem}")
         if (updates is None) == (updates_path is None):
@@ -368,10 +397,13 @@ class ConversationBatchUpdateOperator(EngineStopper, BatchArguments, BaseOperato
                 )
 
     def execute(self, context: Context) -> dict[str, Any]:
+        return self._run_waiting(lambda: self._execute_once(context))
+
+    def _execute_once(self, context: Context) -> dict[str, Any]:
         options = self.batch_options()
         self._check_paths()
         pipeline = RowPipeline(self._source(), shard_index=self.shard_index, shard_count=self.shard_count)
-        hook = HilosHook(self.hilos_conn_id, pool_maxsize=options.max_concurrency)
+        hook = self._hilos_hook = HilosHook(self.hilos_conn_id, pool_maxsize=options.max_concurrency)
         checkpoint = self._checkpoint = task_checkpoint(
             context, resume=self.resume, checkpoint_path=self.checkpoint_path, report_path=self.report_path
         )

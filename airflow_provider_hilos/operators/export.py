@@ -15,7 +15,12 @@ from airflow_provider_hilos.exceptions import HilosValidationError
 from airflow_provider_hilos.export import output_format, write_change_set
 from airflow_provider_hilos.hooks.hilos import HilosHook, ListingProgress
 from airflow_provider_hilos.inputs import list_separator_problem
-from airflow_provider_hilos.operators._common import announce
+from airflow_provider_hilos.operators._common import (
+    DEFAULT_DEFER_AFTER_SECONDS,
+    DEFAULT_MAX_WAIT,
+    WaitsOutOutages,
+    announce,
+)
 from airflow_provider_hilos.storage import storage_path
 
 if TYPE_CHECKING:
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
 EXPORT_RESULT_XCOM_KEY = "hilos_export"
 
 
-class ConversationExportOperator(BaseOperator):
+class ConversationExportOperator(WaitsOutOutages, BaseOperator):
     """Write every conversation of the account (or of one contact, or matching a search) to a file in the
     provider's change-set format, JSON Lines or CSV, so it can be edited and fed back to
     :class:`~airflow_provider_hilos.operators.conversation.ConversationBatchUpdateOperator` as is.
@@ -43,6 +48,11 @@ class ConversationExportOperator(BaseOperator):
     :param contact: only this contact's conversations (a UUID) (templated).
     :param search: the API's free-text search (templated).
     :param list_separator: what joins the tag names and user ids of one CSV cell (default ``|``).
+    :param deferrable: wait out an outage or a long ``Retry-After`` instead of failing: up to
+        ``defer_after_seconds`` in the worker, longer in the triggerer (the worker slot is free meanwhile), then resume
+        where the task was. Default: Airflow's ``[operators] default_deferrable``. The triggerer must be running.
+    :param defer_after_seconds: the longest wait spent in the worker (default 10 s).
+    :param max_wait: the most a task waits for the API in all, deferred or not, before it fails (default 3600 s).
     :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
     :return: ``{"count", "output_path", "format", "pages", "duplicates_skipped", "seconds"}``, pushed to XCom; an
         ``Asset`` in ``outlets`` gets the same as its event's extra.
@@ -70,9 +80,15 @@ class ConversationExportOperator(BaseOperator):
         search: str | None = None,
         list_separator: str = "|",
         hilos_conn_id: str = HilosHook.default_conn_name,
+        deferrable: bool | None = None,
+        defer_after_seconds: float = DEFAULT_DEFER_AFTER_SECONDS,
+        max_wait: float = DEFAULT_MAX_WAIT,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._take_wait_arguments(
+            deferrable, defer_after_seconds, max_wait, f"{type(self).__name__} {kwargs.get('task_id', '')!r}"
+        )
         if problem := list_separator_problem(list_separator):
             raise HilosValidationError([("list_separator", problem)], "Invalid Hilos export arguments")
         self.output_path = output_path
@@ -97,6 +113,9 @@ class ConversationExportOperator(BaseOperator):
         return value
 
     def execute(self, context: Context) -> dict[str, Any]:
+        return self._run_waiting(lambda: self._execute_once(context))
+
+    def _execute_once(self, context: Context) -> dict[str, Any]:
         if not self.output_path or not isinstance(self.output_path, str):
             raise HilosValidationError(
                 [("output_path", "must be a path or URL (a local path, s3://...)")], "Invalid Hilos export arguments"
@@ -118,6 +137,7 @@ class ConversationExportOperator(BaseOperator):
                 )
 
         with HilosHook(self.hilos_conn_id) as hook:
+            self._hilos_hook = hook
             rows = hook.iter_conversations(
                 page_size=page_size, contact=self.contact, search=self.search, on_page=on_page
             )

@@ -14,8 +14,11 @@ from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationEr
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.inputs import INPUT_FORMATS, list_separator_problem, rows_from_path
 from airflow_provider_hilos.operators._common import (
+    DEFAULT_DEFER_AFTER_SECONDS,
+    DEFAULT_MAX_WAIT,
     BatchArguments,
     EngineStopper,
+    WaitsOutOutages,
     announce,
     default_checkpoint_root,
     parse_flag,
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 SYNC_RESULT_XCOM_KEY = "hilos_sync_result"
 
 
-class ConversationSyncOperator(EngineStopper, BatchArguments, BaseOperator):
+class ConversationSyncOperator(WaitsOutOutages, EngineStopper, BatchArguments, BaseOperator):
     """Make Hilos hold the desired state the warehouse declares: read it, compare it with what Hilos holds (or with
     what the last run applied), send only the conversations that differ, and keep the outcome of every one.
 
@@ -101,6 +104,12 @@ class ConversationSyncOperator(EngineStopper, BatchArguments, BaseOperator):
         :param dry_run: read and plan, log the plan and return its summary; send nothing and keep no state
             (templated: ``"True"`` works).
         :param show_diffs: how many diffs are logged in full (and returned in the summary).
+        :param deferrable: wait out an outage or a long ``Retry-After`` instead of failing: up to
+            ``defer_after_seconds`` in the worker, longer in the triggerer (the worker slot is free meanwhile),
+            then resume where the task was. Default: Airflow's ``[operators] default_deferrable``. The triggerer
+            must be running.
+        :param defer_after_seconds: the longest wait spent in the worker (default 10 s).
+        :param max_wait: the most a task waits for the API in all, deferred or not, before it fails (default 3600 s).
         :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
     {batch_options}
         :return: ``desired``, ``unchanged``, ``to_update``, ``updated``, ``failed``, ``not_found``, ``invalid``,
@@ -172,10 +181,16 @@ class ConversationSyncOperator(EngineStopper, BatchArguments, BaseOperator):
         dry_run: bool | str = False,
         show_diffs: int = 20,
         hilos_conn_id: str = HilosHook.default_conn_name,
+        deferrable: bool | None = None,
+        defer_after_seconds: float = DEFAULT_DEFER_AFTER_SECONDS,
+        max_wait: float = DEFAULT_MAX_WAIT,
         **kwargs: Any,
     ) -> None:
         self._take_batch_options(kwargs)
         super().__init__(**kwargs)
+        self._take_wait_arguments(
+            deferrable, defer_after_seconds, max_wait, f"{type(self).__name__} {kwargs.get('task_id', '')!r}"
+        )
         where = f"{type(self).__name__} {kwargs.get('task_id', '')!r}"
         given = [
             name for name, value in (("sql", sql), ("state_path", state_path), ("state", state)) if value is not None
@@ -303,6 +318,9 @@ class ConversationSyncOperator(EngineStopper, BatchArguments, BaseOperator):
     # -- the run --
 
     def execute(self, context: Context) -> dict[str, Any]:
+        return self._run_waiting(lambda: self._execute_once(context))
+
+    def _execute_once(self, context: Context) -> dict[str, Any]:
         settings = self._settings()
         options = self.batch_options()
         self._check_paths()
@@ -311,7 +329,7 @@ class ConversationSyncOperator(EngineStopper, BatchArguments, BaseOperator):
         map_index = getattr(ti, "map_index", None)
         store = SyncStateStore(self._state_root(), sync_owner(ti.dag_id, ti.task_id, map_index))
         plan_target = self._plan_target()
-        hook = HilosHook(self.hilos_conn_id, pool_maxsize=options.max_concurrency)
+        hook = self._hilos_hook = HilosHook(self.hilos_conn_id, pool_maxsize=options.max_concurrency)
         runner = SyncRunner(hook, settings, options, store=store, log=self.log, keep_entries=bool(self.log_table))
         try:
             runner.read_desired(self._desired_rows())

@@ -241,3 +241,19 @@ with DAG("hilos_test_kill", schedule=None, start_date=START, catchup=False, tags
         max_concurrency=8,
         hilos_conn_id="hilos_slow",
     )
+
+
+with DAG("hilos_test_outage", schedule=None, start_date=START, catchup=False, tags=["test"]):
+    from airflow_provider_hilos.operators.conversation import ConversationBatchUpdateOperator
+
+    # a paced batch, deferrable, for the end-to-end test where the API goes down for about 90 s in its middle
+    ConversationBatchUpdateOperator(
+        task_id="paced_batch",
+        updates_path="{{ dag_run.conf['updates_path'] }}",
+        checkpoint_path="{{ dag_run.conf['checkpoint_path'] }}",
+        max_concurrency=4,
+        max_requests_per_second=20,
+        deferrable=True,
+        defer_after_seconds=5,
+        hilos_conn_id="hilos_outage",
+    )

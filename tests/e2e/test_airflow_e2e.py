@@ -57,20 +57,40 @@ def slow_sandbox():
         yield sb
 
 
+OUTAGE_ROWS = 600
+OUTAGE_SECONDS = 90
+
+
 @pytest.fixture(scope="module")
-def airflow(sandbox, slow_sandbox):
+def outage_sandbox():
+    """A third API, for the batch that meets an outage in its middle."""
+    with HilosSandbox(
+        conversations=OUTAGE_ROWS, seed=19, token=SANDBOX_TOKEN, request_log_limit=20 * OUTAGE_ROWS
+    ) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def airflow(sandbox, slow_sandbox, outage_sandbox):
     deployment = AirflowDeployment(
         EXAMPLE_DAGS,
         {
             "AIRFLOW_CONN_HILOS_DEFAULT": sandbox.connection_json(),
             "AIRFLOW_CONN_HILOS_SLOW": slow_sandbox.connection_json(),
+            "AIRFLOW_CONN_HILOS_OUTAGE": outage_sandbox.connection_json(),
         },
         more_dag_folders=(TEST_DAGS,),
     )
     atexit.register(deployment.stop)  # even if the session is interrupted
     deployment.start()
     try:
-        for dag_id in ("hilos_mapped_updates", "hilos_manual_update", "hilos_test_kill", "hilos_export_conversations"):
+        for dag_id in (
+            "hilos_mapped_updates",
+            "hilos_manual_update",
+            "hilos_test_kill",
+            "hilos_export_conversations",
+            "hilos_test_outage",
+        ):
             deployment.wait_for_dag(dag_id)
         yield deployment
     finally:
@@ -89,11 +109,54 @@ def crm_sync_started(airflow):
     return time.monotonic()
 
 
+@pytest.fixture(scope="module")
+def outage(airflow, outage_sandbox, tmp_path_factory):
+    """Start a deferrable, paced batch; once a third of it landed, the API answers 503 to everything for
+    OUTAGE_SECONDS. A thread watches the task instance meanwhile, through the REST API. The test that reads this runs
+    last, so the outage overlaps the other checks instead of adding to the suite's time."""
+    import threading
+
+    folder = tmp_path_factory.mktemp("outage")
+    updates = folder / "updates.jsonl"
+    ids = outage_sandbox.conversation_ids()
+    updates.write_text("".join(json.dumps({"conversation_id": c, "status": "RESOLVED"}) + "\n" for c in ids))
+    dag = "/api/v2/dags/hilos_test_outage"
+    assert airflow.api("PATCH", dag, json={"is_paused": False}).status_code == 200
+    conf = {"updates_path": str(updates), "checkpoint_path": str(folder / "checkpoints")}
+    response = airflow.api("POST", f"{dag}/dagRuns", json={"logical_date": None, "conf": conf})
+    assert response.status_code == 200, response.text
+    run_id = response.json()["dag_run_id"]
+    seen: dict[str, object] = {"states": [], "requests_in_outage": None, "outage": None}
+
+    def landed() -> int:
+        return len({r["path"] for r in outage_sandbox.requests() if r["method"] == "PATCH" and r["status"] == 200})
+
+    def watch() -> None:
+        deadline = time.monotonic() + 240
+        while landed() < OUTAGE_ROWS // 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        outage_sandbox.set_faults(error_rate=1.0, error_statuses=[503], retry_after_seconds=0)
+        began, before = time.monotonic(), len(outage_sandbox.requests())
+        seen["outage"] = (landed(), time.time())
+        while time.monotonic() - began < OUTAGE_SECONDS:
+            ti = airflow.api("GET", f"{dag}/dagRuns/{run_id}/taskInstances/paced_batch")
+            if ti.status_code == 200:
+                body = ti.json()
+                seen["states"].append((round(time.monotonic() - began, 1), body["state"], body.get("try_number")))
+            time.sleep(2)
+        seen["requests_in_outage"] = len(outage_sandbox.requests()) - before
+        outage_sandbox.set_faults()
+
+    watcher = threading.Thread(target=watch, name="outage-watch", daemon=True)
+    watcher.start()
+    return {"run_id": run_id, "seen": seen, "watcher": watcher, "landed": landed}
+
+
 def patches_for(sandbox, conversation_id: str) -> list[dict]:
     return [r for r in sandbox.requests() if r["method"] == "PATCH" and conversation_id in r["path"]]
 
 
-def test_provider_and_connection_type_are_registered(airflow, crm_sync_started):
+def test_provider_and_connection_type_are_registered(airflow, crm_sync_started, outage):
     providers = airflow.api("GET", "/api/v2/providers").json()["providers"]
     assert "airflow-provider-hilos" in {p["package_name"] for p in providers}
     (meta,) = [h for h in airflow.api("GET", "/ui/connections/hook_meta").json() if h["connection_type"] == "hilos"]
@@ -340,3 +403,29 @@ def test_the_export_dag_writes_every_conversation_and_its_asset_event(airflow, s
     assert events.status_code == 200, events.text
     extra = events.json()["asset_events"][-1]["extra"]
     assert extra["count"] == len(lines) - 1 and extra["output_path"] == str(target)
+
+
+def test_zz_an_outage_in_the_middle_of_a_deferrable_batch_is_waited_out_in_the_triggerer(
+    airflow, outage_sandbox, outage
+):
+    """Runs last (its name), so the 90-s outage started by the fixture overlapped the other checks. During the outage
+    the task instance is deferred (no worker slot); afterwards it finishes with every update landed, without spending
+    an Airflow retry, and the requests sent during the outage stay few (the batch stopped, the triggerer probed)."""
+    outage["watcher"].join(timeout=OUTAGE_SECONDS + 300)
+    seen = outage["seen"]
+    assert seen["outage"] is not None, "the batch never reached a third of its rows"
+    assert OUTAGE_ROWS // 3 <= seen["outage"][0] < OUTAGE_ROWS, seen
+    states = [state for _, state, _ in seen["states"]]
+    assert "deferred" in states, seen["states"]
+    # once deferred, it stays deferred until the API is back: never running (holding a slot) in between
+    first = states.index("deferred")
+    assert set(states[first:]) == {"deferred"}, seen["states"]
+    assert first * 2 <= 40, seen["states"]  # deferred within about 40 s of the outage's start
+    run = airflow.wait_for_run("hilos_test_outage", outage["run_id"], timeout=300)
+    assert run["state"] == "success", airflow.log_tail("triggerer")
+    ti = airflow.api("GET", f"/api/v2/dags/hilos_test_outage/dagRuns/{outage['run_id']}/taskInstances/paced_batch")
+    assert ti.json()["try_number"] == 1  # no Airflow retry spent
+    assert outage["landed"]() == OUTAGE_ROWS
+    assert all(outage_sandbox.conversation(c)["status"] == "RESOLVED" for c in outage_sandbox.conversation_ids())
+    # the batch stops once its breaker opens (tens of requests), then one probe every 15 s
+    assert seen["requests_in_outage"] <= 120, seen

@@ -1,0 +1,1 @@
+"""Triggers the provider's deferrable operators wait in (run by Airflow's triggerer)."""
