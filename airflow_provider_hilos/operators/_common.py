@@ -259,3 +259,30 @@ class WaitsOutOutages:
 def _why(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+class EmitsLineage:
+    """``get_openlineage_facets_on_complete`` for Airflow's OpenLineage provider (see
+    :mod:`~airflow_provider_hilos.lineage`): the operator implements ``_lineage()`` from what its run kept in
+    ``self._lineage_facts``; no lineage (``None``) when the provider is not installed, the task kept nothing, or
+    anything goes wrong: lineage never fails a task."""
+
+    _lineage_facts: dict[str, Any] | None = None
+    log: Any
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """What this run read and wrote, as OpenLineage datasets, with its counts as a run facet."""
+        if not self._lineage_facts:
+            return None
+        try:
+            import airflow.providers.openlineage  # noqa: F401  (the provider: without it, no lineage)
+        except ImportError:
+            return None
+        try:
+            return self._lineage(self._lineage_facts)
+        except Exception as exc:  # never fail a task for its lineage
+            self.log.debug("Hilos: no OpenLineage facets for this task (%s)", exc)
+            return None
+
+    def _lineage(self, facts: dict[str, Any]) -> Any:
+        raise NotImplementedError

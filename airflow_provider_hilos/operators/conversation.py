@@ -24,6 +24,7 @@ from airflow_provider_hilos.operators._common import (
     DEFAULT_DEFER_AFTER_SECONDS,
     DEFAULT_MAX_WAIT,
     BatchArguments,
+    EmitsLineage,
     EngineStopper,
     WaitsOutOutages,
     announce,
@@ -202,7 +203,7 @@ class ConversationUpdateOperator(WaitsOutOutages, BaseOperator):
             hook.cancel()
 
 
-class ConversationBatchUpdateOperator(WaitsOutOutages, EngineStopper, BatchArguments, BaseOperator):
+class ConversationBatchUpdateOperator(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments, BaseOperator):
     """Update many Hilos conversations in one task: validated first, then sent concurrently.
 
         Use it past a few hundred conversations, where one mapped task per conversation costs seconds of
@@ -425,8 +426,16 @@ class ConversationBatchUpdateOperator(WaitsOutOutages, EngineStopper, BatchArgum
             hook.close()
         result["report_path"] = self.report_path
         context["ti"].xcom_push(key=BATCH_RESULT_XCOM_KEY, value=result)
+        self._lineage_facts = {"base_url": hook.settings.base_url, "result": result}
         announce(context, self.outlets, {field: result[field] for field in self.ASSET_EXTRA_FIELDS})
         return result
+
+    def _lineage(self, facts: dict[str, Any]) -> Any:
+        from airflow_provider_hilos.lineage import file_dataset, operator_lineage
+
+        result = facts["result"]
+        inputs = [file_dataset(self.updates_path)] if self.updates_path else []
+        return operator_lineage(inputs=inputs, base_url=facts["base_url"], written=result["updated"], run_counts=result)
 
 
 ConversationBatchUpdateOperator.__doc__ = with_batch_option_docs(ConversationBatchUpdateOperator.__doc__)

@@ -18,6 +18,7 @@ from airflow_provider_hilos.inputs import list_separator_problem
 from airflow_provider_hilos.operators._common import (
     DEFAULT_DEFER_AFTER_SECONDS,
     DEFAULT_MAX_WAIT,
+    EmitsLineage,
     WaitsOutOutages,
     announce,
 )
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 EXPORT_RESULT_XCOM_KEY = "hilos_export"
 
 
-class ConversationExportOperator(WaitsOutOutages, BaseOperator):
+class ConversationExportOperator(EmitsLineage, WaitsOutOutages, BaseOperator):
     """Write every conversation of the account (or of one contact, or matching a search) to a file in the
     provider's change-set format, JSON Lines or CSV, so it can be edited and fed back to
     :class:`~airflow_provider_hilos.operators.conversation.ConversationBatchUpdateOperator` as is.
@@ -167,5 +168,17 @@ class ConversationExportOperator(WaitsOutOutages, BaseOperator):
             progress.duplicates,
         )
         context["ti"].xcom_push(key=EXPORT_RESULT_XCOM_KEY, value=result)
+        self._lineage_facts = {"base_url": hook.settings.base_url, "result": result}
         announce(context, self.outlets, {field: result[field] for field in self.ASSET_EXTRA_FIELDS})
         return result
+
+    def _lineage(self, facts: dict[str, Any]) -> Any:
+        from airflow_provider_hilos.lineage import file_dataset, operator_lineage
+
+        result = facts["result"]
+        written = file_dataset(result["output_path"], rows=result["count"], output=True)
+        lineage = operator_lineage(
+            inputs=[], base_url=facts["base_url"], written=None, run_counts=result, hilos_is_input=True
+        )
+        lineage.outputs = [written]
+        return lineage

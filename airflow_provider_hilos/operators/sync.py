@@ -17,6 +17,7 @@ from airflow_provider_hilos.operators._common import (
     DEFAULT_DEFER_AFTER_SECONDS,
     DEFAULT_MAX_WAIT,
     BatchArguments,
+    EmitsLineage,
     EngineStopper,
     WaitsOutOutages,
     announce,
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 SYNC_RESULT_XCOM_KEY = "hilos_sync_result"
 
 
-class ConversationSyncOperator(WaitsOutOutages, EngineStopper, BatchArguments, BaseOperator):
+class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments, BaseOperator):
     """Make Hilos hold the desired state the warehouse declares: read it, compare it with what Hilos holds (or with
     what the last run applied), send only the conversations that differ, and keep the outcome of every one.
 
@@ -373,6 +374,7 @@ class ConversationSyncOperator(WaitsOutOutages, EngineStopper, BatchArguments, B
                 result["write_requests"],
                 result["duration_seconds"],
             )
+            self._lineage_facts = {"base_url": hook.settings.base_url, "result": result}
             announce(context, self.outlets, {name: result[name] for name in self.ASSET_EXTRA_FIELDS})
             return result
         finally:
@@ -432,6 +434,18 @@ class ConversationSyncOperator(WaitsOutOutages, EngineStopper, BatchArguments, B
             costs["last_sync"]["writes"],
             costs["nothing"]["writes"],
         )
+
+    def _lineage(self, facts: dict[str, Any]) -> Any:
+        from airflow_provider_hilos.lineage import file_dataset, operator_lineage, sql_input_datasets
+
+        result = facts["result"]
+        inputs: list[Any] = []
+        if self.sql is not None and self.sql_conn_id:
+            inputs = sql_input_datasets(self.sql_conn_id, self.sql)
+        elif self.state_path:
+            inputs = [file_dataset(self.state_path)]
+        counts = {k: v for k, v in result.items() if not isinstance(v, dict | list)}
+        return operator_lineage(inputs=inputs, base_url=facts["base_url"], written=result["updated"], run_counts=counts)
 
 
 ConversationSyncOperator.__doc__ = with_batch_option_docs(ConversationSyncOperator.__doc__)

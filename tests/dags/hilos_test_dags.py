@@ -252,7 +252,7 @@ with DAG("hilos_test_outage", schedule=None, start_date=START, catchup=False, ta
         updates_path="{{ dag_run.conf['updates_path'] }}",
         checkpoint_path="{{ dag_run.conf['checkpoint_path'] }}",
         max_concurrency=4,
-        max_requests_per_second=20,
+        max_requests_per_second=40,
         deferrable=True,
         defer_after_seconds=5,
         hilos_conn_id="hilos_outage",

@@ -57,7 +57,7 @@ def slow_sandbox():
         yield sb
 
 
-OUTAGE_ROWS = 600
+OUTAGE_ROWS = 400
 OUTAGE_SECONDS = 90
 
 
@@ -112,8 +112,9 @@ def crm_sync_started(airflow):
 @pytest.fixture(scope="module")
 def outage(airflow, outage_sandbox, tmp_path_factory):
     """Start a deferrable, paced batch; once a third of it landed, the API answers 503 to everything for
-    OUTAGE_SECONDS. A thread watches the task instance meanwhile, through the REST API. The test that reads this runs
-    last, so the outage overlaps the other checks instead of adding to the suite's time."""
+    OUTAGE_SECONDS. A thread watches the task instance meanwhile, through the REST API. It starts with the browser
+    test and the test that reads it runs last, so the outage overlaps the slower checks instead of adding to the
+    suite's time (it starts after the trigger-time checks: SQLite is the deployment's metadata DB)."""
     import threading
 
     folder = tmp_path_factory.mktemp("outage")
@@ -156,7 +157,7 @@ def patches_for(sandbox, conversation_id: str) -> list[dict]:
     return [r for r in sandbox.requests() if r["method"] == "PATCH" and conversation_id in r["path"]]
 
 
-def test_provider_and_connection_type_are_registered(airflow, crm_sync_started, outage):
+def test_provider_and_connection_type_are_registered(airflow, crm_sync_started):
     providers = airflow.api("GET", "/api/v2/providers").json()["providers"]
     assert "airflow-provider-hilos" in {p["package_name"] for p in providers}
     (meta,) = [h for h in airflow.api("GET", "/ui/connections/hook_meta").json() if h["connection_type"] == "hilos"]
@@ -248,7 +249,7 @@ def test_scheduler_runs_the_crm_sync_and_every_update_lands(airflow, sandbox, cr
     assert links["extra_links"] == {"Hilos conversation": expected}
 
 
-def test_browser_trigger_form_and_connection_form(airflow, sandbox):
+def test_browser_trigger_form_and_connection_form(airflow, sandbox, outage):
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: install Debian's chromium (scripts/dev.py test does)"
@@ -408,9 +409,10 @@ def test_the_export_dag_writes_every_conversation_and_its_asset_event(airflow, s
 def test_zz_an_outage_in_the_middle_of_a_deferrable_batch_is_waited_out_in_the_triggerer(
     airflow, outage_sandbox, outage
 ):
-    """Runs last (its name), so the 90-s outage started by the fixture overlapped the other checks. During the outage
-    the task instance is deferred (no worker slot); afterwards it finishes with every update landed, without spending
-    an Airflow retry, and the requests sent during the outage stay few (the batch stopped, the triggerer probed)."""
+    """Runs last (its name), so the 90-s outage started by the fixture overlapped the checks before it. During the
+    outage the task instance is deferred (no worker slot); afterwards it finishes with every update landed, without
+    spending an Airflow retry, and the requests sent during the outage stay few (the batch stopped, the triggerer
+    probed)."""
     outage["watcher"].join(timeout=OUTAGE_SECONDS + 300)
     seen = outage["seen"]
     assert seen["outage"] is not None, "the batch never reached a third of its rows"

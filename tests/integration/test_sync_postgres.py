@@ -90,6 +90,14 @@ def test_a_postgres_table_with_arrays_and_nulls_is_synced_and_logged(warehouse_c
         logged = warehouse_conn.get_records("SELECT run_id, outcome, changes FROM hilos_sync_log")
         assert len(logged) == result["updated"] and {r[1] for r in logged} == {"updated"}
         assert all(r[0] == ti.run_id and json.loads(r[2]) for r in logged)
+        # OpenLineage: the warehouse table in, the Hilos conversations out (from the query's text: no query run)
+        lineage = task.get_openlineage_facets_on_complete(None)
+        (table,) = lineage.inputs
+        assert table.namespace == f"postgres://127.0.0.1:{warehouse_conn.get_connection('pg_warehouse').port}"
+        assert table.name == f"airflow.public.{warehouse.TABLE}"
+        assert [(o.namespace, o.name) for o in lineage.outputs] == [
+            (f"hilos://{sb.url.split('://')[1]}", "conversations")
+        ]
         # the next run reads the same table and finds nothing to send
         again = task.execute({"ti": FakeTI(task_id="sync")})
         assert (again["to_update"], again["unchanged"], again["write_requests"]) == (0, 250, 0)

@@ -10,6 +10,7 @@ import requests
 from airflow_provider_hilos.sandbox.process import SandboxProcess
 
 
+@pytest.mark.slow  # starts the sandbox in a process of its own: not in the --fast tier
 def test_a_sandbox_process_serves_the_api_and_its_inspection_and_stops_with_its_process():
     with SandboxProcess("--conversations", "3", "--seed", "5") as sandbox:
         assert sandbox.url.startswith("http://127.0.0.1:")

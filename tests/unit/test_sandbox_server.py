@@ -30,6 +30,7 @@ def test_context_manager_stops_the_server():
         requests.get(f"{url}/_sandbox/health", timeout=2)
 
 
+@pytest.mark.slow  # starts the sandbox in a process of its own: not in the --fast tier
 def test_hilos_sandbox_command_prints_its_url_and_serves():
     proc = subprocess.Popen(
         [
