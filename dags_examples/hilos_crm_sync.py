@@ -57,7 +57,8 @@ with DAG(
         log_table="hilos_sync_log",
         compare_with="{{ params.compare_with }}",
         dry_run="{{ params.dry_run }}",
-        report_path=os.path.join(REPORTS, "{{ ds }}.jsonl"),
+        # one report (and plan) per day; a run without a logical date (a manual one on Airflow 3) has no ds: its id
+        report_path=os.path.join(REPORTS, "{{ ds if dag_run.logical_date else run_id | replace(':', '_') }}.jsonl"),
         max_concurrency=16,
         outlets=[SYNCED],
     )

@@ -47,6 +47,9 @@ with DAG(
 ) as dag:
     ConversationExportOperator(
         task_id="export",
-        output_path="{{ params.output_path or '" + DEFAULT_OUTPUT + "' ~ ds ~ '.csv' }}",
+        # a run without a logical date (a manual one on Airflow 3) has no ds: its file is named by its run id
+        output_path="{{ params.output_path or '"
+        + DEFAULT_OUTPUT
+        + "' ~ (ds if dag_run.logical_date else run_id | replace(':', '_')) ~ '.csv' }}",
         outlets=[CONVERSATIONS],
     )

@@ -70,14 +70,37 @@ def outage_sandbox():
         yield sb
 
 
+#: The conversations of ``sandbox`` the lineage run's warehouse manages: none that another test here checks.
+LINEAGE_MANAGED = slice(36, 40)
+
+
 @pytest.fixture(scope="module")
-def airflow(sandbox, slow_sandbox, outage_sandbox):
+def lineage_files(sandbox, tmp_path_factory):
+    """The warehouse the example sync reads (SQLite, four conversations no other test touches) and the file the
+    OpenLineage provider's file transport writes its events to."""
+    from airflow_provider_hilos.sandbox import warehouse
+
+    folder = tmp_path_factory.mktemp("lineage")
+    database = folder / "warehouse.db"
+    warehouse.write_sqlite(database, warehouse.desired_rows(sandbox.conversation_ids()[LINEAGE_MANAGED], seed=5))
+    return {"warehouse": database, "events": folder / "openlineage.jsonl"}
+
+
+@pytest.fixture(scope="module")
+def airflow(sandbox, slow_sandbox, outage_sandbox, lineage_files):
     deployment = AirflowDeployment(
         EXAMPLE_DAGS,
         {
             "AIRFLOW_CONN_HILOS_DEFAULT": sandbox.connection_json(),
             "AIRFLOW_CONN_HILOS_SLOW": slow_sandbox.connection_json(),
             "AIRFLOW_CONN_HILOS_OUTAGE": outage_sandbox.connection_json(),
+            "AIRFLOW_CONN_HILOS_WAREHOUSE": json.dumps(
+                {"conn_type": "sqlite", "host": str(lineage_files["warehouse"])}
+            ),
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": "hilos-e2e",
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+                {"type": "file", "log_file_path": str(lineage_files["events"]), "append": True}
+            ),
         },
         more_dag_folders=(TEST_DAGS,),
     )
@@ -90,6 +113,7 @@ def airflow(sandbox, slow_sandbox, outage_sandbox):
             "hilos_test_kill",
             "hilos_export_conversations",
             "hilos_test_outage",
+            "hilos_crm_sync",
         ):
             deployment.wait_for_dag(dag_id)
         yield deployment
@@ -107,6 +131,16 @@ def crm_sync_started(airflow):
     response = airflow.api("PATCH", "/api/v2/dags/hilos_mapped_updates", json={"is_paused": False})
     assert response.status_code == 200, response.text
     return time.monotonic()
+
+
+@pytest.fixture(scope="module")
+def lineage_run(airflow):
+    """Trigger the example sync (from the warehouse table to Hilos) early; its lineage is checked at the end."""
+    dag = "/api/v2/dags/hilos_crm_sync"
+    assert airflow.api("PATCH", dag, json={"is_paused": False}).status_code == 200
+    response = airflow.api("POST", f"{dag}/dagRuns", json={"logical_date": None, "conf": {}})
+    assert response.status_code == 200, response.text
+    return response.json()["dag_run_id"]
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +283,7 @@ def test_scheduler_runs_the_crm_sync_and_every_update_lands(airflow, sandbox, cr
     assert links["extra_links"] == {"Hilos conversation": expected}
 
 
-def test_browser_trigger_form_and_connection_form(airflow, sandbox, outage):
+def test_browser_trigger_form_and_connection_form(airflow, sandbox, outage, lineage_run):
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: install Debian's chromium (scripts/dev.py test does)"
@@ -431,3 +465,38 @@ def test_zz_an_outage_in_the_middle_of_a_deferrable_batch_is_waited_out_in_the_t
     assert all(outage_sandbox.conversation(c)["status"] == "RESOLVED" for c in outage_sandbox.conversation_ids())
     # the batch stops once its breaker opens (tens of requests), then one probe every 15 s
     assert seen["requests_in_outage"] <= 120, seen
+
+
+def test_zz_the_sync_reports_its_lineage_warehouse_table_to_hilos_conversations(
+    airflow, sandbox, lineage_files, lineage_run
+):
+    """The OpenLineage provider's file transport, configured in the deployment, receives the sync's events: the
+    COMPLETE event of its task names the warehouse table as input and the Hilos conversations as output."""
+    from airflow_provider_hilos.sandbox import warehouse
+
+    run = airflow.wait_for_run("hilos_crm_sync", lineage_run, timeout=180)
+    assert run["state"] == "success", airflow.log_tail("scheduler")
+    desired = warehouse.desired_rows(sandbox.conversation_ids()[LINEAGE_MANAGED], seed=5)
+    assert all(warehouse.mismatches(row, sandbox.conversation(row["conversation_id"])) == [] for row in desired)
+    events: list[dict] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # events are emitted asynchronously as the task ends
+        path = lineage_files["events"]
+        lines = path.read_text().splitlines() if path.exists() else []
+        events = [json.loads(line) for line in lines if line.strip()]
+        done = [
+            e
+            for e in events
+            if e.get("eventType") == "COMPLETE" and e.get("job", {}).get("name") == "hilos_crm_sync.sync"
+        ]
+        if done:
+            break
+        time.sleep(1)
+    assert done, [(e.get("eventType"), e.get("job", {}).get("name")) for e in events][-20:]
+    (event,) = done[-1:]
+    inputs = [(d["namespace"], d["name"]) for d in event["inputs"]]
+    outputs = [(d["namespace"], d["name"]) for d in event["outputs"]]
+    assert inputs == [(f"sqlite://{lineage_files['warehouse']}", warehouse.TABLE)]
+    assert outputs == [(f"hilos://{sandbox.url.split('://')[1]}", "conversations")]
+    assert event["run"]["facets"]["hilos"]["counts"]["desired"] == len(desired)
+    assert SANDBOX_TOKEN not in path.read_text()
