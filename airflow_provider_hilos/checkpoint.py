@@ -162,6 +162,9 @@ class Checkpoint:
     def _make_folder(self) -> None:
         try:
             make_folder(self.folder)
+        except FileExistsError:
+            # another try removed the folder while this one created it (os.makedirs found it made, then gone): again
+            raise _FolderGone from None
         except OSError as exc:
             self._unwritable(exc, created=False)
 
