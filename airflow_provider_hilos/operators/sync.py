@@ -189,10 +189,8 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
     ) -> None:
         self._take_batch_options(kwargs)
         super().__init__(**kwargs)
-        self._take_wait_arguments(
-            deferrable, defer_after_seconds, max_wait, f"{type(self).__name__} {kwargs.get('task_id', '')!r}"
-        )
         where = f"{type(self).__name__} {kwargs.get('task_id', '')!r}"
+        self._take_wait_arguments(deferrable, defer_after_seconds, max_wait, where)
         given = [
             name for name, value in (("sql", sql), ("state_path", state_path), ("state", state)) if value is not None
         ]
