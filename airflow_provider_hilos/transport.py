@@ -137,6 +137,9 @@ class HilosTransport:
     :param pool_maxsize: connections kept open to the API.
     :param log: where retries are logged.
     :param sleep: how to wait between attempts (tests pass a recorder).
+    :param longest_hold: the longest ``Retry-After`` this transport waits out itself; an answer asking for a
+        longer wait is raised at once (a retryable :class:`HilosAPIError` with its ``retry_after``), so that a
+        deferrable operator waits in the triggerer instead. ``None``: every wait is held (capped at ``max_wait``).
     """
 
     def __init__(
@@ -150,8 +153,10 @@ class HilosTransport:
         pool_maxsize: int = 10,
         log: Log | None = None,
         sleep: Callable[[float], None] | None = None,
+        longest_hold: float | None = None,
     ) -> None:
         self.settings = settings
+        self.longest_hold = longest_hold
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
@@ -265,6 +270,8 @@ class HilosTransport:
                     if exc.retryable:
                         self.breaker.row_failed(exc.problem)
                     raise
+                if self.holds_too_long(exc.retry_after):
+                    raise  # the caller waits elsewhere (a deferrable operator: in the triggerer)
                 self._wait(number, attempts, method, exc.path, exc.problem, exc.retry_after)
                 metrics.incr(metrics.RETRIED)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -385,6 +392,10 @@ class HilosTransport:
     def cancel(self) -> None:
         """Stop retrying (the task is being killed): no further attempt starts; a request in flight finishes."""
         self._cancelled.set()
+
+    def holds_too_long(self, retry_after: float | None) -> bool:
+        """Whether a ``Retry-After`` asks for a longer wait than this transport holds (``longest_hold``)."""
+        return retry_after is not None and self.longest_hold is not None and retry_after > self.longest_hold
 
     def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based).

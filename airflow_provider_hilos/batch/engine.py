@@ -337,6 +337,9 @@ class BatchEngine:
         if not error.retryable:
             self._failed(flight, error)
             return
+        if self._holds_too_long(error.retry_after):
+            self._stop_throttled(flight, error)
+            return
         attempts = flight.attempts + 1
         if attempts < self.hook.max_attempts and not breaker.open and not self.halted():
             delay = self.hook.backoff_delay(attempts, error.retry_after)
@@ -357,6 +360,23 @@ class BatchEngine:
             self._failed(flight, error)
         if breaker.open and not self.halted():
             self._stop_unavailable()
+
+    def _holds_too_long(self, retry_after: float | None) -> bool:
+        hold = getattr(self.hook, "longest_hold", None)
+        return retry_after is not None and hold is not None and retry_after > hold
+
+    def _stop_throttled(self, flight: _Flight, error: HilosAPIError) -> None:
+        """The API asked for a longer wait than this batch may hold its worker (the hook's ``longest_hold``): stop
+        sending, and keep the wait in the result, for the operator to wait it out (deferred) and resume."""
+        self._halt.set()
+        self._failed(flight, error)  # not applied: the next try (its checkpoint lacks it) sends it again
+        wait = float(error.retry_after or 0.0)
+        self.result.retry_after = max(self.result.retry_after or 0.0, wait)
+        if self.result.stop(
+            StopReason.THROTTLED,
+            f"the API asked to wait {wait:.0f} s (Retry-After), longer than this batch waits in its worker",
+        ):
+            self.log.warning("Hilos batch stops sending: %s", self.result.stopped)
 
     def _stop_unavailable(self) -> None:
         self._halt.set()

@@ -20,6 +20,9 @@ class StopReason(StrEnum):
     KILLED = "killed"
     #: progress could not be written to the checkpoint
     CHECKPOINT = "checkpoint"
+    #: the API asked (``Retry-After``) for a longer wait than the batch may hold its worker (the hook's
+    #: ``longest_hold``: a deferrable operator's ``defer_after_seconds``)
+    THROTTLED = "throttled"
 
 
 @dataclass
@@ -43,6 +46,7 @@ class BatchResult:
     :param skipped_rows_omitted: skipped rows not listed in ``skipped_rows``.
     :param stopped: why the batch stopped sending early, if it did.
     :param stop_reason: the kind of stop (a :class:`StopReason` value), if it did.
+    :param retry_after: the wait the API asked for when the batch stopped for it (``throttled``), in seconds.
     """
 
     total: int = 0
@@ -62,6 +66,7 @@ class BatchResult:
     skipped_rows_omitted: int = 0
     stopped: str | None = None
     stop_reason: str | None = None
+    retry_after: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

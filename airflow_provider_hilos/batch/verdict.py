@@ -89,6 +89,12 @@ def batch_verdict(result: BatchResult, options: BatchOptions) -> HilosBatchError
             "A retry of the task resumes after the rows already applied.",
             result=payload,
         )
+    if stop == StopReason.THROTTLED:
+        return HilosAPIUnavailableError(
+            f"Hilos API throttled this batch: {result.stopped}. The batch stopped sending; {counts}. A deferrable "
+            "task waits in the triggerer and resumes after the rows already applied (so does a retry of the task).",
+            result=payload,
+        )
     if stop == StopReason.CHECKPOINT:
         return HilosCheckpointError(f"Hilos batch stopped sending: {result.stopped}; {counts}.", result=payload)
     if stop == StopReason.KILLED:

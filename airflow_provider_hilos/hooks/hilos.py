@@ -94,6 +94,10 @@ class HilosHook(BaseHook):
     :param backoff_base: seconds before the first retry; doubles on every retry.
     :param max_wait: the longest single wait between attempts, ``Retry-After`` included.
     :param pool_maxsize: connections kept open to the API (raise it for concurrent use).
+    :param longest_hold: the longest ``Retry-After`` the hook (and a batch on it) waits out in this process; a
+        longer one is raised at once as a retryable :class:`HilosAPIError` (a batch stops, ``throttled``), so a
+        deferrable operator can wait in the triggerer. ``None`` (the default): every wait is held, up to
+        ``max_wait`` at a time.
     """
 
     conn_name_attr = "hilos_conn_id"
@@ -110,6 +114,7 @@ class HilosHook(BaseHook):
         backoff_base: float = 0.5,
         max_wait: float = 60.0,
         pool_maxsize: int = 10,
+        longest_hold: float | None = None,
     ) -> None:
         super().__init__()
         self.hilos_conn_id = hilos_conn_id
@@ -122,6 +127,7 @@ class HilosHook(BaseHook):
         self.backoff_base = backoff_base
         self.max_wait = max_wait
         self.pool_maxsize = pool_maxsize
+        self.longest_hold = longest_hold
         #: how the hook waits between attempts; ``None``: a wait that :meth:`cancel` cuts short (tests set a recorder)
         self._sleep: Callable[[float], None] | None = None
 
@@ -245,6 +251,7 @@ class HilosHook(BaseHook):
             pool_maxsize=self.pool_maxsize,
             log=self.log,
             sleep=self._wait,
+            longest_hold=self.longest_hold,
         )
 
     def _wait(self, seconds: float) -> None:

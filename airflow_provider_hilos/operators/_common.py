@@ -205,6 +205,11 @@ class WaitsOutOutages:
         self.defer_after_seconds = float(defer_after_seconds)
         self.max_wait = float(max_wait)
 
+    def _longest_hold(self) -> float | None:
+        """The longest ``Retry-After`` the task's hook waits out in the worker: ``defer_after_seconds`` when
+        deferrable (a longer one is waited out deferred), else ``None`` (every wait held, as without deferral)."""
+        return self.defer_after_seconds if self.deferrable else None
+
     def _wait_for(self, exc: Exception) -> float:
         """The wait the API asked for: what is left of the hook's circuit-breaker cool-down, or the last
         ``Retry-After``; at least the breaker's first cool-down (the hook already retried with backoff)."""
@@ -212,7 +217,9 @@ class WaitsOutOutages:
 
         hook = getattr(self, "_hilos_hook", None)
         left = hook.breaker.retry_in() if hook is not None and "transport" in hook.__dict__ else 0.0
-        retry_after = getattr(exc, "retry_after", None) or 0.0
+        retry_after = (
+            getattr(exc, "retry_after", None) or (getattr(exc, "result", None) or {}).get("retry_after") or 0.0
+        )
         return max(CircuitBreaker.COOL_DOWN, float(retry_after), left)
 
     def _defer_for(self, wait: float, waited: float, reason: str) -> None:

@@ -175,7 +175,7 @@ class ConversationUpdateOperator(WaitsOutOutages, BaseOperator):
     def _execute_once(self, context: Context) -> dict[str, Any]:
         update = validate_update(self.conversation_id, self.build_payload())
         dry = parse_flag(self.hilos_dry_run, field="dry_run")
-        hook = self._hook = self._hilos_hook = HilosHook(self.hilos_conn_id)
+        hook = self._hook = self._hilos_hook = HilosHook(self.hilos_conn_id, longest_hold=self._longest_hold())
         with hook:
             url = hook.conversation_web_url(update.conversation_id)
             setattr(self, CONVERSATION_URL_ATTRIBUTE, url)  # the link, on Airflow 3 (read as the task ends)
@@ -404,7 +404,9 @@ class ConversationBatchUpdateOperator(EmitsLineage, WaitsOutOutages, EngineStopp
         options = self.batch_options()
         self._check_paths()
         pipeline = RowPipeline(self._source(), shard_index=self.shard_index, shard_count=self.shard_count)
-        hook = self._hilos_hook = HilosHook(self.hilos_conn_id, pool_maxsize=options.max_concurrency)
+        hook = self._hilos_hook = HilosHook(
+            self.hilos_conn_id, pool_maxsize=options.max_concurrency, longest_hold=self._longest_hold()
+        )
         checkpoint = self._checkpoint = task_checkpoint(
             context, resume=self.resume, checkpoint_path=self.checkpoint_path, report_path=self.report_path
         )

@@ -137,7 +137,7 @@ class ConversationExportOperator(EmitsLineage, WaitsOutOutages, BaseOperator):
                     progress.count,
                 )
 
-        with HilosHook(self.hilos_conn_id) as hook:
+        with HilosHook(self.hilos_conn_id, longest_hold=self._longest_hold()) as hook:
             self._hilos_hook = hook
             rows = hook.iter_conversations(
                 page_size=page_size, contact=self.contact, search=self.search, on_page=on_page

@@ -328,7 +328,9 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         map_index = getattr(ti, "map_index", None)
         store = SyncStateStore(self._state_root(), sync_owner(ti.dag_id, ti.task_id, map_index))
         plan_target = self._plan_target()
-        hook = self._hilos_hook = HilosHook(self.hilos_conn_id, pool_maxsize=options.max_concurrency)
+        hook = self._hilos_hook = HilosHook(
+            self.hilos_conn_id, pool_maxsize=options.max_concurrency, longest_hold=self._longest_hold()
+        )
         runner = SyncRunner(hook, settings, options, store=store, log=self.log, keep_entries=bool(self.log_table))
         try:
             runner.read_desired(self._desired_rows())

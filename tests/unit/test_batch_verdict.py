@@ -163,6 +163,12 @@ def test_each_kind_of_stop_has_its_error():
     assert type(killed) is HilosBatchError and "10 of 100 row(s) applied" in str(killed)
     disk = batch_verdict(stopped(StopReason.CHECKPOINT, "cannot write the checkpoint"), BatchOptions())
     assert type(disk) is HilosCheckpointError and not isinstance(disk, AirflowFailException)
+    throttled_result = stopped(StopReason.THROTTLED, "the API asked to wait 3600 s (Retry-After)")
+    throttled_result.retry_after = 3600.0
+    throttled = batch_verdict(throttled_result, BatchOptions(failure_policy="never"))
+    assert type(throttled) is HilosAPIUnavailableError and not isinstance(throttled, AirflowFailException)
+    assert str(throttled).startswith("Hilos API throttled this batch: the API asked to wait 3600 s (Retry-After).")
+    assert throttled.result["retry_after"] == 3600.0  # what a deferrable operator waits for
 
 
 def test_invalid_rows_refuse_the_batch_before_sending_unless_allowed():

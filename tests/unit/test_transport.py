@@ -127,6 +127,23 @@ def test_retry_after_http_date_is_honoured_and_capped(hook, requests_mock):
     assert hook.sleeps[1] == 60.0  # capped at max_wait
 
 
+def test_a_retry_after_longer_than_the_hooks_longest_hold_is_raised_at_once(hook, requests_mock):
+    requests_mock.patch(
+        URL,
+        [
+            {"status_code": 429, "headers": {"Retry-After": "5"}, "json": {"detail": "slow down"}},
+            {"status_code": 429, "headers": {"Retry-After": "3600"}, "json": {"detail": "quota spent"}},
+            {"status_code": 200, "json": EDIT},
+        ],
+    )
+    hook.longest_hold = 10.0
+    with pytest.raises(HilosAPIError) as raised:
+        hook.update_conversation(CID, {"status": "NEW"})
+    assert hook.sleeps == [5.0] and requests_mock.call_count == 2  # 5 s held; 3600 s handed to the caller
+    assert raised.value.retryable and raised.value.retry_after == 3600.0 and raised.value.attempts == 2
+    assert TEST_TOKEN not in str(raised.value)
+
+
 def test_parse_retry_after():
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert parse_retry_after("3") == 3.0
