@@ -23,7 +23,7 @@ from airflow_provider_hilos.sandbox import HilosSandbox
 from tests.conftest import EXAMPLE_DAGS, ROOT, TEST_DAGS
 from tests.e2e.airflow_deployment import ADMIN, AirflowDeployment
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("airflow-deployment")]
+pytestmark = pytest.mark.e2e  # the whole file runs on one xdist worker (scripts/dev.py: --dist loadfile)
 
 SANDBOX_TOKEN = "hilos-E2E-token-Vq8Wn3Tz"
 CHROMIUM = "/usr/bin/chromium"

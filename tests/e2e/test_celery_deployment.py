@@ -36,7 +36,7 @@ from tests.conftest import EXAMPLE_DAGS, ROOT
 from tests.e2e.airflow_deployment import AirflowDeployment
 from tests.e2e.services import PostgresServer, RedisServer
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("celery-deployment")]
+pytestmark = pytest.mark.e2e  # the whole file runs on one xdist worker (scripts/dev.py: --dist loadfile)
 
 TOKEN = "hilos-CELERY-token-Zx4Pq9Lm"
 DAG_ID = "hilos_crm_sync_sharded"
