@@ -60,6 +60,12 @@ def redact(text: str, token: str) -> str:
     return text.replace(token, "***") if token else text
 
 
+def asks_too_long(retry_after: float | None, longest_hold: float | None) -> bool:
+    """Whether a ``Retry-After`` asks for a longer wait than the caller may hold its worker (``longest_hold``;
+    ``None``: every wait is held). One rule for the transport's retries and the batch engine's."""
+    return retry_after is not None and longest_hold is not None and retry_after > longest_hold
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or ``None``."""
     if not value:
@@ -270,7 +276,7 @@ class HilosTransport:
                     if exc.retryable:
                         self.breaker.row_failed(exc.problem)
                     raise
-                if self.holds_too_long(exc.retry_after):
+                if asks_too_long(exc.retry_after, self.longest_hold):
                     raise  # the caller waits elsewhere (a deferrable operator: in the triggerer)
                 self._wait(number, attempts, method, exc.path, exc.problem, exc.retry_after)
                 metrics.incr(metrics.RETRIED)
@@ -392,10 +398,6 @@ class HilosTransport:
     def cancel(self) -> None:
         """Stop retrying (the task is being killed): no further attempt starts; a request in flight finishes."""
         self._cancelled.set()
-
-    def holds_too_long(self, retry_after: float | None) -> bool:
-        """Whether a ``Retry-After`` asks for a longer wait than this transport holds (``longest_hold``)."""
-        return retry_after is not None and self.longest_hold is not None and retry_after > self.longest_hold
 
     def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based).

@@ -103,6 +103,7 @@ class StubHook:
     def __init__(self, script: dict[str, list[int]] | None = None, *, max_attempts: int = 3) -> None:
         self.script = {cid: list(statuses) for cid, statuses in (script or {}).items()}
         self.max_attempts = max_attempts
+        self.longest_hold: float | None = None  # every Retry-After is held, as a hook's by default
         self.sent: Counter[str] = Counter()
         self.log = logging.getLogger("stub-sender")
         self.settings = HilosConnectionSettings(conn_id="stub", base_url="https://api.hilos.io", token="t0ken")

@@ -33,7 +33,7 @@ from airflow_provider_hilos.exceptions import (
 )
 from airflow_provider_hilos.pacing import AdaptivePacer
 from airflow_provider_hilos.storage import AtomicText
-from airflow_provider_hilos.transport import Log
+from airflow_provider_hilos.transport import Log, asks_too_long
 
 if TYPE_CHECKING:
     from airflow_provider_hilos.checkpoint import Checkpoint
@@ -337,7 +337,7 @@ class BatchEngine:
         if not error.retryable:
             self._failed(flight, error)
             return
-        if self._holds_too_long(error.retry_after):
+        if asks_too_long(error.retry_after, self.hook.longest_hold):
             self._stop_throttled(flight, error)
             return
         attempts = flight.attempts + 1
@@ -360,10 +360,6 @@ class BatchEngine:
             self._failed(flight, error)
         if breaker.open and not self.halted():
             self._stop_unavailable()
-
-    def _holds_too_long(self, retry_after: float | None) -> bool:
-        hold = getattr(self.hook, "longest_hold", None)
-        return retry_after is not None and hold is not None and retry_after > hold
 
     def _stop_throttled(self, flight: _Flight, error: HilosAPIError) -> None:
         """The API asked for a longer wait than this batch may hold its worker (the hook's ``longest_hold``): stop
