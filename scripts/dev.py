@@ -130,16 +130,17 @@ def in_env(uv: str, *cmd: str, airflow: str = "3", log: Path | None = None) -> i
         return subprocess.run(full, cwd=ROOT, env=uv_env(airflow), stdout=out, stderr=subprocess.STDOUT).returncode
 
 
-def pytest_command(airflow: str, args: list[str], *, workers: int) -> list[str]:
+def pytest_command(airflow: str, args: list[str], *, workers: int, by_file: bool = True) -> list[str]:
     """pytest on one Airflow: the end-to-end suite drives Airflow 3's REST API and UI, so Airflow 2 skips it; in the
     whole suite, the tests that cannot depend on the Airflow version (marked ``airflow_agnostic``: the sandbox, the
-    pacer, the published documents, the transport under weather, ...) run once, on Airflow 3."""
+    pacer, the published documents, the transport under weather, ...) run once, on Airflow 3. ``by_file=False``
+    (the fast tier: no deployment in it) spreads single tests over the workers, for the shortest wall time."""
     cmd = ["pytest", "-p", "no:cacheprovider"]
     if workers > 1:
         # each test file on one worker, so a deployment (a module fixture) starts once; not loadgroup: with pytest
         # 9.2 its xdist_group marks are silently ignored (pytest-xdist#1386) and both workers started every deployment.
         # Files in collection order (not the most tests first): the long end-to-end files start first, not last.
-        cmd += ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"]
+        cmd += ["-n", str(workers), *(["--dist", "loadfile", "--no-loadscope-reorder"] if by_file else [])]
     if airflow == "2" and not args:  # the whole suite
         cmd += ["-m", "not e2e and not airflow_agnostic"]
     elif airflow == "2" and not any(arg.startswith("-m") for arg in args):
@@ -147,8 +148,10 @@ def pytest_command(airflow: str, args: list[str], *, workers: int) -> list[str]:
     return cmd + args
 
 
-def run_tests(uv: str, airflow: str, args: list[str], *, workers: int = 1, log: Path | None = None) -> int:
-    code = in_env(uv, *pytest_command(airflow, args, workers=workers), airflow=airflow, log=log)
+def run_tests(
+    uv: str, airflow: str, args: list[str], *, workers: int = 1, by_file: bool = True, log: Path | None = None
+) -> int:
+    code = in_env(uv, *pytest_command(airflow, args, workers=workers, by_file=by_file), airflow=airflow, log=log)
     if code == PYTEST_NO_TESTS:
         message = f"dev.py: pytest collected no tests on Airflow {airflow}; that is a failure here\n"
         if log is None:
@@ -365,7 +368,7 @@ def main(argv: list[str]) -> int:
         if args[:1] == ["--fast"]:
             started = time.monotonic()
             sync(uv)
-            code = run_tests(uv, "3", [*FAST, *args[1:]], workers=2)
+            code = run_tests(uv, "3", [*FAST, *args[1:]], workers=2, by_file=False)
             print(f"dev.py: the fast tier took {time.monotonic() - started:.0f} s", flush=True)
             return code
         airflows = ["3", "2"]

@@ -151,9 +151,12 @@ def sandbox(monkeypatch: pytest.MonkeyPatch):
     """A fresh Hilos sandbox with the test token; ``hilos_default`` points at it."""
     from airflow_provider_hilos.sandbox import HilosSandbox
 
-    with HilosSandbox(conversations=20, seed=11, token=TEST_TOKEN) as sb:
+    sb = HilosSandbox(conversations=20, seed=11, token=TEST_TOKEN).start()
+    try:
         monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json())
         yield sb
+    finally:
+        sb.stop(wait=False)  # it ends on its own (~0.2 s): the next test need not wait for it
 
 
 def run_dag(dag_id: str, conf: dict | None = None):
@@ -223,6 +226,9 @@ def sb(monkeypatch):
     """A sandbox of 400 conversations (seed 3) behind ``hilos_default``, whose request log keeps 100,000 entries."""
     from airflow_provider_hilos.sandbox import HilosSandbox
 
-    with HilosSandbox(conversations=400, seed=3, token=TEST_TOKEN, request_log_limit=100_000) as sandbox:
+    sandbox = HilosSandbox(conversations=400, seed=3, token=TEST_TOKEN, request_log_limit=100_000).start()
+    try:
         monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sandbox.connection_json())
         yield sandbox
+    finally:
+        sandbox.stop(wait=False)  # it ends on its own (~0.2 s): the next test need not wait for it

@@ -30,6 +30,22 @@ def test_context_manager_stops_the_server():
         requests.get(f"{url}/_sandbox/health", timeout=2)
 
 
+def test_a_stop_that_does_not_wait_still_stops_the_server_shortly():
+    import threading
+    import time
+
+    sb = HilosSandbox(conversations=1).start()
+    url, thread = sb.root_url, sb._thread
+    assert requests.get(f"{url}/_sandbox/health", timeout=5).ok
+    started = time.monotonic()
+    sb.stop(wait=False)
+    assert time.monotonic() - started < 0.05 and thread is not None
+    thread.join(timeout=5)
+    assert not thread.is_alive() and thread not in threading.enumerate()
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"{url}/_sandbox/health", timeout=2)
+
+
 @pytest.mark.slow  # starts the sandbox in a process of its own: not in the --fast tier
 def test_hilos_sandbox_command_prints_its_url_and_serves():
     proc = subprocess.Popen(
