@@ -52,3 +52,11 @@ def test_the_airflow_2_lane_skips_only_what_cannot_depend_on_the_airflow_version
     assert whole[whole.index("-m") + 1] == "not e2e and not airflow_agnostic"
     assert dev.pytest_command("2", ["-k", "quota"], workers=1)[-3:] == ["not e2e", "-k", "quota"]
     assert "-m" not in dev.pytest_command("3", [], workers=2)
+
+
+def test_every_module_listed_as_airflow_agnostic_exists():
+    """A renamed module would silently lose its mark: the list must name files that are there."""
+    from tests.conftest import AIRFLOW_AGNOSTIC
+
+    missing = sorted(path for path in AIRFLOW_AGNOSTIC if not (ROOT / path).is_file())
+    assert not missing, f"tests/conftest.py AIRFLOW_AGNOSTIC names modules that do not exist: {missing}"
