@@ -32,14 +32,13 @@ def test_context_manager_stops_the_server():
 
 def test_a_stop_that_does_not_wait_still_stops_the_server_shortly():
     import threading
-    import time
 
     sb = HilosSandbox(conversations=1).start()
     url, thread = sb.root_url, sb._thread
     assert requests.get(f"{url}/_sandbox/health", timeout=5).ok
-    started = time.monotonic()
     sb.stop(wait=False)
-    assert time.monotonic() - started < 0.05 and thread is not None
+    # it did not wait: uvicorn's shutdown sleeps 0.1 s before the thread can end
+    assert thread is not None and thread.is_alive()
     thread.join(timeout=5)
     assert not thread.is_alive() and thread not in threading.enumerate()
     with pytest.raises(requests.exceptions.ConnectionError):
