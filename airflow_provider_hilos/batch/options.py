@@ -174,17 +174,21 @@ def pop_batch_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {name: kwargs.pop(name, default) for name, default in _DEFAULTS.items()}
 
 
-def with_batch_option_docs(doc: str | None, marker: str = "{batch_options}") -> str:
-    """An operator's docstring with the ``:param:`` lines of :class:`BatchOptions` in place of ``marker`` (one text
-    for both), indented like the docstring's own ``:param:`` lines."""
-    text = doc or ""
-    lines = text.splitlines()
+def insert_param_docs(doc: str | None, marker: str, params: str) -> str:
+    """``doc`` with the ``:param:`` lines ``params`` (unindented) in place of its line ``marker``, indented like the
+    docstring's own ``:param:`` lines: one text for every operator that shares those arguments."""
+    lines = (doc or "").splitlines()
     at = next(i for i, line in enumerate(lines) if line.strip() == marker)
-    params = [line for line in lines[:at] if line.lstrip().startswith(":param ")]
-    indent = (len(params[-1]) - len(params[-1].lstrip())) * " " if params else ""
-    options = inspect.getdoc(BatchOptions) or ""
-    inserted = [indent + line if line else "" for line in options[options.index(":param") :].splitlines()]
+    own = [line for line in lines[:at] if line.lstrip().startswith(":param ")]
+    indent = (len(own[-1]) - len(own[-1].lstrip())) * " " if own else ""
+    inserted = [indent + line if line else "" for line in params.splitlines()]
     return "\n".join([*lines[:at], *inserted, *lines[at + 1 :]])
+
+
+def with_batch_option_docs(doc: str | None, marker: str = "{batch_options}") -> str:
+    """An operator's docstring with the ``:param:`` lines of :class:`BatchOptions` in place of ``marker``."""
+    options = inspect.getdoc(BatchOptions) or ""
+    return insert_param_docs(doc, marker, options[options.index(":param") :])
 
 
 def check_concurrency(value: int) -> int:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow_provider_hilos.batch.options import BatchOptions, pop_batch_options
+from airflow_provider_hilos.batch.options import BatchOptions, insert_param_docs, pop_batch_options
 from airflow_provider_hilos.batch.result import StopReason
 from airflow_provider_hilos.checkpoint import Checkpoint, task_owner
 from airflow_provider_hilos.exceptions import (
@@ -143,6 +143,20 @@ def default_deferrable() -> bool:
     from airflow.configuration import conf
 
     return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+#: The ``:param:`` lines of the three arguments every operator takes from :class:`WaitsOutOutages`.
+WAIT_OPTION_DOCS = """\
+:param deferrable: wait out an outage or a long ``Retry-After`` instead of failing: up to
+    ``defer_after_seconds`` in the worker, longer in the triggerer (the worker slot is free meanwhile), then resume
+    where the task was. Default: Airflow's ``[operators] default_deferrable``. The triggerer must be running.
+:param defer_after_seconds: the longest wait spent in the worker (default 10 s).
+:param max_wait: the most a task waits for the API in all, deferred or not, before it fails (default 3600 s)."""
+
+
+def with_wait_option_docs(doc: str | None) -> str:
+    """An operator's docstring with :data:`WAIT_OPTION_DOCS` in place of its line ``{wait_options}``."""
+    return insert_param_docs(doc, "{wait_options}", WAIT_OPTION_DOCS)
 
 
 def check_waits(defer_after_seconds: Any, max_wait: Any, where: str) -> None:

@@ -30,6 +30,7 @@ from airflow_provider_hilos.operators._common import (
     announce,
     parse_flag,
     task_checkpoint,
+    with_wait_option_docs,
 )
 from airflow_provider_hilos.pacing import check_rate
 from airflow_provider_hilos.rows import RowSource, rows_from_updates, shard_problem
@@ -102,11 +103,7 @@ class ConversationUpdateOperator(WaitsOutOutages, BaseOperator):
         :mod:`airflow_provider_hilos.schemas`) clears it (templated).
     :param dry_run: validate, resolve the connection and log exactly what would be sent (method, URL,
         body; never the token), but send nothing; returns what would be sent (templated: ``"True"`` works).
-    :param deferrable: wait out an outage or a long ``Retry-After`` instead of failing: up to
-        ``defer_after_seconds`` in the worker, longer in the triggerer (the worker slot is free meanwhile), then resume
-        where the task was. Default: Airflow's ``[operators] default_deferrable``. The triggerer must be running.
-    :param defer_after_seconds: the longest wait spent in the worker (default 10 s).
-    :param max_wait: the most a task waits for the API in all, deferred or not, before it fails (default 3600 s).
+    {wait_options}
     :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
     :return: the API's ``ConversationEdit`` (the whole conversation after the update), pushed to XCom;
         with ``dry_run``, ``{"dry_run": True, "method", "url", "body"}``.
@@ -247,12 +244,7 @@ class ConversationBatchUpdateOperator(EmitsLineage, WaitsOutOutages, EngineStopp
             invalid rows apply to the whole change set, so every shard reaches the verdict the whole batch would.
             :meth:`sharded` builds those K tasks.
         :param shard_count: how many shards the change set is split into (``None``: not sharded).
-        :param deferrable: wait out an outage or a long ``Retry-After`` instead of failing: up to
-            ``defer_after_seconds`` in the worker, longer in the triggerer (the worker slot is free meanwhile),
-            then resume where the task was. Default: Airflow's ``[operators] default_deferrable``. The triggerer
-            must be running.
-        :param defer_after_seconds: the longest wait spent in the worker (default 10 s).
-        :param max_wait: the most a task waits for the API in all, deferred or not, before it fails (default 3600 s).
+        {wait_options}
         :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
     {batch_options}
         :return: counts (``total``, ``updated``, ``already_applied``, ``failed``, ``skipped``, ``not_sent``,
@@ -440,4 +432,7 @@ class ConversationBatchUpdateOperator(EmitsLineage, WaitsOutOutages, EngineStopp
         return operator_lineage(inputs=inputs, base_url=facts["base_url"], written=result["updated"], run_counts=result)
 
 
-ConversationBatchUpdateOperator.__doc__ = with_batch_option_docs(ConversationBatchUpdateOperator.__doc__)
+ConversationUpdateOperator.__doc__ = with_wait_option_docs(ConversationUpdateOperator.__doc__)
+ConversationBatchUpdateOperator.__doc__ = with_wait_option_docs(
+    with_batch_option_docs(ConversationBatchUpdateOperator.__doc__)
+)

@@ -21,6 +21,7 @@ from airflow_provider_hilos.operators._common import (
     EmitsLineage,
     WaitsOutOutages,
     announce,
+    with_wait_option_docs,
 )
 from airflow_provider_hilos.storage import storage_path
 
@@ -49,11 +50,7 @@ class ConversationExportOperator(EmitsLineage, WaitsOutOutages, BaseOperator):
     :param contact: only this contact's conversations (a UUID) (templated).
     :param search: the API's free-text search (templated).
     :param list_separator: what joins the tag names and user ids of one CSV cell (default ``|``).
-    :param deferrable: wait out an outage or a long ``Retry-After`` instead of failing: up to
-        ``defer_after_seconds`` in the worker, longer in the triggerer (the worker slot is free meanwhile), then resume
-        where the task was. Default: Airflow's ``[operators] default_deferrable``. The triggerer must be running.
-    :param defer_after_seconds: the longest wait spent in the worker (default 10 s).
-    :param max_wait: the most a task waits for the API in all, deferred or not, before it fails (default 3600 s).
+    {wait_options}
     :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
     :return: ``{"count", "output_path", "format", "pages", "duplicates_skipped", "seconds"}``, pushed to XCom; an
         ``Asset`` in ``outlets`` gets the same as its event's extra.
@@ -182,3 +179,6 @@ class ConversationExportOperator(EmitsLineage, WaitsOutOutages, BaseOperator):
         )
         lineage.outputs = [written]
         return lineage
+
+
+ConversationExportOperator.__doc__ = with_wait_option_docs(ConversationExportOperator.__doc__)

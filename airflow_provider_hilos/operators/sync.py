@@ -24,6 +24,7 @@ from airflow_provider_hilos.operators._common import (
     default_checkpoint_root,
     parse_flag,
     task_checkpoint,
+    with_wait_option_docs,
 )
 from airflow_provider_hilos.schemas import show
 from airflow_provider_hilos.storage import AtomicText, StoragePath, same_place_key, storage_path
@@ -105,12 +106,7 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         :param dry_run: read and plan, log the plan and return its summary; send nothing and keep no state
             (templated: ``"True"`` works).
         :param show_diffs: how many diffs are logged in full (and returned in the summary).
-        :param deferrable: wait out an outage or a long ``Retry-After`` instead of failing: up to
-            ``defer_after_seconds`` in the worker, longer in the triggerer (the worker slot is free meanwhile),
-            then resume where the task was. Default: Airflow's ``[operators] default_deferrable``. The triggerer
-            must be running.
-        :param defer_after_seconds: the longest wait spent in the worker (default 10 s).
-        :param max_wait: the most a task waits for the API in all, deferred or not, before it fails (default 3600 s).
+        {wait_options}
         :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
     {batch_options}
         :return: ``desired``, ``unchanged``, ``to_update``, ``updated``, ``failed``, ``not_found``, ``invalid``,
@@ -448,4 +444,4 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         return operator_lineage(inputs=inputs, base_url=facts["base_url"], written=result["updated"], run_counts=counts)
 
 
-ConversationSyncOperator.__doc__ = with_batch_option_docs(ConversationSyncOperator.__doc__)
+ConversationSyncOperator.__doc__ = with_wait_option_docs(with_batch_option_docs(ConversationSyncOperator.__doc__))
