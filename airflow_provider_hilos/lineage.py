@@ -75,44 +75,36 @@ def sql_input_datasets(sql_conn_id: str, sql: str) -> list[Any]:
     return [Dataset(namespace=namespace, name=table.qualified_name) for table in (meta.in_tables if meta else [])]
 
 
-def operator_lineage(
-    *,
-    inputs: list[Any],
-    base_url: str | None,
-    written: int | None,
-    run_counts: Mapping[str, Any],
-    hilos_is_input: bool = False,
-) -> Any:
-    """An ``OperatorLineage``: ``inputs``, and the Hilos conversations (an output, or for an export the input) with
-    the number of conversations written; ``run_counts`` go into a ``hilos`` run facet."""
-    from airflow.providers.common.compat.openlineage.facet import (
-        Dataset,
-        OutputStatisticsOutputDatasetFacet,
-    )
+def hilos_dataset(base_url: str, *, written: int | None = None) -> Any:
+    """The Hilos conversations of the API at ``base_url``, as a dataset (with the number of conversations written as
+    output statistics, when it is an output)."""
+    from airflow.providers.common.compat.openlineage.facet import Dataset
+
+    return Dataset(namespace=hilos_namespace(base_url), name=CONVERSATIONS, facets=_written(written))
+
+
+def file_dataset(path: str, *, written: int | None = None) -> Any:
+    """A file as a dataset (with the rows written as output statistics, when it is an output)."""
+    from airflow.providers.common.compat.openlineage.facet import Dataset
+
+    namespace, name = storage_dataset_name(path)
+    return Dataset(namespace=namespace, name=name, facets=_written(written))
+
+
+def operator_lineage(*, inputs: list[Any], outputs: list[Any], run_counts: Mapping[str, Any]) -> Any:
+    """An ``OperatorLineage`` of ``inputs`` and ``outputs``; ``run_counts`` go into a ``hilos`` run facet."""
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    datasets = []
-    if base_url:
-        facets: dict[str, Any] = {}
-        if written is not None and not hilos_is_input:
-            facets["outputStatistics"] = OutputStatisticsOutputDatasetFacet(rowCount=written)
-        datasets.append(Dataset(namespace=hilos_namespace(base_url), name=CONVERSATIONS, facets=facets))
-    if hilos_is_input:
-        inputs, outputs = datasets + inputs, []
-    else:
-        outputs = datasets
     return OperatorLineage(inputs=inputs, outputs=outputs, run_facets={"hilos": _run_facet(run_counts)})
 
 
-def file_dataset(path: str, *, rows: int | None = None, output: bool = False) -> Any:
-    """A file as a dataset (with its row count as output statistics when it was written)."""
-    from airflow.providers.common.compat.openlineage.facet import Dataset, OutputStatisticsOutputDatasetFacet
+def _written(rows: int | None) -> dict[str, Any]:
+    """An output dataset's facets: how many rows were written, when known."""
+    if rows is None:
+        return {}
+    from airflow.providers.common.compat.openlineage.facet import OutputStatisticsOutputDatasetFacet
 
-    namespace, name = storage_dataset_name(path)
-    facets: dict[str, Any] = {}
-    if output and rows is not None:
-        facets["outputStatistics"] = OutputStatisticsOutputDatasetFacet(rowCount=rows)
-    return Dataset(namespace=namespace, name=name, facets=facets)
+    return {"outputStatistics": OutputStatisticsOutputDatasetFacet(rowCount=rows)}
 
 
 def _run_facet(counts: Mapping[str, Any]) -> Any:

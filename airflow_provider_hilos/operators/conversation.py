@@ -425,11 +425,12 @@ class ConversationBatchUpdateOperator(EmitsLineage, WaitsOutOutages, EngineStopp
         return result
 
     def _lineage(self, facts: dict[str, Any]) -> Any:
-        from airflow_provider_hilos.lineage import file_dataset, operator_lineage
+        from airflow_provider_hilos.lineage import file_dataset, hilos_dataset, operator_lineage
 
         result = facts["result"]
         inputs = [file_dataset(self.updates_path)] if self.updates_path else []
-        return operator_lineage(inputs=inputs, base_url=facts["base_url"], written=result["updated"], run_counts=result)
+        outputs = [hilos_dataset(facts["base_url"], written=result["updated"])]
+        return operator_lineage(inputs=inputs, outputs=outputs, run_counts=result)
 
 
 ConversationUpdateOperator.__doc__ = with_wait_option_docs(ConversationUpdateOperator.__doc__)

@@ -170,15 +170,14 @@ class ConversationExportOperator(EmitsLineage, WaitsOutOutages, BaseOperator):
         return result
 
     def _lineage(self, facts: dict[str, Any]) -> Any:
-        from airflow_provider_hilos.lineage import file_dataset, operator_lineage
+        from airflow_provider_hilos.lineage import file_dataset, hilos_dataset, operator_lineage
 
         result = facts["result"]
-        written = file_dataset(result["output_path"], rows=result["count"], output=True)
-        lineage = operator_lineage(
-            inputs=[], base_url=facts["base_url"], written=None, run_counts=result, hilos_is_input=True
+        return operator_lineage(
+            inputs=[hilos_dataset(facts["base_url"])],
+            outputs=[file_dataset(result["output_path"], written=result["count"])],
+            run_counts=result,
         )
-        lineage.outputs = [written]
-        return lineage
 
 
 ConversationExportOperator.__doc__ = with_wait_option_docs(ConversationExportOperator.__doc__)

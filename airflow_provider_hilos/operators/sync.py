@@ -432,7 +432,7 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         )
 
     def _lineage(self, facts: dict[str, Any]) -> Any:
-        from airflow_provider_hilos.lineage import file_dataset, operator_lineage, sql_input_datasets
+        from airflow_provider_hilos.lineage import file_dataset, hilos_dataset, operator_lineage, sql_input_datasets
 
         result = facts["result"]
         inputs: list[Any] = []
@@ -441,7 +441,8 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         elif self.state_path:
             inputs = [file_dataset(self.state_path)]
         counts = {k: v for k, v in result.items() if not isinstance(v, dict | list)}
-        return operator_lineage(inputs=inputs, base_url=facts["base_url"], written=result["updated"], run_counts=counts)
+        outputs = [hilos_dataset(facts["base_url"], written=result["updated"])]
+        return operator_lineage(inputs=inputs, outputs=outputs, run_counts=counts)
 
 
 ConversationSyncOperator.__doc__ = with_wait_option_docs(with_batch_option_docs(ConversationSyncOperator.__doc__))
