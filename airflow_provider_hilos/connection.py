@@ -162,9 +162,9 @@ class HilosConnectionSettings:
     def __repr__(self) -> str:
         return (
             f"HilosConnectionSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, token='***', "
-            f"api_family={self.api_family.value!r}, header_name={self.header_name!r}, "
-            f"auth_scheme={self.auth_scheme!r}, timeout=({self.connect_timeout}, {self.read_timeout}), "
-            f"max_attempts={self.max_attempts})"
+            f"api_family={self.api_family.value!r}, header_name={shown_header_name(self.header_name)}, "
+            f"auth_scheme={shown_auth_scheme(self.auth_scheme)}, timeout=({self.connect_timeout}, "
+            f"{self.read_timeout}), max_attempts={self.max_attempts})"
         )
 
     def url(self, path: str) -> str:
@@ -183,8 +183,43 @@ class HilosConnectionSettings:
 
     @property
     def auth_display(self) -> str:
-        """The auth header as it may be shown to a person: ``Authorization: Token ***``."""
-        return f"{self.header_name}: {self.auth_scheme + ' ' if self.auth_scheme else ''}***"
+        """The auth header as it may be shown to a person: ``Authorization: Token ***``. A header name or scheme
+        that is not one of the usual words is shown by its length only (it may be a token pasted into the wrong
+        field)."""
+        name = (
+            self.header_name if _is_known(self.header_name, KNOWN_HEADER_NAMES) else shown_header_name(self.header_name)
+        )
+        if not self.auth_scheme:
+            return f"{name}: ***"
+        scheme = (
+            self.auth_scheme if _is_known(self.auth_scheme, KNOWN_AUTH_SCHEMES) else shown_auth_scheme(self.auth_scheme)
+        )
+        return f"{name}: {scheme} ***"
+
+
+#: Auth schemes a message may show as they are (any other is shown by its length: it may be a pasted token).
+KNOWN_AUTH_SCHEMES = ("Token", "Bearer", "Api-Key", "ApiKey", "Basic")
+#: Header names a message may show as they are (likewise).
+KNOWN_HEADER_NAMES = ("Authorization", "Token", "X-Api-Key", "Api-Key", "X-Auth-Token", "X-Token")
+
+
+def _is_known(value: str, known: tuple[str, ...]) -> bool:
+    return value.lower() in (word.lower() for word in known)
+
+
+def shown_auth_scheme(scheme: str) -> str:
+    """An auth scheme as a message may show it: one of :data:`KNOWN_AUTH_SCHEMES` quoted, ``''`` (a bare token), or
+    its length only (``<a 34-character auth scheme>``): a value nobody documented may be a token in the wrong field."""
+    if not scheme or _is_known(scheme, KNOWN_AUTH_SCHEMES):
+        return repr(scheme)
+    return f"<a {len(scheme)}-character auth scheme>"
+
+
+def shown_header_name(name: str) -> str:
+    """A header name as a message may show it: a usual one quoted, any other by its length only."""
+    if _is_known(name, KNOWN_HEADER_NAMES):
+        return repr(name)
+    return f"<a {len(name)}-character header name>"
 
 
 def _extra(extras: Mapping[str, Any], key: str, *, keep_empty: bool = False) -> Any:
@@ -214,12 +249,19 @@ def _check_extra_names(extras: Any, conn_id: str) -> None:
         name = str(key).removeprefix("extra__hilos__")
         if name not in CONN_FIELDS:
             close = difflib.get_close_matches(name, CONN_FIELDS, n=1)
-            unknown.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            if close or _PLAIN_NAME.fullmatch(name):  # a typo, or a name someone chose: harmless to show
+                unknown.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            else:  # a key no one would type as a name (digits, mixed case, long): perhaps a pasted secret
+                unknown.append(f"<a {len(str(key))}-character name, not shown: it may be a secret>")
     if unknown:
         raise _configuration_error(
             f"Hilos connection {conn_id!r}: unknown extra {', '.join(unknown)}; "
             f"the extras it reads are {', '.join(CONN_FIELDS)}. Rename or remove the unknown ones"
         )
+
+
+#: An extra's name shown in a message as it is: lower-case words joined by underscores.
+_PLAIN_NAME = re.compile(r"[a-z]+(?:_+[a-z]+)*", re.ASCII)
 
 
 def _not_one_word(text: str) -> bool:
@@ -340,15 +382,15 @@ def settings_from_connection(conn: Connection) -> HilosConnectionSettings:
         conn.host, conn_id=conn_id, schema=conn.schema, port=conn.port, allow_insecure_http=allow_http
     )
     header_name = _extra(extras, "header_name")
-    header_name = DEFAULT_HEADER_NAME if header_name is None else str(header_name).strip()
+    header_name = DEFAULT_HEADER_NAME if header_name is None else str(header_name).strip(" ")
     if problem := header_name_problem(header_name):
         raise _configuration_error(f"Hilos connection {conn_id!r}: extra header_name {problem}")
     auth_scheme = _extra(extras, "auth_scheme", keep_empty=True)
-    auth_scheme = DEFAULT_AUTH_SCHEME if auth_scheme is None else str(auth_scheme).strip()
-    if _not_one_word(auth_scheme) or not _header_safe(auth_scheme):
+    auth_scheme = DEFAULT_AUTH_SCHEME if auth_scheme is None else str(auth_scheme).strip(" ")
+    if auth_scheme and not _HTTP_TOKEN.fullmatch(auth_scheme):  # RFC 9110: an auth scheme is an ASCII token
         raise _configuration_error(  # the value is not shown: it may be a token pasted into the wrong field
-            f"Hilos connection {conn_id!r}: extra auth_scheme must be one word of printable Latin-1 characters, "
-            f"e.g. {DEFAULT_AUTH_SCHEME!r}, or empty for a bare token"
+            f"Hilos connection {conn_id!r}: extra auth_scheme must be one word of ASCII letters, digits and - . _ "
+            f"(an HTTP auth scheme), e.g. {DEFAULT_AUTH_SCHEME!r}, or empty for a bare token"
         )
     values: dict[str, Any] = {}
     for field, integer in (

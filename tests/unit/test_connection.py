@@ -8,6 +8,7 @@ import pytest
 
 from airflow_provider_hilos.exceptions import (
     HilosConfigurationError,
+    HilosPermanentAPIError,
 )
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.operators.conversation import ConversationUpdateOperator
@@ -308,3 +309,42 @@ def test_the_test_button_of_a_missing_connection_explains_it(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_HILOS_PROD", raising=False)
     ok, message = HilosHook("hilos_prod").test_connection()
     assert not ok and "is not defined" in message
+
+
+# -- issue 27: no connection value in any message ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "shown"),
+    [
+        ({"auth_scheme": SECRET}, f"Authorization: <a {len(SECRET)}-character auth scheme> ***"),
+        ({"header_name": SECRET, "auth_scheme": ""}, f"<a {len(SECRET)}-character header name>: ***"),
+        ({"header_name": "Token", "auth_scheme": "Bearer"}, "Token: Bearer ***"),
+    ],
+)
+def test_a_rejected_token_message_never_shows_a_pasted_auth_scheme_or_header(hilos_conn, requests_mock, extra, shown):
+    hilos_conn(extra=extra)
+    requests_mock.patch(URL, status_code=401, json={"detail": "Invalid token."})
+    with pytest.raises(HilosPermanentAPIError) as caught:
+        HilosHook().update_conversation(CID, {"status": "CLOSED"})
+    message = str(caught.value)
+    assert f"sent as '{shown}'" in message and SECRET not in message
+    assert SECRET not in repr(HilosHook().settings)
+
+
+@pytest.mark.parametrize("scheme", ["Tóken", "Token\x0b", "To\tken", "\x0bToken"])
+def test_an_auth_scheme_that_is_not_an_ascii_word_is_refused_not_sent(hilos_conn, requests_mock, scheme):
+    hilos_conn(extra={"auth_scheme": scheme})
+    requests_mock.patch(URL, json=EDIT)
+    with pytest.raises(HilosConfigurationError, match="auth_scheme must be one word of ASCII letters"):
+        HilosHook().update_conversation(CID, {"status": "CLOSED"})
+    assert not requests_mock.called
+
+
+def test_a_token_pasted_as_an_extras_name_is_not_echoed(hilos_conn):
+    hilos_conn(extra={SECRET: "x", "max_attempt": 3})
+    with pytest.raises(HilosConfigurationError) as caught:
+        _ = HilosHook().settings
+    message = str(caught.value)
+    assert SECRET not in message and f"<a {len(SECRET)}-character name, not shown: it may be a secret>" in message
+    assert "'max_attempt' (did you mean 'max_attempts'?)" in message  # a typo is still named
