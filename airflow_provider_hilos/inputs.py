@@ -282,6 +282,8 @@ def rows_from_path(
     def open_binary() -> IO[bytes]:
         return cast(IO[bytes], location.open("rb"))
 
+    # errors about the file's content name the argument and the file
+    label = name if name == str(path) else f"{name} {str(path)!r}"
     if fmt == "csv":
-        return rows_from_csv(open_binary, separator=list_separator, name=name)
-    return rows_from_json_lines(open_binary, name=name)
+        return rows_from_csv(open_binary, separator=list_separator, name=label)
+    return rows_from_json_lines(open_binary, name=label)

@@ -258,3 +258,11 @@ def test_an_output_path_that_is_the_input_is_refused_before_anything_is_opened(s
             {"ti": FakeTI()}
         )
     assert path.read_text() == text and patches(sb) == []
+
+
+def test_an_error_in_a_files_content_names_the_file_not_only_the_argument(tmp_path):
+    path = tmp_path / "from-excel.csv"
+    path.write_bytes("conversation_id,status\n".encode("utf-16"))
+    with pytest.raises(HilosValidationError) as caught:
+        ConversationBatchUpdateOperator(task_id="t", updates_path=str(path)).execute({"ti": FakeTI()})
+    assert f"updates_path '{path}' line 1: is not UTF-8 text (it looks like UTF-16)" in str(caught.value)
