@@ -61,7 +61,7 @@ CHILD = textwrap.dedent("""
 
 def export(sb: SandboxProcess, page_size: int, **extra: Any) -> dict[str, Any]:
     """One export in a child process; its figures and the sandbox's request counts."""
-    requests.delete(f"{sb.url}/_sandbox/requests", timeout=30).raise_for_status()
+    sb.clear_requests()
     out = Path(tempfile.mkdtemp(prefix="hilos-bench-export-")) / "all.csv"
     env = {**os.environ, "AIRFLOW_CONN_HILOS_DEFAULT": sb.connection_json(**extra)}
     done = subprocess.run(
@@ -120,9 +120,7 @@ def main() -> int:
     with SandboxProcess(
         "--conversations", str(quota_n), "--seed", "5", "--request-log-limit", "200000", token=TOKEN
     ) as sb:
-        requests.put(
-            f"{sb.url}/_sandbox/faults", json={"rate_limit_per_second": 100, "rate_limit_burst": 10}, timeout=30
-        ).raise_for_status()
+        sb.set_faults(rate_limit_per_second=100, rate_limit_burst=10)
         bucket = export(sb, quota_page)
         used = quota_bound / bucket["seconds"] / 100
         report.line(

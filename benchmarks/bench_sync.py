@@ -166,7 +166,7 @@ def sent(sb: SandboxProcess) -> dict[str, int]:
 
 
 def clear(sb: SandboxProcess) -> None:
-    requests.delete(f"{sb.url}/_sandbox/requests", timeout=30).raise_for_status()
+    sb.clear_requests()
 
 
 def main() -> int:
@@ -206,9 +206,7 @@ def main() -> int:
                 headers={"Authorization": f"Token {TOKEN}"},
                 timeout=30,
             ).raise_for_status()
-        requests.put(
-            f"{sb.url}/_sandbox/faults", json={"rate_limit_per_second": RATE, "rate_limit_burst": 20}, timeout=30
-        ).raise_for_status()
+        sb.set_faults(rate_limit_per_second=RATE, rate_limit_burst=20)
         clear(sb)
         day2 = child(CHILD, ["sync", "day2", *common, str(RATE)], env)
         sync_sent = sent(sb)

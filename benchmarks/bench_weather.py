@@ -46,8 +46,8 @@ def sandbox_stats(sb: SandboxProcess) -> dict[str, Any]:
 
 
 def reset(sb: SandboxProcess, **faults: Any) -> None:
-    requests.post(f"{sb.url}/_sandbox/reset", timeout=30).raise_for_status()
-    requests.put(f"{sb.url}/_sandbox/faults", json={"latency_ms": LATENCY_MS, **faults}, timeout=30).raise_for_status()
+    sb.reset()
+    sb.set_faults(latency_ms=LATENCY_MS, **faults)
 
 
 def run_batch(sb: SandboxProcess, n: int, **kwargs: Any) -> tuple[float, Any, Exception | None]:

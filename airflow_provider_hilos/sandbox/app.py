@@ -18,7 +18,14 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_hilos.endpoints import ApiFamily
-from airflow_provider_hilos.sandbox.faults import HTML_500, FaultConfig, FaultInjector, fault_response, sleep_until
+from airflow_provider_hilos.sandbox.faults import (
+    ANSWERED_FAULTS,
+    HTML_500,
+    FaultConfig,
+    FaultInjector,
+    fault_response,
+    sleep_until,
+)
 from airflow_provider_hilos.sandbox.state import DRFValidationError, NotFound, SandboxState
 
 INSPECTION_PREFIX = "/_sandbox"
@@ -225,7 +232,17 @@ class SandboxApp:
 
         @router.get("/requests")
         async def requests_log() -> dict[str, Any]:
-            return {"total": self.state.request_count, "requests": self.state.requests()}
+            kept = self.state.requests()
+            total = self.state.request_count
+            return {
+                "total": total,
+                "kept": len(kept),
+                # the log keeps the last request_log_limit requests (and a bounded number of bytes): say when it did
+                "truncated": total > len(kept),
+                "dropped": total - len(kept),
+                "limit": self.state.request_log.maxlen,
+                "requests": kept,
+            }
 
         @router.delete("/requests")
         async def clear_requests() -> Response:
@@ -264,11 +281,46 @@ class SandboxApp:
                 return _json(400, {"detail": str(exc)})
             return Response(status_code=204)
 
+        @router.delete("/faults/next")
+        async def clear_next() -> dict[str, Any]:
+            return {"cleared": self.faults.clear_script()}
+
         return router
 
     # -- ASGI entry: logging and faults around the Hilos endpoints ----------------------------
 
+    def _guard(self, scope: dict[str, Any]) -> Response | None:
+        """The answer for a request the sandbox must not serve, or ``None``.
+
+        * a ``Host`` that is not a loopback name (``127.0.0.1``, ``localhost``, ``[::1]``, with any port): a page on
+          this machine that got a name of its own resolved to 127.0.0.1 (DNS rebinding) is refused, as Django
+          refuses a host not in ``ALLOWED_HOSTS``;
+        * a change through the inspection API (``PUT``, ``POST``, ``DELETE`` under ``/_sandbox``: faults, reset,
+          clearing the log) without the API token: only who holds the token may change the sandbox's weather.
+        """
+        host = ""
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"host":
+                host = value.decode("latin-1")
+                break
+        if not _loopback_host_header(host):
+            return HTMLResponse("<h1>Bad Request (400)</h1>", status_code=400)
+        if (
+            scope["path"].startswith(INSPECTION_PREFIX)
+            and scope["method"] not in ("GET", "HEAD", "OPTIONS")
+            and not self._authenticated(scope.get("headers", []))
+        ):
+            return _json(
+                401,
+                {"detail": "Changing the sandbox needs its API token (the same header as the API)."},
+                {"WWW-Authenticate": self.auth_scheme or "Token"},
+            )
+        return None
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and (refusal := self._guard(scope)) is not None:
+            await refusal(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["path"].startswith(INSPECTION_PREFIX):
             await self.app(scope, receive, send)
             return
@@ -297,7 +349,7 @@ class SandboxApp:
         answer_at = time.monotonic() + self.faults.delay()
         kind, wait = self.faults.choose()
         entry["fault"] = kind
-        if kind in ("429", "500", "502", "503"):
+        if kind in ANSWERED_FAULTS:
             entry["status"] = int(kind)
             self.state.log_request(entry)
             await sleep_until(answer_at)
@@ -418,6 +470,17 @@ def _form_to_data(items: list[tuple[str, Any]]) -> dict[str, Any]:
     if data.get("channel") == "":
         data["channel"] = None  # an empty form value of a nullable field is null
     return data
+
+
+def _loopback_host_header(host: str) -> bool:
+    """Whether a ``Host`` header names this machine by a loopback name (any port)."""
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else ""
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name.lower() in ("127.0.0.1", "localhost", "::1") or (
+        name.startswith("127.") and all(part.isdigit() for part in name.split("."))
+    )
 
 
 def _positive_int(text: str) -> int | None:

@@ -19,7 +19,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 #: Fault kinds a request can be given (randomly by the rates, or scripted with ``fail_next``).
-FAULT_KINDS = ("ok", "429", "500", "502", "503", "drop", "slow", "truncate", "html200")
+FAULT_KINDS = ("ok", "400", "404", "409", "429", "500", "502", "503", "drop", "slow", "truncate", "html200")
+#: The faults answered instead of the API (before anything is applied): refusals, throttling, server errors.
+ANSWERED_FAULTS = ("400", "404", "409", "429", "500", "502", "503")
+#: The statuses ``error_rate`` may pick from: server errors, and refusals (DRF's shapes) a test wants at random.
+ERROR_STATUSES = (400, 404, 409, 500, 502, 503)
 
 HTML_502 = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
@@ -41,8 +45,9 @@ class FaultConfig:
     :param rate_limit_burst: the bucket's size.
     :param retry_after_seconds: the ``Retry-After`` sent with a random 429 or 503.
     :param throttle_rate: share answered 429 at random (before the update is applied).
-    :param error_rate: share answered 500/502/503 (before the update is applied).
-    :param error_statuses: which of 500, 502, 503 ``error_rate`` picks from.
+    :param error_rate: share answered with one of ``error_statuses`` (before the update is applied).
+    :param error_statuses: which of 500, 502, 503 (server errors) and 400, 404, 409 (refusals in DRF's shapes: a
+        field error, a missing object, a conflict) ``error_rate`` picks from.
     :param drop_rate: share whose connection is dropped mid-response (after the update is applied).
     :param slow_rate: share answered only after ``slow_seconds`` (after the update is applied).
     :param slow_seconds: how slow a slow answer is.
@@ -126,8 +131,8 @@ MAX_SCRIPTED = 100_000
 
 def _checked(name: str, value: Any) -> Any:
     if name == "error_statuses":
-        if not isinstance(value, list | tuple) or not value or any(s not in (500, 502, 503) for s in value):
-            raise ValueError("error_statuses must be a non-empty list of 500, 502 and 503")
+        if not isinstance(value, list | tuple) or not value or any(s not in ERROR_STATUSES for s in value):
+            raise ValueError(f"error_statuses must be a non-empty list of {', '.join(map(str, ERROR_STATUSES))}")
         return tuple(int(s) for s in value)
     kind, low, high = _RANGES[name]
     if value is None and kind.endswith("?"):
@@ -179,6 +184,13 @@ class FaultInjector:
                     f"count: at most {MAX_SCRIPTED:,} scripted faults may wait at once ({len(self.script):,} do now)"
                 )
             self.script.extend([kind] * count)
+
+    def clear_script(self) -> int:
+        """Forget the scripted faults not used yet; how many there were."""
+        with self._lock:
+            cleared = len(self.script)
+            self.script.clear()
+            return cleared
 
     def delay(self) -> float:
         cfg = self.config
@@ -236,10 +248,20 @@ async def sleep_until(moment: float) -> None:
         await asyncio.sleep(left)
 
 
+#: The refusals the sandbox answers for the 4xx fault kinds, in the shapes DRF gives them.
+REFUSALS: dict[str, dict[str, Any]] = {
+    "400": {"status": ['"INJECTED" is not a valid choice.']},  # a field error
+    "404": {"detail": "Not found."},  # a missing object (JSON: not Django's route 404)
+    "409": {"detail": "Conflict: the object was changed by another request (sandbox fault 409)."},
+}
+
+
 async def fault_response(send: Any, kind: str, wait: float | None) -> None:
     status = int(kind)
     headers: list[tuple[bytes, bytes]] = []
-    if kind == "429":
+    if kind in REFUSALS:
+        body, ctype = json.dumps(REFUSALS[kind]).encode(), b"application/json"
+    elif kind == "429":
         seconds = math.ceil(wait) if wait is not None else 1
         body = json.dumps({"detail": f"Request was throttled. Expected available in {seconds} seconds."}).encode()
         ctype = b"application/json"

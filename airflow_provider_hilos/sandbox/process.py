@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from airflow_provider_hilos.sandbox.server import connection_for
+from airflow_provider_hilos.sandbox.server import connection_for, warn_if_truncated
 from airflow_provider_hilos.sandbox.state import payload_mismatches
 
 
@@ -66,6 +66,16 @@ class SandboxProcess:
         response.raise_for_status()
         return response.json()
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header a change to the sandbox (faults, reset, clearing the log) carries: its API token."""
+        return {"Authorization": f"Token {self.token}"}
+
+    def _change(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        response = requests.request(method, f"{self.url}/_sandbox{path}", headers=self.auth, timeout=60, **kwargs)
+        response.raise_for_status()
+        return response
+
     def connection(self, **extra: Any) -> dict[str, Any]:
         """A Hilos Airflow connection in JSON form (for ``AIRFLOW_CONN_<ID>``) pointing here."""
         return connection_for(self.url, self.token, extra)
@@ -84,11 +94,23 @@ class SandboxProcess:
         return payload_mismatches(payload, self.conversation(conversation_id))
 
     def requests(self) -> list[dict[str, Any]]:
-        """The request log, oldest first."""
-        return list(self._get("/requests")["requests"])
+        """The request log, oldest first (a warning when it dropped older requests: ``--request-log-limit``)."""
+        log = self._get("/requests")
+        warn_if_truncated(log["total"], log["kept"], log["limit"])
+        return list(log["requests"])
+
+    def request_count(self) -> int:
+        """Every request the sandbox answered, the dropped ones included."""
+        return int(self._get("/requests")["total"])
 
     def set_faults(self, **settings: Any) -> None:
-        requests.put(f"{self.url}/_sandbox/faults", json=settings, timeout=30).raise_for_status()
+        self._change("PUT", "/faults", json=settings)
+
+    def fail_next(self, kind: str, count: int = 1) -> None:
+        self._change("POST", "/faults/next", json={"kind": kind, "count": count})
+
+    def clear_requests(self) -> None:
+        self._change("DELETE", "/requests")
 
     def reset(self) -> None:
-        requests.post(f"{self.url}/_sandbox/reset", timeout=30).raise_for_status()
+        self._change("POST", "/reset")

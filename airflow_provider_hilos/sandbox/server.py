@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import secrets
 import signal
 import socket
@@ -21,6 +22,19 @@ from airflow_provider_hilos.sandbox.app import SandboxApp
 from airflow_provider_hilos.sandbox.faults import FaultConfig, FaultInjector
 from airflow_provider_hilos.sandbox.state import SandboxState, payload_mismatches
 from airflow_provider_hilos.urls import is_loopback_host
+
+
+def warn_if_truncated(total: int, kept: int, limit: int | None) -> None:
+    """Log a warning when the request log dropped requests (a test counting them would be short)."""
+    if total > kept:
+        logging.getLogger("airflow_provider_hilos.sandbox").warning(
+            "Hilos sandbox: the request log holds the last %d of %d requests (request_log_limit=%s): %d dropped; "
+            "raise request_log_limit to keep them all",
+            kept,
+            total,
+            limit,
+            total - kept,
+        )
 
 
 def _check_loopback(host: str) -> None:
@@ -191,8 +205,17 @@ class HilosSandbox:
         return payload_mismatches(payload, self.state.conversation(conversation_id))
 
     def requests(self) -> list[dict[str, Any]]:
-        """The request log, oldest first (tokens replaced by ``<sandbox-token>``)."""
-        return self.state.requests()
+        """The request log, oldest first (tokens replaced by ``<sandbox-token>``). It keeps the last
+        ``request_log_limit`` requests: when it dropped older ones, a warning says how many (see
+        :attr:`requests_dropped`), so a count taken from it is never silently short."""
+        kept = self.state.requests()
+        warn_if_truncated(self.state.request_count, len(kept), self.state.request_log.maxlen)
+        return kept
+
+    @property
+    def requests_dropped(self) -> int:
+        """How many requests the log no longer holds (``request_log_limit`` or its byte bound reached)."""
+        return self.state.request_count - len(self.state.request_log)
 
     def clear_requests(self) -> None:
         self.state.clear_requests()
@@ -204,8 +227,12 @@ class HilosSandbox:
         return config
 
     def fail_next(self, kind: str, count: int = 1) -> None:
-        """Force the next ``count`` API requests to get fault ``kind`` (``503``, ``429``, ``drop``, ...)."""
+        """Force the next ``count`` API requests to get fault ``kind`` (``503``, ``429``, ``400``, ``drop``, ...)."""
         self.faults.fail_next(kind, count)
+
+    def clear_next(self) -> int:
+        """Forget the faults :meth:`fail_next` queued and no request used yet; how many there were."""
+        return self.faults.clear_script()
 
     def reset(self) -> None:
         """Back to the seeded data, no faults, empty request log."""

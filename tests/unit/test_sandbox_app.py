@@ -184,12 +184,47 @@ def test_inspection_api(sandbox):
     reference = requests.get(f"{root}/reference", timeout=10).json()
     assert {u["id"] for u in reference["users"]} == set(range(1, 13))
     patch(sandbox, cid, {"status": "CLOSED"})
-    assert requests.post(f"{root}/reset", timeout=10).status_code == 204
+    assert requests.post(f"{root}/reset", headers=AUTH, timeout=10).status_code == 204
     assert sandbox.requests() == []
-    assert requests.put(f"{root}/faults", json={"error_rate": 1, "error_statuses": [503]}, timeout=10).ok
+    faults = {"error_rate": 1, "error_statuses": [503]}
+    assert requests.put(f"{root}/faults", json=faults, headers=AUTH, timeout=10).ok
     assert patch(sandbox, cid, {"status": "NEW"}).status_code == 503
-    assert requests.put(f"{root}/faults", json={"bogus": 1}, timeout=10).status_code == 400
-    assert requests.post(f"{root}/faults/next", json={"kind": "500"}, timeout=10).status_code == 204
+    assert requests.put(f"{root}/faults", json={"bogus": 1}, headers=AUTH, timeout=10).status_code == 400
+    assert requests.post(f"{root}/faults/next", json={"kind": "500"}, headers=AUTH, timeout=10).status_code == 204
+
+
+def test_only_the_token_changes_the_sandbox_and_only_loopback_names_reach_it(sandbox):
+    root = f"{sandbox.root_url}/_sandbox"
+    changes = [
+        ("PUT", "/faults", {"error_rate": 1}),
+        ("POST", "/faults/next", {"kind": "503"}),
+        ("DELETE", "/faults/next", None),
+        ("POST", "/reset", None),
+        ("DELETE", "/requests", None),
+    ]
+    for method, path, body in changes:  # a page on this machine could send these: without the token, refused
+        answer = requests.request(method, root + path, json=body, timeout=10)
+        assert answer.status_code == 401, (method, path)
+    assert sandbox.faults.config.error_rate == 0 and not sandbox.faults.script
+    cid = sandbox.conversation_ids()[0]
+    assert patch(sandbox, cid, {"status": "NEW"}).status_code == 200  # nothing was changed
+    for host in ("evil.example", "127.0.0.1.nip.io", "localhost.evil.example:80"):  # DNS rebinding
+        assert requests.get(f"{root}/state", headers={"Host": host}, timeout=10).status_code == 400
+        assert patch(sandbox, cid, {"status": "NEW"}, headers={**AUTH, "Host": host}).status_code == 400
+    for host in ("localhost", f"127.0.0.1:{sandbox.port}", "[::1]:8080", "LOCALHOST:1"):
+        assert requests.get(f"{root}/health", headers={"Host": host}, timeout=10).ok, host
+
+
+def test_a_truncated_request_log_says_so(caplog):
+    with HilosSandbox(conversations=2, token=TEST_TOKEN, request_log_limit=3) as sb:
+        cid = sb.conversation_ids()[0]
+        for _ in range(5):
+            patch(sb, cid, {"status": "NEW"})
+        served = requests.get(f"{sb.root_url}/_sandbox/requests", timeout=10).json()
+        assert (served["total"], served["kept"], served["dropped"], served["truncated"]) == (5, 3, 2, True)
+        assert served["limit"] == 3 and len(served["requests"]) == 3
+        assert len(sb.requests()) == 3 and sb.requests_dropped == 2
+    assert "holds the last 3 of 5 requests (request_log_limit=3): 2 dropped" in caplog.text
 
 
 @pytest.mark.parametrize(

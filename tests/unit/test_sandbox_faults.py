@@ -84,7 +84,9 @@ def test_latency_knob_delays_answers(sandbox):
 
 
 def test_scripting_a_huge_count_of_faults_is_refused_not_allocated(sandbox):
-    answer = requests.post(f"{sandbox.url}/_sandbox/faults/next", json={"kind": "503", "count": 10**9}, timeout=10)
+    answer = requests.post(
+        f"{sandbox.url}/_sandbox/faults/next", json={"kind": "503", "count": 10**9}, headers=AUTH, timeout=10
+    )
     assert answer.status_code == 400 and "at most 100,000" in answer.json()["detail"]
     assert requests.get(f"{sandbox.url}/_sandbox/faults", timeout=10).json()["pending"] == []
 
@@ -99,7 +101,7 @@ def test_scripting_a_huge_count_of_faults_is_refused_not_allocated(sandbox):
     ],
 )
 def test_a_bad_fault_script_is_a_400_saying_why(sandbox, body, expected):
-    answer = requests.post(f"{sandbox.url}/_sandbox/faults/next", json=body, timeout=10)
+    answer = requests.post(f"{sandbox.url}/_sandbox/faults/next", json=body, headers=AUTH, timeout=10)
     assert answer.status_code == 400 and expected in answer.json()["detail"]
 
 
@@ -110,12 +112,12 @@ def test_a_bad_fault_script_is_a_400_saying_why(sandbox, body, expected):
         ({"error_rate": 3}, "error_rate must be between 0 and 1"),
         ({"latency_ms": -1}, "latency_ms must be between"),
         ({"rate_limit_burst": 2.5}, "rate_limit_burst must be a whole number"),
-        ({"error_statuses": [404]}, "error_statuses must be a non-empty list of 500, 502 and 503"),
+        ({"error_statuses": [418]}, "error_statuses must be a non-empty list of 400, 404, 409, 500, 502, 503"),
         ({"seed": 3}, "unknown fault setting 'seed' (did you mean 'fault_seed'?)"),
     ],
 )
 def test_fault_settings_of_the_wrong_type_or_range_are_refused_when_set(sandbox, settings, expected):
-    answer = requests.put(f"{sandbox.url}/_sandbox/faults", json=settings, timeout=10)
+    answer = requests.put(f"{sandbox.url}/_sandbox/faults", json=settings, headers=AUTH, timeout=10)
     assert answer.status_code == 400 and expected in answer.json()["detail"]
     cid = sandbox.conversation_ids()[0]
     assert patch(sandbox, cid, {"status": "CLOSED"}).status_code == 200  # the API still works
@@ -147,3 +149,40 @@ def test_the_request_log_is_bounded_in_bytes():
         state.log_request({"method": "PATCH", "headers": {}, "body": "x" * 10_000, "number": number})
     kept = state.requests()
     assert 5 <= len(kept) <= 10 and kept[-1]["number"] == 99 and state.request_count == 100
+
+
+def test_queued_faults_can_be_cleared(sandbox):
+    sandbox.fail_next("503", 5)
+    answer = requests.delete(f"{sandbox.url}/_sandbox/faults/next", headers=AUTH, timeout=10)
+    assert answer.status_code == 200 and answer.json() == {"cleared": 5}
+    assert requests.get(f"{sandbox.url}/_sandbox/faults", timeout=10).json()["pending"] == []
+    assert patch(sandbox, sandbox.conversation_ids()[0], {"status": "NEW"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        ("400", {"status": ['"INJECTED" is not a valid choice.']}),
+        ("404", {"detail": "Not found."}),
+        ("409", {"detail": "Conflict: the object was changed by another request (sandbox fault 409)."}),
+    ],
+)
+def test_refusals_can_be_queued_and_drawn_at_random_and_change_nothing(sandbox, kind, body):
+    cid = sandbox.conversation_ids()[0]
+    before = sandbox.conversation(cid)
+    sandbox.fail_next(kind)
+    answer = patch(sandbox, cid, {"status": "CLOSED" if before["status"] != "CLOSED" else "NEW"})
+    assert answer.status_code == int(kind) and answer.json() == body
+    assert sandbox.conversation(cid) == before  # answered before the update was applied
+    sandbox.set_faults(error_rate=1.0, error_statuses=[int(kind)])
+    assert patch(sandbox, cid, {"status": "NEW"}).status_code == int(kind)
+    # the hook reads them as the API's own refusals: a 400 names the field, a JSON 404 is a missing object
+    from airflow_provider_hilos.exceptions import HilosEndpointNotFoundError, HilosPermanentAPIError
+    from airflow_provider_hilos.hooks.hilos import HilosHook
+
+    sandbox.fail_next(kind)
+    with pytest.raises(HilosPermanentAPIError) as caught:
+        HilosHook().update_conversation(cid, {"status": "NEW"})
+    assert not isinstance(caught.value, HilosEndpointNotFoundError)
+    if kind == "400":
+        assert caught.value.field_errors == {"status": ['"INJECTED" is not a valid choice.']}
