@@ -41,6 +41,8 @@ from airflow_provider_hilos.pacing import AdaptivePacer, CircuitBreaker
 from airflow_provider_hilos.urls import is_loopback_host
 
 _SNIPPET_CHARS = 200
+#: The largest answer read (bytes): a list page of 1,000 rows is a few megabytes.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 #: A JSON value as ``json.loads`` returns it.
 JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | None"
@@ -334,7 +336,8 @@ class HilosTransport:
         with self._sent_lock:
             self.sent[method] += 1
         try:
-            response = session.send(prepared, timeout=self.timeout, allow_redirects=False)
+            response = session.send(prepared, timeout=self.timeout, allow_redirects=False, stream=True)
+            self._read_content(response, method, url_path, subject=subject, number=number)
         except requests.exceptions.SSLError as exc:
             raise HilosPermanentAPIError(
                 self.redact(
@@ -390,6 +393,55 @@ class HilosTransport:
                     problem=problem,
                 ) from None
         raise self._api_error(response, method, url, number, subject)
+
+    @property
+    def response_deadline(self) -> float:
+        """The longest one answer may take to arrive in full, in seconds: twice the read timeout (at least 5 s).
+        The read timeout alone bounds each wait for the next bytes, so a server that sends a byte every second
+        would hold a request for as long as it likes."""
+        return max(2 * self.timeout[1], 5.0)
+
+    def _read_content(
+        self, response: requests.Response, method: str, path: str, *, subject: str | None, number: int
+    ) -> None:
+        """Read the answer's body, at most :data:`MAX_RESPONSE_BYTES` and within :attr:`response_deadline`.
+
+        :raises HilosAPIError: past the deadline (retryable, like a timeout); :class:`HilosPermanentAPIError` past
+            the size (no answer of this API is that large: a wrong server, or a page nobody asked for).
+        """
+        limit, deadline = MAX_RESPONSE_BYTES, time.monotonic() + self.response_deadline
+        declared = response.headers.get("Content-Length", "")
+        too_large = declared.isdigit() and int(declared) > limit
+        body = bytearray()
+        if not too_large:
+            for chunk in _chunks(response):
+                body += chunk
+                if len(body) > limit:
+                    too_large = True
+                    break
+                if time.monotonic() > deadline:
+                    response.close()
+                    raise HilosAPIError(
+                        f"Hilos {method} {path}{_for(subject)}: the answer did not arrive in full within "
+                        f"{self.response_deadline:g} s (twice the read timeout); the server sends it too slowly",
+                        method=method,
+                        path=path,
+                        attempts=number,
+                        problem=f"an answer slower than {self.response_deadline:g} s",
+                    )
+        if too_large:
+            response.close()
+            raise HilosPermanentAPIError(
+                f"Hilos {method} {path}{_for(subject)} answered more than {limit // (1 << 20)} MiB (HTTP "
+                f"{response.status_code}); no answer of the API is that large: check the connection's Base URL (and, "
+                "for a listing, its page_size)",
+                status_code=response.status_code,
+                method=method,
+                path=path,
+                attempts=number,
+                problem=f"an answer over {limit // (1 << 20)} MiB",
+            )
+        response._content = bytes(body)
 
     def pause(self, seconds: float) -> None:
         """Wait ``seconds`` between attempts; :meth:`cancel` cuts the wait short."""
@@ -499,6 +551,26 @@ class HilosTransport:
             attempts=attempts,
             retry_after=retry_after,
         )
+
+
+def _chunks(response: requests.Response) -> Any:
+    """The body of a streamed answer as it arrives: each piece is what one read of the socket returned (``read1``),
+    so the caller can check a deadline between pieces (``iter_content`` reads until a whole chunk is there). urllib3's
+    errors become the ``requests`` errors the transport handles, as ``iter_content`` would raise them."""
+    import urllib3.exceptions
+
+    raw = response.raw
+    try:
+        while chunk := raw.read1(64 * 1024, decode_content=True):
+            yield chunk
+    except urllib3.exceptions.ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ReadTimeout(exc) from exc
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except urllib3.exceptions.SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
 
 
 def _prepare(

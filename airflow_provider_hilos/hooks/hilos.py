@@ -53,6 +53,13 @@ WEB_CONVERSATION_PATH = "/inbox/conversation/{id}"
 MAX_STALE_PAGES = 3
 
 
+def listing_page_bound(count: int, served: int) -> int:
+    """The most pages a listing reads for ``count`` rows served ``served`` a page: what the count needs, plus a
+    slack for the rows that arrive (and move) while it runs (a tenth more, and at least 10 pages)."""
+    needed = -(-count // max(served, 1))
+    return needed + max(10, needed // 10)
+
+
 @dataclasses.dataclass
 class ListingProgress:
     """How far a listing got: pages read, rows yielded, rows seen twice (skipped), and the count the API gave."""
@@ -526,6 +533,7 @@ class HilosHook(BaseHook):
         progress = ListingProgress()
         seen: set[int] = set()
         page, stale = 1, 0
+        largest, served = 0, 0  # the largest count the API gave, the most rows it served on one page
 
         def fetch(number: int) -> dict[str, Any] | None:
             try:
@@ -553,8 +561,30 @@ class HilosHook(BaseHook):
                         problem="a page without results",
                     )
                 progress.pages += 1
+                if len(rows) > size:  # DRF serves at most the page size asked for: this is not a page of it
+                    raise HilosAPIError(
+                        f"Hilos answered list page {page} with {len(rows)} rows for page_size={size}: a paginated API "
+                        "never serves more than it was asked; check the Base URL",
+                        status_code=200,
+                        method="GET",
+                        path=self.settings.api_family.conversation_path,
+                        problem="a page larger than asked",
+                    )
                 count = answer.get("count")
-                progress.count = count if isinstance(count, int) and not isinstance(count, bool) else progress.count
+                if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+                    progress.count = count
+                    largest = max(largest, count)
+                served = max(served, len(rows))  # the page size the server really serves (it may cap ours)
+                if largest and progress.pages > listing_page_bound(largest, served):
+                    raise HilosAPIError(
+                        f"Hilos listed {progress.pages} pages of up to {served} rows, more than its own count "
+                        f"({largest:,} conversations) allows, and still says there is a next page: the listing stops "
+                        "(a server that never ends would be read forever); check the Base URL",
+                        status_code=200,
+                        method="GET",
+                        path=self.settings.api_family.conversation_path,
+                        problem="more pages than the count",
+                    )
                 before = progress.rows
                 fresh = []
                 for row in rows:

@@ -330,3 +330,72 @@ def test_a_server_that_ignores_the_page_number_is_not_read_forever(hook, request
     with pytest.raises(HilosAPIError, match="seems to ignore the page number"):
         got.extend(row["id"] for row in hook.iter_conversations(page_size=3))
     assert got == IDS[:3] and requests_mock.call_count == 4  # the first page, then three that repeat it
+
+
+# -- issue 27, audit A7: a listing is bounded whatever the server does ------------------------------------------
+
+
+def test_a_server_that_never_ends_is_read_no_further_than_its_count_allows(hook, requests_mock):
+    served = []
+
+    def endless(request, context):  # fresh ids on every page, and always a next page
+        page = int(request.qs["page"][0])
+        served.append(page)
+        fresh = [str(uuid.UUID(int=page * 1000 + i, version=4)) for i in range(10)]
+        return list_page(rows(*fresh), count=50, next_url=f"{LIST}?page={page + 1}")
+
+    requests_mock.get(LIST, json=endless)
+    with pytest.raises(HilosAPIError, match=r"more than its own count \(50 conversations\) allows"):
+        list(hook.iter_conversations(page_size=10))
+    assert len(served) <= 5 + 10 + 1  # what the count needs, the slack, and the page that showed it
+
+
+def test_a_page_larger_than_asked_is_refused(hook, requests_mock):
+    big = [str(uuid.UUID(int=i + 1, version=4)) for i in range(30)]
+    requests_mock.get(LIST, json=list_page(rows(*big), count=30))
+    with pytest.raises(HilosAPIError, match=r"30 rows for page_size=10"):
+        list(hook.iter_conversations(page_size=10))
+
+
+def test_an_answer_over_the_size_limit_is_not_read_whole(hook, requests_mock, monkeypatch):
+    from airflow_provider_hilos import transport
+
+    monkeypatch.setattr(transport, "MAX_RESPONSE_BYTES", 1 << 20)
+    requests_mock.get(LIST, content=b'{"results": [' + b'{"id": "x"},' * 200_000 + b"{}]}")
+    with pytest.raises(HilosAPIError, match=r"answered more than 1 MiB") as caught:
+        list(hook.iter_conversations(page_size=10))
+    assert not caught.value.retryable
+
+
+def test_an_answer_dripping_in_is_cut_at_twice_the_read_timeout(hilos_conn):
+    import socket
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def drip():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        while not stop.is_set():
+            try:
+                conn.sendall(b" ")
+            except OSError:
+                break
+            time.sleep(0.5)  # a byte every half second: each read waits less than the read timeout
+        conn.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    hilos_conn(host=f"http://127.0.0.1:{listener.getsockname()[1]}", extra={"read_timeout": 2, "max_attempts": 1})
+    began = time.monotonic()
+    try:
+        with pytest.raises(HilosAPIError, match=r"did not arrive in full within 5 s") as caught:
+            HilosHook().list_conversations(page=1, page_size=1)
+    finally:
+        stop.set()
+        listener.close()
+    assert caught.value.retryable and time.monotonic() - began < 8
