@@ -52,8 +52,9 @@ class ConversationExportOperator(EmitsLineage, WaitsOutOutages, BaseOperator):
     :param list_separator: what joins the tag names and user ids of one CSV cell (default ``|``).
     {wait_options}
     :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
-    :return: ``{"count", "output_path", "format", "pages", "duplicates_skipped", "seconds"}``, pushed to XCom; an
-        ``Asset`` in ``outlets`` gets the same as its event's extra.
+    :return: ``{"count", "output_path", "format", "pages", "duplicates_skipped", "rows_without_id", "seconds"}``
+        (``rows_without_id``: listed rows skipped because they name no conversation), pushed to XCom; an ``Asset``
+        in ``outlets`` gets the same as its event's extra.
     """
 
     template_fields: Sequence[str] = (
@@ -139,9 +140,20 @@ class ConversationExportOperator(EmitsLineage, WaitsOutOutages, BaseOperator):
             rows = hook.iter_conversations(
                 page_size=page_size, contact=self.contact, search=self.search, on_page=on_page
             )
+            unreadable = [0]
+
+            def states() -> Any:
+                for row in rows:
+                    try:
+                        yield state_from_row(row)
+                    except ValueError:  # a row without an id: nothing a change set can name; counted, not written
+                        unreadable[0] += 1
+                        if unreadable[0] <= 5:
+                            self.log.warning("Hilos export: a listed row has no conversation id; it is skipped")
+
             count = write_change_set(
                 storage_path(self.output_path),
-                (state_from_row(row) for row in rows),
+                states(),
                 fmt=fmt,
                 separator=self.list_separator,
                 log=self.log,
@@ -154,8 +166,14 @@ class ConversationExportOperator(EmitsLineage, WaitsOutOutages, BaseOperator):
             "format": fmt,
             "pages": progress.pages,
             "duplicates_skipped": progress.duplicates,
+            "rows_without_id": unreadable[0],
             "seconds": round(time.monotonic() - started, 3),
         }
+        if unreadable[0]:
+            self.log.warning(
+                "Hilos export: %d listed row(s) had no conversation id and were skipped (they are not in the file)",
+                unreadable[0],
+            )
         self.log.info(
             "Hilos export: %d conversation(s) written to %s (%s) from %d page(s), %d seen twice as the list moved",
             count,

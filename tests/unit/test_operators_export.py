@@ -73,3 +73,20 @@ def test_bad_arguments_are_refused_before_any_request(sb, tmp_path):
 def test_the_export_is_templated():
     op = ConversationExportOperator(task_id="e", output_path="{{ ds }}.csv")
     assert {"output_path", "page_size", "contact", "search", "hilos_conn_id"} <= set(op.template_fields)
+
+
+def test_a_listed_row_without_an_id_is_skipped_and_counted_not_a_crash(hilos_conn, requests_mock, tmp_path):
+    listed = [
+        {"id": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "status": "NEW", "tags": [], "assigned": []},
+        {"status": "NEW", "tags": []},  # no id
+        {"id": "", "status": "CLOSED"},
+    ]
+    hilos_conn()
+    requests_mock.get(
+        "https://api.hilos.io/api/inbox/conversation",
+        json={"count": 3, "next": None, "previous": None, "results": listed},
+    )
+    target = tmp_path / "all.jsonl"
+    result = ConversationExportOperator(task_id="e", output_path=str(target)).execute({"ti": FakeTI()})
+    assert (result["count"], result["rows_without_id"]) == (1, 2)
+    assert [json.loads(line)["conversation_id"] for line in target.read_text().splitlines()] == [listed[0]["id"]]
