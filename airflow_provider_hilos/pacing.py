@@ -39,6 +39,10 @@ class AdaptivePacer:
       that share becomes the background level.
     * Between cuts the pace grows linearly, by 5 % of the best rate the API accepted per second (at
       least 1 request/s), up to ``max_requests_per_second``: never stuck at the floor (1 request/s).
+    * It holds just under the rate at which 429s began: a cut made while the API still accepted most requests
+      remembers the rate it accepted (its limit, found); growing back, the pace slows to a tenth of its growth
+      once it reaches 95 % of that limit, for half a minute, instead of probing past the limit again at once
+      (each probe past it costs a burst of 429s). A wall of 429s (an outage) does not lower that limit.
 
     :param max_requests_per_second: the ceiling (a configured quota), or ``None``.
     :param clock: monotonic clock (tests inject one).
@@ -55,6 +59,9 @@ class AdaptivePacer:
     CHECK_SAMPLES = 50  #: answers after a cut before it is checked against noise
     MAX_NOISE = 0.10  #: the highest background 429 share the pacer accepts as noise
     MAX_LATE = 0.05  #: seconds a thread may wake after its slot (or one interval, if longer) and still use it
+    HOLD = 0.95  #: growing back, the pace slows down at this share of the rate at which 429s began
+    PROBE = 0.1  #: the share of its growth the pace keeps above that point
+    HOLD_SECONDS = 30.0  #: for this long after reaching it; then it grows as before (a quota may have been raised)
 
     def __init__(
         self,
@@ -79,7 +86,10 @@ class AdaptivePacer:
         self._best = 0.0
         self._answers_since_change = 0
         self._throttled_since_change = 0
-        self._check: tuple[float | None, float] | None = None  # (pace before the cut, 429 share that caused it)
+        #: (pace before the cut, 429 share that caused it, the limit before it)
+        self._check: tuple[float | None, float, float | None] | None = None
+        #: the rate the API accepted when 429s began (``None``: not found yet)
+        self.limit: float | None = None
         self.noise = 0.0  #: the background share of 429s found so far
         self.cuts = 0  #: how many times the pace was cut
         self.undone = 0  #: cuts undone because the 429s did not respond to them
@@ -137,7 +147,12 @@ class AdaptivePacer:
     def _rate(self, now: float) -> float | None:
         if self._pace is None:
             return self.ceiling
-        grown = self._pace + max(1.0, self.GROWTH * self._best) * (now - self._changed_at)
+        growth, elapsed = max(1.0, self.GROWTH * self._best), now - self._changed_at
+        grown = self._pace + growth * elapsed
+        if self.limit is not None and grown > (hold := self.HOLD * self.limit):
+            reached = max(0.0, (hold - self._pace) / growth)  # seconds after the change it got there
+            held = min(elapsed - reached, self.HOLD_SECONDS)
+            grown = max(self._pace, hold) + growth * (self.PROBE * held + (elapsed - reached - held))
         return min(grown, self.ceiling) if self.ceiling is not None else grown
 
     def _observe(self, now: float, throttled: bool) -> None:
@@ -153,11 +168,12 @@ class AdaptivePacer:
 
     def _undo_if_noise(self, now: float) -> bool:
         assert self._check is not None
-        before, share_before = self._check
+        before, share_before, limit_before = self._check
         self._check = None
         share = self._throttled_since_change / self._answers_since_change
         if max(0.01, share_before / 2) <= share <= self.MAX_NOISE:
             self.noise, self.undone = share, self.undone + 1
+            self.limit = limit_before  # those 429s said nothing about the rate
             self._change(now, before)
             return True
         return False
@@ -171,10 +187,15 @@ class AdaptivePacer:
         if not (overloaded or above_noise):
             return
         current = min(self._rate(now) or math.inf, self._measured(self._sends, now, self._first_send))
+        limit = self.limit
         if self._first_answer is not None and now - self._first_answer >= self.WINDOW / 2 and self._accepted:
-            current = min(current, self._measured(self._accepted, now, self._first_answer))
+            accepted = self._measured(self._accepted, now, self._first_answer)
+            if accepted >= current / 2:  # the API still accepted most: 429s began at about this rate
+                limit = accepted
+            current = min(current, accepted)
         factor = min(self.CUT, max(self.DEEPEST_CUT, (1 - share) * 0.95))
-        self._check = (None if self._pace is None else self._rate(now), share)
+        self._check = (None if self._pace is None else self._rate(now), share, self.limit)
+        self.limit = limit
         self.cuts += 1
         self._change(now, max(self.FLOOR, factor * current))
 

@@ -253,3 +253,32 @@ def test_a_thread_that_wakes_long_after_its_slot_takes_a_new_one_instead_of_burs
         sent.append(round(now[0], 3))
     assert sent == [0.0, 0.225, 0.25, 0.275]  # the late one went at 0.225 and the next ones 25 ms after it
     assert all(b - a >= 0.025 - 1e-9 for a, b in itertools.pairwise(sent[1:]))
+
+
+# -- issue 27: against an unknown quota, hold under the rate at which 429s began --------------------------------
+
+
+@pytest.mark.parametrize(("latency", "limit", "burst"), [(0.02, 100, 10), (0.05, 100, 10), (0.02, 50, 5)])
+def test_the_pace_holds_under_the_rate_at_which_429s_began_instead_of_probing_past_it(latency, limit, burst):
+    run = simulate(rows=limit * 60, latency=latency, limit=limit, burst=burst)
+    assert run.rate >= 0.95 * limit  # the quota is still used
+    assert run.pacer.limit == pytest.approx(limit, rel=0.15)  # found where the 429s began
+    assert run.pacer.cuts <= 10  # a probe past the limit every few seconds cut it 22 times
+    assert run.share_429 <= 0.021  # the first second's overshoot, then hardly any
+
+
+def test_a_held_pace_probes_slowly_then_grows_again_so_a_raised_quota_is_found():
+    now = [0.0]
+    pacer = AdaptivePacer(None, clock=lambda: now[0], sleep=lambda s: None)
+    pacer.limit, pacer._pace, pacer._best = 100.0, 90.0, 100.0  # as a cut at 100/s leaves it
+    now[0] = 1.0
+    assert pacer.rate == pytest.approx(95.0)  # grows back at 5/s to 95 % of the limit
+    now[0] = 11.0
+    assert pacer.rate == pytest.approx(95.0 + 5.0 * 0.1 * 10)  # then at a tenth of that for 30 s
+    now[0] = 41.0
+    assert pacer.rate == pytest.approx(95.0 + 5.0 * 0.1 * 30 + 5.0 * 10)  # then as before
+
+
+def test_a_wall_of_429s_does_not_lower_the_rate_the_pace_holds_under():
+    run = simulate(rows=6000, limit=100, burst=10, outage=(5.0, 15.0))
+    assert run.pacer.limit is not None and run.pacer.limit >= 80  # the outage accepted nothing: it found no limit
