@@ -105,7 +105,10 @@ class RowChecker:
     #: How many distinct payloads are remembered (rows of one change set repeat a few statuses, tags and teams).
     MEMO_SIZE = 4_096
 
-    def __init__(self) -> None:
+    def __init__(self, *, refuse_repeats: bool = True) -> None:
+        #: refuse a row repeating an earlier row's conversation (a sync judges repeats itself: every row of a
+        #: repeated conversation is invalid there, not the first one kept)
+        self.refuse_repeats = refuse_repeats
         self._first_row: dict[int, int] = {}
         #: the body of each payload already validated, by its fields (see :meth:`_validate`)
         self._bodies: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -132,6 +135,8 @@ class RowChecker:
         :raises HilosValidationError: the row is invalid, or repeats an earlier row's conversation.
         """
         update = self._validate(row)
+        if not self.refuse_repeats:
+            return update
         first = self._first_row.setdefault(id_key(update.conversation_id), number)
         if first != number:
             raise HilosValidationError(

@@ -98,9 +98,17 @@ class AtomicText:
         self.target = target
         self.temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
         self._handle: IO[str] | None = None
+        #: whether the file was moved into place (so a result may name it)
+        self.committed = False
 
     def open(self) -> IO[str]:
-        """Create the folder if needed and open the temporary file for writing."""
+        """Create the folder if needed and open the temporary file for writing.
+
+        :raises IsADirectoryError: the target is a folder (found now, before anything is done, not when the file is
+            moved into place at the end).
+        """
+        if self.target.exists() and self.target.is_dir():
+            raise IsADirectoryError(21, "Is a directory (give a file's path, not a folder's)", str(self.target))
         make_parent(self.target)
         self._handle = self.temporary.open("w", encoding="utf-8", newline="")
         return self._handle
@@ -109,6 +117,7 @@ class AtomicText:
         """Close the temporary file and move it to the target (replacing an older one)."""
         self._close()
         _replace(self.temporary, self.target)
+        self.committed = True
 
     def abort(self) -> None:
         """Close and remove the temporary file: the target is left as it was."""

@@ -25,9 +25,11 @@ from airflow_provider_hilos.batch.report import OutcomeListener, ReportWriter
 from airflow_provider_hilos.batch.result import BatchResult, StopReason
 from airflow_provider_hilos.batch.scheduler import Action, Clock, Scheduler
 from airflow_provider_hilos.batch.verdict import allowed_failures, validation_verdict
+from airflow_provider_hilos.batch.wording import BATCH, Wording
 from airflow_provider_hilos.exceptions import (
     HilosAPIError,
     HilosCheckpointError,
+    HilosConfigurationError,
     HilosEndpointNotFoundError,
     HilosError,
 )
@@ -79,6 +81,7 @@ class BatchEngine:
     :param clock: the clock retries are scheduled on (tests pass their own).
     :param on_outcome: told every row's outcome record (``{"row", "conversation_id", "outcome", ...}``, as the
         report has it) as it arrives, report or not.
+    :param words: how messages name the batch and its rows (a sync's speak of the sync and name conversations).
     """
 
     def __init__(
@@ -91,9 +94,11 @@ class BatchEngine:
         log: Log | None = None,
         clock: Clock | None = None,
         on_outcome: OutcomeListener | None = None,
+        words: Wording = BATCH,
     ) -> None:
         self.hook = hook
         self.on_outcome = on_outcome
+        self.words = words
         self.options = options or BatchOptions()
         self.report_target = report
         self.checkpoint = checkpoint
@@ -118,7 +123,7 @@ class BatchEngine:
         """Stop sending: no new request starts; those in flight finish (or time out) and are accounted for."""
         self._halt.set()
         if self.result.stop(reason, message):
-            self.log.warning("Hilos batch: %s; it stops sending", message)
+            self.log.warning("%s: %s; it stops sending", self.words.label, message)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the requests in flight to finish; returns whether they did."""
@@ -144,7 +149,7 @@ class BatchEngine:
         :return: the result; whether it passed is :func:`~airflow_provider_hilos.batch.verdict.batch_verdict`'s call.
         """
         survey = pipeline.survey()
-        if refusal := validation_verdict(survey, self.options):
+        if refusal := validation_verdict(survey, self.options, self.words):
             raise refusal
         _ = self.hook.settings  # a bad connection fails here, once, not in every worker
         self._sendable = survey.total - survey.invalid
@@ -155,15 +160,28 @@ class BatchEngine:
             applied = self.checkpoint.applied()
         if applied:
             self.log.info(
-                "Hilos batch: resuming from %s: %d row(s) were applied by an earlier try", self.checkpoint, len(applied)
+                "%s: resuming from %s: %d %s(s) were applied by an earlier try",
+                self.words.label,
+                self.checkpoint,
+                len(applied),
+                self.words.unit,
             )
         target, stream = self.report_target, None
         try:
-            stream = target.open() if isinstance(target, AtomicText) else target() if callable(target) else target
+            try:
+                stream = target.open() if isinstance(target, AtomicText) else target() if callable(target) else target
+            except OSError as exc:  # before the first request
+                where = target.target if isinstance(target, AtomicText) else "the report"
+                raise HilosConfigurationError(
+                    f"{self.words.label}: the report {where} can't be written ({exc.strerror or type(exc).__name__});"
+                    " give report_path the path of a file in a writable folder. Nothing was sent"
+                ) from None
             self._report = ReportWriter(stream, self.on_outcome)
             self._send(pipeline.items(applied))
             self._report.flush()
-            if isinstance(target, AtomicText):
+            if self._report.failed is not None:
+                self._report_failed(target)
+            elif isinstance(target, AtomicText):
                 target.commit()  # every row is accounted for: the report is complete
         finally:
             if isinstance(target, AtomicText):
@@ -220,7 +238,9 @@ class BatchEngine:
         result.rate_per_second = round(finished / result.duration_seconds, 1) if result.duration_seconds else 0.0
         if result.skipped_rows_omitted:
             self.log.warning(
-                "Hilos batch: %d more invalid row(s) skipped (all are in the report)", result.skipped_rows_omitted
+                "%s: %d more invalid row(s) skipped (all are in the report)",
+                self.words.label,
+                result.skipped_rows_omitted,
             )
         self._progress(final=True)
 
@@ -305,6 +325,8 @@ class BatchEngine:
             scheduler.answered()
             self._handle(outcome)
         result = self.result
+        if self._report.failed is not None and not self.halted():
+            self._report_failed(self.report_target)
         if self.options.policy is FailurePolicy.FAIL_FAST and result.failed > self._allowed and not self.halted():
             self.stop(
                 StopReason.FAIL_FAST, f"fail_fast: {result.failed} row(s) failed, more than the {self._allowed} allowed"
@@ -327,7 +349,7 @@ class BatchEngine:
             return
         if outcome.stops:
             if self.result.stop(StopReason.REFUSED, str(error)):
-                self.log.error("Hilos batch stopped sending: %s", error)
+                self.log.error("%s stopped sending: %s", self.words.label, error)
             self._failed(flight, error)
             return
         assert isinstance(error, HilosAPIError)
@@ -347,9 +369,9 @@ class BatchEngine:
             self.result.retried += 1
             metrics.incr(metrics.RETRIED)
             self.log.debug(
-                "Hilos batch: row %d (%s): %s; retry %d in %.2f s",
-                item.number,
-                item.conversation_id,
+                "%s: %s: %s; retry %d in %.2f s",
+                self.words.label,
+                self.words.row(item.number, item.conversation_id),
                 error.problem,
                 attempts,
                 delay,
@@ -372,12 +394,23 @@ class BatchEngine:
             StopReason.THROTTLED,
             f"the API asked to wait {wait:.0f} s (Retry-After), longer than this batch waits in its worker",
         ):
-            self.log.warning("Hilos batch stops sending: %s", self.result.stopped)
+            self.log.warning("%s stops sending: %s", self.words.label, self.result.stopped)
+
+    def _report_failed(self, target: ReportTarget) -> None:
+        """The report could not be written: the batch stopped (or ended) without it; the result says so."""
+        error = self._report.failed
+        assert error is not None
+        where = target.target if isinstance(target, AtomicText) else "the report"
+        self.stop(
+            StopReason.REPORT,
+            f"the report {where} could not be written ({error.strerror or type(error).__name__}); free or fix that "
+            "storage (every outcome is in the result and the checkpoint)",
+        )
 
     def _stop_unavailable(self) -> None:
         self._halt.set()
         if self.result.stop(StopReason.API_UNAVAILABLE, f"the API looks unavailable: {self.hook.breaker.describe()}"):
-            self.log.error("Hilos batch stops sending: %s", self.result.stopped)
+            self.log.error("%s stops sending: %s", self.words.label, self.result.stopped)
 
     # -- accounting --
 
@@ -393,7 +426,9 @@ class BatchEngine:
             result.failed_permanently += 1
         status = error.status_code if isinstance(error, HilosAPIError) else None
         short = _short(str(error))
-        self.log.warning("Hilos batch: row %d (conversation %s) failed: %s", item.number, item.conversation_id, short)
+        self.log.warning(
+            "%s: %s failed: %s", self.words.label, self.words.row(item.number, item.conversation_id), short
+        )
         if len(result.failed_rows) < self.options.max_failed_rows:
             result.failed_rows.append(
                 {"row": item.number, "conversation_id": item.conversation_id, "status_code": status, "error": short}
@@ -419,7 +454,7 @@ class BatchEngine:
         result.skipped += 1
         why = _short(item.reason)
         if result.skipped <= MAX_LOGGED_SKIPS:
-            self.log.warning("Hilos batch: row %d%s skipped, it is invalid: %s", item.number, item.label, why)
+            self.log.warning("%s: row %d%s skipped, it is invalid: %s", self.words.label, item.number, item.label, why)
         if len(result.skipped_rows) < self.options.max_failed_rows:
             result.skipped_rows.append({"row": item.number, "conversation_id": item.conversation_id, "error": why})
         else:
@@ -432,7 +467,7 @@ class BatchEngine:
         result, sendable = self.result, self._sendable
         if not sendable:
             why = f"all {result.skipped} row(s) were skipped as invalid" if result.skipped else "the input has no rows"
-            self.log.info("Hilos batch%s: nothing to send: %s", " finished" if final else "", why)
+            self.log.info("%s%s: nothing to send: %s", self.words.label, " finished" if final else "", why)
             return
         now = time.monotonic()
         elapsed = now - self._started
@@ -443,8 +478,9 @@ class BatchEngine:
         eta = f"{remaining / rate:.0f} s" if rate > 0 and not final else "-"
         pace = _slowest(self.hook.pacer.rate, self.options.max_requests_per_second)
         self.log.info(
-            "Hilos batch%s: %d/%d done (%.1f%%), %d updated, %d already applied, %d failed, %d skipped, "
+            "%s%s: %d/%d done (%.1f%%), %d updated, %d already applied, %d failed, %d skipped, "
             "%d retried, %d throttled, %.1f req/s%s, ETA %s",
+            self.words.label,
             " finished" if final else "",
             done,
             sendable,

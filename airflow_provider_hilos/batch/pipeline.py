@@ -158,13 +158,22 @@ class RowPipeline:
 class UpdatePipeline:
     """Updates that already passed validation, read once (a sync's plan, an upstream task's list).
 
-    :param updates: the updates, in the order they are sent.
+    :param updates: the updates, in the order they are sent; or ``(row number, update)`` pairs with ``numbered``
+        (a sync's updates keep the number of their desired row, so the report and every message name them alike).
     :param total: how many there are, when ``updates`` is an iterator (a list says it itself); used for progress
         and for ``max_failed_ratio``.
+    :param numbered: ``updates`` are ``(row number, update)`` pairs.
     """
 
-    def __init__(self, updates: Iterable[ValidatedUpdate], *, total: int | None = None) -> None:
+    def __init__(
+        self,
+        updates: Iterable[ValidatedUpdate] | Iterable[tuple[int, ValidatedUpdate]],
+        *,
+        total: int | None = None,
+        numbered: bool = False,
+    ) -> None:
         self.updates = updates
+        self.numbered = numbered
         self.total = total if total is not None else (len(updates) if isinstance(updates, Sized) else 0)
 
     def survey(self) -> Survey:
@@ -175,7 +184,8 @@ class UpdatePipeline:
         """The updates in order; one that repeats an earlier update's conversation is invalid (not sent)."""
         applied = applied or {}
         first: dict[int, int] = {}
-        for number, update in enumerate(self.updates, start=1):
+        pairs = self.updates if self.numbered else enumerate(self.updates, start=1)
+        for number, update in pairs:  # type: ignore[misc]
             if not isinstance(update, ValidatedUpdate):
                 raise TypeError(f"update {number} is a {type(update).__name__}, not a ValidatedUpdate")
             earlier = first.setdefault(id_key(update.conversation_id), number)

@@ -24,6 +24,8 @@ class ReportWriter:
     def __init__(self, stream: IO[str] | None, listener: OutcomeListener | None = None) -> None:
         self.stream = stream
         self.listener = listener
+        #: why the report could not be written (a full disk, a lost permission): the batch stops, and says so
+        self.failed: OSError | None = None
         #: row numbers read and not yet written, in reading order; and records waiting for an earlier row's
         self._order: deque[int] = deque()
         self._held: dict[int, dict[str, Any]] = {}
@@ -41,12 +43,21 @@ class ReportWriter:
             return
         self._held[record["row"]] = record
         order, held = self._order, self._held
-        while order and order[0] in held:
-            self.stream.write(json.dumps(held.pop(order.popleft())) + "\n")
+        try:
+            while order and order[0] in held:
+                self.stream.write(json.dumps(held.pop(order.popleft())) + "\n")
+        except OSError as exc:  # the outcomes still reach the listener (a sync's state, its pending log)
+            self.failed, self.stream = exc, None
+            held.clear()
+            order.clear()
 
     def flush(self) -> None:
         """Write whatever is still held (only a row that never got an outcome, which a finished batch rules out)."""
         if self.stream is not None:
-            for number in sorted(self._held):
-                self.stream.write(json.dumps(self._held.pop(number)) + "\n")
+            try:
+                for number in sorted(self._held):
+                    self.stream.write(json.dumps(self._held.pop(number)) + "\n")
+                self.stream.flush()
+            except OSError as exc:
+                self.failed, self.stream = exc, None
             self._order.clear()

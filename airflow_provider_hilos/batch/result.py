@@ -23,6 +23,10 @@ class StopReason(StrEnum):
     #: the API asked (``Retry-After``) for a longer wait than the batch may hold its worker (the hook's
     #: ``longest_hold``: a deferrable operator's ``defer_after_seconds``)
     THROTTLED = "throttled"
+    #: a sync lost its lease (another run of it took over): it must not go on changing what that run plans from
+    LEASE_LOST = "lease_lost"
+    #: the per-row report could not be written (a full disk, a lost permission)
+    REPORT = "report"
 
 
 @dataclass

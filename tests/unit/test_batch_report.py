@@ -92,3 +92,60 @@ def test_a_listener_hears_every_outcome_as_it_arrives_report_or_not():
     engine.run(pipeline_for([{"conversation_id": cid, "status": "CLOSED"} for cid in conversations]))
     assert sorted(record["conversation_id"] for record in heard) == sorted(conversations)
     assert Counter(record["outcome"] for record in heard) == {"updated": 27, "failed": 3}
+
+
+# -- issue 27 (A13): a report that can't be written is said so, before sending or with the result -------------
+
+
+def test_a_report_path_that_is_a_folder_is_refused_before_the_first_request(sb, tmp_path):
+    from airflow_provider_hilos.exceptions import HilosConfigurationError
+    from airflow_provider_hilos.operators.conversation import ConversationBatchUpdateOperator
+    from tests.conftest import FakeTI
+    from tests.helpers import patches
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    rows = [{"conversation_id": cid, "status": "CLOSED"} for cid in sb.conversation_ids()[:50]]
+    with pytest.raises(HilosConfigurationError, match=rf"the report {folder} can't be written .*Nothing was sent"):
+        ConversationBatchUpdateOperator(task_id="b", updates=rows, report_path=str(folder)).execute({"ti": FakeTI()})
+    assert patches(sb) == []
+
+
+def test_a_report_on_a_full_disk_stops_the_batch_and_the_result_says_why(sb, tmp_path, monkeypatch):
+    import errno
+
+    from airflow_provider_hilos.exceptions import HilosBatchError
+    from airflow_provider_hilos.operators.conversation import BATCH_RESULT_XCOM_KEY, ConversationBatchUpdateOperator
+    from airflow_provider_hilos.storage import AtomicText
+    from tests.conftest import FakeTI
+
+    opened = AtomicText.open
+
+    def full_after_ten_lines(self):
+        stream = opened(self)
+        written = [0]
+        real_write = stream.write
+
+        def write(text):
+            written[0] += 1
+            if written[0] > 10:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(text)
+
+        stream.write = write
+        return stream
+
+    monkeypatch.setattr(AtomicText, "open", full_after_ten_lines)
+    rows = [{"conversation_id": cid, "status": "CLOSED"} for cid in sb.conversation_ids()[:200]]
+    report = tmp_path / "report.jsonl"
+    ti = FakeTI()
+    with pytest.raises(HilosBatchError, match=rf"the report {report} could not be written \(No space left") as caught:
+        ConversationBatchUpdateOperator(task_id="b", updates=rows, report_path=str(report), max_concurrency=2).execute(
+            {"ti": ti}
+        )
+    result = ti.pushed[BATCH_RESULT_XCOM_KEY]
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    assert result["stop_reason"] == "report" and result["updated"] >= 10
+    assert not isinstance(caught.value, AirflowFailException)  # a retry resumes from the checkpoint
+    assert not report.exists() and list(tmp_path.iterdir()) == [tmp_path / "_hilos_checkpoints"]
