@@ -16,12 +16,31 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from airflow_provider_hilos.schemas import WRITABLE_FIELDS
 
 #: One writable field's value in the normal form.
 NormalValue = str | int | tuple[Any, ...] | None
+
+
+class _Unknown:
+    """The value of a field nobody read: a list row that lacks it or shows it in a shape that can't be read, a field
+    the last sync did not manage, or ``compare_with="nothing"``. Never equal to a value (not even to empty)."""
+
+    _instance: _Unknown | None = None
+
+    def __new__(cls) -> _Unknown:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+#: A field's value when it was not (or could not be) read.
+UNKNOWN: Final = _Unknown()
 
 
 @dataclass(frozen=True)
@@ -99,18 +118,54 @@ def state_from_row(row: Mapping[str, Any]) -> ConversationState:
     )
 
 
-def row_fields(row: Mapping[str, Any]) -> dict[str, NormalValue]:
-    """The writable fields of a list row in the normal form: ``state_from_row(row).fields()`` without building the
-    rest of the state (what a sync compares, for every listed conversation)."""
+def row_fields(row: Mapping[str, Any]) -> dict[str, NormalValue | _Unknown]:
+    """The writable fields of a list row in the normal form, as a sync compares them (for every listed
+    conversation), each :data:`UNKNOWN` when the row does not show it readably: a field missing or ``null`` (only
+    the channel may be null, and a team may be shown as null: no team), a list that is not a list, a tag without a
+    name, an assignee without an id, a team or channel that is not an id. A sync never builds a union nor calls a
+    conversation unchanged on a field it could not read."""
+    status = row.get("status")
     return {
-        "status": _text(row.get("status")),
-        "assigned": _sorted_ids(_user_id(user) for user in _items(row.get("assigned"))),
-        "tags": tuple(
-            sorted({name for name in (_tag_name(tag) for tag in _items(row.get("tags"))) if name is not None})
-        ),
-        "assigned_team": _int(row.get("assigned_team")),
-        "channel": _int(row.get("channel")),
+        "status": status if isinstance(status, str) and status else UNKNOWN,
+        "assigned": _strict_ids(row.get("assigned")),
+        "tags": _strict_tags(row.get("tags")),
+        "assigned_team": _strict_int(row, "assigned_team"),
+        "channel": _strict_int(row, "channel"),
     }
+
+
+def _strict_tags(value: Any) -> tuple[str, ...] | _Unknown:
+    if not isinstance(value, list):
+        return UNKNOWN
+    names = set()
+    for tag in value:
+        name = _tag_name(tag)
+        if name is None:
+            return UNKNOWN
+        names.add(name)
+    return tuple(sorted(names))
+
+
+def _strict_ids(value: Any) -> tuple[int | str, ...] | _Unknown:
+    if not isinstance(value, list):
+        return UNKNOWN
+    ids = []
+    for user in value:
+        number = _int(user.get("id") if isinstance(user, Mapping) else user)
+        if number is None:
+            return UNKNOWN
+        ids.append(number)
+    return _sorted_ids(ids)
+
+
+def _strict_int(row: Mapping[str, Any], name: str) -> int | _Unknown | None:
+    if name not in row:
+        return UNKNOWN
+    value = row[name]
+    if value is None:
+        return None
+    number = _int(value)
+    return UNKNOWN if number is None else number
 
 
 def normal_fields(values: Mapping[str, Any] | ConversationState) -> dict[str, NormalValue]:

@@ -10,13 +10,20 @@ The rules:
 * Only the fields the desired row declares are managed (a column not selected, or a NULL cell, is not).
 * ``status``, ``assigned_team`` and ``channel`` are compared exactly; ``tags`` and ``assigned`` as sets (the normal
   form sorts them). In ``"add"`` mode a list field only has to *contain* the desired items: the update sends the
-  union of what Hilos holds and what is desired, so items agents added are kept.
+  union of what Hilos holds and what is desired, so items agents added are kept; the entry says what it left alone
+  (the items it kept, and the items the warehouse removed since the last sync that Hilos still has).
+* A field Hilos's list row does not show readably is :data:`UNKNOWN`, never empty: in ``"replace"`` mode the desired
+  value is sent (from unknown); in ``"add"`` mode there is nothing to add to, so the conversation is ``unreadable``
+  (not sent, reported, sent again next run).
 * What the desired state is compared with (:class:`CompareWith`): what Hilos holds now (the listing), the snapshot
   the last successful sync left, or nothing (every desired field is sent).
 * A conversation that failed in the last run is sent again even if nothing differs (its update may have landed
   or not).
 * With ``"hilos"``, a conversation whose field differs from what the last sync applied, although the warehouse did
-  not change that field, was edited by hand in Hilos: the update puts it back, and the entry says ``drift``.
+  not change that field, was edited by hand in Hilos: the update puts it back, and the entry says ``drift``. In
+  ``"add"`` mode only a desired item that the last sync applied and Hilos lacks now is a hand edit (an item an agent
+  added is kept, not put back).
+* A desired row that manages no field (every cell NULL) is ``unchanged``: there is nothing to compare.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from airflow_provider_hilos.conversations import NormalValue
+from airflow_provider_hilos.conversations import UNKNOWN, NormalValue, _Unknown
+
+__all__ = ["UNKNOWN", "Action", "CompareWith", "FieldChange", "LeftAlone", "ListMode", "PlanEntry", "plan_conversation"]
 
 #: The fields a sync can manage, in the order plans list them.
 SYNC_FIELDS: Final = ("status", "tags", "assigned", "assigned_team", "channel")
@@ -61,24 +70,23 @@ class Action(StrEnum):
     UPDATE = "update"
     NOT_FOUND = "not_found"
     INVALID = "invalid"
+    #: Hilos listed it, but not a field an ``"add"`` mode must add to: not sent, reported, sent again next run
+    UNREADABLE = "unreadable"
 
 
-class _Unknown:
-    """The value of a field nobody read (compare_with="nothing", or a field the last sync did not manage)."""
+@dataclass(frozen=True, slots=True)
+class LeftAlone:
+    """What ``"add"`` mode left alone in one list field of one conversation.
 
-    _instance: _Unknown | None = None
+    :param field: ``tags`` or ``assigned``.
+    :param kept: items Hilos has that the warehouse does not ask for (agents' additions), kept.
+    :param removals_ignored: items the warehouse removed since the last sync that Hilos still has: add mode never
+        removes, so they stay.
+    """
 
-    def __new__(cls) -> _Unknown:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNKNOWN"
-
-
-#: A field's "before" when it was not read.
-UNKNOWN: Final = _Unknown()
+    field: str
+    kept: tuple[Any, ...] = ()
+    removals_ignored: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +114,9 @@ class PlanEntry:
     :param action: unchanged, update, not_found or invalid.
     :param changes: for an update, the fields it sends, each with its before and after.
     :param retry: the conversation failed in the last run, so it is sent again whatever the diff says.
-    :param reason: why a row is invalid, or why a conversation is sent although it was not listed.
+    :param reason: why a row is invalid or unreadable, or why a conversation is sent although it was not listed.
     :param row: the desired row's number in its source (for invalid rows and the sync log).
+    :param left_alone: in ``"add"`` mode, what each list field kept and which removals it ignored.
     """
 
     conversation_id: str | None
@@ -116,6 +125,7 @@ class PlanEntry:
     retry: bool = False
     reason: str = ""
     row: int = 0
+    left_alone: tuple[LeftAlone, ...] = ()
 
     @property
     def drift(self) -> bool:
@@ -145,7 +155,7 @@ def plan_conversation(
     desired: Mapping[str, NormalValue],
     *,
     compare_with: CompareWith,
-    current: Mapping[str, NormalValue] | None = None,
+    current: Mapping[str, NormalValue | _Unknown] | None = None,
     previous: Mapping[str, NormalValue] | None = None,
     failed_before: bool = False,
     tags_mode: ListMode = ListMode.REPLACE,
@@ -158,7 +168,8 @@ def plan_conversation(
     :param conversation_id: the canonical UUID.
     :param desired: the managed fields and their desired values (normal form); a field absent is not managed.
     :param compare_with: what ``desired`` is compared with.
-    :param current: what Hilos holds (``"hilos"``); ``None``: the listing did not show this conversation.
+    :param current: what Hilos holds (``"hilos"``; a field it did not show readably is :data:`UNKNOWN`); ``None``:
+        the listing did not show this conversation.
     :param previous: what the last successful sync applied to it (its snapshot entry), or ``None``.
     :param failed_before: its update failed (or was not sent) in the last run: send it even if nothing differs.
     :param tags_mode: ``"replace"`` or ``"add"`` (needs ``current``: it is the union that is sent).
@@ -167,14 +178,16 @@ def plan_conversation(
     :param row: the desired row's number in its source.
     :raises ValueError: ``"add"`` mode without a current state to add to.
     """
+    modes = {"tags": ListMode(tags_mode), "assigned": ListMode(assigned_mode)}
+    merging = [name for name, mode in modes.items() if mode is ListMode.ADD and name in desired]
     if (  # the common case, a conversation already as desired: one comparison per managed field
         compare_with is CompareWith.HILOS
         and current is not None
         and not failed_before
+        and not merging
         and all(current.get(name, UNKNOWN) == value for name, value in desired.items())
     ):
         return PlanEntry(conversation_id, Action.UNCHANGED, row=row)
-    modes = {"tags": ListMode(tags_mode), "assigned": ListMode(assigned_mode)}
     compare_with = CompareWith(compare_with)
     reason = ""
     if compare_with is CompareWith.HILOS:
@@ -187,38 +200,63 @@ def plan_conversation(
         before = previous
     else:
         before = None
-    merging = [name for name, mode in modes.items() if mode is ListMode.ADD and name in desired]
     if merging and (before is None or compare_with is not CompareWith.HILOS):
         raise ValueError(mode_problem(compare_with, merging[0], send_not_found=send_not_found) or "")
+    unread = [name for name in merging if before is not None and not isinstance(before.get(name, UNKNOWN), tuple)]
+    if unread:
+        return PlanEntry(
+            conversation_id,
+            Action.UNREADABLE,
+            reason=f"Hilos listed this conversation without readable {' and '.join(unread)}: {unread[0]}_mode='add' "
+            "can't add to what it could not read, so nothing is sent (it is tried again next run)",
+            row=row,
+        )
     changes: list[FieldChange] = []
+    left_alone: list[LeftAlone] = []
+    targets: dict[str, tuple[NormalValue | _Unknown, NormalValue]] = {}
     for name in SYNC_FIELDS:
         if name not in desired:
             continue
         want = desired[name]
         have: NormalValue | _Unknown = UNKNOWN if before is None else before.get(name, UNKNOWN)
+        last = None if previous is None else previous.get(name)
         target = want
+        drift = False
         if name in merging and isinstance(have, tuple) and isinstance(want, tuple):
             target = _union(have, want)
-        if have is UNKNOWN or have != target:
+            removed = set(last) - set(want) if isinstance(last, tuple) else set()
+            left = LeftAlone(
+                name,
+                kept=tuple(item for item in have if item not in want),
+                removals_ignored=tuple(item for item in have if item in removed),
+            )
+            if left.kept or left.removals_ignored:
+                left_alone.append(left)
+            # a hand edit is a desired item the last sync applied that Hilos lacks now; an agent's addition is kept
             drift = (
                 compare_with is CompareWith.HILOS
-                and previous is not None
-                and name in previous
-                and previous[name] == want
+                and isinstance(last, tuple)
+                and bool((set(want) & set(last)) - set(have))
             )
-            changes.append(FieldChange(name, have, target, drift))
+        elif compare_with is CompareWith.HILOS and have is not UNKNOWN:
+            drift = previous is not None and name in previous and previous[name] == want
+        targets[name] = (have, target)
+        if have is UNKNOWN or have != target:
+            changes.append(FieldChange(name, have, target, drift and have != target))
     retry = False
-    if not changes and failed_before:
+    if not changes and failed_before:  # sent again as it is meant to be (in add mode: the union, never less)
         retry = True
-        changes = [
-            FieldChange(name, UNKNOWN if before is None else before.get(name, UNKNOWN), desired[name])
-            for name in SYNC_FIELDS
-            if name in desired
-        ]
+        changes = [FieldChange(name, have, target) for name, (have, target) in targets.items()]
     if not changes:
-        return PlanEntry(conversation_id, Action.UNCHANGED, row=row)
+        return PlanEntry(conversation_id, Action.UNCHANGED, row=row, left_alone=tuple(left_alone))
     return PlanEntry(
-        conversation_id, Action.UPDATE, tuple(changes), retry=retry or failed_before, reason=reason, row=row
+        conversation_id,
+        Action.UPDATE,
+        tuple(changes),
+        retry=retry or failed_before,
+        reason=reason,
+        row=row,
+        left_alone=tuple(left_alone),
     )
 
 

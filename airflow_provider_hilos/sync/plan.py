@@ -1,5 +1,6 @@
-"""A sync's plan, summed up: counts per action, per field and per transition, the first diffs in full, and the
-plan's JSON Lines (one line per desired conversation, written next to the report)."""
+"""A sync's plan, summed up: counts per action, per field and per transition, the first diffs in full, what ``add``
+mode left alone, the conversations not found; and the plan's JSON Lines (one line per desired conversation that is
+not unchanged, unless the unchanged ones are asked for), written next to the report."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from airflow_provider_hilos.sync.diff import LIST_FIELDS, UNKNOWN, Action, Field
 
 #: How many transitions per field the summary names (the others are counted together).
 MAX_TRANSITIONS = 10
-#: How many drift corrections the summary lists by conversation id.
+#: How many drift corrections (and not-found, unreadable conversations) the summary lists by conversation id.
 MAX_LISTED_DRIFT = 50
+#: How many not-found conversations the log names (all are in the plan and the sync log).
+LOGGED_NOT_FOUND = 20
 
 
 def plain(value: Any) -> Any:
@@ -37,6 +40,11 @@ def entry_record(entry: PlanEntry) -> dict[str, Any]:
         record["retry"] = True
     if entry.drift:
         record["drift"] = True
+    if entry.left_alone:
+        record["left_alone"] = {
+            left.field: {"kept": list(left.kept), "removals_ignored": list(left.removals_ignored)}
+            for left in entry.left_alone
+        }
     if entry.reason:
         record["reason"] = entry.reason
     return record
@@ -76,24 +84,39 @@ class PlanSummary:
     fields: Counter[str] = field(default_factory=Counter)
     transitions: dict[str, Counter[str]] = field(default_factory=dict)
     retried: int = 0
-    drift_corrected: int = 0
+    #: planned updates that put back a hand edit (what a real run's ``drift_corrected`` counts when they land)
+    drift_found: int = 0
     drift_ids: list[str] = field(default_factory=list)
     invalid_rows: list[dict[str, Any]] = field(default_factory=list)
+    not_found_ids: list[str] = field(default_factory=list)
+    unreadable_rows: list[dict[str, Any]] = field(default_factory=list)
+    #: per list field in add mode: items kept, removals ignored, and how many conversations each concerns
+    left_alone: dict[str, Counter[str]] = field(default_factory=dict)
     shown: list[dict[str, Any]] = field(default_factory=list)
     shown_limit: int = 20
 
     def add(self, entry: PlanEntry) -> None:
         """Count one entry (and keep it in full if it is among the first ``shown_limit`` updates)."""
         self.actions[entry.action.value] += 1
+        for left in entry.left_alone:
+            counts = self.left_alone.setdefault(left.field, Counter())
+            counts["kept"] += len(left.kept)
+            counts["removals_ignored"] += len(left.removals_ignored)
+            counts["conversations_keeping_items"] += bool(left.kept)
+            counts["conversations_with_removals_ignored"] += bool(left.removals_ignored)
         if entry.action is Action.INVALID and len(self.invalid_rows) < MAX_LISTED_DRIFT:
             self.invalid_rows.append(
                 {"row": entry.row, "conversation_id": entry.conversation_id, "error": entry.reason}
             )
+        if entry.action is Action.NOT_FOUND and entry.conversation_id and len(self.not_found_ids) < MAX_LISTED_DRIFT:
+            self.not_found_ids.append(entry.conversation_id)
+        if entry.action is Action.UNREADABLE and len(self.unreadable_rows) < MAX_LISTED_DRIFT:
+            self.unreadable_rows.append({"conversation_id": entry.conversation_id, "error": entry.reason})
         if entry.action is not Action.UPDATE:
             return
         self.retried += entry.retry
         if entry.drift:
-            self.drift_corrected += 1
+            self.drift_found += 1
             if len(self.drift_ids) < MAX_LISTED_DRIFT and entry.conversation_id:
                 self.drift_ids.append(entry.conversation_id)
         for change in entry.changes:
@@ -125,22 +148,44 @@ class PlanSummary:
                 name: dict(counter.most_common(MAX_TRANSITIONS)) for name, counter in self.transitions.items()
             },
             "retried": self.retried,
-            "drift_corrected": self.drift_corrected,
+            "drift_found": self.drift_found,
             "drift_conversations": list(self.drift_ids),
             "invalid_rows": list(self.invalid_rows),
+            "not_found_conversations": list(self.not_found_ids),
+            "unreadable_conversations": list(self.unreadable_rows),
+            "left_alone": {name: dict(counts) for name, counts in self.left_alone.items()},
             "first_updates": list(self.shown),
         }
 
+    def left_alone_lines(self) -> list[str]:
+        """``tags_mode='add': 147 tag removal(s) from the warehouse ignored (in 120 conversations), 60 extra tag(s)
+        kept (in 45 conversations)``, one line per list field in add mode."""
+        lines = []
+        for name, counts in self.left_alone.items():
+            noun = "tag" if name == "tags" else "assignee"
+            lines.append(
+                f"{name}_mode='add' left alone {counts['removals_ignored']} {noun} removal(s) from the warehouse (in "
+                f"{counts['conversations_with_removals_ignored']} conversation(s): add mode never removes) and kept "
+                f"{counts['kept']} {noun}(s) the warehouse does not ask for (in "
+                f"{counts['conversations_keeping_items']} conversation(s))"
+            )
+        return lines
+
 
 class PlanFile:
-    """The plan as JSON Lines: one line per desired conversation (see :func:`entry_record`).
+    """The plan as JSON Lines: one line per desired conversation that is not unchanged (see :func:`entry_record`).
 
     :param stream: an open text stream, or ``None`` (no file).
+    :param unchanged: list the unchanged conversations too (a day-1 plan of 20,000 would otherwise be 20,000 lines
+        saying nothing).
     """
 
-    def __init__(self, stream: IO[str] | None) -> None:
+    def __init__(self, stream: IO[str] | None, *, unchanged: bool = False) -> None:
         self.stream = stream
+        self.unchanged = unchanged
+        self.lines = 0
 
     def write(self, entry: PlanEntry) -> None:
-        if self.stream is not None:
+        if self.stream is not None and (self.unchanged or entry.action is not Action.UNCHANGED):
             self.stream.write(json.dumps(entry_record(entry), ensure_ascii=False) + "\n")
+            self.lines += 1

@@ -25,6 +25,7 @@ tag_sets = st.frozensets(st.sampled_from(["vip", "renewal", "churn", "b2b", "lat
 user_sets = st.frozensets(st.integers(1, 20), max_size=3).map(lambda s: tuple(sorted(s)))
 teams = st.integers(1, 5)
 channels = st.one_of(st.none(), st.integers(1, 4))
+FIELDS = ("status", "tags", "assigned", "assigned_team", "channel")
 
 current_states = st.fixed_dictionaries(
     {
@@ -148,3 +149,85 @@ def test_add_mode_needs_a_listing():
     assert mode_problem("hilos", "tags") is None
     with pytest.raises(ValueError, match="tags_mode='add' needs what Hilos holds now"):
         plan_conversation(CID, {"tags": ("vip",)}, compare_with=CompareWith.NOTHING, tags_mode=ListMode.ADD)
+
+
+# -- issue 27: unknown is not empty (A1, A6), add mode says what it left alone, all-NULL rows -------------------
+
+
+@pytest.mark.parametrize("field", ["tags", "assigned"])
+def test_add_mode_never_builds_a_union_on_a_field_hilos_did_not_show(field):
+    current = {"status": "NEW", "tags": UNKNOWN, "assigned": UNKNOWN, "assigned_team": 1, "channel": None}
+    entry = plan_conversation(
+        CID,
+        {field: ("vip",) if field == "tags" else (3,)},
+        compare_with=CompareWith.HILOS,
+        current=current,
+        **{f"{field}_mode": ListMode.ADD},
+    )
+    assert entry.action is Action.UNREADABLE and entry.sent_fields() == {}
+    assert f"without readable {field}" in entry.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(desired=desired_states, current=current_states, missing=st.sets(st.sampled_from(sorted(FIELDS))))
+def test_replace_mode_sends_a_field_hilos_did_not_show_and_never_calls_it_unchanged(desired, current, missing):
+    shown = {name: (UNKNOWN if name in missing else value) for name, value in current.items()}
+    entry = plan_conversation(CID, desired, compare_with=CompareWith.HILOS, current=shown)
+    for name in set(desired) & missing:
+        assert entry.sent_fields().get(name) == desired[name]  # sent, from unknown: not taken for empty
+        assert not any(c.drift for c in entry.changes if c.field == name)  # and never a hand edit
+
+
+def test_add_mode_reports_the_removals_it_ignored_and_the_items_it_kept_and_calls_neither_drift():
+    previous = {"tags": ("renewal", "vip")}  # the last sync applied vip and renewal
+    current = {"tags": ("agent-note", "renewal", "vip")}  # an agent added agent-note
+    entry = plan_conversation(  # the warehouse dropped renewal since: add mode never removes
+        CID,
+        {"tags": ("vip",)},
+        compare_with=CompareWith.HILOS,
+        current=current,
+        previous=previous,
+        tags_mode=ListMode.ADD,
+    )
+    assert entry.action is Action.UNCHANGED and not entry.drift
+    (left,) = entry.left_alone
+    assert (left.field, left.kept, left.removals_ignored) == ("tags", ("agent-note", "renewal"), ("renewal",))
+    # an agent removed vip (applied by the last sync): that is a hand edit, put back; agent-note is kept, not drift
+    edited = plan_conversation(
+        CID,
+        {"tags": ("vip",)},
+        compare_with=CompareWith.HILOS,
+        current={"tags": ("agent-note",)},
+        previous={"tags": ("vip",)},
+        tags_mode=ListMode.ADD,
+    )
+    (change,) = edited.changes
+    assert change.after == ("agent-note", "vip") and change.drift
+    # a desired item the last sync never applied is not a hand edit
+    new = plan_conversation(
+        CID,
+        {"tags": ("vip", "new")},
+        compare_with=CompareWith.HILOS,
+        current={"tags": ("vip",)},
+        previous={"tags": ("vip",)},
+        tags_mode=ListMode.ADD,
+    )
+    assert new.action is Action.UPDATE and not new.drift
+
+
+def test_a_retried_conversation_in_add_mode_is_sent_the_union_never_less():
+    entry = plan_conversation(
+        CID,
+        {"tags": ("vip",)},
+        compare_with=CompareWith.HILOS,
+        current={"tags": ("agent-note", "vip")},
+        failed_before=True,
+        tags_mode=ListMode.ADD,
+    )
+    assert entry.retry and entry.sent_fields() == {"tags": ("agent-note", "vip")}
+
+
+def test_a_row_that_manages_no_field_is_unchanged():
+    for compare_with in CompareWith:
+        current = {"status": "NEW"} if compare_with is CompareWith.HILOS else None
+        assert plan_conversation(CID, {}, compare_with=compare_with, current=current).action is Action.UNCHANGED
