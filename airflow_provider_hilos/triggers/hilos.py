@@ -106,3 +106,61 @@ class HilosAvailableTrigger(BaseTrigger):
         except HilosConfigurationError as exc:
             return "refused", str(exc), None
         return "up", "", None
+
+
+#: How often a sync waiting for another run of it looks at the lease, by default (seconds).
+DEFAULT_LEASE_POLL = 5.0
+
+
+class HilosSyncLeaseTrigger(BaseTrigger):
+    """Fire once another run of the same sync let go of the sync's lease (or its lease expired), or at ``deadline``.
+
+    A deferrable :class:`~airflow_provider_hilos.operators.sync.ConversationSyncOperator` that finds its sync's state
+    held by another run (a manual run beside the scheduled one) waits here, not in a worker slot, then takes the
+    lease itself. Its kwargs are the state folder's path and times: no token, no rows.
+
+    :param state_folder: the sync task's state folder (where ``lease.json`` is).
+    :param deadline: when to give up (epoch seconds): ``wait_for_other_run`` from the first wait.
+    :param poll_interval: seconds between looks at the lease.
+    :param holder: who held it when the task deferred (for the log).
+    """
+
+    def __init__(
+        self, *, state_folder: str, deadline: float, poll_interval: float = DEFAULT_LEASE_POLL, holder: str = ""
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.state_folder = state_folder
+        self.deadline = float(deadline)
+        self.poll_interval = float(poll_interval)
+        self.holder = holder
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The classpath and kwargs the triggerer rebuilds the trigger from (a path and times only)."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "state_folder": self.state_folder,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+                "holder": self.holder,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Look at the lease every ``poll_interval`` seconds until it is free (or expired), or the deadline."""
+        looks = 0
+        while True:
+            looks += 1
+            if await asyncio.to_thread(self._free):
+                yield _event({"status": "free", "looks": looks})
+                return
+            if time.time() >= self.deadline:
+                yield _event({"status": "timeout", "looks": looks})
+                return
+            await asyncio.sleep(max(0.0, min(self.poll_interval, self.deadline - time.time())))
+
+    def _free(self) -> bool:
+        from airflow_provider_hilos.storage import storage_path
+        from airflow_provider_hilos.sync.lease import lease_is_free
+
+        return lease_is_free(storage_path(self.state_folder))
