@@ -152,6 +152,25 @@ class HilosCheckpointError(HilosBatchError):
     storage, and the next try resumes from what the checkpoint does hold."""
 
 
+class HilosSyncBusyError(HilosError):
+    """Another run of the same sync holds its lease (its state is being changed) and did not let go within the
+    waiting bound (``wait_for_other_run``), or took it over from this run. Nothing was sent (or, when the lease was
+    lost, this run stopped sending and did not write its state). Retryable: a later try waits for that run again."""
+
+
+class HilosSyncLogError(HilosError):
+    """The sync log could not be written to the warehouse (busy, a permission). Retryable: the rows are kept in the
+    sync's state folder (``pending`` of them), and the next run or retry writes them first.
+
+    :param message: what failed and what happens to the rows.
+    :param pending: how many log rows wait to be written.
+    """
+
+    def __init__(self, message: str, *, pending: int) -> None:
+        super().__init__(message)
+        self.pending = pending
+
+
 #: Status codes the hook retries: throttling and transient server/gateway errors.
 RETRYABLE_STATUS_CODES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 
