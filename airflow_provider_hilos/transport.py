@@ -183,6 +183,8 @@ class HilosTransport:
         self.breaker = CircuitBreaker.for_concurrency(pool_maxsize)
         #: requests sent, by method (``{"GET": 20, "PATCH": 203}``): every attempt, retries included
         self.sent: collections.Counter[str] = collections.Counter()
+        #: of those, the retries (attempt 2 and later of one request), by method
+        self.retried: collections.Counter[str] = collections.Counter()
         self._sent_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -335,6 +337,8 @@ class HilosTransport:
         sent = time.perf_counter()
         with self._sent_lock:
             self.sent[method] += 1
+            if number > 1:
+                self.retried[method] += 1
         try:
             response = session.send(prepared, timeout=self.timeout, allow_redirects=False, stream=True)
             self._read_content(response, method, url_path, subject=subject, number=number)

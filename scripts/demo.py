@@ -124,8 +124,9 @@ def main() -> int:
                 failures.append(f"day {day_number}: the DAG run failed (exit code {code})")
                 break
             actions, lines, drift = plan_lines(plan)
+            unchanged = MANAGED - sum(actions.values())  # the plan file lists only what is not unchanged
             print(
-                f"  plan: {actions['update']} to update, {actions['unchanged']} unchanged, {actions['not_found']} not "
+                f"  plan: {actions['update']} to update, {unchanged} unchanged, {actions['not_found']} not "
                 f"found, {actions['invalid']} invalid; {drift} hand edit(s) put back"
             )
             for line in lines:

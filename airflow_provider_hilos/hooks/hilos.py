@@ -25,6 +25,7 @@ from airflow_provider_hilos.batch.engine import BatchEngine, ReportTarget
 from airflow_provider_hilos.batch.pipeline import Pipeline, pipeline_for
 from airflow_provider_hilos.batch.report import OutcomeListener
 from airflow_provider_hilos.batch.verdict import batch_verdict
+from airflow_provider_hilos.batch.wording import BATCH, Wording
 from airflow_provider_hilos.connection import (
     CONN_FIELDS,
     DEFAULT_PAGE_SIZE,
@@ -401,6 +402,7 @@ class HilosHook(BaseHook):
         checkpoint: Checkpoint | None = None,
         engine: Callable[[BatchEngine], None] | None = None,
         on_outcome: OutcomeListener | None = None,
+        words: Wording = BATCH,
         **option_values: Any,
     ) -> BatchResult:
         """Update many conversations: validate every row first, then send them concurrently.
@@ -420,18 +422,20 @@ class HilosHook(BaseHook):
         :param engine: called with the batch's engine before it starts (an operator keeps it, to stop it on kill).
         :param on_outcome: told each row's outcome record as it arrives (``{"row", "conversation_id", "outcome",
             ...}``: what the report holds), report or not.
+        :param words: how messages and errors name the batch and its rows
+            (:class:`~airflow_provider_hilos.batch.wording.Wording`; a sync's speak of the sync).
         :return: counts, duration, rate and the first failed rows.
         :raises HilosValidationError: invalid rows (nothing was sent), unless ``skip_invalid_rows``.
         :raises HilosBatchError: the batch failed (the result is attached); its subclasses say whether
             another try can help (:class:`HilosPermanentBatchError`, :class:`HilosAPIUnavailableError`).
         """
         options = _options(options, option_values)
-        runner = BatchEngine(self, options, report=report, checkpoint=checkpoint, on_outcome=on_outcome)
+        runner = BatchEngine(self, options, report=report, checkpoint=checkpoint, on_outcome=on_outcome, words=words)
         if engine is not None:
             engine(runner)
         try:
             result = runner.run(pipeline_for(updates))
-            if failure := batch_verdict(result, options):
+            if failure := batch_verdict(result, options, words):
                 raise failure
             if checkpoint is not None:
                 checkpoint.clear()
@@ -504,6 +508,7 @@ class HilosHook(BaseHook):
         contact: str | None = None,
         search: str | None = None,
         on_page: Callable[[ListingProgress], None] | None = None,
+        repeats: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Every conversation of the account (or of ``contact`` / matching ``search``), page after page, one page
         in memory at a time: the list rows (``ConversationReadSimple``) as the API returns them; read them with
@@ -523,6 +528,8 @@ class HilosHook(BaseHook):
         :param contact: only this contact's conversations (a UUID).
         :param search: the API's free-text search.
         :param on_page: called after each page with the listing's progress (pages, rows, duplicates, count).
+        :param repeats: yield a row again when the list shows it again (still counted in ``duplicates``): the later
+            copy is the newer one, which a sync compares with.
         """
         if page_size is not None and not page_size_is_valid(page_size):
             raise HilosValidationError(
@@ -591,6 +598,8 @@ class HilosHook(BaseHook):
                     key = _row_key(row)
                     if key is not None and key in seen:
                         progress.duplicates += 1  # the list shifted: a row of the last page came again
+                        if repeats:
+                            fresh.append(row)
                         continue
                     if key is not None:
                         seen.add(key)
@@ -608,7 +617,9 @@ class HilosHook(BaseHook):
                 if stale >= MAX_STALE_PAGES:  # a server that ignores the page number would be read forever
                     raise HilosAPIError(
                         f"Hilos answered {stale} list pages in a row with only conversations already read, and "
-                        "still says there is a next page: the API seems to ignore the page number; check the Base URL",
+                        "still says there is a next page: the API seems to ignore the page number (check the Base "
+                        "URL), or the list moves as fast as it is read (a page's worth of conversations with new "
+                        "activity before each page; try a larger page_size)",
                         status_code=200,
                         method="GET",
                         path=self.settings.api_family.conversation_path,

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_hilos.batch.options import BatchOptions, with_batch_option_docs, with_batch_options
+from airflow_provider_hilos.batch.result import StopReason
 from airflow_provider_hilos.connection import page_size_is_valid
-from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
+from airflow_provider_hilos.exceptions import (
+    HilosBatchError,
+    HilosSyncBusyError,
+    HilosSyncLogError,
+    HilosValidationError,
+)
 from airflow_provider_hilos.hooks.hilos import HilosHook
 from airflow_provider_hilos.inputs import INPUT_FORMATS, list_separator_problem, rows_from_path
 from airflow_provider_hilos.operators._common import (
@@ -36,9 +43,18 @@ from airflow_provider_hilos.sync.desired import (
     sql_hook,
 )
 from airflow_provider_hilos.sync.diff import CompareWith, ListMode
+from airflow_provider_hilos.sync.lease import DEFAULT_LEASE_SECONDS, SyncLease
+from airflow_provider_hilos.sync.plan import LOGGED_NOT_FOUND
 from airflow_provider_hilos.sync.runner import SyncRunner, SyncSettings
 from airflow_provider_hilos.sync.state import SyncStateStore, sync_owner
-from airflow_provider_hilos.sync.warehouse_log import log_rows, write_log
+from airflow_provider_hilos.sync.warehouse_log import (
+    PendingLog,
+    check_log_table,
+    flush_pending,
+    pending_count,
+    planned_rows,
+    table_name_problem,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -63,8 +79,10 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         ``dry_run=True`` stops there. The updates go through the batch engine (pacing, circuit breaker, failure
         policy, checkpoint, report), under the same options as :class:`ConversationBatchUpdateOperator`. After each
         run, the snapshot of what was applied and the conversations that failed are written to ``state_store``;
-        failed ones are sent again on the next run whatever their diff says. Runs of one sync task should not
-        overlap (``max_active_runs=1``): the last to finish writes the state.
+        failed ones are sent again on the next run whatever their diff says. One run of a sync at a time, enforced:
+        a run takes a lease in ``state_store`` before it reads anything; another run of the same sync (a manual run
+        beside the scheduled one, a retry beside a zombie) waits for it (``wait_for_other_run``; deferred in the
+        triggerer when deferrable), and a lease left by a killed worker expires within a minute.
 
         :param sql: a query returning the desired state, one row per conversation, or a ``.sql`` file (as in
             ``SQLExecuteQueryOperator``) (templated).
@@ -75,7 +93,9 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         :param chunk_size: rows fetched from the database at a time (default 5,000).
         :param log_table: a table on ``sql_conn_id`` to insert one row per conversation changed, failed, not found or
             invalid (run id, conversation id, the fields' from and to as JSON, outcome, error); its DDL is
-            ``airflow_provider_hilos.sync.warehouse_log.LOG_TABLE_DDL`` (templated).
+            ``airflow_provider_hilos.sync.warehouse_log.LOG_TABLE_DDL``. A table name (``schema.table``), checked
+            with its columns before the first request; rows the warehouse could not take are kept with the state
+            and written first by the next run or retry (templated).
         :param state_path: instead of ``sql``: a change-set file (JSON Lines or CSV, the batch operator's format) on
             ``ObjectStoragePath`` (templated).
         :param state: instead of ``sql``: the rows as a list, an ``XComArg``, or a template rendering JSON (templated).
@@ -98,22 +118,32 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
             (DAG, task and map index). Default: ``_hilos_sync_state`` next to the report if there is one, else
             ``$AIRFLOW_HOME/hilos_sync_state``. On distributed executors, use storage every worker reaches
             (templated).
-        :param plan_path: where to write the plan, one JSON line per desired conversation (default: beside the report,
-            ``<report>.plan.jsonl``; none without a report) (templated).
+        :param plan_path: where to write the plan, one JSON line per desired conversation that is not unchanged
+            (default: beside the report, ``<report>.plan.jsonl``; none without a report) (templated).
+        :param plan_unchanged: list the unchanged conversations in the plan file too (default ``False``).
         :param report_path: the batch's per-row report (see :class:`ConversationBatchUpdateOperator`) (templated).
         :param resume: checkpoint the applied updates, so a retried try skips them (default ``True``).
         :param checkpoint_path: where checkpoints go (see :class:`ConversationBatchUpdateOperator`) (templated).
-        :param dry_run: read and plan, log the plan and return its summary; send nothing and keep no state
-            (templated: ``"True"`` works).
+        :param dry_run: read and plan, log the plan and return its summary; send nothing, keep no state, write no
+            report and no sync log row (templated: ``"True"`` works). Its log says so first and last, and its result
+            has ``dry_run: true`` and what the plan found, never what a real run did (no ``updated``).
         :param show_diffs: how many diffs are logged in full (and returned in the summary).
+        :param wait_for_other_run: how long a run waits for another run of the same sync to let go of its state
+            (seconds; default 1800): in the worker, or deferred when deferrable; then it fails, naming that run,
+            without sending anything.
         {wait_options}
         :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
     {batch_options}
-        :return: ``desired``, ``unchanged``, ``to_update``, ``updated``, ``failed``, ``not_found``, ``invalid``,
-            ``drift_corrected``, ``read_requests``, ``write_requests``, ``duration_seconds``, the plan's ``summary``
-            (per field and per transition), ``costs`` (requests per compare mode), and the paths. Pushed under the XCom
-            key ``hilos_sync_result`` too, also when the task fails. When it succeeds, every ``Asset`` in
-            ``outlets`` gets an event whose extra holds the counts.
+        :return: what the plan found: ``desired`` (rows read), ``unchanged``, ``to_update``, ``not_found`` (and the
+            first ``not_found_conversations``), ``invalid``, ``unreadable``, ``drift_found`` (updates putting back a
+            hand edit), ``retried_from_last_run``; what a real run did: ``updated``, ``failed``, ``drift_corrected``
+            (hand edits put back); every request sent (``read_requests``, ``write_requests``, retries included,
+            ``retried_requests`` of them), ``duration_seconds``, the plan's ``summary`` (per field and per
+            transition), ``costs`` (requests per compare mode), the sync log's ``log_rows_written`` and
+            ``log_rows_pending``, and the paths of the files written. Pushed under the XCom key ``hilos_sync_result``
+            too, also when the task fails or is refused (then with ``refused``, and its invalid rows in the sync log)
+            and in a dry run. When it succeeds, every ``Asset`` in ``outlets`` gets an event whose extra holds the
+            counts.
     """
 
     template_fields: Sequence[str] = (
@@ -177,6 +207,8 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         checkpoint_path: str | None = None,
         dry_run: bool | str = False,
         show_diffs: int = 20,
+        plan_unchanged: bool = False,
+        wait_for_other_run: float = 1800.0,
         hilos_conn_id: str = HilosHook.default_conn_name,
         deferrable: bool | None = None,
         defer_after_seconds: float = DEFAULT_DEFER_AFTER_SECONDS,
@@ -211,6 +243,16 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
             raise ValueError(f"{where}: show_diffs={show(show_diffs)} must be a whole number, 0 or more")
         if input_format not in (None, *INPUT_FORMATS):
             raise ValueError(f"{where}: input_format={show(input_format)} is not one of {', '.join(INPUT_FORMATS)}")
+        if log_table and "{{" not in str(log_table) and (problem := table_name_problem(log_table)):
+            raise ValueError(f"{where}: log_table={show(log_table)} {problem}")
+        if (
+            isinstance(wait_for_other_run, bool)
+            or not isinstance(wait_for_other_run, int | float)
+            or not 0 <= wait_for_other_run <= 7 * 24 * 3600
+        ):
+            raise ValueError(
+                f"{where}: wait_for_other_run={show(wait_for_other_run)} must be a number of seconds from 0 to 604800"
+            )
         self.sql = sql
         self.sql_conn_id = sql_conn_id
         self.parameters = parameters
@@ -233,6 +275,8 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         self.checkpoint_path = checkpoint_path
         self.hilos_dry_run = dry_run
         self.show_diffs = show_diffs
+        self.plan_unchanged = plan_unchanged
+        self.wait_for_other_run = float(wait_for_other_run)
         self.hilos_conn_id = hilos_conn_id
         if not any("{{" in str(v) for v in (compare_with, tags_mode, assigned_mode)):
             self._settings()  # a wrong mode fails when the DAG file is parsed, not at run time
@@ -255,6 +299,7 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
             send_not_found=parse_flag(self.send_not_found, field="send_not_found"),
             page_size=self.page_size,
             shown=self.show_diffs,
+            plan_unchanged=parse_flag(self.plan_unchanged, field="plan_unchanged"),
         )
         if problems := settings.problems():
             raise HilosValidationError(problems, "Invalid Hilos sync arguments")
@@ -289,26 +334,41 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         return default_checkpoint_root(None).parent / "hilos_sync_state"
 
     def _plan_target(self) -> AtomicText | None:
-        path = self.plan_path or (f"{self.report_path}.plan.jsonl" if self.report_path else None)
+        path = self._plan_path()
         return AtomicText(storage_path(path)) if path else None
 
+    def _plan_path(self) -> str | None:
+        return self.plan_path or (f"{self.report_path}.plan.jsonl" if self.report_path else None)
+
     def _check_paths(self) -> None:
-        if self.state_path is None:
-            return
-        source = same_place_key(self.state_path)
-        for name in ("report_path", "plan_path", "checkpoint_path", "state_store"):
-            value = getattr(self, name)
-            if value and same_place_key(value) == source:
-                raise HilosValidationError(
-                    [
-                        (
-                            name,
-                            "is the input (state_path): writing it would destroy the desired state; choose another "
-                            "path",
-                        )
-                    ],
-                    "Invalid Hilos sync arguments",
-                )
+        """Refuse, before anything is read or sent: an output that is the input, two outputs in one place (the
+        report would overwrite the plan), or an output file that is a folder."""
+        outputs = {
+            "report_path": self.report_path,
+            "plan_path": self._plan_path(),
+            "checkpoint_path": self.checkpoint_path,
+            "state_store": self.state_store,
+        }
+        given = {name: value for name, value in outputs.items() if value}
+        places = {name: same_place_key(value) for name, value in given.items()}
+        problems = []
+        if self.state_path is not None:
+            source = same_place_key(self.state_path)
+            problems += [
+                (name, "is the input (state_path): writing it would destroy the desired state; choose another path")
+                for name, place in places.items()
+                if place == source
+            ]
+        names = list(places)
+        for i, first in enumerate(names):
+            for second in names[i + 1 :]:
+                if places[first] == places[second]:
+                    problems.append((second, f"is the same place as {first}: one would overwrite the other"))
+        for name in ("report_path", "plan_path"):
+            if name in given and (target := storage_path(given[name])).exists() and target.is_dir():
+                problems.append((name, f"{given[name]!r} is a folder; give the path of a file"))
+        if problems:
+            raise HilosValidationError(problems, "Invalid Hilos sync arguments")
 
     # -- the run --
 
@@ -320,61 +380,262 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         options = self.batch_options()
         self._check_paths()
         dry = parse_flag(self.hilos_dry_run, field="dry_run")
+        if self.log_table and (problem := table_name_problem(self.log_table)):
+            raise HilosValidationError([("log_table", problem)], "Invalid Hilos sync arguments")
         ti = context["ti"]
         map_index = getattr(ti, "map_index", None)
         store = SyncStateStore(self._state_root(), sync_owner(ti.dag_id, ti.task_id, map_index))
-        plan_target = self._plan_target()
+        self._say_what_runs(settings, store, dry)
+        lease = SyncLease(
+            store.folder, run_id=ti.run_id, try_number=getattr(ti, "try_number", None), seconds=self.LEASE_SECONDS
+        )
+        self._take_lease(lease, context)
         hook = self._hilos_hook = HilosHook(
             self.hilos_conn_id, pool_maxsize=options.max_concurrency, longest_hold=self._longest_hold()
         )
+        try:
+            lease.keep(on_lost=self._lease_lost)
+            return self._sync(context, settings, options, store, lease, hook, dry)
+        finally:
+            lease.release()
+            hook.close()
+
+    #: How long the lease of a run lasts without renewal (a killed run holds up the next one at most this long).
+    LEASE_SECONDS: ClassVar[float] = DEFAULT_LEASE_SECONDS
+    #: How often a run waiting in the worker for another one looks at the lease.
+    LEASE_POLL_SECONDS: ClassVar[float] = 2.0
+
+    def _sync(
+        self,
+        context: Context,
+        settings: SyncSettings,
+        options: BatchOptions,
+        store: SyncStateStore,
+        lease: SyncLease,
+        hook: HilosHook,
+        dry: bool,
+    ) -> dict[str, Any]:
+        ti = context["ti"]
+        log_hook = sql_hook(self.sql_conn_id) if self.log_table and self.sql_conn_id else None
+        pending_before = 0
+        if log_hook is not None:
+            assert self.log_table is not None
+            check_log_table(log_hook, self.log_table)  # a missing table or column fails now, not after the apply
+            if dry:
+                pending_before = pending_count(store.folder)
+            else:
+                flush_pending(store.folder, log_hook, self.log_table, self.log)  # rows earlier runs left, first
+        plan_target = self._plan_target()
         runner = SyncRunner(hook, settings, options, store=store, log=self.log, keep_entries=bool(self.log_table))
         try:
             runner.read_desired(self._desired_rows())
             runner.plan(plan_target, keep_updates=not dry)
-            self._log_plan(runner, settings)
-            if dry:
-                return self._result(runner, None, dry=True, store=store, plan=plan_target)
-            checkpoint = self._checkpoint = task_checkpoint(
-                context, resume=self.resume, checkpoint_path=self.checkpoint_path, report_path=self.report_path
-            )
-            report = AtomicText(storage_path(self.report_path)) if self.report_path else None
-            batch: dict[str, Any] | None = None
-            failure: HilosBatchError | None = None
-            try:
-                batch = runner.apply(report=report, checkpoint=checkpoint, engine=self._keep_engine)
-            except HilosBatchError as exc:
-                failure, batch = exc, exc.result
-            finally:
-                runner.save(ti.run_id)  # failed conversations are sent again next run
-            if self.log_table:
-                assert self.sql_conn_id is not None
-                written = write_log(
-                    sql_hook(self.sql_conn_id),
-                    self.log_table,
-                    log_rows(runner.entries, runner.outcomes, run_id=ti.run_id),
-                )
-                self.log.info("Hilos sync: %d row(s) written to the sync log %s", written, self.log_table)
-            result = self._result(runner, batch, dry=False, store=store, plan=plan_target)
+        except HilosValidationError as refusal:
+            return self._refused(context, runner, refusal, log_hook, store, dry)
+        self._log_plan(runner, settings, dry)
+        if dry:
+            result = self._result(runner, None, dry=True, store=store, saved=False)
+            if pending_before:
+                result["log_rows_pending"] = pending_before
             ti.xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
-            if failure is not None:
-                raise failure
+            self._say_done(result)
+            return result
+        checkpoint = self._checkpoint = task_checkpoint(
+            context, resume=self.resume, checkpoint_path=self.checkpoint_path, report_path=self.report_path
+        )
+        report = AtomicText(storage_path(self.report_path)) if self.report_path else None
+        journal = PendingLog(store.folder, ti.run_id) if log_hook is not None else None
+        if journal is not None:  # before the first request: a row of this run is never lost
+            journal.save(planned_rows(runner.entries))
+        batch: dict[str, Any] | None = None
+        failure: Exception | None = None
+        try:
+            batch = runner.apply(
+                report=report,
+                checkpoint=checkpoint,
+                engine=self._keep_engine,
+                on_outcome=journal.outcome if journal is not None else None,
+            )
+        except HilosBatchError as exc:
+            failure, batch = exc, exc.result
+        finally:
+            if journal is not None:
+                journal.close_outcomes()
+            saved = not lease.lost.is_set()
+            if saved:
+                runner.save(ti.run_id)  # failed conversations are sent again next run
+        if not saved:  # another run took over: its state is not ours to write
+            failure = HilosSyncBusyError(
+                f"Hilos sync lost its lease while applying ({lease.lost_reason}); it stopped sending and did not write "
+                "its state over the state of the run that took over. That run compares with what Hilos holds now"
+            )
+        result = self._result(runner, batch, dry=False, store=store, saved=saved, report=report)
+        if journal is not None:
+            assert log_hook is not None and self.log_table is not None
+            try:
+                result["log_rows_written"] = journal.write_to(log_hook, self.log_table)
+                result["log_rows_pending"] = 0
+                self.log.info(
+                    "Hilos sync: %d row(s) written to the sync log %s", result["log_rows_written"], self.log_table
+                )
+            except HilosSyncLogError as exc:
+                result["log_rows_written"], result["log_rows_pending"] = journal.count - exc.pending, exc.pending
+                self.log.error("%s", exc)
+                failure = failure or exc
+        ti.xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
+        self._say_done(result)
+        if failure is not None:
+            raise failure
+        self._lineage_facts = {"base_url": hook.settings.base_url, "result": result}
+        announce(context, self.outlets, {name: result[name] for name in self.ASSET_EXTRA_FIELDS})
+        return result
+
+    def _refused(
+        self,
+        context: Context,
+        runner: SyncRunner,
+        refusal: HilosValidationError,
+        log_hook: Any,
+        store: SyncStateStore,
+        dry: bool,
+    ) -> dict[str, Any]:
+        """A run refused for its invalid rows (nothing sent): its result is pushed and its invalid rows go to the
+        sync log, then it fails."""
+        result = self._result(runner, None, dry=dry, store=store, saved=False)
+        result["refused"] = refusal.subject
+        if log_hook is not None and not dry:
+            assert self.log_table is not None
+            journal = PendingLog(store.folder, context["ti"].run_id)
+            journal.save(planned_rows(runner.invalid_entries))
+            try:
+                result["log_rows_written"] = journal.write_to(log_hook, self.log_table)
+                result["log_rows_pending"] = 0
+            except HilosSyncLogError as exc:
+                result["log_rows_written"], result["log_rows_pending"] = journal.count - exc.pending, exc.pending
+                self.log.error("%s", exc)
+        context["ti"].xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
+        self.log.error(
+            "Hilos sync%s refused, nothing was sent: %d of %d desired row(s) invalid%s",
+            " dry run" if dry else "",
+            result["invalid"],
+            result["desired"],
+            f"; {result['log_rows_written']} written to the sync log {self.log_table}"
+            if result.get("log_rows_written")
+            else "",
+        )
+        raise refusal
+
+    # -- one run at a time --
+
+    def _take_lease(self, lease: SyncLease, context: Context) -> None:
+        """Hold the sync's lease before anything is read: wait for another run that holds it (deferred in the
+        triggerer when deferrable), up to ``wait_for_other_run`` in all, then fail naming that run."""
+        waited = float(getattr(self, "_lease_waited", 0.0))
+        began = time.monotonic() - waited
+        announced = False
+        while True:
+            holder = lease.try_acquire()
+            if holder is None:
+                if lease.taken_over is not None:
+                    self.log.warning(
+                        "Hilos sync: took over the lease of run %s, which had expired (that run died or was stalled "
+                        "for longer than %g s); this one goes on",
+                        lease.taken_over.run_id,
+                        self.LEASE_SECONDS,
+                    )
+                elif announced or waited:
+                    self.log.info("Hilos sync: the other run let go; this one goes on (waited %.0f s)", waited)
+                return
+            waited = time.monotonic() - began
+            left = self.wait_for_other_run - waited
+            if left <= 0:
+                raise HilosSyncBusyError(
+                    f"Hilos sync: another run of this sync holds its state ({holder.describe()}; its lease is "
+                    f"{lease.path}). This run waited {waited:.0f} s (wait_for_other_run={self.wait_for_other_run:g}) "
+                    "and fails without sending anything; it would have planned against a state that run is changing. "
+                    "Let that run finish (or mark it failed: its lease then expires within "
+                    f"{self.LEASE_SECONDS:g} s), and run this one again"
+                )
+            if not announced:
+                self.log.warning(
+                    "Hilos sync: another run of this sync is under way (%s); this run waits for it (up to %.0f s "
+                    "more) before reading anything",
+                    holder.describe(),
+                    left,
+                )
+                announced = True
+            if self.deferrable and left > self.defer_after_seconds:
+                from airflow_provider_hilos.triggers.hilos import HilosSyncLeaseTrigger
+
+                self.defer(
+                    trigger=HilosSyncLeaseTrigger(
+                        state_folder=str(lease.folder), deadline=time.time() + left, holder=holder.describe()
+                    ),
+                    method_name="execute_after_lease",
+                    kwargs={"waited": waited, "deferred_at": time.time()},
+                )
+            time.sleep(min(self.LEASE_POLL_SECONDS, max(left, 0.0)))
+
+    def execute_after_lease(
+        self, context: Context, event: Mapping[str, Any], waited: float = 0.0, deferred_at: float | None = None
+    ) -> Any:
+        """Back from the triggerer: the other run let go (or the wait ran out; then taking the lease fails, naming
+        the holder)."""
+        self._lease_waited = waited + max(0.0, time.time() - (deferred_at or time.time()))
+        return self._run_waiting(lambda: self._execute_once(context))
+
+    def _lease_lost(self, reason: str) -> None:
+        """The lease was taken over while this run applies: stop sending at once."""
+        self.log.error("Hilos sync: %s; it stops sending", reason)
+        if self._engine is not None:
+            self._engine.stop(StopReason.LEASE_LOST, f"the sync lost its lease ({reason})")
+
+    # -- what a person reads --
+
+    def _say_what_runs(self, settings: SyncSettings, store: SyncStateStore, dry: bool) -> None:
+        if dry:
             self.log.info(
-                "Hilos sync done: %d updated, %d failed, %d unchanged, %d not found, %d drift corrected; %d read "
-                "and %d write request(s) in %.1f s",
-                result["updated"],
-                result["failed"],
+                "Hilos sync DRY RUN (compare_with=%s): it reads and plans only; nothing will be sent, no state, "
+                "report or sync log row written",
+                settings.compare_with.value,
+            )
+        else:
+            self.log.info(
+                "Hilos sync (compare_with=%s): the state between runs is kept in %s",
+                settings.compare_with.value,
+                store.folder,
+            )
+
+    def _say_done(self, result: Mapping[str, Any]) -> None:
+        requests = (
+            f"{result['read_requests']} read and {result['write_requests']} write request(s) sent "
+            f"({result['retried_requests']} of them retries) in {result['duration_seconds']:.1f} s"
+        )
+        if result["dry_run"]:
+            self.log.info(
+                "Hilos sync DRY RUN done, nothing was sent: %d would be updated (%d putting back hand edits), %d "
+                "unchanged, %d not found, %d invalid, %d unreadable; %s",
+                result["to_update"],
+                result["drift_found"],
                 result["unchanged"],
                 result["not_found"],
-                result["drift_corrected"],
-                result["read_requests"],
-                result["write_requests"],
-                result["duration_seconds"],
+                result["invalid"],
+                result["unreadable"],
+                requests,
             )
-            self._lineage_facts = {"base_url": hook.settings.base_url, "result": result}
-            announce(context, self.outlets, {name: result[name] for name in self.ASSET_EXTRA_FIELDS})
-            return result
-        finally:
-            hook.close()
+            return
+        self.log.info(
+            "Hilos sync done: %d updated, %d failed, %d unchanged, %d not found, %d invalid; %d hand edit(s) put back; "
+            "%s%s",
+            result["updated"],
+            result["failed"],
+            result["unchanged"],
+            result["not_found"],
+            result["invalid"],
+            result["drift_corrected"],
+            requests,
+            f"; {result['log_rows_pending']} sync log row(s) pending" if result.get("log_rows_pending") else "",
+        )
 
     def _result(
         self,
@@ -383,15 +644,20 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         *,
         dry: bool,
         store: SyncStateStore,
-        plan: AtomicText | None,
+        saved: bool,
+        report: AtomicText | None = None,
     ) -> dict[str, Any]:
         result: dict[str, Any] = {"dry_run": dry, "compare_with": runner.settings.compare_with.value}
-        result.update(runner.counts(batch))
+        result.update(runner.counts(batch, dry_run=dry))
+        result["not_found_conversations"] = runner.not_found_names()
         result["summary"] = runner.summary.to_dict()
         result["costs"] = runner.costs()
-        result["plan_path"] = None if plan is None else str(plan.target)
-        result["report_path"] = self.report_path
-        result["state_path"] = str(store.path)
+        # the paths of the files this run wrote, and only those
+        result["plan_path"] = runner.plan_path
+        result["report_path"] = self.report_path if report is not None and report.committed else None
+        result["state_path"] = str(store.path) if saved else None
+        if self.log_table:
+            result["log_table"] = self.log_table
         if batch is not None:
             result["batch"] = {
                 k: batch[k]
@@ -401,26 +667,46 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
             result["failed_rows"] = list(batch.get("failed_rows") or [])
         return result
 
-    def _log_plan(self, runner: SyncRunner, settings: SyncSettings) -> None:
-        counts, summary = runner.counts(None), runner.summary
+    def _log_plan(self, runner: SyncRunner, settings: SyncSettings, dry: bool) -> None:
+        counts, summary = runner.counts(None, dry_run=True), runner.summary
+        what = "Hilos sync DRY RUN plan" if dry else "Hilos sync plan"
         self.log.info(
-            "Hilos sync plan (compare_with=%s): %d desired: %d unchanged, %d to update (%d putting back hand edits, %d "
-            "retried from the last run), %d not found, %d invalid",
+            "%s (compare_with=%s): %d desired: %d unchanged, %d to update (%d putting back hand edits, %d "
+            "retried from the last run), %d not found, %d invalid, %d unreadable",
+            what,
             settings.compare_with.value,
             counts["desired"],
             counts["unchanged"],
             counts["to_update"],
-            summary.drift_corrected,
+            summary.drift_found,
             summary.retried,
             counts["not_found"],
             counts["invalid"],
+            counts["unreadable"],
         )
         for line in summary.field_lines():
-            self.log.info("Hilos sync plan: %s", line)
+            self.log.info("%s: %s", what, line)
+        for line in summary.left_alone_lines():
+            self.log.info("%s: %s", what, line)
         for shown in summary.shown:
-            self.log.info("Hilos sync plan: %s", json.dumps(shown, ensure_ascii=False, sort_keys=True))
+            self.log.info("%s: %s", what, json.dumps(shown, ensure_ascii=False, sort_keys=True))
         if summary.drift_ids:
-            self.log.info("Hilos sync plan: hand edits put back in %s", ", ".join(summary.drift_ids[:20]))
+            self.log.info("%s: hand edits put back in %s", what, ", ".join(summary.drift_ids[:20]))
+        if names := runner.not_found_names():
+            more = counts["not_found"] - len(names)
+            self.log.warning(
+                "%s: %d desired conversation(s) not found in Hilos (not sent): %s%s",
+                what,
+                counts["not_found"],
+                ", ".join(names),
+                f" and {more} more (all are in the plan{' and the sync log' if self.log_table else ''})"
+                if more > 0
+                else "",
+            )
+        for row in summary.unreadable_rows[:LOGGED_NOT_FOUND]:
+            self.log.warning("%s: conversation %s is unreadable: %s", what, row["conversation_id"], row["error"])
+        if runner.plan_path:
+            self.log.info("%s: written to %s", what, runner.plan_path)
         costs = runner.costs()
         self.log.info(
             "Hilos sync cost: compare_with=hilos %s reads + %s writes; last_sync 0 reads + %d writes; nothing 0 "

@@ -4,6 +4,7 @@
 * :mod:`~airflow_provider_hilos.sync.desired`: the desired state's sources (SQL, a file, a list) and cells.
 * :mod:`~airflow_provider_hilos.sync.plan`: the plan's summary and its JSON Lines file.
 * :mod:`~airflow_provider_hilos.sync.state`: the snapshot and failed conversations a run leaves for the next.
+* :mod:`~airflow_provider_hilos.sync.lease`: one run of a sync at a time.
 * :mod:`~airflow_provider_hilos.sync.runner`: one run, from reading to keeping the state.
 * :mod:`~airflow_provider_hilos.sync.warehouse_log`: the per-conversation log written back to the warehouse.
 
@@ -16,8 +17,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_hilos.batch.options import BatchOptions
+from airflow_provider_hilos.exceptions import HilosSyncBusyError
 from airflow_provider_hilos.storage import AtomicText
 from airflow_provider_hilos.sync.diff import Action, CompareWith, ListMode, PlanEntry, plan_conversation
+from airflow_provider_hilos.sync.lease import SyncLease
 from airflow_provider_hilos.sync.runner import SyncRunner, SyncSettings
 from airflow_provider_hilos.sync.state import SyncStateStore, sync_owner
 
@@ -58,20 +61,31 @@ def sync_conversations(
     :return: the counts, the plan's summary and the costs, as the operator returns them.
     :raises HilosValidationError: invalid rows (nothing was sent), unless ``options.skip_invalid_rows``.
     :raises HilosBatchError: the apply failed (the state is kept first).
+    :raises HilosSyncBusyError: another run holds the state's lease (nothing was read or sent).
     """
     settings = settings or SyncSettings()
-    runner = SyncRunner(hook, settings, options or BatchOptions(), store=store, log=hook.log)
-    runner.read_desired(iter(rows))
-    runner.plan(plan, keep_updates=not dry_run)
-    batch = None
-    if not dry_run:
-        try:
-            batch = runner.apply(report=report, checkpoint=checkpoint)
-        finally:
-            runner.save(run_id)
-    return {
-        "dry_run": dry_run,
-        **runner.counts(batch),
-        "summary": runner.summary.to_dict(),
-        "costs": runner.costs(),
-    }
+    lease = None
+    if store is not None:  # one run at a time, as the operator's (without waiting: a script says so at once)
+        lease = SyncLease(store.folder, run_id=run_id or "sync_conversations")
+        if (holder := lease.try_acquire()) is not None:
+            raise HilosSyncBusyError(f"Hilos sync: another run of this sync holds its state ({holder.describe()})")
+        lease.keep()
+    try:
+        runner = SyncRunner(hook, settings, options or BatchOptions(), store=store, log=hook.log)
+        runner.read_desired(iter(rows))
+        runner.plan(plan, keep_updates=not dry_run)
+        batch = None
+        if not dry_run:
+            try:
+                batch = runner.apply(report=report, checkpoint=checkpoint)
+            finally:
+                runner.save(run_id)
+        return {
+            "dry_run": dry_run,
+            **runner.counts(batch, dry_run=dry_run),
+            "summary": runner.summary.to_dict(),
+            "costs": runner.costs(),
+        }
+    finally:
+        if lease is not None:
+            lease.release()

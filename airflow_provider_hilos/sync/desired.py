@@ -10,7 +10,8 @@ Cells, whatever the source:
 * ``tags`` and ``assigned``: a SQL array (``text[]``, ``int[]``) or a list as is; a string is split on
   ``list_separator`` (``"vip|renewal"``), ``"[...]"`` is read as JSON, an empty string or ``"-"`` means "must be
   empty";
-* a whole-number ``Decimal`` (Snowflake's ``NUMBER``, Oracle's) is an integer; a ``UUID`` is its text.
+* a whole-number ``Decimal`` (Snowflake's ``NUMBER``, Oracle's) or ``float`` (SQLite's ``REAL``, a CSV read by
+  pandas) is an integer; a ``UUID`` is its text.
 """
 
 from __future__ import annotations
@@ -127,7 +128,9 @@ class RowShaper:
             return value
         if isinstance(value, uuid.UUID):
             return str(value)
-        if isinstance(value, Decimal) and value == value.to_integral_value():
+        if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
             return int(value)
         if field in LIST_FIELDS:
             if isinstance(value, (list, tuple)):
@@ -175,11 +178,24 @@ def rows_from_sql(
     with closing(hook.get_conn()) as conn:
         cursor = _cursor(conn)
         try:
-            if parameters:
-                cursor.execute(sql, parameters)
-            else:
-                cursor.execute(sql)
-            chunk = cursor.fetchmany(chunk_size)
+            try:
+                if parameters:
+                    cursor.execute(sql, parameters)
+                else:
+                    cursor.execute(sql)
+                chunk = cursor.fetchmany(chunk_size)
+            except Exception as exc:  # the driver's own error (a syntax error, two statements, a missing table)
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                raise HilosValidationError(
+                    [
+                        (
+                            "sql",
+                            f"the warehouse refused the query ({type(exc).__name__}: {first}); give one SELECT "
+                            "statement (no ; between statements) that runs on that connection",
+                        )
+                    ],
+                    f"Invalid Hilos sync query on {sql_conn_id}",
+                ) from None
             if cursor.description is None:
                 raise HilosValidationError(
                     [("sql", "returned no result set; give one SELECT query")], "Invalid Hilos sync query"

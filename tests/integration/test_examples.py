@@ -201,6 +201,7 @@ def test_demo_command_runs_green():
     assert day1 == ("10", "600")
     assert day2 == ("10", "9")  # 6 rows changed in the warehouse, 3 hand edits put back
     assert "3 hand edit(s) put back" in result.stdout
+    assert "plan: 9 to update, 591 unchanged, 0 not found, 0 invalid" in result.stdout
 
 
 @pytest.mark.usefixtures("airflow_db")

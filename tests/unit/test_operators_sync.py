@@ -8,6 +8,14 @@ import sqlite3
 
 import pytest
 
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from airflow_provider_hilos.exceptions import (
+    HilosBatchError,
+    HilosConfigurationError,
+    HilosSyncLogError,
+    HilosValidationError,
+)
 from airflow_provider_hilos.operators.sync import SYNC_RESULT_XCOM_KEY, ConversationSyncOperator
 from airflow_provider_hilos.sync.warehouse_log import LOG_TABLE_DDL
 from tests.conftest import TEST_TOKEN, FakeTI
@@ -62,7 +70,7 @@ def test_a_sql_warehouse_is_synced_and_every_change_is_logged_in_it(warehouse, s
 
 def test_the_dry_run_returns_the_plan_and_sends_nothing(warehouse, sb, tmp_path):
     result = sync_task(tmp_path, dry_run="True", log_table=None).execute({"ti": FakeTI(task_id="sync")})
-    assert result["dry_run"] is True and result["to_update"] > 0 and result["updated"] == 0
+    assert result["dry_run"] is True and result["to_update"] > 0 and "updated" not in result
     assert patches(sb) == []
     assert result["summary"]["fields"]["status"] <= 50 and result["summary"]["first_updates"]
 
@@ -124,3 +132,220 @@ def test_a_successful_sync_announces_its_counts_on_its_assets(warehouse, sb, tmp
     extra = events[synced].extra
     assert extra == {name: result[name] for name in ConversationSyncOperator.ASSET_EXTRA_FIELDS}
     assert extra["updated"] == result["updated"] > 0
+
+
+# -- issue 27: what a person sees -----------------------------------------------------------------------------
+
+
+def lines_of(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "Hilos sync" in line]
+
+
+def test_a_dry_run_says_so_first_and_last_and_pushes_its_result_naming_only_what_it_did(
+    warehouse, sb, tmp_path, output
+):
+    for cid in sb.conversation_ids()[:3]:  # day 1, then three hand edits: a dry run finds them
+        sb.state.partial_update(cid, {"status": "CLOSED", "tags": [{"name": "vip"}, {"name": "renewal"}]})
+    store = str(tmp_path / "state")
+    sync_task(tmp_path, log_table=None, state_store=store).execute({"ti": FakeTI(task_id="sync")})
+    for cid in sb.conversation_ids()[:3]:
+        sb.state.partial_update(cid, {"status": "NEW"})
+    output()
+    sb.clear_requests()
+    ti = FakeTI(task_id="sync")
+    dry = sync_task(tmp_path, dry_run=True, report_path=str(tmp_path / "dry" / "report.jsonl"), state_store=store)
+    result = dry.execute({"ti": ti})
+    said = lines_of(output())
+    assert "DRY RUN" in said[0] and "nothing will be sent" in said[0]
+    assert "DRY RUN done, nothing was sent: 3 would be updated (3 putting back hand edits)" in said[-1]
+    assert ti.pushed[SYNC_RESULT_XCOM_KEY] == result and result["dry_run"] is True
+    assert result["drift_found"] == result["summary"]["drift_found"] == 3
+    assert not {"updated", "failed", "drift_corrected"} & set(result)  # what only a real run does
+    assert result["report_path"] is None and result["state_path"] is None  # neither was written
+    assert result["plan_path"] == str(tmp_path / "dry" / "report.jsonl.plan.jsonl")
+    assert not (tmp_path / "dry" / "report.jsonl").exists() and patches(sb) == []
+    with sqlite3.connect(warehouse) as db:
+        assert db.execute("SELECT count(*) FROM hilos_sync_log").fetchone() == (0,)  # a dry run logs nothing
+
+
+def test_a_refused_run_pushes_its_result_and_logs_its_invalid_rows_before_it_fails(warehouse, sb, tmp_path):
+    with sqlite3.connect(warehouse) as db:
+        db.execute("UPDATE crm SET status = 'DONE' WHERE rowid IN (1, 2)")
+        bad = [row[0] for row in db.execute("SELECT id FROM crm WHERE rowid IN (1, 2)")]
+    ti = FakeTI(task_id="sync")
+    with pytest.raises(HilosValidationError, match="Hilos sync refused: 2 of 50 desired row"):
+        sync_task(tmp_path).execute({"ti": ti})
+    result = ti.pushed[SYNC_RESULT_XCOM_KEY]
+    assert result["invalid"] == 2 and result["refused"].startswith("Hilos sync refused")
+    assert result["log_rows_written"] == 2 and [r for r in sb.requests() if r["method"] != "GET"] == []
+    with sqlite3.connect(warehouse) as db:
+        logged = db.execute("SELECT conversation_id, action, outcome, error FROM hilos_sync_log").fetchall()
+    assert sorted(r[0] for r in logged) == sorted(bad) and {r[1:3] for r in logged} == {("invalid", "invalid")}
+    assert all("'DONE' is not a valid status" in r[3] for r in logged)
+
+
+def test_two_rows_for_one_conversation_are_both_invalid_named_by_the_conversation(warehouse, sb, tmp_path):
+    with sqlite3.connect(warehouse) as db:
+        first = db.execute("SELECT id FROM crm WHERE rowid = 5").fetchone()[0]
+        db.execute("INSERT INTO crm VALUES (?, 'RESOLVED', 'vip', NULL)", (first,))
+    with pytest.raises(HilosValidationError) as refused:
+        sync_task(tmp_path, log_table=None).execute({"ti": FakeTI(task_id="sync")})
+    message = str(refused.value)
+    assert f"conversation {first}: conversation_id: {first} is in 2 rows of the desired state (rows 5, 51)" in message
+    assert "keep one row per conversation" in message and "batch" not in message
+    ti = FakeTI(task_id="sync")
+    result = sync_task(tmp_path, log_table=None, skip_invalid_rows=True).execute({"ti": ti})
+    assert result["invalid"] == 2 and result["desired"] == 51  # the key is skipped whole, never first-wins
+    assert sb.conversation(first)["status"] not in ("CLOSED", "RESOLVED") or first not in {
+        p["path"].split("/")[-2] for p in patches(sb)
+    }
+    assert {row["conversation_id"] for row in result["summary"]["invalid_rows"]} == {first}
+
+
+def test_conversations_hilos_does_not_have_are_named_in_the_log_the_result_the_plan_and_the_sync_log(
+    warehouse, sb, tmp_path, output
+):
+    missing = [f"00000000-0000-4000-8000-{i:012d}" for i in range(25)]
+    with sqlite3.connect(warehouse) as db:
+        db.executemany("INSERT INTO crm VALUES (?, 'CLOSED', NULL, NULL)", [(cid,) for cid in missing])
+    result = sync_task(tmp_path).execute({"ti": FakeTI(task_id="sync")})
+    assert result["not_found"] == 25 and result["not_found_conversations"] == missing[:20]
+    text = output()
+    assert "25 desired conversation(s) not found in Hilos (not sent): " + ", ".join(missing[:20]) in text
+    assert "and 5 more (all are in the plan and the sync log)" in text
+    plan = [json.loads(line) for line in (tmp_path / "out" / "report.jsonl.plan.jsonl").read_text().splitlines()]
+    assert sorted(p["conversation_id"] for p in plan if p["action"] == "not_found") == missing
+    assert {p["action"] for p in plan} <= {"update", "not_found"}  # unchanged ones are not listed
+    assert f"Hilos sync plan: written to {tmp_path / 'out' / 'report.jsonl.plan.jsonl'}" in text
+    with sqlite3.connect(warehouse) as db:
+        logged = db.execute("SELECT conversation_id FROM hilos_sync_log WHERE action = 'not_found'").fetchall()
+    assert sorted(r[0] for r in logged) == missing
+
+
+def test_every_request_sent_is_counted_with_retries_apart(warehouse, sb, tmp_path):
+    sb.fail_next("503")  # the first list page is answered 503, then retried
+    result = sync_task(tmp_path, log_table=None).execute({"ti": FakeTI(task_id="sync")})
+    gets = [r for r in sb.requests() if r["method"] == "GET"]
+    assert result["read_requests"] == len(gets) == 5  # 4 pages and the retried one
+    assert result["write_requests"] == len(patches(sb)) == result["updated"]
+    assert result["retried_requests"] == 1
+
+
+def test_add_mode_says_what_it_left_alone_and_keeps_agents_tags_out_of_drift(warehouse, sb, tmp_path, output):
+    task = sync_task(tmp_path, log_table=None, tags_mode="add", state_store=str(tmp_path / "state"))
+    task.execute({"ti": FakeTI(task_id="sync")})  # day 1: vip and renewal on all 50
+    ids = sb.conversation_ids()[:50]
+    for cid in ids[:4]:  # agents add a tag of their own
+        held = [t["name"] for t in sb.conversation(cid)["tags"]]
+        sb.state.partial_update(cid, {"tags": [{"name": t} for t in [*held, "agent-note"]]})
+    with sqlite3.connect(warehouse) as db:  # the warehouse drops renewal everywhere
+        db.execute("UPDATE crm SET tag_list = 'vip'")
+    output()
+    result = sync_task(tmp_path, log_table=None, tags_mode="add", state_store=str(tmp_path / "state")).execute(
+        {"ti": FakeTI(task_id="sync")}
+    )
+    assert result["to_update"] == 0 and result["drift_found"] == 0  # nothing to put back: nothing was lost
+    left = result["summary"]["left_alone"]["tags"]
+    extra = sum(len([t for t in sb.conversation(cid)["tags"] if t["name"] != "vip"]) for cid in ids)
+    assert left["removals_ignored"] == 50 and left["conversations_keeping_items"] == 50 and left["kept"] == extra
+    assert "tags_mode='add' left alone 50 tag removal(s) from the warehouse (in 50 conversation(s)" in output()
+
+
+def test_a_failed_sync_speaks_of_the_sync_and_names_conversations(warehouse, sb, tmp_path):
+    with sqlite3.connect(warehouse) as db:
+        db.execute("UPDATE crm SET team_id = 999 WHERE rowid = 7")
+        cid = db.execute("SELECT id FROM crm WHERE rowid = 7").fetchone()[0]
+    with pytest.raises(HilosBatchError) as failed:
+        sync_task(tmp_path, log_table=None).execute({"ti": FakeTI(task_id="sync")})
+    message = str(failed.value)
+    assert message.startswith("Hilos sync failed: 1 of ") and f"First failures: conversation {cid}: " in message
+    assert "batch" not in message.split(".")[0] and "row 7" not in message
+    report = [json.loads(line) for line in (tmp_path / "out" / "report.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in report if r["conversation_id"] == cid] == [7]  # the desired row's number, everywhere
+
+
+def test_the_log_table_is_checked_before_the_first_request(warehouse, sb, tmp_path):
+    with sqlite3.connect(warehouse) as db:
+        db.execute("DROP TABLE hilos_sync_log")
+        db.execute("CREATE TABLE hilos_sync_log (run_id TEXT)")
+    with pytest.raises(HilosConfigurationError, match=r"lacks the column.s. logged_at, conversation_id"):
+        sync_task(tmp_path).execute({"ti": FakeTI(task_id="sync")})
+    assert sb.requests() == []
+    injection = "hilos_sync_log (run_id) SELECT 'INJECTED', sql FROM sqlite_master --"
+    with pytest.raises(ValueError, match="must be a table name"):
+        sync_task(tmp_path, log_table=injection)  # when the DAG is parsed
+    templated = sync_task(tmp_path, log_table="{{ params.table }}")
+    templated.log_table = injection  # as rendered
+    with pytest.raises(HilosValidationError, match="must be a table name"):
+        templated.execute({"ti": FakeTI(task_id="sync")})
+    assert sb.requests() == []
+    with sqlite3.connect(warehouse) as db:
+        assert db.execute("SELECT count(*) FROM hilos_sync_log").fetchone() == (0,)
+
+
+def test_log_rows_the_warehouse_refused_after_the_apply_are_written_first_next_time(
+    warehouse, sb, tmp_path, monkeypatch
+):
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+
+    real = DbApiHook.insert_rows
+    monkeypatch.setattr(DbApiHook, "insert_rows", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("locked")))
+    ti = FakeTI(task_id="sync")
+    store = str(tmp_path / "state")
+    with pytest.raises(HilosSyncLogError, match="locked") as failed:
+        sync_task(tmp_path, state_store=store).execute({"ti": ti})
+    result = ti.pushed[SYNC_RESULT_XCOM_KEY]
+    assert result["updated"] == 50 and result["log_rows_pending"] == 50 == failed.value.pending
+    assert not isinstance(failed.value, AirflowFailException)  # retryable
+    monkeypatch.setattr(DbApiHook, "insert_rows", real)
+    again = sync_task(tmp_path, state_store=store).execute({"ti": FakeTI(task_id="sync")})  # the retry
+    assert again["to_update"] == 0 and again["log_rows_pending"] == 0
+    with sqlite3.connect(warehouse) as db:
+        logged = db.execute("SELECT run_id, conversation_id, outcome FROM hilos_sync_log").fetchall()
+    assert len(logged) == 50 and {r[0] for r in logged} == {ti.run_id} and {r[2] for r in logged} == {"updated"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"plan_path": "{out}/report.jsonl"}, "plan_path: is the same place as report_path"),
+        ({"report_path": "{out}"}, r"report_path: '.*out' is a folder"),
+        ({"state_store": "{out}/_hilos_checkpoints"}, "state_store: is the same place as checkpoint_path"),
+    ],
+)
+def test_outputs_that_collide_or_are_folders_are_refused_before_anything_is_read(
+    warehouse, sb, tmp_path, kwargs, message
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    filled = {k: v.format(out=out) for k, v in kwargs.items()}
+    if "state_store" in filled:
+        filled["checkpoint_path"] = filled["state_store"]
+    with pytest.raises(HilosValidationError, match=message):
+        sync_task(tmp_path, **filled).execute({"ti": FakeTI(task_id="sync")})
+    assert sb.requests() == []
+
+
+def test_an_unwritable_state_store_is_found_before_the_first_request(warehouse, sb, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(HilosConfigurationError, match="can't be written"):
+        sync_task(tmp_path, state_store=str(blocker / "state")).execute({"ti": FakeTI(task_id="sync")})
+    assert sb.requests() == []
+
+
+def test_a_query_the_warehouse_refuses_is_a_clear_error(warehouse, sb, tmp_path):
+    with pytest.raises(HilosValidationError, match=r"sql: the warehouse refused the query \(.*\); give one SELECT"):
+        sync_task(tmp_path, sql="SELECT id FROM crm; SELECT 1", log_table=None).execute({"ti": FakeTI(task_id="sync")})
+    assert sb.requests() == []
+
+
+def test_a_row_with_every_managed_cell_null_manages_nothing_and_a_whole_real_is_an_id(warehouse, sb, tmp_path):
+    with sqlite3.connect(warehouse) as db:
+        db.execute("UPDATE crm SET status = NULL, tag_list = NULL WHERE rowid = 1")  # manages nothing now
+        db.execute("UPDATE crm SET team_id = 2.0 WHERE rowid = 2")  # SQLite REAL
+        ids = [row[0] for row in db.execute("SELECT id FROM crm WHERE rowid IN (1, 2) ORDER BY rowid")]
+    before = sb.conversation(ids[0])
+    result = sync_task(tmp_path, log_table=None).execute({"ti": FakeTI(task_id="sync")})
+    assert result["invalid"] == 0 and sb.conversation(ids[0]) == before
+    assert sb.conversation(ids[1])["assigned_team"] == 2

@@ -130,18 +130,144 @@ def test_the_dry_run_is_the_plan_and_sends_nothing(sb, store, tmp_path):
     result = run(rows, store, dry_run=True, plan=plan)
     assert patches(sb) == [] and not store.path.exists()  # no write, no state
     lines = [json.loads(line) for line in (tmp_path / "plan.jsonl").read_text().splitlines()]
-    assert len(lines) == 20 and {line["action"] for line in lines} <= {"update", "unchanged"}
-    changed = [line for line in lines if line["action"] == "update"]
-    assert len(changed) == result["to_update"] and all(line["changes"]["status"]["to"] == "CLOSED" for line in changed)
-    assert all(line["changes"]["status"]["from"] != "CLOSED" for line in changed)
+    # the plan lists what is not unchanged (the unchanged ones only on request)
+    assert {line["action"] for line in lines} == {"update"} and 0 < len(lines) < 20
+    assert len(lines) == result["to_update"] and all(line["changes"]["status"]["to"] == "CLOSED" for line in lines)
+    assert all(line["changes"]["status"]["from"] != "CLOSED" for line in lines)
+    assert "updated" not in result and "drift_corrected" not in result  # a dry run did not update anything
+    everything = AtomicText(storage_path(str(tmp_path / "all.jsonl")))
+    run(rows, store, dry_run=True, plan=everything, plan_unchanged=True)
+    assert len((tmp_path / "all.jsonl").read_text().splitlines()) == 20
 
 
 def test_invalid_rows_refuse_the_sync_before_any_request(sb, store):
     rows = [*desired_rows(sb, 2), {"conversation_id": "not-a-uuid", "status": "CLOSED"}, {"status": "DONE"}]
     sb.clear_requests()
-    with pytest.raises(HilosValidationError, match=r"2 of 4 row.* are invalid and nothing was sent") as refused:
+    with pytest.raises(
+        HilosValidationError, match=r"Hilos sync refused: 2 of 4 desired row.* are invalid and nothing"
+    ) as refused:
         run(rows, store)
-    assert "row 3 (conversation 'not-a-uuid')" in str(refused.value) and "row 4" in str(refused.value)
+    assert "row 3 (conversation_id 'not-a-uuid')" in str(refused.value) and "row 4" in str(refused.value)
     assert sb.requests() == []
     skipped = run(rows, store, options=BatchOptions(skip_invalid_rows=True, max_invalid_ratio=1.0))
     assert skipped["invalid"] == 2 and skipped["updated"] + skipped["unchanged"] == 2
+
+
+# -- issue 27: the audit of the read side ---------------------------------------------------------------------
+
+
+LIST = "https://api.hilos.io/api/inbox/conversation"
+X = "6513270e-269e-4d37-b2a7-4de452e6b438"
+Y = "7513270e-269e-4d37-b2a7-4de452e6b438"
+
+
+def listed(pages: list[list[dict]]) -> list[dict]:
+    """requests_mock answers: the pages in order, each announcing the next."""
+    count = sum(len(page) for page in pages)
+    return [
+        {"json": {"count": count, "next": f"{LIST}?page={i + 2}" if i + 1 < len(pages) else None, "results": page}}
+        for i, page in enumerate(pages)
+    ]
+
+
+def test_add_mode_never_replaces_tags_it_could_not_read(hilos_conn, requests_mock, store):
+    hilos_conn()
+    rows = [
+        {"id": X, "status": "NEW", "assigned": [{"id": 3}]},  # no tags shown
+        {"id": Y, "status": "NEW", "tags": [{"id": 1}], "assigned": None},  # a tag without a name, assignees null
+    ]
+    requests_mock.get(LIST, listed([rows]))
+    patched = requests_mock.patch(requests_mock_any_update(), json={})
+    result = run(
+        [{"conversation_id": X, "tags": ["vip"]}, {"conversation_id": Y, "tags": ["vip"], "assigned": [5]}],
+        store,
+        tags_mode=ListMode.ADD,
+        assigned_mode=ListMode.ADD,
+        options=BatchOptions(max_failed_ratio=1.0),
+    )
+    assert not patched.called  # agent-note and vip are never replaced by a guess
+    assert result["unreadable"] == 2 and result["failed"] == 2 and result["updated"] == 0
+    assert {r["conversation_id"] for r in result["summary"]["unreadable_conversations"]} == {X, Y}
+    assert len(store.load().failed) == 2  # tried again next run
+
+
+def test_replace_mode_sends_a_field_hilos_did_not_show_instead_of_taking_it_for_empty(hilos_conn, requests_mock, store):
+    hilos_conn()
+    requests_mock.get(LIST, listed([[{"id": X, "status": "NEW", "assigned": []}]]))  # no tags shown
+    patched = requests_mock.patch(requests_mock_any_update(), json={})
+    result = run([{"conversation_id": X, "tags": []}], store)
+    assert result["to_update"] == 1 and patched.last_request.json() == {"tags": []}
+    assert result["summary"]["first_updates"][0]["changes"]["tags"]["from_unknown"] is True
+
+
+def test_a_conversation_listed_twice_is_compared_with_its_later_copy(hilos_conn, requests_mock, store):
+    hilos_conn()
+    later = {"id": X, "status": "CLOSED", "tags": [], "assigned": []}
+    requests_mock.get(LIST, listed([[{**later, "status": "NEW"}], [later]]))
+    patched = requests_mock.patch(requests_mock_any_update(), json={})
+    result = run([{"conversation_id": X, "status": "CLOSED"}], store)
+    assert result["unchanged"] == 1 and not patched.called
+
+
+def test_a_list_id_that_is_not_a_canonical_uuid_is_never_matched(hilos_conn, requests_mock, store):
+    hilos_conn()
+    forged = "0x00" + X.replace("-", "")  # 36 characters, and int(..., 16) reads it as the same number
+    requests_mock.get(LIST, listed([[{"id": forged, "status": "NEW", "tags": [], "assigned": []}]]))
+    patched = requests_mock.patch(requests_mock_any_update(), json={})
+    result = run([{"conversation_id": X, "status": "CLOSED"}], store)
+    assert result["not_found"] == 1 and not patched.called
+
+
+def test_a_union_the_api_would_refuse_refuses_the_sync_like_an_invalid_row(sb, store):
+    full, other = sb.conversation_ids()[:2]
+    sb.state.partial_update(full, {"tags": [{"name": f"t{i}"} for i in range(100)]})  # the most a conversation has
+    rows = [{"conversation_id": full, "tags": ["vip"]}, {"conversation_id": other, "status": "CLOSED"}]
+    sb.clear_requests()
+    with pytest.raises(HilosValidationError, match=rf"(?s)Hilos sync refused: 1 of 2 .*conversation {full}.*101 tags"):
+        run(rows, store, tags_mode=ListMode.ADD)
+    assert patches(sb) == []  # not even the other row: skip_invalid_rows was not asked for
+    skipped = run(rows, store, tags_mode=ListMode.ADD, options=BatchOptions(skip_invalid_rows=True))
+    assert skipped["invalid"] == 1 and skipped["updated"] == 1
+
+
+@pytest.mark.parametrize("moves", [40, 60])
+def test_a_list_that_churns_hard_is_read_again_until_nothing_is_missed(moves, monkeypatch, tmp_path):
+    from airflow_provider_hilos.sandbox import HilosSandbox
+    from tests.conftest import TEST_TOKEN
+
+    with HilosSandbox(conversations=1200, seed=5, token=TEST_TOKEN, request_log_limit=50_000) as churning:
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", churning.connection_json())
+        rows = [{"conversation_id": cid, "status": "CLOSED"} for cid in churning.conversation_ids()[::2]]
+        churning.set_faults(moves_per_page=moves)
+        state = SyncStateStore(storage_path(str(tmp_path / "s")), sync_owner("crm", "sync"))
+        with HilosHook() as hook:
+            result = sync_conversations(
+                hook, enumerate(rows, start=1), settings=SyncSettings(page_size=100), store=state, run_id="r"
+            )
+        churning.set_faults()
+        assert result["not_found"] == 0
+        wrong = [r for r in rows if churning.conversation(r["conversation_id"])["status"] != "CLOSED"]
+        assert wrong == []
+
+
+def test_a_list_that_churns_past_what_a_second_look_can_catch_says_so(monkeypatch, tmp_path, output):
+    from airflow_provider_hilos.sandbox import HilosSandbox
+    from tests.conftest import TEST_TOKEN
+
+    with HilosSandbox(conversations=1200, seed=5, token=TEST_TOKEN, request_log_limit=50_000) as churning:
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", churning.connection_json())
+        rows = [{"conversation_id": cid, "status": "CLOSED"} for cid in churning.conversation_ids()[::2]]
+        churning.set_faults(moves_per_page=150)  # more than a page moves before each page
+        with HilosHook() as hook:
+            result = sync_conversations(
+                hook, enumerate(rows, start=1), settings=SyncSettings(page_size=100), dry_run=True
+            )
+    text = output()
+    if result["not_found"]:
+        assert f"{result['not_found']} desired conversation(s) were not seen although the list moved" in text
+
+
+def requests_mock_any_update():
+    import re
+
+    return re.compile(r"https://api\.hilos\.io/api/inbox/conversation/[0-9a-f-]+/update")
