@@ -53,6 +53,9 @@ AIRFLOW_AGNOSTIC = frozenset(
         "tests/integration/test_reliability.py",
         "tests/integration/test_quota.py",
         "tests/integration/test_sync_reliability.py",
+        "tests/integration/test_sync_concurrency.py",
+        "tests/unit/test_batch_wording.py",
+        "tests/unit/test_sync_lease.py",
     }
 )
 

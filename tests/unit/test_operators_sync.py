@@ -3,8 +3,10 @@ sync log in the warehouse, the dry run, and errors at parse time that name the f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import threading
 
 import pytest
 
@@ -13,10 +15,12 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow_provider_hilos.exceptions import (
     HilosBatchError,
     HilosConfigurationError,
+    HilosSyncBusyError,
     HilosSyncLogError,
     HilosValidationError,
 )
 from airflow_provider_hilos.operators.sync import SYNC_RESULT_XCOM_KEY, ConversationSyncOperator
+from airflow_provider_hilos.sandbox import HilosSandbox
 from airflow_provider_hilos.sync.warehouse_log import LOG_TABLE_DDL
 from tests.conftest import TEST_TOKEN, FakeTI
 from tests.helpers import patches
@@ -349,3 +353,103 @@ def test_a_row_with_every_managed_cell_null_manages_nothing_and_a_whole_real_is_
     result = sync_task(tmp_path, log_table=None).execute({"ti": FakeTI(task_id="sync")})
     assert result["invalid"] == 0 and sb.conversation(ids[0]) == before
     assert sb.conversation(ids[1])["assigned_team"] == 2
+
+
+# -- issue 27: one run at a time, as the operator does it ---------------------------------------------------
+
+
+def test_a_run_that_waits_too_long_fails_naming_the_holder_and_sends_nothing(sb, tmp_path):
+    from airflow_provider_hilos.storage import storage_path
+    from airflow_provider_hilos.sync.lease import SyncLease
+    from airflow_provider_hilos.sync.state import SyncStateStore, sync_owner
+
+    store = SyncStateStore(storage_path(str(tmp_path / "state")), sync_owner("hilos_tests", "sync"))
+    other = SyncLease(store.folder, run_id="scheduled__busy", try_number=3)
+    assert other.try_acquire() is None
+    task = ConversationSyncOperator(
+        task_id="sync",
+        state=[{"conversation_id": sb.conversation_ids()[0], "status": "CLOSED"}],
+        state_store=str(tmp_path / "state"),
+        wait_for_other_run=0.5,
+    )
+    task.LEASE_POLL_SECONDS = 0.1
+    with pytest.raises(
+        HilosSyncBusyError, match=r"holds its state \(run scheduled__busy \(try 3\) on .*waited"
+    ) as busy:
+        task.execute({"ti": FakeTI(task_id="sync")})
+    assert "fails without sending anything" in str(busy.value) and sb.requests() == []
+    other.release()
+
+
+def test_a_deferrable_run_waits_for_the_other_run_in_the_triggerer(sb, tmp_path):
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from airflow_provider_hilos.storage import storage_path
+    from airflow_provider_hilos.sync.lease import SyncLease
+    from airflow_provider_hilos.sync.state import SyncStateStore, sync_owner
+
+    store = SyncStateStore(storage_path(str(tmp_path / "state")), sync_owner("hilos_tests", "sync"))
+    other = SyncLease(store.folder, run_id="scheduled__busy")
+    assert other.try_acquire() is None
+    rows = [{"conversation_id": cid, "status": "CLOSED"} for cid in sb.conversation_ids()[:5]]
+    task = ConversationSyncOperator(
+        task_id="sync", state=rows, state_store=str(tmp_path / "state"), deferrable=True, wait_for_other_run=600
+    )
+    ti = FakeTI(task_id="sync")
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute({"ti": ti})
+    trigger = deferred.value.trigger
+    _, kwargs = trigger.serialize()
+    assert set(kwargs) == {"state_folder", "deadline", "poll_interval", "holder"}
+    assert TEST_TOKEN not in json.dumps(kwargs) and rows[0]["conversation_id"] not in json.dumps(kwargs)
+    assert sb.requests() == []  # nothing read while it waits
+    trigger.poll_interval = 0.1
+    threading.Timer(0.5, other.release).start()  # the other run ends
+
+    async def first_event():
+        async for event in trigger.run():
+            return event.payload
+
+    event = asyncio.run(first_event())
+    assert event["status"] == "free"
+    result = task.execute_after_lease({"ti": ti}, event, **deferred.value.kwargs)
+    assert result["updated"] + result["unchanged"] == 5 and ti.pushed[SYNC_RESULT_XCOM_KEY] == result
+
+
+def test_a_run_whose_lease_is_taken_over_stops_sending_and_leaves_the_state_alone(monkeypatch, tmp_path):
+    with HilosSandbox(conversations=80, seed=2, token=TEST_TOKEN, faults={"latency_ms": 40}) as sandbox:
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sandbox.connection_json())
+        rows = [{"conversation_id": cid, "status": "FLOW_PAUSED"} for cid in sandbox.conversation_ids()]
+        task = ConversationSyncOperator(
+            task_id="sync", state=rows, state_store=str(tmp_path / "state"), max_concurrency=1, resume=False
+        )
+        task.LEASE_SECONDS = 0.6  # renewed every 0.2 s
+        lease_files = []
+
+        def take_over() -> None:  # another run takes the lease, as if this one had been stalled past it
+            wait_until(lambda: len(patches(sandbox)) >= 5)
+            (path,) = list((tmp_path / "state").glob("*/lease.json"))
+            record = json.loads(path.read_text())
+            path.write_text(json.dumps({**record, "token": "the-other-run", "run_id": "other"}))
+            lease_files.append(path)
+
+        thief = threading.Thread(target=take_over)
+        thief.start()
+        ti = FakeTI(task_id="sync")
+        with pytest.raises(HilosSyncBusyError, match="lost its lease"):
+            task.execute({"ti": ti})
+        thief.join()
+        sent = len(patches(sandbox))
+        assert 5 <= sent < 40  # it stopped sending
+        assert not list((tmp_path / "state").glob("*/state.jsonl"))  # nor wrote its state over the other run's
+        assert json.loads(lease_files[0].read_text())["token"] == "the-other-run"  # and left the other's lease
+        assert ti.pushed[SYNC_RESULT_XCOM_KEY]["state_path"] is None
+
+
+def wait_until(condition, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
