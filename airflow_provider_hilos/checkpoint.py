@@ -47,9 +47,11 @@ from airflow_provider_hilos.exceptions import HilosCheckpointError, HilosConfigu
 from airflow_provider_hilos.storage import StoragePath, is_local, local_path, make_folder
 
 _SLUG = re.compile(r"[^A-Za-z0-9_-]+")
-#: One checkpoint line: a canonical conversation id and the 16-hex-digit fingerprint of what was sent.
+#: One checkpoint line: a key (a canonical conversation id, a contact's E.164 phone) and the 16-hex-digit fingerprint of
+#: what was sent.
 _LINE = re.compile(
-    r"(?P<conversation>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}) (?P<digest>[0-9a-f]{16})\n"
+    r"(?P<conversation>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\+[0-9]{4,16}) "
+    r"(?P<digest>[0-9a-f]{16})\n"
 )
 _SEGMENT = re.compile(r"applied-[0-9]+-[0-9]+-[0-9a-f]+-[0-9]+\.txt")
 _WAITING = re.compile(r"waiting-[0-9a-f]{32}")

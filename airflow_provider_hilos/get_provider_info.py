@@ -32,6 +32,7 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "Hilos",
                 "python-modules": [
+                    "airflow_provider_hilos.operators.contacts",
                     "airflow_provider_hilos.operators.conversation",
                     "airflow_provider_hilos.operators.export",
                     "airflow_provider_hilos.operators.sync",

@@ -12,6 +12,7 @@ import difflib
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import IO, Any, cast
 
 from airflow_provider_hilos.exceptions import HilosValidationError
@@ -118,8 +119,32 @@ def rows_from_json_lines(
 CSV_COLUMNS: tuple[str, ...] = ("conversation_id", *WRITABLE_FIELDS)
 
 
+@dataclass(frozen=True)
+class CsvColumns:
+    """The columns a CSV file may have: the key's, the others (``prefix``: more named columns, a contact's
+    ``meta.<name>``), and which hold lists (names or ids joined by the list separator)."""
+
+    key: str
+    names: tuple[str, ...]
+    lists: tuple[str, ...]
+    prefix: str | None = None
+
+    def known(self, column: str) -> bool:
+        return column in self.names or bool(
+            self.prefix and column.startswith(self.prefix) and len(column) > len(self.prefix)
+        )
+
+
+#: A conversation change set's columns.
+CHANGE_SET_COLUMNS = CsvColumns("conversation_id", CSV_COLUMNS, LIST_FIELDS)
+
+
 def rows_from_csv(
-    open_binary: Callable[[], IO[bytes]] | Callable[[], IO[str]], *, separator: str = "|", name: str = "updates_path"
+    open_binary: Callable[[], IO[bytes]] | Callable[[], IO[str]],
+    *,
+    separator: str = "|",
+    name: str = "updates_path",
+    columns: CsvColumns = CHANGE_SET_COLUMNS,
 ) -> RowSource:
     """A re-iterable source of ``(line_number, row)`` read line by line from a CSV change set (UTF-8, a leading
     byte-order mark allowed, lines of at most :data:`MAX_LINE_BYTES`).
@@ -136,6 +161,8 @@ def rows_from_csv(
     :param open_binary: opens the file for reading bytes (called once per pass).
     :param separator: what joins the names and ids inside one cell.
     :param name: what the file is called in errors.
+    :param columns: the columns it may have (default: a conversation change set's; a contact sync's desired state
+        has ``phone``, its fields and ``meta.<name>``).
     :raises HilosValidationError: (when read) a header with an unknown, repeated or missing column.
     """
     if problem := list_separator_problem(separator):
@@ -152,7 +179,7 @@ def rows_from_csv(
         if problem:
             raise _invalid(f"{name} line 1", f"the header {problem}")
         header = [column.strip() for column in header_cells]
-        _check_header(header, name)
+        _check_header(header, name, columns)
         for line, text in lines:
             if not text.strip():
                 continue
@@ -170,7 +197,7 @@ def rows_from_csv(
                 value = cell.strip()
                 if not value:
                     continue  # empty: not given
-                if column in LIST_FIELDS and value != CLEAR:
+                if column in columns.lists and value != CLEAR:
                     row[column] = [part.strip() for part in value.split(separator) if part.strip()]
                 else:
                     row[column] = value
@@ -204,21 +231,17 @@ def list_separator_problem(separator: Any) -> str | None:
 MAX_LISTED_COLUMNS = 10
 
 
-def _check_header(header: list[str], name: str) -> None:
+def _check_header(header: list[str], name: str, columns: CsvColumns = CHANGE_SET_COLUMNS) -> None:
     problems = []
-    unknown = [column for column in header if column not in CSV_COLUMNS]
+    unknown = [column for column in header if not columns.known(column)]
+    listed = ", ".join(columns.names) + (f", {columns.prefix}<name>" if columns.prefix else "")
     for column in unknown[:MAX_LISTED_COLUMNS]:
-        close = difflib.get_close_matches(column, CSV_COLUMNS, n=1)
+        close = difflib.get_close_matches(column, columns.names, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        problems.append(
-            (
-                f"column {show(column)}",
-                f"is not a column of a change set; {hint}the columns are {', '.join(CSV_COLUMNS)}",
-            )
-        )
+        problems.append((f"column {show(column)}", f"is not a column of a change set; {hint}the columns are {listed}"))
     if len(unknown) > MAX_LISTED_COLUMNS:
         problems.append(("header", f"has {len(unknown) - MAX_LISTED_COLUMNS:,} more unknown columns"))
-    counts = Counter(column for column in header if column in CSV_COLUMNS)
+    counts = Counter(column for column in header if columns.known(column))
     for column, count in counts.items():
         if count > 1:
             problems.append(
@@ -227,10 +250,10 @@ def _check_header(header: list[str], name: str) -> None:
                     f"appears {count} times; a change set names each column once (remove the copies)",
                 )
             )
-    if "conversation_id" not in header:
-        listed = ", ".join(_short(column) for column in header[:MAX_LISTED_COLUMNS]) or "none"
+    if columns.key not in header:
+        have = ", ".join(_short(column) for column in header[:MAX_LISTED_COLUMNS]) or "none"
         more = f" and {len(header) - MAX_LISTED_COLUMNS:,} more" if len(header) > MAX_LISTED_COLUMNS else ""
-        problems.append(("header", f"has no conversation_id column (its columns: {listed}{more})"))
+        problems.append(("header", f"has no {columns.key} column (its columns: {have}{more})"))
     if problems:
         raise HilosValidationError(problems, f"Invalid Hilos batch input: the CSV header of {name}")
 
@@ -241,7 +264,11 @@ def _short(text: str, limit: int = 40) -> str:
 
 def _looks_like_csv_header(line: str) -> bool:
     text = line.strip()
-    return not text.startswith(("{", "[")) and "conversation_id" in text and any(sep in text for sep in ",;\t")
+    return (
+        not text.startswith(("{", "["))
+        and ("conversation_id" in text or "phone" in text)
+        and any(sep in text for sep in ",;\t")
+    )
 
 
 def rows_from_path(
@@ -250,6 +277,7 @@ def rows_from_path(
     input_format: str | None = None,
     list_separator: str = "|",
     name: str = "updates_path",
+    columns: CsvColumns = CHANGE_SET_COLUMNS,
 ) -> RowSource:
     """The rows of a change-set file, in the format its extension (or ``input_format``) says.
 
@@ -285,5 +313,5 @@ def rows_from_path(
     # errors about the file's content name the argument and the file
     label = name if name == str(path) else f"{name} {str(path)!r}"
     if fmt == "csv":
-        return rows_from_csv(open_binary, separator=list_separator, name=label)
+        return rows_from_csv(open_binary, separator=list_separator, name=label, columns=columns)
     return rows_from_json_lines(open_binary, name=label)

@@ -75,12 +75,12 @@ def sql_input_datasets(sql_conn_id: str, sql: str) -> list[Any]:
     return [Dataset(namespace=namespace, name=table.qualified_name) for table in (meta.in_tables if meta else [])]
 
 
-def hilos_dataset(base_url: str, *, written: int | None = None) -> Any:
-    """The Hilos conversations of the API at ``base_url``, as a dataset (with the number of conversations written as
-    output statistics, when it is an output)."""
+def hilos_dataset(base_url: str, *, written: int | None = None, name: str = CONVERSATIONS) -> Any:
+    """The Hilos conversations (or ``name``: ``contacts``) of the API at ``base_url``, as a dataset (with the number
+    written as output statistics, when it is an output)."""
     from airflow.providers.common.compat.openlineage.facet import Dataset
 
-    return Dataset(namespace=hilos_namespace(base_url), name=CONVERSATIONS, facets=_written(written))
+    return Dataset(namespace=hilos_namespace(base_url), name=name, facets=_written(written))
 
 
 def file_dataset(path: str, *, written: int | None = None) -> Any:

@@ -214,6 +214,16 @@ class ValidatedUpdate:
     conversation_id: str
     body: dict[str, Any]
 
+    @property
+    def key(self) -> str:
+        """What a batch's report and checkpoint name it by: the conversation's id."""
+        return self.conversation_id
+
+    @property
+    def digest_body(self) -> dict[str, Any]:
+        """What a checkpoint's fingerprint covers (the body: the same body lands the same)."""
+        return self.body
+
 
 def show(value: Any, limit: int = 60) -> str:
     """A short, safe ``repr`` of a bad value for an error message (whatever the value is)."""

@@ -56,6 +56,12 @@ AIRFLOW_AGNOSTIC = frozenset(
         "tests/integration/test_sync_concurrency.py",
         "tests/unit/test_batch_wording.py",
         "tests/unit/test_sync_lease.py",
+        "tests/unit/test_contacts.py",
+        "tests/unit/test_people.py",
+        "tests/unit/test_sandbox_contacts.py",
+        "tests/unit/test_sync_work.py",
+        "tests/unit/test_resources_paging.py",
+        "tests/unit/test_sync_objects_contact.py",
     }
 )
 

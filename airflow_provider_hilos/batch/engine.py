@@ -254,7 +254,7 @@ class BatchEngine:
         elif item.kind is ItemKind.ALREADY_APPLIED:
             result.already_applied += 1
             self._report.outcome(
-                {"row": item.number, "conversation_id": item.conversation_id, "outcome": "already_applied"}
+                {"row": item.number, self.words.key_field: item.conversation_id, "outcome": "already_applied"}
             )
         elif pool is None:  # the batch stopped before this row's turn
             self._not_sent(item)
@@ -301,7 +301,7 @@ class BatchEngine:
             return _Outcome(flight, error)
         if self.checkpoint is not None:  # before the outcome is collected: a crash now re-sends only rows in flight
             try:
-                self.checkpoint.record(update.conversation_id, flight.item.digest)
+                self.checkpoint.record(update.key, flight.item.digest)
             except HilosCheckpointError as exc:
                 self._halt.set()
                 return _Outcome(flight, exc)
@@ -416,7 +416,8 @@ class BatchEngine:
 
     def _updated(self, item: Item) -> None:
         self.result.updated += 1
-        self._report.outcome({"row": item.number, "conversation_id": item.conversation_id, "outcome": "updated"})
+        done = getattr(item.update, "done_word", "updated")  # a contact's create or delete says so
+        self._report.outcome({"row": item.number, self.words.key_field: item.conversation_id, "outcome": done})
 
     def _failed(self, flight: _Flight, error: HilosError) -> None:
         result, item = self.result, flight.item
@@ -431,14 +432,14 @@ class BatchEngine:
         )
         if len(result.failed_rows) < self.options.max_failed_rows:
             result.failed_rows.append(
-                {"row": item.number, "conversation_id": item.conversation_id, "status_code": status, "error": short}
+                {"row": item.number, self.words.key_field: item.conversation_id, "status_code": status, "error": short}
             )
         else:
             result.failed_rows_omitted += 1
         self._report.outcome(
             {
                 "row": item.number,
-                "conversation_id": item.conversation_id,
+                self.words.key_field: item.conversation_id,
                 "outcome": "failed",
                 "status_code": status,
                 "error": str(error),
@@ -447,7 +448,7 @@ class BatchEngine:
 
     def _not_sent(self, item: Item) -> None:
         self.result.not_sent += 1
-        self._report.outcome({"row": item.number, "conversation_id": item.conversation_id, "outcome": "not_sent"})
+        self._report.outcome({"row": item.number, self.words.key_field: item.conversation_id, "outcome": "not_sent"})
 
     def _skipped(self, item: Item) -> None:
         result = self.result
@@ -456,11 +457,11 @@ class BatchEngine:
         if result.skipped <= MAX_LOGGED_SKIPS:
             self.log.warning("%s: row %d%s skipped, it is invalid: %s", self.words.label, item.number, item.label, why)
         if len(result.skipped_rows) < self.options.max_failed_rows:
-            result.skipped_rows.append({"row": item.number, "conversation_id": item.conversation_id, "error": why})
+            result.skipped_rows.append({"row": item.number, self.words.key_field: item.conversation_id, "error": why})
         else:
             result.skipped_rows_omitted += 1
         self._report.outcome(
-            {"row": item.number, "conversation_id": item.conversation_id, "outcome": "skipped", "error": why}
+            {"row": item.number, self.words.key_field: item.conversation_id, "outcome": "skipped", "error": why}
         )
 
     def _progress(self, final: bool = False) -> None:

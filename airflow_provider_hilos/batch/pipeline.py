@@ -19,7 +19,7 @@ import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_hilos.checkpoint import fingerprint
 from airflow_provider_hilos.exceptions import HilosValidationError
@@ -34,6 +34,9 @@ from airflow_provider_hilos.rows import (
     shard_problem,
 )
 from airflow_provider_hilos.schemas import ValidatedUpdate, id_key
+
+if TYPE_CHECKING:
+    from airflow_provider_hilos.people import PeopleResolver
 
 #: How many invalid rows an error message lists (all of them are counted, and written to the report).
 MAX_LISTED_INVALID_ROWS = 50
@@ -62,7 +65,8 @@ class Item:
 
     number: int
     kind: ItemKind
-    update: ValidatedUpdate | None = None
+    #: the write: a :class:`~airflow_provider_hilos.schemas.ValidatedUpdate`, or a contact's ``ContactWrite``
+    update: Any = None
     digest: str = ""
     conversation_id: str | None = None
     label: str = ""
@@ -104,12 +108,21 @@ class RowPipeline:
     :param shard_index: with ``shard_count``, only the rows of that shard are sent (see
         :func:`~airflow_provider_hilos.rows.shard_of`); every row is still read and validated.
     :param shard_count: how many shards the input is split into.
+    :param people: turns agents given by email and teams given by name into ids (an unknown one: an invalid row).
     """
 
-    def __init__(self, source: RowSource, *, shard_index: int | None = None, shard_count: int | None = None) -> None:
+    def __init__(
+        self,
+        source: RowSource,
+        *,
+        shard_index: int | None = None,
+        shard_count: int | None = None,
+        people: PeopleResolver | None = None,
+    ) -> None:
         if problem := shard_problem(shard_index, shard_count):
             raise ValueError(problem)
         self.source = source
+        self.people = people
         self.shard = None if shard_count is None or shard_index is None else (shard_index, shard_count)
 
     def _in_shard(self, row: Any) -> bool:
@@ -119,7 +132,12 @@ class RowPipeline:
         checker = RowChecker()
         for number, row in self.source():
             try:
-                verdict: ValidatedUpdate | HilosValidationError = checker.check(number, row)
+                resolved = row
+                if self.people is not None and isinstance(row, Mapping):
+                    resolved, problems = self.people.resolve(row)  # agents by email, teams by name: ids
+                    if problems:
+                        raise HilosValidationError(problems, "Invalid row")
+                verdict: ValidatedUpdate | HilosValidationError = checker.check(number, resolved)
             except HilosValidationError as exc:
                 verdict = exc
             yield number, row, self._in_shard(row), verdict
@@ -163,17 +181,21 @@ class UpdatePipeline:
     :param total: how many there are, when ``updates`` is an iterator (a list says it itself); used for progress
         and for ``max_failed_ratio``.
     :param numbered: ``updates`` are ``(row number, update)`` pairs.
+    :param unique: the writes' keys are known to be unique (a sync's plan): not checked (the check holds every key
+        in memory).
     """
 
     def __init__(
         self,
-        updates: Iterable[ValidatedUpdate] | Iterable[tuple[int, ValidatedUpdate]],
+        updates: Iterable[Any],
         *,
         total: int | None = None,
         numbered: bool = False,
+        unique: bool = False,
     ) -> None:
         self.updates = updates
         self.numbered = numbered
+        self.unique = unique
         self.total = total if total is not None else (len(updates) if isinstance(updates, Sized) else 0)
 
     def survey(self) -> Survey:
@@ -185,26 +207,27 @@ class UpdatePipeline:
         applied = applied or {}
         first: dict[int, int] = {}
         pairs = self.updates if self.numbered else enumerate(self.updates, start=1)
-        for number, update in pairs:  # type: ignore[misc]
-            if not isinstance(update, ValidatedUpdate):
+        for number, update in pairs:
+            if not hasattr(update, "digest_body"):
                 raise TypeError(f"update {number} is a {type(update).__name__}, not a ValidatedUpdate")
-            earlier = first.setdefault(id_key(update.conversation_id), number)
-            if earlier != number:
-                yield Item(
-                    number,
-                    ItemKind.INVALID,
-                    conversation_id=update.conversation_id,
-                    label=f" (conversation {update.conversation_id!r})",
-                    reason=f"conversation_id: {update.conversation_id} is already updated by update {earlier}",
-                )
-                continue
+            if not self.unique:
+                earlier = first.setdefault(id_key(update.key), number)
+                if earlier != number:
+                    yield Item(
+                        number,
+                        ItemKind.INVALID,
+                        conversation_id=update.key,
+                        label=f" (conversation {update.key!r})",
+                        reason=f"conversation_id: {update.key} is already updated by update {earlier}",
+                    )
+                    continue
             yield _valid_item(number, update, applied)
 
 
-def _valid_item(number: int, update: ValidatedUpdate, applied: Mapping[str, str]) -> Item:
-    digest = fingerprint(update.conversation_id, update.body)
-    kind = ItemKind.ALREADY_APPLIED if applied.get(update.conversation_id) == digest else ItemKind.SEND
-    return Item(number, kind, update=update, digest=digest, conversation_id=update.conversation_id)
+def _valid_item(number: int, update: Any, applied: Mapping[str, str]) -> Item:
+    digest = fingerprint(update.key, update.digest_body)
+    kind = ItemKind.ALREADY_APPLIED if applied.get(update.key) == digest else ItemKind.SEND
+    return Item(number, kind, update=update, digest=digest, conversation_id=update.key)
 
 
 def pipeline_for(updates: Any) -> Pipeline:

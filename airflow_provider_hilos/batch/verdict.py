@@ -118,7 +118,9 @@ def batch_verdict(result: BatchResult, options: BatchOptions, words: Wording = B
     allowed = allowed_failures(options, sendable)
     if result.failed <= allowed and not result.not_sent:
         return None
-    first = "; ".join(f"{_named(words, r['row'], r['conversation_id'])}: {r['error']}" for r in result.failed_rows[:5])
+    first = "; ".join(
+        f"{_named(words, r['row'], r.get(words.key_field))}: {r['error']}" for r in result.failed_rows[:5]
+    )
     permanent = result.failed == result.failed_permanently
     error_class = HilosPermanentBatchError if permanent else HilosBatchError
     return error_class(

@@ -16,18 +16,26 @@ class Wording:
     :param unit: what a row is called in counts (``row``, ``desired row``, ``update``).
     :param by_key: name a row by its conversation id (its position only when it has none), not by its position.
     :param rest: what the advice calls going on without the invalid rows.
+    :param key_field: the key's name in reports and results (``conversation_id``, a contact's ``phone``).
     """
 
     label: str = "Hilos batch"
     unit: str = "row"
     by_key: bool = False
     rest: str = "send the valid rows only"
+    key_field: str = "conversation_id"
 
-    def row(self, number: int, conversation_id: str | None) -> str:
-        """``row 12 (conversation 6513...)``, or ``conversation 6513...`` when rows are named by their key."""
-        if self.by_key and conversation_id:
-            return f"conversation {conversation_id}"
-        return f"row {number}" + (f" (conversation {conversation_id})" if conversation_id else "")
+    @property
+    def noun(self) -> str:
+        """What a key names: ``conversation``, ``contact``."""
+        return "contact" if self.key_field == "phone" else "conversation"
+
+    def row(self, number: int, key: str | None) -> str:
+        """``row 12 (conversation 6513...)``, or ``conversation 6513...`` (``contact +52...``) when rows are named by
+        their key."""
+        if self.by_key and key:
+            return f"{self.noun} {key}"
+        return f"row {number}" + (f" ({self.noun} {key})" if key else "")
 
 
 #: A change set's words (the batch operator, ``HilosHook.update_conversations``).

@@ -7,9 +7,7 @@ requests (session, retries, error wording) are made by :mod:`airflow_provider_hi
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -18,7 +16,6 @@ import requests
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_hilos import metrics
 from airflow_provider_hilos.batch import BatchOptions, BatchResult
 from airflow_provider_hilos.batch.dry_run import dry_run
 from airflow_provider_hilos.batch.engine import BatchEngine, ReportTarget
@@ -36,8 +33,12 @@ from airflow_provider_hilos.connection import (
     page_size_is_valid,
     settings_from_connection,
 )
-from airflow_provider_hilos.exceptions import HilosAPIError, HilosConfigurationError, HilosError, HilosValidationError
+from airflow_provider_hilos.exceptions import HilosAPIError, HilosConfigurationError, HilosValidationError
 from airflow_provider_hilos.pacing import AdaptivePacer, CircuitBreaker
+from airflow_provider_hilos.resources.contacts import Contacts, ContactWrite
+from airflow_provider_hilos.resources.conversations import Conversations
+from airflow_provider_hilos.resources.members import AccountMembers
+from airflow_provider_hilos.resources.paging import ListingProgress, listing_page_bound
 from airflow_provider_hilos.rows import RowSource
 from airflow_provider_hilos.schemas import ValidatedUpdate, validate_update
 from airflow_provider_hilos.transport import JSON, HilosTransport, redact
@@ -50,36 +51,7 @@ if TYPE_CHECKING:
 WEB_CONVERSATION_PATH = "/inbox/conversation/{id}"
 
 
-#: Pages in a row with only rows already read (and a next page announced) before a listing gives up.
-MAX_STALE_PAGES = 3
-
-
-def listing_page_bound(count: int, served: int) -> int:
-    """The most pages a listing reads for ``count`` rows served ``served`` a page: what the count needs, plus a
-    slack for the rows that arrive (and move) while it runs (a tenth more, and at least 10 pages)."""
-    needed = -(-count // max(served, 1))
-    return needed + max(10, needed // 10)
-
-
-@dataclasses.dataclass
-class ListingProgress:
-    """How far a listing got: pages read, rows yielded, rows seen twice (skipped), and the count the API gave."""
-
-    pages: int = 0
-    rows: int = 0
-    duplicates: int = 0
-    count: int | None = None
-
-
-def _row_key(row: Any) -> int | None:
-    """A compact key of a row's conversation id (a UUID as its 128-bit number), for de-duplication."""
-    cid = row.get("id") if isinstance(row, dict) else None
-    if not isinstance(cid, str):
-        return None
-    try:
-        return uuid.UUID(cid).int
-    except ValueError:
-        return hash(cid)
+__all__ = ["HilosHook", "ListingProgress", "listing_page_bound"]
 
 
 class HilosHook(BaseHook):
@@ -345,53 +317,44 @@ class HilosHook(BaseHook):
         """
         return self.send_update(validate_update(conversation_id, payload))
 
-    def send_update(self, update: ValidatedUpdate, *, attempt: int | None = None) -> dict[str, Any]:
-        """PATCH an update that passed :func:`~airflow_provider_hilos.schemas.validate_update`.
+    def send_update(self, update: ValidatedUpdate | ContactWrite, *, attempt: int | None = None) -> dict[str, Any]:
+        """Send a write that passed validation: a conversation's PATCH
+        (:meth:`~airflow_provider_hilos.resources.conversations.Conversations.send`, the one place it is made) or a
+        contact's request (:meth:`~airflow_provider_hilos.resources.contacts.Contacts.send`). Only validated writes
+        are accepted, so unvalidated input cannot reach the wire.
 
-        This is the one place the PATCH request is made; the single and the batch paths both call it.
-        Only a :class:`~airflow_provider_hilos.schemas.ValidatedUpdate` is accepted, so unvalidated input
-        cannot reach the wire.
-
-        :param update: the canonical conversation id and the JSON body.
+        :param update: a :class:`~airflow_provider_hilos.schemas.ValidatedUpdate` or a
+            :class:`~airflow_provider_hilos.resources.contacts.ContactWrite`.
         :param attempt: send exactly once, counting this as attempt number ``attempt`` (the batch path
             schedules its own retries); ``None``: with the hook's retries.
         :raises HilosAPIError: the API refused the update, or failed (after every retry, unless ``attempt``).
         """
-        method, path = self._update_request(update)
-        cid = update.conversation_id
-        subject = f"conversation {cid}"
-        if attempt is None:
-            try:
-                result = self.transport.request(method, path, json=update.body, subject=subject)
-            except HilosError:
-                metrics.incr(metrics.FAILED)  # for good: after the hook's retries
-                raise
-        else:  # one attempt: the caller (a batch) retries, and counts an update that failed for good
-            result = self.transport.attempt(method, path, json=update.body, subject=subject, number=attempt)
-        if not isinstance(result, dict):
-            raise HilosAPIError(
-                f"Hilos answered the update of conversation {cid} with "
-                f"{type(result).__name__} instead of a ConversationEdit object",
-                status_code=200,
-                method="PATCH",
-                path=path,
-                problem="an answer that is not a JSON object",
-            )
-        metrics.incr(metrics.APPLIED)
-        return result
+        if isinstance(update, ContactWrite):
+            return self.contacts.send(update, attempt=attempt)
+        return self.conversations.send(update, attempt=attempt)
 
     def planned_update(self, update: ValidatedUpdate) -> dict[str, Any]:
         """What :meth:`send_update` would send, without sending it (for a dry run): the method, the full URL
         (the token travels in a header, never in the URL) and the JSON body. Resolves and checks the
         connection."""
-        method, path = self._update_request(update)
-        return {"method": method, "url": self.settings.url(path), "body": update.body}
+        return self.conversations.planned(update)
 
-    def _update_request(self, update: ValidatedUpdate) -> tuple[str, str]:
-        """The update's method and path, by the connection's API family: where the PATCH is described."""
-        if not isinstance(update, ValidatedUpdate):
-            raise TypeError(f"send_update takes a ValidatedUpdate (see validate_update), not {type(update).__name__}")
-        return "PATCH", self.settings.api_family.update_path(quote(update.conversation_id, safe=""))
+    # -- the API's objects: one resource each --------------------------------------------------
+
+    @cached_property
+    def conversations(self) -> Conversations:
+        """The conversation endpoints (update, list)."""
+        return Conversations(self)
+
+    @cached_property
+    def contacts(self) -> Contacts:
+        """The contact endpoints (list, create-or-update by phone, get, partial update, delete)."""
+        return Contacts(self)
+
+    @cached_property
+    def account_members(self) -> AccountMembers:
+        """The account's members (agents by email, teams by name)."""
+        return AccountMembers(self)
 
     def update_conversations(
         self,
@@ -484,22 +447,9 @@ class HilosHook(BaseHook):
         :param max_attempts: override the hook's attempts for this call.
         :return: a page ``{"count", "next", "previous", "results": [...]}``.
         """
-        params: dict[str, str | int] = {"page": page, "page_size": page_size}
-        if contact is not None:
-            params["contact"] = contact
-        if search is not None:
-            params["search"] = search
-        path = self.settings.api_family.conversation_path
-        page_answer = self.transport.request("GET", path, params=params, max_attempts=max_attempts)
-        if not isinstance(page_answer, dict):
-            raise HilosAPIError(
-                f"Hilos answered the conversation list with {type(page_answer).__name__} instead of a page object",
-                status_code=200,
-                method="GET",
-                path=path,
-                problem="an answer that is not a JSON object",
-            )
-        return page_answer
+        return self.conversations.list(
+            page=page, page_size=page_size, contact=contact, search=search, max_attempts=max_attempts
+        )
 
     def iter_conversations(
         self,
@@ -509,18 +459,17 @@ class HilosHook(BaseHook):
         search: str | None = None,
         on_page: Callable[[ListingProgress], None] | None = None,
         repeats: bool = False,
+        concurrency: int = 1,
     ) -> Iterator[dict[str, Any]]:
-        """Every conversation of the account (or of ``contact`` / matching ``search``), page after page, one page
-        in memory at a time: the list rows (``ConversationReadSimple``) as the API returns them; read them with
+        """Every conversation of the account (or of ``contact`` / matching ``search``), page after page: the list rows
+        (``ConversationReadSimple``) as the API returns them; read them with
         :func:`~airflow_provider_hilos.conversations.state_from_row`.
 
-        Pages are requested by number, always from the connection's own Base URL: a ``next`` link only says that
-        there is a next page, so the token never goes to a host, scheme or port ``next`` names. The server may
-        serve fewer rows per page than ``page_size`` (DRF caps it at its ``max_page_size``): the iterator goes by
-        the ``next`` link and the page numbers, whatever size pages come in. A 404 ``Invalid page.`` past the end
-        ends the listing. Each conversation is yielded once, even if the list shifts under it while it runs
-        (new activity moves a conversation to the front): see the read-side guide for what a listing can miss.
-        Requests go through the hook's quota, circuit breaker and retries, as writes do.
+        Pages are requested by number, always from the connection's own Base URL (a ``next`` link only says there is
+        a next page: the token never goes to a host ``next`` names), bounded by the API's own count, in the size the
+        server serves; each conversation is yielded once, even if the list shifts under it while it runs (new
+        activity moves a conversation to the front): see :mod:`~airflow_provider_hilos.resources.paging`. Requests
+        go through the hook's quota, circuit breaker and retries, as writes do.
 
         :param page_size: rows per page asked for; default: the connection's extra ``page_size``, else
             {DEFAULT_PAGE_SIZE} (Hilos publishes no limit; 100 is a common cap of DRF APIs, and a server that caps
@@ -530,102 +479,21 @@ class HilosHook(BaseHook):
         :param on_page: called after each page with the listing's progress (pages, rows, duplicates, count).
         :param repeats: yield a row again when the list shows it again (still counted in ``duplicates``): the later
             copy is the newer one, which a sync compares with.
+        :param concurrency: pages read at once (after the first), under the connection's quota, handed over in order.
         """
         if page_size is not None and not page_size_is_valid(page_size):
             raise HilosValidationError(
                 [("page_size", f"must be a whole number from 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})")],
                 "Invalid Hilos listing",
             )
-        size = page_size or self.settings.page_size
-        progress = ListingProgress()
-        seen: set[int] = set()
-        page, stale = 1, 0
-        largest, served = 0, 0  # the largest count the API gave, the most rows it served on one page
-
-        def fetch(number: int) -> dict[str, Any] | None:
-            try:
-                return self.list_conversations(page=number, page_size=size, contact=contact, search=search)
-            except HilosAPIError as exc:
-                if number > 1 and exc.status_code == 404 and exc.detail == "Invalid page.":
-                    return None  # past the end (the list shrank while it was read): DRF's answer, not an error
-                raise
-
-        # one page read ahead: the next page is on its way while the caller works through this one (pages are
-        # still requested one at a time, in order, each after the one before it has arrived)
-        with ThreadPoolExecutor(1, thread_name_prefix="hilos-list") as ahead:
-            coming: Future[dict[str, Any] | None] = ahead.submit(fetch, page)
-            while True:
-                answer = coming.result()
-                if answer is None:
-                    return
-                rows = answer.get("results")
-                if not isinstance(rows, list):
-                    raise HilosAPIError(
-                        "Hilos answered a conversation list page without a results list (not a DRF page)",
-                        status_code=200,
-                        method="GET",
-                        path=self.settings.api_family.conversation_path,
-                        problem="a page without results",
-                    )
-                progress.pages += 1
-                if len(rows) > size:  # DRF serves at most the page size asked for: this is not a page of it
-                    raise HilosAPIError(
-                        f"Hilos answered list page {page} with {len(rows)} rows for page_size={size}: a paginated API "
-                        "never serves more than it was asked; check the Base URL",
-                        status_code=200,
-                        method="GET",
-                        path=self.settings.api_family.conversation_path,
-                        problem="a page larger than asked",
-                    )
-                count = answer.get("count")
-                if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
-                    progress.count = count
-                    largest = max(largest, count)
-                served = max(served, len(rows))  # the page size the server really serves (it may cap ours)
-                if largest and progress.pages > listing_page_bound(largest, served):
-                    raise HilosAPIError(
-                        f"Hilos listed {progress.pages} pages of up to {served} rows, more than its own count "
-                        f"({largest:,} conversations) allows, and still says there is a next page: the listing stops "
-                        "(a server that never ends would be read forever); check the Base URL",
-                        status_code=200,
-                        method="GET",
-                        path=self.settings.api_family.conversation_path,
-                        problem="more pages than the count",
-                    )
-                before = progress.rows
-                fresh = []
-                for row in rows:
-                    key = _row_key(row)
-                    if key is not None and key in seen:
-                        progress.duplicates += 1  # the list shifted: a row of the last page came again
-                        if repeats:
-                            fresh.append(row)
-                        continue
-                    if key is not None:
-                        seen.add(key)
-                    progress.rows += 1
-                    fresh.append(row)
-                more = bool(answer.get("next")) and bool(rows)
-                stale = stale + 1 if progress.rows == before else 0
-                if more and stale < MAX_STALE_PAGES:
-                    coming = ahead.submit(fetch, page + 1)
-                yield from fresh
-                if on_page is not None:
-                    on_page(progress)
-                if not more:
-                    return
-                if stale >= MAX_STALE_PAGES:  # a server that ignores the page number would be read forever
-                    raise HilosAPIError(
-                        f"Hilos answered {stale} list pages in a row with only conversations already read, and "
-                        "still says there is a next page: the API seems to ignore the page number (check the Base "
-                        "URL), or the list moves as fast as it is read (a page's worth of conversations with new "
-                        "activity before each page; try a larger page_size)",
-                        status_code=200,
-                        method="GET",
-                        path=self.settings.api_family.conversation_path,
-                        problem="pages that repeat",
-                    )
-                page += 1
+        return self.conversations.rows(
+            page_size=page_size or self.settings.page_size,
+            contact=contact,
+            search=search,
+            on_page=on_page,
+            repeats=repeats,
+            concurrency=concurrency,
+        )
 
     def conversation_web_url(self, conversation_id: str) -> str:
         """The conversation's page in the Hilos web app (the connection's extra ``web_base_url``)."""

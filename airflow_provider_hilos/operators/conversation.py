@@ -33,6 +33,7 @@ from airflow_provider_hilos.operators._common import (
     with_wait_option_docs,
 )
 from airflow_provider_hilos.pacing import check_rate
+from airflow_provider_hilos.people import PeopleResolver
 from airflow_provider_hilos.rows import RowSource, rows_from_updates, shard_problem
 from airflow_provider_hilos.schemas import WRITABLE_FIELDS, parse_rendered, show, validate_update
 from airflow_provider_hilos.storage import AtomicText, same_place_key, storage_path
@@ -95,10 +96,12 @@ class ConversationUpdateOperator(WaitsOutOutages, BaseOperator):
         ``RESOLVED``, ``CLOSED``); overrides ``payload["status"]`` (templated).
     :param tags: the tags to set, by name: ``["vip", "renewal"]`` (``[{"name": "vip"}]`` works too);
         overrides ``payload["tags"]``; ``[]`` or ``CLEAR`` removes them all (templated).
-    :param assigned: the users to assign, by id: ``[12, 14]`` (``[{"id": 12}]`` works too); overrides
-        ``payload["assigned"]``; ``[]`` or ``CLEAR`` unassigns everyone (templated).
-    :param assigned_team: the team id to assign (a number, or a string of digits as a template renders it);
-        overrides ``payload["assigned_team"]`` (templated).
+    :param assigned: the users to assign, by id or by email: ``[12, "ana@example.com"]`` (``[{"id": 12}]`` works
+        too; emails are looked up once in the account's members, ignoring case, and an unknown one fails the task
+        before the update is sent); overrides ``payload["assigned"]``; ``[]`` or ``CLEAR`` unassigns everyone
+        (templated).
+    :param assigned_team: the team to assign: its id (a number, or a string of digits as a template renders it) or
+        its name as the members' teams show it (``"Support"``); overrides ``payload["assigned_team"]`` (templated).
     :param channel: the channel id; overrides ``payload["channel"]``; ``CLEAR`` (``"-"``, from
         :mod:`airflow_provider_hilos.schemas`) clears it (templated).
     :param dry_run: validate, resolve the connection and log exactly what would be sent (method, URL,
@@ -170,10 +173,20 @@ class ConversationUpdateOperator(WaitsOutOutages, BaseOperator):
         return self._run_waiting(lambda: self._execute_once(context))
 
     def _execute_once(self, context: Context) -> dict[str, Any]:
-        update = validate_update(self.conversation_id, self.build_payload())
+        payload = self.build_payload()
         dry = parse_flag(self.hilos_dry_run, field="dry_run")
         hook = self._hook = self._hilos_hook = HilosHook(self.hilos_conn_id, longest_hold=self._longest_hold())
+        people = PeopleResolver(hook.account_members.directory)
+        if not people.needs(payload):
+            update = validate_update(self.conversation_id, payload)  # before the hook does anything
         with hook:
+            if people.needs(payload):  # agents by email, a team by name: one listing of the account's members
+                payload, problems = people.resolve(payload)
+                if problems:
+                    raise HilosValidationError(
+                        problems, f"Invalid Hilos update for conversation {show(self.conversation_id)}"
+                    )
+                update = validate_update(self.conversation_id, payload)
             url = hook.conversation_web_url(update.conversation_id)
             setattr(self, CONVERSATION_URL_ATTRIBUTE, url)  # the link, on Airflow 3 (read as the task ends)
             context["ti"].xcom_push(key=CONVERSATION_URL_XCOM_KEY, value=url)  # the link, on Airflow 2
@@ -220,7 +233,9 @@ class ConversationBatchUpdateOperator(EmitsLineage, WaitsOutOutages, EngineStopp
         :param input_format: ``jsonl`` (one JSON object per line) or ``csv`` (a header row with the columns
             ``conversation_id``, ``status``, ``tags``, ``assigned``, ``assigned_team``, ``channel``, any subset
             but ``conversation_id``; an empty cell is not given, ``-`` clears). Default: ``csv`` for a
-            ``.csv`` file, else ``jsonl`` (templated).
+            ``.csv`` file, else ``jsonl`` (templated). Assignees may be given by email and a team by name, in any
+            format: they are looked up once in the account's members (ignoring case), and a row naming an email or a
+            team the account does not have is invalid, naming both, before anything is sent.
         :param list_separator: what separates the tag names and user ids in one CSV cell (default ``|``:
             ``vip|renewal``).
         :param report_path: where to write the per-row report, one JSON line per row with its outcome
@@ -395,9 +410,14 @@ class ConversationBatchUpdateOperator(EmitsLineage, WaitsOutOutages, EngineStopp
     def _execute_once(self, context: Context) -> dict[str, Any]:
         options = self.batch_options()
         self._check_paths()
-        pipeline = RowPipeline(self._source(), shard_index=self.shard_index, shard_count=self.shard_count)
         hook = self._hilos_hook = HilosHook(
             self.hilos_conn_id, pool_maxsize=options.max_concurrency, longest_hold=self._longest_hold()
+        )
+        pipeline = RowPipeline(
+            self._source(),
+            shard_index=self.shard_index,
+            shard_count=self.shard_count,
+            people=PeopleResolver(hook.account_members.directory),  # one listing, only if a row names an email
         )
         checkpoint = self._checkpoint = task_checkpoint(
             context, resume=self.resume, checkpoint_path=self.checkpoint_path, report_path=self.report_path

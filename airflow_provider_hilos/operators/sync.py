@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator
@@ -19,7 +20,7 @@ from airflow_provider_hilos.exceptions import (
     HilosValidationError,
 )
 from airflow_provider_hilos.hooks.hilos import HilosHook
-from airflow_provider_hilos.inputs import INPUT_FORMATS, list_separator_problem, rows_from_path
+from airflow_provider_hilos.inputs import INPUT_FORMATS, CsvColumns, list_separator_problem, rows_from_path
 from airflow_provider_hilos.operators._common import (
     DEFAULT_DEFER_AFTER_SECONDS,
     DEFAULT_MAX_WAIT,
@@ -33,10 +34,13 @@ from airflow_provider_hilos.operators._common import (
     task_checkpoint,
     with_wait_option_docs,
 )
+from airflow_provider_hilos.people import PeopleResolver
 from airflow_provider_hilos.schemas import show
 from airflow_provider_hilos.storage import AtomicText, StoragePath, same_place_key, storage_path
 from airflow_provider_hilos.sync.desired import (
+    CONVERSATION_COLUMNS,
     DEFAULT_CHUNK_SIZE,
+    Columns,
     RowShaper,
     column_map_problem,
     rows_from_sql,
@@ -44,6 +48,8 @@ from airflow_provider_hilos.sync.desired import (
 )
 from airflow_provider_hilos.sync.diff import CompareWith, ListMode
 from airflow_provider_hilos.sync.lease import DEFAULT_LEASE_SECONDS, SyncLease
+from airflow_provider_hilos.sync.objects import SyncObject
+from airflow_provider_hilos.sync.objects.conversation import ConversationObject
 from airflow_provider_hilos.sync.plan import LOGGED_NOT_FOUND
 from airflow_provider_hilos.sync.runner import SyncRunner, SyncSettings
 from airflow_provider_hilos.sync.state import SyncStateStore, sync_owner
@@ -63,90 +69,14 @@ if TYPE_CHECKING:
 SYNC_RESULT_XCOM_KEY = "hilos_sync_result"
 
 
-class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments, BaseOperator):
-    """Make Hilos hold the desired state the warehouse declares: read it, compare it with what Hilos holds (or with
-    what the last run applied), send only the conversations that differ, and keep the outcome of every one.
+class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments, BaseOperator):
+    """What every sync operator does (:class:`ConversationSyncOperator`, :class:`ContactSyncOperator
+    <airflow_provider_hilos.operators.contacts.ContactSyncOperator>`): read the desired state, take the sync's lease,
+    compare, plan, apply through the batch engine, keep the state and log every object. A subclass says what is synced
+    (:meth:`_object`) and how (:meth:`_settings`), and adds its own arguments."""
 
-        Give the desired state as one of ``sql`` (with ``sql_conn_id``), ``state_path`` or ``state``. Its columns are
-        ``conversation_id`` and any of ``status``, ``tags``, ``assigned``, ``assigned_team``, ``channel`` (other names
-        through ``column_map``). A column not selected is not managed; a NULL cell leaves that field of that
-        conversation as it is; ``-``, an empty string or an empty array means "must be empty". Tags and assignees may
-        be SQL arrays (``text[]``, ``int[]``) or strings separated by ``list_separator``.
-
-        Every desired row is validated before the first request. With ``compare_with="hilos"`` every list page is
-        read before the first write. The plan (per conversation: ``unchanged``, ``update`` with each field's from and
-        to, ``not_found``, ``invalid``) is logged, counted per field and per transition, and written to ``plan_path``;
-        ``dry_run=True`` stops there. The updates go through the batch engine (pacing, circuit breaker, failure
-        policy, checkpoint, report), under the same options as :class:`ConversationBatchUpdateOperator`. After each
-        run, the snapshot of what was applied and the conversations that failed are written to ``state_store``;
-        failed ones are sent again on the next run whatever their diff says. One run of a sync at a time, enforced:
-        a run takes a lease in ``state_store`` before it reads anything; another run of the same sync (a manual run
-        beside the scheduled one, a retry beside a zombie) waits for it (``wait_for_other_run``; deferred in the
-        triggerer when deferrable), and a lease left by a killed worker expires within a minute.
-
-        :param sql: a query returning the desired state, one row per conversation, or a ``.sql`` file (as in
-            ``SQLExecuteQueryOperator``) (templated).
-        :param sql_conn_id: the Airflow connection ``sql`` runs on: any connection whose hook is a common.sql
-            ``DbApiHook`` (Postgres, Snowflake, BigQuery, SQLite, ...); the result is fetched in chunks
-            (``chunk_size``; a server-side cursor on PostgreSQL), never whole (templated).
-        :param parameters: the query's bind parameters (templated).
-        :param chunk_size: rows fetched from the database at a time (default 5,000).
-        :param log_table: a table on ``sql_conn_id`` to insert one row per conversation changed, failed, not found or
-            invalid (run id, conversation id, the fields' from and to as JSON, outcome, error); its DDL is
-            ``airflow_provider_hilos.sync.warehouse_log.LOG_TABLE_DDL``. A table name (``schema.table``), checked
-            with its columns before the first request; rows the warehouse could not take are kept with the state
-            and written first by the next run or retry (templated).
-        :param state_path: instead of ``sql``: a change-set file (JSON Lines or CSV, the batch operator's format) on
-            ``ObjectStoragePath`` (templated).
-        :param state: instead of ``sql``: the rows as a list, an ``XComArg``, or a template rendering JSON (templated).
-        :param column_map: source column -> field, e.g. ``{"team_id": "assigned_team", "id": "conversation_id"}``
-            (names compared lower-cased).
-        :param list_separator: what separates names or ids inside one text cell (default ``|``).
-        :param compare_with: ``"hilos"`` (default: read the current state through the list, every page, before any
-            write: catches hand edits, costs one read per page), ``"last_sync"`` (diff against the snapshot the last
-            run left: no reads, misses hand edits) or ``"nothing"`` (send every desired row: a first load or a forced
-            resync) (templated).
-        :param tags_mode: ``"replace"`` (default: the desired list is the whole list) or ``"add"`` (the desired tags
-            must be present, the others are kept: the update sends the union; needs ``compare_with="hilos"``)
-            (templated).
-        :param assigned_mode: the same for the assignees (templated).
-        :param send_not_found: send a desired conversation the listing did not show, instead of reporting it
-            ``not_found`` (default ``False``). A conversation missing from the first pass is looked for again at the
-            front of the list first (new activity moves it there while the listing runs).
-        :param page_size: rows per list page (default: the connection's extra ``page_size``, else 100).
-        :param state_store: the folder sync states go under (an ``ObjectStoragePath``), one sub-folder per sync task
-            (DAG, task and map index). Default: ``_hilos_sync_state`` next to the report if there is one, else
-            ``$AIRFLOW_HOME/hilos_sync_state``. On distributed executors, use storage every worker reaches
-            (templated).
-        :param plan_path: where to write the plan, one JSON line per desired conversation that is not unchanged
-            (default: beside the report, ``<report>.plan.jsonl``; none without a report) (templated).
-        :param plan_unchanged: list the unchanged conversations in the plan file too (default ``False``).
-        :param report_path: the batch's per-row report (see :class:`ConversationBatchUpdateOperator`) (templated).
-        :param resume: checkpoint the applied updates, so a retried try skips them (default ``True``).
-        :param checkpoint_path: where checkpoints go (see :class:`ConversationBatchUpdateOperator`) (templated).
-        :param dry_run: read and plan, log the plan and return its summary; send nothing, keep no state, write no
-            report and no sync log row (templated: ``"True"`` works). Its log says so first and last, and its result
-            has ``dry_run: true`` and what the plan found, never what a real run did (no ``updated``).
-        :param show_diffs: how many diffs are logged in full (and returned in the summary).
-        :param wait_for_other_run: how long a run waits for another run of the same sync to let go of its state
-            (seconds; default 1800): in the worker, or deferred when deferrable; then it fails, naming that run,
-            without sending anything.
-        {wait_options}
-        :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
-    {batch_options}
-        :return: what the plan found: ``desired`` (rows read), ``unchanged``, ``to_update``, ``not_found`` (and the
-            first ``not_found_conversations``), ``invalid``, ``unreadable``, ``drift_found`` (updates putting back a
-            hand edit), ``retried_from_last_run``; what a real run did: ``updated``, ``failed``, ``drift_corrected``
-            (hand edits put back); every request sent (``read_requests``, ``write_requests``, retries included,
-            ``retried_requests`` of them), ``duration_seconds``, the plan's ``summary`` (per field and per
-            transition), ``costs`` (requests per compare mode), the sync log's ``log_rows_written`` and
-            ``log_rows_pending``, and the paths of the files written. Pushed under the XCom key ``hilos_sync_result``
-            too, also when the task fails or is refused (then with ``refused``, and its invalid rows in the sync log)
-            and in a dry run. When it succeeds, every ``Asset`` in ``outlets`` gets an event whose extra holds the
-            counts.
-    """
-
-    template_fields: Sequence[str] = (
+    #: the arguments every sync templates (a subclass adds its own modes)
+    COMMON_TEMPLATE_FIELDS: ClassVar[tuple[str, ...]] = (
         "sql",
         "sql_conn_id",
         "parameters",
@@ -154,8 +84,6 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         "state_path",
         "state",
         "compare_with",
-        "tags_mode",
-        "assigned_mode",
         "state_store",
         "plan_path",
         "report_path",
@@ -164,11 +92,12 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         "hilos_dry_run",
         "hilos_conn_id",
     )
+    template_fields: Sequence[str] = COMMON_TEMPLATE_FIELDS
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers: ClassVar[dict[str, str]] = {"sql": "sql", "state": "json", "parameters": "json"}
     ui_color = "#075e54"
     #: the counts of a successful sync go into the event of every Asset in ``outlets``
-    ASSET_EXTRA_FIELDS = (
+    ASSET_EXTRA_FIELDS: ClassVar[tuple[str, ...]] = (
         "desired",
         "unchanged",
         "updated",
@@ -196,10 +125,8 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         list_separator: str = "|",
         input_format: str | None = None,
         compare_with: str = "hilos",
-        tags_mode: str = "replace",
-        assigned_mode: str = "replace",
-        send_not_found: bool = False,
         page_size: int | None = None,
+        list_concurrency: int = 4,
         state_store: str | None = None,
         plan_path: str | None = None,
         report_path: str | None = None,
@@ -231,8 +158,14 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
             raise ValueError(f"{where}: sql needs sql_conn_id, the Airflow connection of the warehouse it runs on")
         if log_table and not sql_conn_id:
             raise ValueError(f"{where}: log_table needs sql_conn_id, the connection whose database holds the table")
-        if problem := column_map_problem(column_map):
+        if problem := column_map_problem(column_map, self.COLUMNS):
             raise ValueError(f"{where}: column_map {problem}")
+        if (
+            isinstance(list_concurrency, bool)
+            or not isinstance(list_concurrency, int)
+            or not 1 <= list_concurrency <= 32
+        ):
+            raise ValueError(f"{where}: list_concurrency={show(list_concurrency)} must be a whole number from 1 to 32")
         if problem := list_separator_problem(list_separator):
             raise ValueError(f"{where}: list_separator={problem}")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -264,10 +197,8 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         self.list_separator = list_separator
         self.input_format = input_format
         self.compare_with = compare_with
-        self.tags_mode = tags_mode
-        self.assigned_mode = assigned_mode
-        self.send_not_found = send_not_found
         self.page_size = page_size
+        self.list_concurrency = list_concurrency
         self.state_store = state_store
         self.plan_path = plan_path
         self.report_path = report_path
@@ -278,34 +209,60 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         self.plan_unchanged = plan_unchanged
         self.wait_for_other_run = float(wait_for_other_run)
         self.hilos_conn_id = hilos_conn_id
-        if not any("{{" in str(v) for v in (compare_with, tags_mode, assigned_mode)):
-            self._settings()  # a wrong mode fails when the DAG file is parsed, not at run time
 
-    # -- arguments --
+    # -- what a subclass says --
+
+    #: the desired state's columns
+    COLUMNS: ClassVar[Columns] = CONVERSATION_COLUMNS
+    #: the Hilos dataset its lineage names (``conversations``, ``contacts``)
+    DATASET: ClassVar[str] = "conversations"
+
+    def _object(self) -> SyncObject:
+        """What is synced, with the (rendered) modes."""
+        raise NotImplementedError
 
     def _settings(self) -> SyncSettings:
-        problems = []
-        values: dict[str, Any] = {}
-        for name, kind in (("compare_with", CompareWith), ("tags_mode", ListMode), ("assigned_mode", ListMode)):
+        """How it compares and applies (the rendered arguments, checked)."""
+        raise NotImplementedError
+
+    def _check_when_parsed(self, *names: str) -> None:
+        """Check the settings when the DAG file is parsed (a wrong mode fails then, not at run time), unless one of
+        ``names`` is a template."""
+        if not any("{{" in str(getattr(self, name)) for name in names):
+            self._settings()
+            self._object()
+
+    def _modes(self, **kinds: type[Any]) -> dict[str, Any]:
+        """The rendered modes (``compare_with``, ``tags_mode`` ...) read as their enums.
+
+        :raises HilosValidationError: naming every wrong one and what it may be.
+        """
+        problems, values = [], {}
+        for name, kind in kinds.items():
             raw = getattr(self, name)
             try:
                 values[name] = kind(str(raw).strip().lower())
             except ValueError:
-                problems.append((name, f"{show(raw)} is not one of {', '.join(m.value for m in kind)}"))
+                choices = [m.value for m in kind] if isinstance(kind, type) and issubclass(kind, Enum) else []
+                problems.append((name, f"{show(raw)} is not one of {', '.join(choices)}"))
         if problems:
             raise HilosValidationError(problems, "Invalid Hilos sync arguments")
+        return values
+
+    def _common_settings(self, **values: Any) -> SyncSettings:
         settings = SyncSettings(
-            **values,
-            send_not_found=parse_flag(self.send_not_found, field="send_not_found"),
+            **self._modes(compare_with=CompareWith),
             page_size=self.page_size,
             shown=self.show_diffs,
             plan_unchanged=parse_flag(self.plan_unchanged, field="plan_unchanged"),
+            list_concurrency=self.list_concurrency,
+            **values,
         )
         if problems := settings.problems():
             raise HilosValidationError(problems, "Invalid Hilos sync arguments")
         return settings
 
-    def _desired_rows(self) -> Iterator[tuple[int, Any]]:
+    def _desired_rows(self, obj: SyncObject) -> Iterator[tuple[int, Any]]:
         if self.sql is not None:
             assert self.sql_conn_id is not None
             origin, rows = (
@@ -317,13 +274,17 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         elif self.state_path is not None:
             origin = "state_path"
             rows = rows_from_path(
-                self.state_path, input_format=self.input_format, list_separator=self.list_separator, name="state_path"
+                self.state_path,
+                input_format=self.input_format,
+                list_separator=self.list_separator,
+                name="state_path",
+                columns=CsvColumns(obj.columns.key, obj.columns.names, obj.columns.lists, obj.columns.prefix),
             )()
         else:
             from airflow_provider_hilos.rows import rows_from_updates
 
             origin, rows = "state", rows_from_updates(self.state)()
-        shaper = RowShaper(self.column_map, self.list_separator, origin)
+        shaper = RowShaper(self.column_map, self.list_separator, origin, obj.columns)
         return ((number, shaper.shape(row)) for number, row in rows)
 
     def _state_root(self) -> StoragePath:
@@ -377,6 +338,7 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
 
     def _execute_once(self, context: Context) -> dict[str, Any]:
         settings = self._settings()
+        obj = self._object()
         options = self.batch_options()
         self._check_paths()
         dry = parse_flag(self.hilos_dry_run, field="dry_run")
@@ -384,7 +346,7 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
             raise HilosValidationError([("log_table", problem)], "Invalid Hilos sync arguments")
         ti = context["ti"]
         map_index = getattr(ti, "map_index", None)
-        store = SyncStateStore(self._state_root(), sync_owner(ti.dag_id, ti.task_id, map_index))
+        store = SyncStateStore(self._state_root(), sync_owner(ti.dag_id, ti.task_id, map_index), obj.name)
         self._say_what_runs(settings, store, dry)
         lease = SyncLease(
             store.folder, run_id=ti.run_id, try_number=getattr(ti, "try_number", None), seconds=self.LEASE_SECONDS
@@ -395,7 +357,7 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         )
         try:
             lease.keep(on_lost=self._lease_lost)
-            return self._sync(context, settings, options, store, lease, hook, dry)
+            return self._sync(context, obj, settings, options, store, lease, hook, dry)
         finally:
             lease.release()
             hook.close()
@@ -408,6 +370,7 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
     def _sync(
         self,
         context: Context,
+        obj: SyncObject,
         settings: SyncSettings,
         options: BatchOptions,
         store: SyncStateStore,
@@ -415,7 +378,6 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         hook: HilosHook,
         dry: bool,
     ) -> dict[str, Any]:
-        ti = context["ti"]
         log_hook = sql_hook(self.sql_conn_id) if self.log_table and self.sql_conn_id else None
         pending_before = 0
         if log_hook is not None:
@@ -426,9 +388,27 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
             else:
                 flush_pending(store.folder, log_hook, self.log_table, self.log)  # rows earlier runs left, first
         plan_target = self._plan_target()
-        runner = SyncRunner(hook, settings, options, store=store, log=self.log, keep_entries=bool(self.log_table))
+        people = PeopleResolver(hook.account_members.directory)
+        runner = SyncRunner(hook, settings, options, store=store, log=self.log, obj=obj, people=people)
         try:
-            runner.read_desired(self._desired_rows())
+            return self._sync_with(context, runner, log_hook, store, lease, plan_target, dry, pending_before)
+        finally:
+            runner.close()
+
+    def _sync_with(
+        self,
+        context: Context,
+        runner: SyncRunner,
+        log_hook: Any,
+        store: SyncStateStore,
+        lease: SyncLease,
+        plan_target: AtomicText | None,
+        dry: bool,
+        pending_before: int,
+    ) -> dict[str, Any]:
+        ti, obj, settings = context["ti"], runner.obj, runner.settings
+        try:
+            runner.read_desired(self._desired_rows(obj))
             runner.plan(plan_target, keep_updates=not dry)
         except HilosValidationError as refusal:
             return self._refused(context, runner, refusal, log_hook, store, dry)
@@ -444,9 +424,15 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
             context, resume=self.resume, checkpoint_path=self.checkpoint_path, report_path=self.report_path
         )
         report = AtomicText(storage_path(self.report_path)) if self.report_path else None
-        journal = PendingLog(store.folder, ti.run_id) if log_hook is not None else None
+        journal = (
+            PendingLog(store.folder, ti.run_id, key_field=obj.updates_words.key_field) if log_hook is not None else None
+        )
         if journal is not None:  # before the first request: a row of this run is never lost
-            journal.save(planned_rows(runner.entries))
+            journal.save(
+                planned_rows(
+                    runner.log_records(), object_name=obj.name, key_field=obj.key_column, id_field=runner.id_field
+                )
+            )
         batch: dict[str, Any] | None = None
         failure: Exception | None = None
         try:
@@ -486,8 +472,8 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         self._say_done(result)
         if failure is not None:
             raise failure
-        self._lineage_facts = {"base_url": hook.settings.base_url, "result": result}
-        announce(context, self.outlets, {name: result[name] for name in self.ASSET_EXTRA_FIELDS})
+        self._lineage_facts = {"base_url": runner.hook.settings.base_url, "result": result}
+        announce(context, self.outlets, {name: result[name] for name in self.ASSET_EXTRA_FIELDS if name in result})
         return result
 
     def _refused(
@@ -505,8 +491,13 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         result["refused"] = refusal.subject
         if log_hook is not None and not dry:
             assert self.log_table is not None
-            journal = PendingLog(store.folder, context["ti"].run_id)
-            journal.save(planned_rows(runner.invalid_entries))
+            obj = runner.obj
+            journal = PendingLog(store.folder, context["ti"].run_id, key_field=obj.updates_words.key_field)
+            journal.save(
+                planned_rows(
+                    runner.invalid_entries, object_name=obj.name, key_field=obj.key_column, id_field=runner.id_field
+                )
+            )
             try:
                 result["log_rows_written"] = journal.write_to(log_hook, self.log_table)
                 result["log_rows_pending"] = 0
@@ -515,8 +506,9 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
                 self.log.error("%s", exc)
         context["ti"].xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
         self.log.error(
-            "Hilos sync%s refused, nothing was sent: %d of %d desired row(s) invalid%s",
-            " dry run" if dry else "",
+            "%s%s (%d of %d desired row(s) invalid)%s",
+            refusal.subject,
+            " (a dry run)" if dry else "",
             result["invalid"],
             result["desired"],
             f"; {result['log_rows_written']} written to the sync log {self.log_table}"
@@ -611,10 +603,14 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
             f"{result['read_requests']} read and {result['write_requests']} write request(s) sent "
             f"({result['retried_requests']} of them retries) in {result['duration_seconds']:.1f} s"
         )
+        creates = (
+            f"{result['to_create']} would be created, {result['to_delete']} deleted, " if "to_create" in result else ""
+        )
         if result["dry_run"]:
             self.log.info(
-                "Hilos sync DRY RUN done, nothing was sent: %d would be updated (%d putting back hand edits), %d "
+                "Hilos sync DRY RUN done, nothing was sent: %s%d would be updated (%d putting back hand edits), %d "
                 "unchanged, %d not found, %d invalid, %d unreadable; %s",
+                creates,
                 result["to_update"],
                 result["drift_found"],
                 result["unchanged"],
@@ -624,9 +620,11 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
                 requests,
             )
             return
+        done = f"{result['created']} created, {result['deleted']} deleted, " if "created" in result else ""
         self.log.info(
-            "Hilos sync done: %d updated, %d failed, %d unchanged, %d not found, %d invalid; %d hand edit(s) put back; "
-            "%s%s",
+            "Hilos sync done: %s%d updated, %d failed, %d unchanged, %d not found, %d invalid; %d hand edit(s) put "
+            "back; %s%s",
+            done,
             result["updated"],
             result["failed"],
             result["unchanged"],
@@ -647,9 +645,13 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         saved: bool,
         report: AtomicText | None = None,
     ) -> dict[str, Any]:
-        result: dict[str, Any] = {"dry_run": dry, "compare_with": runner.settings.compare_with.value}
+        result: dict[str, Any] = {
+            "dry_run": dry,
+            "object": runner.obj.name,
+            "compare_with": runner.settings.compare_with.value,
+        }
         result.update(runner.counts(batch, dry_run=dry))
-        result["not_found_conversations"] = runner.not_found_names()
+        result[f"not_found_{runner.obj.plural}"] = runner.not_found_names()
         result["summary"] = runner.summary.to_dict()
         result["costs"] = runner.costs()
         # the paths of the files this run wrote, and only those
@@ -670,13 +672,16 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
     def _log_plan(self, runner: SyncRunner, settings: SyncSettings, dry: bool) -> None:
         counts, summary = runner.counts(None, dry_run=True), runner.summary
         what = "Hilos sync DRY RUN plan" if dry else "Hilos sync plan"
+        creates = f"{counts['to_create']} to create, {counts['to_delete']} to delete, " if "to_create" in counts else ""
         self.log.info(
-            "%s (compare_with=%s): %d desired: %d unchanged, %d to update (%d putting back hand edits, %d "
+            "%s (%ss, compare_with=%s): %d desired: %d unchanged, %s%d to update (%d putting back hand edits, %d "
             "retried from the last run), %d not found, %d invalid, %d unreadable",
             what,
+            runner.obj.name,
             settings.compare_with.value,
             counts["desired"],
             counts["unchanged"],
+            creates,
             counts["to_update"],
             summary.drift_found,
             summary.retried,
@@ -695,16 +700,19 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         if names := runner.not_found_names():
             more = counts["not_found"] - len(names)
             self.log.warning(
-                "%s: %d desired conversation(s) not found in Hilos (not sent): %s%s",
+                "%s: %d desired %s(s) not found in Hilos (not sent): %s%s",
                 what,
                 counts["not_found"],
+                runner.obj.name,
                 ", ".join(names),
                 f" and {more} more (all are in the plan{' and the sync log' if self.log_table else ''})"
                 if more > 0
                 else "",
             )
         for row in summary.unreadable_rows[:LOGGED_NOT_FOUND]:
-            self.log.warning("%s: conversation %s is unreadable: %s", what, row["conversation_id"], row["error"])
+            self.log.warning(
+                "%s: %s %s is unreadable: %s", what, runner.obj.name, row[runner.obj.key_column], row["error"]
+            )
         if runner.plan_path:
             self.log.info("%s: written to %s", what, runner.plan_path)
         costs = runner.costs()
@@ -727,8 +735,124 @@ class ConversationSyncOperator(EmitsLineage, WaitsOutOutages, EngineStopper, Bat
         elif self.state_path:
             inputs = [file_dataset(self.state_path)]
         counts = {k: v for k, v in result.items() if not isinstance(v, dict | list)}
-        outputs = [hilos_dataset(facts["base_url"], written=result["updated"])]
+        written = sum(int(result.get(name, 0)) for name in ("updated", "created", "deleted"))
+        outputs = [hilos_dataset(facts["base_url"], written=written, name=self.DATASET)]
         return operator_lineage(inputs=inputs, outputs=outputs, run_counts=counts)
+
+
+class ConversationSyncOperator(HilosSyncBase):
+    """Make Hilos hold the desired state the warehouse declares: read it, compare it with what Hilos holds (or with
+    what the last run applied), send only the conversations that differ, and keep the outcome of every one.
+
+        Give the desired state as one of ``sql`` (with ``sql_conn_id``), ``state_path`` or ``state``. Its columns are
+        ``conversation_id`` and any of ``status``, ``tags``, ``assigned``, ``assigned_team``, ``channel`` (other names
+        through ``column_map``). A column not selected is not managed; a NULL cell leaves that field of that
+        conversation as it is; ``-``, an empty string or an empty array means "must be empty". Tags and assignees may
+        be SQL arrays (``text[]``, ``int[]``) or strings separated by ``list_separator``.
+
+        Every desired row is validated before the first request. With ``compare_with="hilos"`` every list page is
+        read before the first write. The plan (per conversation: ``unchanged``, ``update`` with each field's from and
+        to, ``not_found``, ``invalid``) is logged, counted per field and per transition, and written to ``plan_path``;
+        ``dry_run=True`` stops there. The updates go through the batch engine (pacing, circuit breaker, failure
+        policy, checkpoint, report), under the same options as :class:`ConversationBatchUpdateOperator`. After each
+        run, the snapshot of what was applied and the conversations that failed are written to ``state_store``;
+        failed ones are sent again on the next run whatever their diff says. One run of a sync at a time, enforced:
+        a run takes a lease in ``state_store`` before it reads anything; another run of the same sync (a manual run
+        beside the scheduled one, a retry beside a zombie) waits for it (``wait_for_other_run``; deferred in the
+        triggerer when deferrable), and a lease left by a killed worker expires within a minute.
+
+        :param sql: a query returning the desired state, one row per conversation, or a ``.sql`` file (as in
+            ``SQLExecuteQueryOperator``) (templated).
+        :param sql_conn_id: the Airflow connection ``sql`` runs on: any connection whose hook is a common.sql
+            ``DbApiHook`` (Postgres, Snowflake, BigQuery, SQLite, ...); the result is fetched in chunks
+            (``chunk_size``; a server-side cursor on PostgreSQL), never whole (templated).
+        :param parameters: the query's bind parameters (templated).
+        :param chunk_size: rows fetched from the database at a time (default 5,000).
+        :param log_table: a table on ``sql_conn_id`` to insert one row per conversation changed, failed, not found or
+            invalid (run id, conversation id, the fields' from and to as JSON, outcome, error); its DDL is
+            ``airflow_provider_hilos.sync.warehouse_log.LOG_TABLE_DDL``. A table name (``schema.table``), checked
+            with its columns before the first request; rows the warehouse could not take are kept with the state
+            and written first by the next run or retry (templated).
+        :param state_path: instead of ``sql``: a change-set file (JSON Lines or CSV, the batch operator's format) on
+            ``ObjectStoragePath`` (templated).
+        :param state: instead of ``sql``: the rows as a list, an ``XComArg``, or a template rendering JSON (templated).
+        :param column_map: source column -> field, e.g. ``{"team_id": "assigned_team", "id": "conversation_id"}``
+            (names compared lower-cased).
+        :param list_separator: what separates names or ids inside one text cell (default ``|``).
+        :param compare_with: ``"hilos"`` (default: read the current state through the list, every page, before any
+            write: catches hand edits, costs one read per page), ``"last_sync"`` (diff against the snapshot the last
+            run left: no reads, misses hand edits) or ``"nothing"`` (send every desired row: a first load or a forced
+            resync) (templated).
+        :param tags_mode: ``"replace"`` (default: the desired list is the whole list) or ``"add"`` (the desired tags
+            must be present, the others are kept: the update sends the union; needs ``compare_with="hilos"``)
+            (templated).
+        :param assigned_mode: the same for the assignees (templated).
+        :param send_not_found: send a desired conversation the listing did not show, instead of reporting it
+            ``not_found`` (default ``False``). A conversation missing from the first pass is looked for again at the
+            front of the list first (new activity moves it there while the listing runs).
+        :param page_size: rows per list page (default: the connection's extra ``page_size``, else 100).
+        :param state_store: the folder sync states go under (an ``ObjectStoragePath``), one sub-folder per sync task
+            (DAG, task and map index). Default: ``_hilos_sync_state`` next to the report if there is one, else
+            ``$AIRFLOW_HOME/hilos_sync_state``. On distributed executors, use storage every worker reaches
+            (templated).
+        :param plan_path: where to write the plan, one JSON line per desired conversation that is not unchanged
+            (default: beside the report, ``<report>.plan.jsonl``; none without a report) (templated).
+        :param plan_unchanged: list the unchanged conversations in the plan file too (default ``False``).
+        :param report_path: the batch's per-row report (see :class:`ConversationBatchUpdateOperator`) (templated).
+        :param resume: checkpoint the applied updates, so a retried try skips them (default ``True``).
+        :param checkpoint_path: where checkpoints go (see :class:`ConversationBatchUpdateOperator`) (templated).
+        :param dry_run: read and plan, log the plan and return its summary; send nothing, keep no state, write no
+            report and no sync log row (templated: ``"True"`` works). Its log says so first and last, and its result
+            has ``dry_run: true`` and what the plan found, never what a real run did (no ``updated``).
+        :param show_diffs: how many diffs are logged in full (and returned in the summary).
+        :param wait_for_other_run: how long a run waits for another run of the same sync to let go of its state
+            (seconds; default 1800): in the worker, or deferred when deferrable; then it fails, naming that run,
+            without sending anything.
+        {wait_options}
+        :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
+    {batch_options}
+        :return: what the plan found: ``desired`` (rows read), ``unchanged``, ``to_update``, ``not_found`` (and the
+            first ``not_found_conversations``), ``invalid``, ``unreadable``, ``drift_found`` (updates putting back a
+            hand edit), ``retried_from_last_run``; what a real run did: ``updated``, ``failed``, ``drift_corrected``
+            (hand edits put back); every request sent (``read_requests``, ``write_requests``, retries included,
+            ``retried_requests`` of them), ``duration_seconds``, the plan's ``summary`` (per field and per
+            transition), ``costs`` (requests per compare mode), the sync log's ``log_rows_written`` and
+            ``log_rows_pending``, and the paths of the files written. Pushed under the XCom key ``hilos_sync_result``
+            too, also when the task fails or is refused (then with ``refused``, and its invalid rows in the sync log)
+            and in a dry run. When it succeeds, every ``Asset`` in ``outlets`` gets an event whose extra holds the
+            counts.
+    """
+
+    template_fields: Sequence[str] = (*HilosSyncBase.COMMON_TEMPLATE_FIELDS, "tags_mode", "assigned_mode")
+    COLUMNS = CONVERSATION_COLUMNS
+    DATASET = "conversations"
+
+    @with_batch_options
+    def __init__(
+        self,
+        *,
+        tags_mode: str = "replace",
+        assigned_mode: str = "replace",
+        send_not_found: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.tags_mode = tags_mode
+        self.assigned_mode = assigned_mode
+        self.send_not_found = send_not_found
+        self._check_when_parsed("compare_with", "tags_mode", "assigned_mode")
+
+    def _settings(self) -> SyncSettings:
+        return self._common_settings(
+            **self._modes(tags_mode=ListMode, assigned_mode=ListMode),
+            send_not_found=parse_flag(self.send_not_found, field="send_not_found"),
+        )
+
+    def _object(self) -> SyncObject:
+        settings = self._settings()
+        return ConversationObject(
+            tags_mode=settings.tags_mode, assigned_mode=settings.assigned_mode, send_not_found=settings.send_not_found
+        )
 
 
 ConversationSyncOperator.__doc__ = with_wait_option_docs(with_batch_option_docs(ConversationSyncOperator.__doc__))

@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_hilos.endpoints import ApiFamily
+from airflow_provider_hilos.sandbox.contacts import ContactInvalid
 from airflow_provider_hilos.sandbox.faults import (
     ANSWERED_FAULTS,
     HTML_500,
@@ -195,8 +196,102 @@ class SandboxApp:
             return _json(exc.status_code, {"detail": exc.detail})
 
         app.include_router(api)
+        if self.api_family is ApiFamily.HILOS:  # only Hilos's own document publishes contacts and members
+            app.include_router(self._contact_router())
         app.include_router(self._inspection_router())
         return app
+
+    def _contact_router(self) -> APIRouter:
+        """``/api/contact`` and ``/api/account-member``, as Hilos's own document describes them."""
+        router = APIRouter(prefix=self.prefix + "/api")
+        missing = {"detail": "No Contact matches the given query."}
+
+        @router.get("/contact")
+        async def list_contacts(request: Request) -> Response:
+            if denied := self._auth_error(request):
+                return denied
+            query = request.query_params
+            page = _positive_int(query.get("page", "1"))
+            page_size = min(_positive_int(query.get("page_size", "")) or 20, self.faults.config.max_page_size)
+            if page is None:
+                return _json(404, {"detail": "Invalid page."})
+            if page > 1 and (moves := self.faults.config.moves_per_page):
+                self.state.move_oldest_contacts_to_front(moves)
+            total, rows = self.state.list_contacts(page=page, page_size=page_size, search=query.get("search"))
+            if page > 1 and not rows:
+                return _json(404, {"detail": "Invalid page."})
+            base = str(request.url.remove_query_params("page"))
+            sep = "&" if "?" in base else "?"
+            return _json(
+                200,
+                {
+                    "count": total,
+                    "next": f"{base}{sep}page={page + 1}" if page * page_size < total else None,
+                    "previous": (f"{base}{sep}page={page - 1}" if page > 2 else base) if page > 1 else None,
+                    "results": rows,
+                },
+            )
+
+        @router.post("/contact")
+        async def create_or_update(request: Request) -> Response:
+            if denied := self._auth_error(request):
+                return denied
+            body = await _read_contact_body(request)
+            if isinstance(body, Response):
+                return body
+            try:
+                _, detail = self.state.create_or_update_contact(body)
+            except ContactInvalid as exc:
+                return _json(400, exc.errors)
+            return _json(201, detail)  # the document answers 201 for a create and for an update alike
+
+        @router.get("/contact/{contact_id}")
+        async def get_contact(contact_id: str, request: Request) -> Response:
+            if denied := self._auth_error(request):
+                return denied
+            try:
+                return _json(200, self.state.contact_detail(contact_id, public=False))
+            except NotFound:
+                return _json(404, missing)
+
+        async def write(contact_id: str, request: Request, *, partial: bool) -> Response:
+            if denied := self._auth_error(request):
+                return denied
+            body = await _read_contact_body(request)
+            if isinstance(body, Response):
+                return body
+            try:
+                return _json(200, self.state.update_contact(contact_id, body, partial=partial))
+            except NotFound:
+                return _json(404, missing)
+            except ContactInvalid as exc:
+                return _json(400, exc.errors)
+
+        @router.patch("/contact/{contact_id}")
+        async def partial_update(contact_id: str, request: Request) -> Response:
+            return await write(contact_id, request, partial=True)
+
+        @router.put("/contact/{contact_id}")
+        async def update(contact_id: str, request: Request) -> Response:
+            return await write(contact_id, request, partial=False)
+
+        @router.delete("/contact/{contact_id}")
+        async def delete(contact_id: str, request: Request) -> Response:
+            if denied := self._auth_error(request):
+                return denied
+            try:
+                self.state.delete_contact(contact_id)
+            except NotFound:
+                return _json(404, missing)
+            return Response(status_code=204)
+
+        @router.get("/account-member")
+        async def members(request: Request) -> Response:
+            if denied := self._auth_error(request):
+                return denied
+            return _json(200, self.state.account_members(dict(request.query_params)))
+
+        return router
 
     def _inspection_router(self) -> APIRouter:
         router = APIRouter(prefix=INSPECTION_PREFIX)
@@ -219,6 +314,17 @@ class SandboxApp:
                 return _json(200, self.state.conversation(conversation_id))
             except NotFound:
                 return _json(404, {"detail": "unknown conversation"})
+
+        @router.get("/contacts")
+        async def contacts() -> list[dict[str, Any]]:
+            return [self.state.contact_detail(cid, public=False) for cid in self.state.contact_ids()]
+
+        @router.get("/contacts/{contact_id}")
+        async def contact(contact_id: str) -> Response:
+            try:
+                return _json(200, self.state.contact_detail(contact_id, public=False))
+            except NotFound:
+                return _json(404, {"detail": "unknown contact"})
 
         @router.get("/reference")
         async def reference() -> dict[str, Any]:
@@ -425,6 +531,18 @@ def _decode_body(raw: bytes) -> Any:
     if _depth(body, MAX_LOGGED_DEPTH) > MAX_LOGGED_DEPTH:
         return raw[:1024].decode("utf-8", errors="replace") + f"... <nested deeper than {MAX_LOGGED_DEPTH}>"
     return body
+
+
+async def _read_contact_body(request: Request) -> dict[str, Any] | Response:
+    """A contact write's body: JSON, or a form (nested ``meta``, ``tags`` and ``default_assignees`` only as JSON)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in FORM_TYPES:
+        try:
+            form = await request.form()
+        except Exception as exc:
+            return _json(400, {"detail": f"Multipart form parse error - {type(exc).__name__}"})
+        return {k: ("" if isinstance(v, UploadFile) else v) for k, v in form.multi_items()}
+    return await _read_body(request)
 
 
 async def _read_body(request: Request) -> dict[str, Any] | Response:

@@ -93,6 +93,13 @@ class SandboxProcess:
         """The fields of ``payload`` the conversation does not show as sent: ``[]`` when it landed."""
         return payload_mismatches(payload, self.conversation(conversation_id))
 
+    def contact(self, contact_id: str) -> dict[str, Any]:
+        return dict(self._get(f"/contacts/{contact_id}"))
+
+    def contacts(self) -> list[dict[str, Any]]:
+        """Every contact (as ``GET /api/contact/{id}`` shows it)."""
+        return list(self._get("/contacts"))
+
     def requests(self) -> list[dict[str, Any]]:
         """The request log, oldest first (a warning when it dropped older requests: ``--request-log-limit``)."""
         log = self._get("/requests")

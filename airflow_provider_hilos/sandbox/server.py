@@ -66,6 +66,8 @@ class HilosSandbox:
     :param auth_scheme: the word before the token (``Token``); empty for a bare token.
     :param faults: fault and load knobs (:class:`~airflow_provider_hilos.sandbox.app.FaultConfig` or a dict).
     :param request_log_limit: how many requests the log keeps.
+    :param extra_contacts: contacts beyond the conversations' own (each seeded conversation's ``contact`` is a
+        seeded contact; these have no conversation).
     """
 
     def __init__(
@@ -82,12 +84,15 @@ class HilosSandbox:
         auth_scheme: str = "Token",
         faults: FaultConfig | dict[str, Any] | None = None,
         request_log_limit: int = 10_000,
+        extra_contacts: int = 0,
     ) -> None:
         _check_loopback(host)
         self.host = host
         self.requested_port = port
         self.token = token or f"sandbox-{secrets.token_urlsafe(18)}"
-        self.state = SandboxState(conversations=conversations, seed=seed, request_log_limit=request_log_limit)
+        self.state = SandboxState(
+            conversations=conversations, seed=seed, request_log_limit=request_log_limit, extra_contacts=extra_contacts
+        )
         config = FaultConfig.from_dict(faults) if isinstance(faults, dict) else faults
         self.faults = FaultInjector(config)
         self.asgi = SandboxApp(
@@ -204,6 +209,21 @@ class HilosSandbox:
         """
         return payload_mismatches(payload, self.state.conversation(conversation_id))
 
+    def contact(self, contact_id: str) -> dict[str, Any]:
+        """A contact as ``GET /api/contact/{id}`` shows it (``default_assignees`` as user objects)."""
+        return self.state.contact_detail(contact_id, public=False)
+
+    def contact_ids(self) -> list[str]:
+        """Every contact's id, the most recently updated first."""
+        return list(self.state.contacts.ordered())
+
+    def contact_by_phone(self, phone: str) -> dict[str, Any] | None:
+        """The contact with this phone (any spelling the phone library reads as the same E.164 number), or None."""
+        from airflow_provider_hilos.contacts import canonical_phone
+
+        cid = self.state.contacts.by_phone.get(canonical_phone(phone))
+        return None if cid is None else self.contact(cid)
+
     def requests(self) -> list[dict[str, Any]]:
         """The request log, oldest first (tokens replaced by ``<sandbox-token>``). It keeps the last
         ``request_log_limit`` requests: when it dropped older ones, a warning says how many (see
@@ -303,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     faults.add_argument("--fault-seed", type=int, default=0, help="seed of the fault dice (fault_seed in Python)")
     parser.add_argument("--request-log-limit", type=int, default=10_000)
+    parser.add_argument(
+        "--extra-contacts",
+        type=int,
+        default=0,
+        help="contacts beyond the conversations' own (they have no conversation)",
+    )
     return parser
 
 
@@ -327,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             auth_scheme=args.auth_scheme,
             faults=faults,
             request_log_limit=args.request_log_limit,
+            extra_contacts=args.extra_contacts,
         ).start()
     except (ValueError, OSError) as exc:
         print(f"hilos-sandbox: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from airflow_provider_hilos.sandbox.contacts import ContactBook, account_members, seeded_phone
 from airflow_provider_hilos.schemas import TAG_NAME_MAX_LENGTH, ConversationSource, ConversationStatus, update_problems
 
 FIRST_NAMES = ("Ana", "Luis", "Maria", "Jorge", "Sofia", "Diego", "Lucia", "Pedro", "Elena", "Raul", "Carmen", "Tomas")
@@ -118,7 +119,7 @@ class SandboxData:
 def _first_message(conversation: Mapping[str, Any]) -> dict[str, Any]:
     """``WhatsAppMessageSimple``: the inbound message that opened the conversation."""
     at = conversation["created_on"]
-    number = "+52155" + str(uuid.UUID(conversation["contact"]).int % 10**8).zfill(8)
+    number = seeded_phone(conversation["contact"])  # the contact's own phone
     return {
         "id": str(uuid.uuid5(_MESSAGE_NAMESPACE, conversation["id"])),
         "to_number": "+5215500000000",
@@ -223,6 +224,7 @@ class SandboxState:
     :param seed: the random seed (same seed, same data).
     :param request_log_limit: how many requests the log keeps (oldest dropped first).
     :param request_log_bytes: about how many bytes the log keeps (oldest dropped first).
+    :param extra_contacts: contacts seeded beyond the conversations' own (each conversation's ``contact`` is one).
     """
 
     def __init__(
@@ -231,8 +233,11 @@ class SandboxState:
         seed: int = 7,
         request_log_limit: int = 10_000,
         request_log_bytes: int = 64 * 1024 * 1024,
+        extra_contacts: int = 0,
     ) -> None:
         self.seed = seed
+        self.extra_contacts = extra_contacts
+        self._contacts: ContactBook | None = None
         self.seeded_count = self.conversation_count = conversations
         self._lock = threading.Lock()
         self.data = SandboxData.seeded(conversations, seed)
@@ -248,6 +253,7 @@ class SandboxState:
         with self._lock:
             self.conversation_count = self.seeded_count
             self.data = SandboxData.seeded(self.seeded_count, self.seed)
+            self._contacts = None
             self._start_activity()
             self.request_log.clear()
             self._sizes.clear()
@@ -296,6 +302,74 @@ class SandboxState:
             self._sizes.clear()
             self._log_bytes = 0
             self.request_count = 0
+
+    # -- contacts and account members (seeded on first use: most tests never ask) ------------
+
+    @property
+    def contacts(self) -> ContactBook:
+        """The account's contacts (call with the lock held, or before serving)."""
+        if self._contacts is None:
+            book = ContactBook(
+                (c["contact"] for c in self.data.conversations.values()),
+                self.data.users,
+                self.seed,
+                extra=self.extra_contacts,
+            )
+            for conversation in self.data.conversations.values():
+                book.conversations_of.setdefault(conversation["contact"], []).append(conversation["id"])
+            self._contacts = book
+        return self._contacts
+
+    def list_contacts(self, *, page: int, page_size: int, search: str | None) -> tuple[int, list[dict[str, Any]]]:
+        with self._lock:
+            return self.contacts.page(page, page_size, search)
+
+    def contact_detail(self, contact_id: str, *, public: bool = True) -> dict[str, Any]:
+        """:raises NotFound: no such contact."""
+        with self._lock:
+            if contact_id.lower() not in self.contacts.contacts:
+                raise NotFound(contact_id)
+            return self.contacts.detail(contact_id.lower(), public=public)
+
+    def contact_ids(self) -> list[str]:
+        with self._lock:
+            return list(self.contacts.contacts)
+
+    def create_or_update_contact(self, body: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
+        with self._lock:
+            return self.contacts.create_or_update(body)
+
+    def update_contact(self, contact_id: str, body: Mapping[str, Any], *, partial: bool) -> dict[str, Any]:
+        """:raises NotFound: no such contact."""
+        with self._lock:
+            try:
+                return self.contacts.update(contact_id.lower(), body, partial=partial)
+            except KeyError:
+                raise NotFound(contact_id) from None
+
+    def delete_contact(self, contact_id: str) -> None:
+        """:raises NotFound: no such contact."""
+        with self._lock:
+            try:
+                self.contacts.delete(contact_id.lower())
+            except KeyError:
+                raise NotFound(contact_id) from None
+
+    def move_oldest_contacts_to_front(self, count: int) -> None:
+        with self._lock:
+            self.contacts.move_oldest_to_front(count)
+
+    def account_members(self, query: Mapping[str, str]) -> list[dict[str, Any]]:
+        """``AccountMemberUser`` rows, filtered as the document's ``email__iexact``, ``email__icontains`` and
+        ``search`` (email, first or last name) filters do."""
+        members = account_members(self.data.users, self.data.teams, self.data.channels)
+        if "email__iexact" in query:
+            members = [m for m in members if m["email"].lower() == query["email__iexact"].lower()]
+        if "email__icontains" in query:
+            members = [m for m in members if query["email__icontains"].lower() in m["email"].lower()]
+        if needle := (query.get("search") or "").lower():
+            members = [m for m in members if any(needle in m[k].lower() for k in ("email", "first_name", "last_name"))]
+        return members
 
     # -- the API ------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from airflow_provider_hilos.exceptions import HilosSyncBusyError
 from airflow_provider_hilos.storage import AtomicText
 from airflow_provider_hilos.sync.diff import Action, CompareWith, ListMode, PlanEntry, plan_conversation
 from airflow_provider_hilos.sync.lease import SyncLease
+from airflow_provider_hilos.sync.objects import SyncObject
 from airflow_provider_hilos.sync.runner import SyncRunner, SyncSettings
 from airflow_provider_hilos.sync.state import SyncStateStore, sync_owner
 
@@ -54,9 +55,11 @@ def sync_conversations(
     checkpoint: Checkpoint | None = None,
     dry_run: bool = False,
     run_id: str | None = None,
+    obj: SyncObject | None = None,
 ) -> dict[str, Any]:
     """One sync without an operator (scripts, tests, benchmarks): validate ``rows`` (``(number, change-set row)``
-    pairs), plan, and unless ``dry_run`` apply and keep the state.
+    pairs), plan, and unless ``dry_run`` apply and keep the state (``obj``: what is synced; default conversations,
+    with the settings' modes; a :class:`~airflow_provider_hilos.sync.objects.contact.ContactObject` syncs contacts).
 
     :return: the counts, the plan's summary and the costs, as the operator returns them.
     :raises HilosValidationError: invalid rows (nothing was sent), unless ``options.skip_invalid_rows``.
@@ -70,8 +73,8 @@ def sync_conversations(
         if (holder := lease.try_acquire()) is not None:
             raise HilosSyncBusyError(f"Hilos sync: another run of this sync holds its state ({holder.describe()})")
         lease.keep()
+    runner = SyncRunner(hook, settings, options or BatchOptions(), store=store, log=hook.log, obj=obj)
     try:
-        runner = SyncRunner(hook, settings, options or BatchOptions(), store=store, log=hook.log)
         runner.read_desired(iter(rows))
         runner.plan(plan, keep_updates=not dry_run)
         batch = None
@@ -87,5 +90,6 @@ def sync_conversations(
             "costs": runner.costs(),
         }
     finally:
+        runner.close()
         if lease is not None:
             lease.release()

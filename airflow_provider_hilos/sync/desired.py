@@ -1,11 +1,13 @@
 """Where a sync's desired state comes from: a SQL query on any Airflow SQL connection (read in chunks), a change-set
-file, or a list; and how its columns and cells become change-set rows.
+file, or a list; and how its columns and cells become rows of the object's fields (:class:`Columns` says which a
+conversation and a contact have).
 
 Cells, whatever the source:
 
 * a column is named by its lower-cased name, renamed by ``column_map`` (``{"team_id": "assigned_team"}``); a column
-  that is neither ``conversation_id`` nor a managed field is refused (naming the closest field), so a typo never
-  passes as "not managed";
+  that is neither the key (``conversation_id``, a contact's ``phone``) nor a managed field is refused (naming the
+  closest field), so a typo never passes as "not managed"; a contact's custom properties are a ``meta`` column (a JSON
+  object, or a SQL JSON type) or one column per property, ``meta.<name>``;
 * ``NULL`` / ``None`` leaves that field of that conversation unmanaged;
 * ``tags`` and ``assigned``: a SQL array (``text[]``, ``int[]``) or a list as is; a string is split on
   ``list_separator`` (``"vip|renewal"``), ``"[...]"`` is read as JSON, an empty string or ``"-"`` means "must be
@@ -17,9 +19,11 @@ Cells, whatever the source:
 from __future__ import annotations
 
 import difflib
+import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -27,8 +31,42 @@ from airflow_provider_hilos.exceptions import HilosConfigurationError, HilosVali
 from airflow_provider_hilos.schemas import CLEAR, show
 from airflow_provider_hilos.sync.diff import LIST_FIELDS, SYNC_FIELDS
 
-#: The columns a desired-state row may have (after ``column_map``).
-DESIRED_COLUMNS = ("conversation_id", *SYNC_FIELDS)
+
+@dataclass(frozen=True)
+class Columns:
+    """The columns an object's desired state may have.
+
+    :param key: the key column (``conversation_id``, ``phone``).
+    :param fields: the managed fields' columns.
+    :param lists: those holding a list (a SQL array, a JSON list, or text split on ``list_separator``).
+    :param objects: those holding an object (a SQL JSON type, or JSON text): a contact's ``meta``.
+    :param prefix: a prefix naming more columns, one per name (``meta.``: a contact's custom properties).
+    """
+
+    key: str
+    fields: tuple[str, ...]
+    lists: tuple[str, ...]
+    objects: tuple[str, ...] = ()
+    prefix: str | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.key, *self.fields)
+
+    def known(self, name: str) -> bool:
+        return name in self.names or (
+            self.prefix is not None and name.startswith(self.prefix) and len(name) > len(self.prefix)
+        )
+
+    def described(self) -> str:
+        extra = f", and {self.prefix}<name>" if self.prefix else ""
+        return ", ".join(self.names) + extra
+
+
+#: A conversation's columns.
+CONVERSATION_COLUMNS = Columns("conversation_id", SYNC_FIELDS, LIST_FIELDS)
+#: The columns a conversation's desired-state row may have (after ``column_map``).
+DESIRED_COLUMNS = CONVERSATION_COLUMNS.names
 #: Rows fetched from the database at a time.
 DEFAULT_CHUNK_SIZE = 5_000
 
@@ -36,7 +74,7 @@ DEFAULT_CHUNK_SIZE = 5_000
 DesiredRows = Iterator[tuple[int, Any]]
 
 
-def column_map_problem(column_map: Any) -> str | None:
+def column_map_problem(column_map: Any, columns: Columns = CONVERSATION_COLUMNS) -> str | None:
     """What is wrong with a ``column_map``, or ``None``."""
     if column_map is None:
         return None
@@ -45,10 +83,10 @@ def column_map_problem(column_map: Any) -> str | None:
     for source, target in column_map.items():
         if not isinstance(source, str) or not source.strip():
             return f"has a source column {show(source)}; give column names as strings"
-        if target not in DESIRED_COLUMNS:
-            close = difflib.get_close_matches(str(target), DESIRED_COLUMNS, n=1)
+        if not isinstance(target, str) or not columns.known(target):
+            close = difflib.get_close_matches(str(target), columns.names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            return f"maps {source!r} to {show(target)}{hint}; fields are {', '.join(DESIRED_COLUMNS)}"
+            return f"maps {source!r} to {show(target)}{hint}; fields are {columns.described()}"
     targets = [t for t in column_map.values()]
     for target in set(targets):
         if targets.count(target) > 1:
@@ -62,12 +100,22 @@ class RowShaper:
     :param column_map: source column -> field (compared lower-cased).
     :param list_separator: what separates names or ids in one text cell.
     :param origin: what the rows are called in errors (``"sql"``, ``"state_path"``, ``"state"``).
+    :param columns: the object's columns (default: a conversation's).
     """
 
-    def __init__(self, column_map: Mapping[str, str] | None, list_separator: str, origin: str) -> None:
+    def __init__(
+        self,
+        column_map: Mapping[str, str] | None,
+        list_separator: str,
+        origin: str,
+        columns: Columns = CONVERSATION_COLUMNS,
+    ) -> None:
         self.renames = {k.strip().lower(): v for k, v in (column_map or {}).items()}
         self.separator = list_separator
         self.origin = origin
+        self.spec = columns
+        self._lists = frozenset(columns.lists)
+        self._objects = frozenset(columns.objects)
         self._checked: tuple[str, ...] | None = None
 
     def columns(self, names: list[str]) -> list[str]:
@@ -75,28 +123,30 @@ class RowShaper:
 
         :raises HilosValidationError: a column that is no field, or two columns for one field, or no id column.
         """
-        fields = [self.renames.get(name.strip().lower(), name.strip().lower()) for name in names]
+        spec = self.spec
+        fields = [self.renames.get(name.strip().lower(), self._name(name)) for name in names]
         problems = []
         for name, field in zip(names, fields, strict=True):
-            if field not in DESIRED_COLUMNS:
-                close = difflib.get_close_matches(field, DESIRED_COLUMNS, n=1)
+            if not spec.known(field):
+                close = difflib.get_close_matches(field, spec.names, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
+                more = f" or {spec.prefix}<name> columns" if spec.prefix else ""
                 problems.append(
                     (
                         f"column {show(name)}",
-                        f"is not a field a sync manages; {hint}select only conversation_id and any of "
-                        f"{', '.join(SYNC_FIELDS)}, or rename it with column_map={{{name!r}: '<field>'}}",
+                        f"is not a field a sync manages; {hint}select only {spec.key} and any of "
+                        f"{', '.join(spec.fields)}{more}, or rename it with column_map={{{name!r}: '<field>'}}",
                     )
                 )
         for field in set(fields):
-            if fields.count(field) > 1 and field in DESIRED_COLUMNS:
+            if fields.count(field) > 1 and spec.known(field):
                 problems.append((f"field {field!r}", f"comes from {fields.count(field)} columns; select it once"))
-        if "conversation_id" not in fields:
+        if spec.key not in fields:
             problems.append(
                 (
-                    "conversation_id",
-                    f"no column of the {self.origin} is the conversation id; select it as conversation_id, or map "
-                    "it with column_map={'<column>': 'conversation_id'}",
+                    spec.key,
+                    f"no column of the {self.origin} is the {spec.key.replace('_', ' ')}; select it as {spec.key}, "
+                    f"or map it with column_map={{'<column>': '{spec.key}'}}",
                 )
             )
         if problems:
@@ -113,26 +163,36 @@ class RowShaper:
             self._checked = names
         out: dict[str, Any] = {}
         for name, cell in row.items():
-            field = self.renames.get(str(name).strip().lower(), str(name).strip().lower())
+            field = self.renames.get(str(name).strip().lower(), self._name(str(name)))
             value = self.cell(field, cell)
             if value is not None:
                 out[field] = value
         return out
+
+    def _name(self, name: str) -> str:
+        """A column's field: its lower-cased name (a custom property's name keeps its case: ``meta.PlanTier``)."""
+        text = name.strip()
+        prefix = self.spec.prefix
+        if prefix and text.lower().startswith(prefix) and len(text) > len(prefix):
+            return prefix + text[len(prefix) :]
+        return text.lower()
 
     def cell(self, field: str, value: Any) -> Any:
         """One cell as the change-set row has it (``None``: not managed)."""
         if value is None:
             return None
         kind = type(value)
-        if (kind is str or kind is int) and field not in LIST_FIELDS:  # the common cells, as they are
-            return value
+        if (kind is str or kind is int) and field not in self._lists and field not in self._objects:
+            return value  # the common cells, as they are
+        if field in self._objects:
+            return _object_cell(field, value)
         if isinstance(value, uuid.UUID):
             return str(value)
         if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
             return int(value)
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if field in LIST_FIELDS:
+        if field in self._lists:
             if isinstance(value, (list, tuple)):
                 return [
                     item if type(item) is str or type(item) is int else self.cell("", item)
@@ -147,6 +207,25 @@ class RowShaper:
                     return text  # JSON: validation reads it
                 return [part.strip() for part in text.split(self.separator) if part.strip()]
         return value
+
+
+def _object_cell(field: str, value: Any) -> Any:
+    """An object cell (a contact's ``meta``): a mapping as it is (psycopg reads ``jsonb`` as a dict), JSON text read
+    (an invalid one is passed on as it is, for validation to name the row), ``-`` or empty: "no properties"."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, bytes | bytearray):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("", CLEAR):
+            return {}
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return value
+        return parsed
+    return value
 
 
 def rows_from_sql(

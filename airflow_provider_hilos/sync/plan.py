@@ -9,7 +9,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from airflow_provider_hilos.sync.diff import LIST_FIELDS, UNKNOWN, Action, FieldChange, PlanEntry
+from airflow_provider_hilos.contacts import ABSENT
+from airflow_provider_hilos.sync.diff import UNKNOWN, WRITING, Action, FieldChange, PlanEntry
 
 #: How many transitions per field the summary names (the others are counted together).
 MAX_TRANSITIONS = 10
@@ -20,15 +21,18 @@ LOGGED_NOT_FOUND = 20
 
 
 def plain(value: Any) -> Any:
-    """A normal value as JSON has it (tuples as lists; ``UNKNOWN`` as ``None`` with its own flag elsewhere)."""
-    if value is UNKNOWN:
+    """A normal value as JSON has it (tuples as lists; ``UNKNOWN`` and ``ABSENT`` as ``None`` with their own flags
+    elsewhere)."""
+    if value is UNKNOWN or value is ABSENT:
         return None
     return list(value) if isinstance(value, tuple) else value
 
 
-def entry_record(entry: PlanEntry) -> dict[str, Any]:
-    """One line of the plan file."""
-    record: dict[str, Any] = {"conversation_id": entry.conversation_id, "action": entry.action.value}
+def entry_record(entry: PlanEntry, key_field: str = "conversation_id", id_field: str | None = None) -> dict[str, Any]:
+    """One line of the plan file (``key_field``: the key's name, ``id_field``: the Hilos id's, for a contact)."""
+    record: dict[str, Any] = {key_field: entry.key, "action": entry.action.value}
+    if id_field and entry.object_id:
+        record[id_field] = entry.object_id
     if entry.row:
         record["row"] = entry.row
     if entry.changes:
@@ -54,14 +58,21 @@ def _flags(change: FieldChange) -> dict[str, bool]:
     flags: dict[str, bool] = {}
     if change.before is UNKNOWN:
         flags["from_unknown"] = True
+    if change.before is ABSENT:
+        flags["from_absent"] = True
+    if change.after is ABSENT:
+        flags["removed"] = True
+    if change.from_last_sync:
+        flags["from_last_sync"] = True
     if change.drift:
         flags["drift"] = True
     return flags
 
 
 def transitions(change: FieldChange) -> list[str]:
-    """How the summary names a change: ``CLOSED→RESOLVED`` for a value, ``+vip`` / ``-renewal`` for list items."""
-    if change.field in LIST_FIELDS and isinstance(change.after, tuple):
+    """How the summary names a change: ``CLOSED→RESOLVED`` for a value, ``+vip`` / ``-renewal`` for list items,
+    ``pro→∅`` for a custom property removed."""
+    if isinstance(change.after, tuple):
         if change.before is UNKNOWN or not isinstance(change.before, tuple):
             return [f"={_short(change.after)}"]  # nothing known to compare with: the list is set as a whole
         added = [f"+{item}" for item in change.after if item not in change.before]
@@ -72,6 +83,8 @@ def transitions(change: FieldChange) -> list[str]:
 
 
 def _short(value: Any) -> str:
+    if value is ABSENT:
+        return "∅"
     text = "null" if value is None else ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -92,11 +105,16 @@ class PlanSummary:
     unreadable_rows: list[dict[str, Any]] = field(default_factory=list)
     #: per list field in add mode: items kept, removals ignored, and how many conversations each concerns
     left_alone: dict[str, Counter[str]] = field(default_factory=dict)
+    #: per writing action (update, create), the changed fields: what a dry run would create and update
+    action_fields: dict[str, Counter[str]] = field(default_factory=dict)
     shown: list[dict[str, Any]] = field(default_factory=list)
     shown_limit: int = 20
+    #: the key's name in records (``conversation_id``, a contact's ``phone``) and the Hilos id's (``contact_id``)
+    key_field: str = "conversation_id"
+    id_field: str | None = None
 
     def add(self, entry: PlanEntry) -> None:
-        """Count one entry (and keep it in full if it is among the first ``shown_limit`` updates)."""
+        """Count one entry (and keep it in full if it is among the first ``shown_limit`` writes)."""
         self.actions[entry.action.value] += 1
         for left in entry.left_alone:
             counts = self.left_alone.setdefault(left.field, Counter())
@@ -104,27 +122,28 @@ class PlanSummary:
             counts["removals_ignored"] += len(left.removals_ignored)
             counts["conversations_keeping_items"] += bool(left.kept)
             counts["conversations_with_removals_ignored"] += bool(left.removals_ignored)
+        key = self.key_field
         if entry.action is Action.INVALID and len(self.invalid_rows) < MAX_LISTED_DRIFT:
-            self.invalid_rows.append(
-                {"row": entry.row, "conversation_id": entry.conversation_id, "error": entry.reason}
-            )
-        if entry.action is Action.NOT_FOUND and entry.conversation_id and len(self.not_found_ids) < MAX_LISTED_DRIFT:
-            self.not_found_ids.append(entry.conversation_id)
+            self.invalid_rows.append({"row": entry.row, key: entry.key, "error": entry.reason})
+        if entry.action is Action.NOT_FOUND and entry.key and len(self.not_found_ids) < MAX_LISTED_DRIFT:
+            self.not_found_ids.append(entry.key)
         if entry.action is Action.UNREADABLE and len(self.unreadable_rows) < MAX_LISTED_DRIFT:
-            self.unreadable_rows.append({"conversation_id": entry.conversation_id, "error": entry.reason})
-        if entry.action is not Action.UPDATE:
+            self.unreadable_rows.append({key: entry.key, "error": entry.reason})
+        if entry.action not in WRITING:
             return
         self.retried += entry.retry
         if entry.drift:
             self.drift_found += 1
-            if len(self.drift_ids) < MAX_LISTED_DRIFT and entry.conversation_id:
-                self.drift_ids.append(entry.conversation_id)
+            if len(self.drift_ids) < MAX_LISTED_DRIFT and entry.key:
+                self.drift_ids.append(entry.key)
+        per_action = self.action_fields.setdefault(entry.action.value, Counter())
         for change in entry.changes:
             self.fields[change.field] += 1
+            per_action[change.field] += 1
             counter = self.transitions.setdefault(change.field, Counter())
             counter.update(transitions(change))
         if len(self.shown) < self.shown_limit:
-            self.shown.append(entry_record(entry))
+            self.shown.append(entry_record(entry, self.key_field, self.id_field))
 
     def count(self, action: Action) -> int:
         return self.actions[action.value]
@@ -154,6 +173,7 @@ class PlanSummary:
             "not_found_conversations": list(self.not_found_ids),
             "unreadable_conversations": list(self.unreadable_rows),
             "left_alone": {name: dict(counts) for name, counts in self.left_alone.items()},
+            "fields_by_action": {action: dict(counts) for action, counts in self.action_fields.items()},
             "first_updates": list(self.shown),
         }
 
@@ -162,7 +182,7 @@ class PlanSummary:
         kept (in 45 conversations)``, one line per list field in add mode."""
         lines = []
         for name, counts in self.left_alone.items():
-            noun = "tag" if name == "tags" else "assignee"
+            noun = "tag" if name == "tags" else "assignee"  # assigned, default_assignees
             lines.append(
                 f"{name}_mode='add' left alone {counts['removals_ignored']} {noun} removal(s) from the warehouse (in "
                 f"{counts['conversations_with_removals_ignored']} conversation(s): add mode never removes) and kept "
@@ -180,12 +200,26 @@ class PlanFile:
         saying nothing).
     """
 
-    def __init__(self, stream: IO[str] | None, *, unchanged: bool = False) -> None:
+    def __init__(
+        self,
+        stream: IO[str] | None,
+        *,
+        unchanged: bool = False,
+        key_field: str = "conversation_id",
+        id_field: str | None = None,
+    ) -> None:
         self.stream = stream
         self.unchanged = unchanged
+        self.key_field = key_field
+        self.id_field = id_field
         self.lines = 0
 
     def write(self, entry: PlanEntry) -> None:
         if self.stream is not None and (self.unchanged or entry.action is not Action.UNCHANGED):
-            self.stream.write(json.dumps(entry_record(entry), ensure_ascii=False) + "\n")
+            self.write_record(json.dumps(entry_record(entry, self.key_field, self.id_field), ensure_ascii=False))
+
+    def write_record(self, line: str) -> None:
+        """One entry already made into its JSON line."""
+        if self.stream is not None:
+            self.stream.write(line + "\n")
             self.lines += 1

@@ -1,61 +1,64 @@
-"""One sync run: read the desired state, read what to compare it with, plan, and apply the plan through the batch
-engine; then keep the state for the next run and log every changed or failed conversation.
+"""One sync run, for any object (:mod:`~airflow_provider_hilos.sync.objects`): read the desired state, read what to
+compare it with, plan, and apply the plan through the batch engine; then keep the state for the next run and log
+every changed or failed object.
 
 The order matters: every desired row is validated before the first request (bad input never half-syncs); with
-``compare_with="hilos"`` every page is read before the first write (a write moves a conversation to the front of
-the list, which would shift the pages still to read), and a conversation is planned only once the whole listing
-is read (a conversation listed twice is compared with its later, newer copy).
+``compare_with="hilos"`` every page is read before the first write (a write moves an object to the front of the
+list, which would shift the pages still to read), and an object is planned only once the whole listing is read (an
+object listed twice is compared with its later, newer copy).
 
-Rows are named by their conversation id wherever they have one, and by their position in the desired state only
-when they have none: a query's rows come in no stable order, so a position moves between runs.
+Memory does not grow with the account: the desired rows, the listed ones, the last state, the plan and the outcomes
+are joined by key in the run's work database (:class:`~airflow_provider_hilos.sync.work.WorkStore`, an embedded
+SQLite file in the task's temporary folder); Python holds a page or a chunk at a time, and the plan's summary.
+
+Rows are named by their key wherever they have one, and by their position in the desired state only when they have
+none: a query's rows come in no stable order, so a position moves between runs.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_hilos.batch.options import BatchOptions, FailurePolicy
 from airflow_provider_hilos.batch.pipeline import MAX_LISTED_INVALID_ROWS, Survey, UpdatePipeline
 from airflow_provider_hilos.batch.verdict import allowed_failures, validation_verdict
-from airflow_provider_hilos.batch.wording import SYNC_ROWS, SYNC_UPDATES
-from airflow_provider_hilos.conversations import UNKNOWN, NormalValue, _Unknown, normal_fields, row_fields
 from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
-from airflow_provider_hilos.rows import RowChecker, reasons, validate_row
-from airflow_provider_hilos.schemas import (
-    ValidatedUpdate,
-    canonical_conversation_id,
-    conversation_id_problem,
-    id_key,
-    show,
-)
+from airflow_provider_hilos.resources.paging import ListingProgress
+from airflow_provider_hilos.rows import reasons
+from airflow_provider_hilos.schemas import canonical_conversation_id, show
 from airflow_provider_hilos.storage import AtomicText
 from airflow_provider_hilos.sync.diff import (
+    WRITING,
     Action,
     CompareWith,
     ListMode,
     PlanEntry,
     mode_problem,
-    plan_conversation,
 )
-from airflow_provider_hilos.sync.plan import LOGGED_NOT_FOUND, PlanFile, PlanSummary
-from airflow_provider_hilos.sync.state import Snapshot, SyncStateStore
+from airflow_provider_hilos.sync.objects import NotWritable, SyncObject
+from airflow_provider_hilos.sync.objects.conversation import ConversationObject
+from airflow_provider_hilos.sync.plan import LOGGED_NOT_FOUND, PlanFile, PlanSummary, entry_record
+from airflow_provider_hilos.sync.state import SyncStateStore
+from airflow_provider_hilos.sync.work import CHUNK, WorkStore
 
 if TYPE_CHECKING:
     from airflow_provider_hilos.batch.engine import BatchEngine, ReportTarget
     from airflow_provider_hilos.batch.report import OutcomeListener
     from airflow_provider_hilos.checkpoint import Checkpoint
-    from airflow_provider_hilos.hooks.hilos import HilosHook, ListingProgress
+    from airflow_provider_hilos.hooks.hilos import HilosHook
+    from airflow_provider_hilos.people import PeopleResolver
     from airflow_provider_hilos.transport import Log
 
 #: How many invalid rows the plan file and the sync log list (all are counted).
 _KEPT_INVALID = 10_000
-#: The outcomes of the batch engine that leave a conversation as desired.
-_DONE = ("updated", "already_applied")
+#: The outcomes of the batch engine that leave an object as desired.
+_DONE = ("updated", "created", "deleted", "already_applied")
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,16 @@ class SyncSettings:
 
     :param compare_with: ``"hilos"``, ``"last_sync"`` or ``"nothing"``
         (:class:`~airflow_provider_hilos.sync.diff.CompareWith`).
-    :param tags_mode: ``"replace"`` or ``"add"``.
-    :param assigned_mode: ``"replace"`` or ``"add"``.
-    :param send_not_found: send a desired conversation the listing did not show.
+    :param tags_mode: (conversations) ``"replace"`` or ``"add"``.
+    :param assigned_mode: (conversations) ``"replace"`` or ``"add"``.
+    :param send_not_found: (conversations) send a desired conversation the listing did not show.
     :param page_size: rows per list page (``None``: the connection's).
     :param shown: how many diffs are logged in full and returned.
-    :param plan_unchanged: list the unchanged conversations in the plan file too.
+    :param plan_unchanged: list the unchanged objects in the plan file too.
+    :param list_concurrency: list pages read at once (under the connection's quota).
+    :param max_deletes: (a mirror) refuse the run when it would delete more objects than this (``None``: no count).
+    :param max_delete_ratio: (a mirror) refuse it when it would delete more than this share of the objects this sync
+        manages.
     """
 
     compare_with: CompareWith = CompareWith.HILOS
@@ -79,6 +86,9 @@ class SyncSettings:
     page_size: int | None = None
     shown: int = 20
     plan_unchanged: bool = False
+    list_concurrency: int = 4
+    max_deletes: int | None = None
+    max_delete_ratio: float = 0.1
 
     def problems(self) -> list[tuple[str, str]]:
         """What is wrong with this combination of settings (``add`` mode needs a listing)."""
@@ -91,24 +101,47 @@ class SyncSettings:
         return problems
 
 
-@dataclass(slots=True)
-class _Desired:
-    conversation_id: str
-    fields: dict[str, NormalValue]
-    row: int
-    #: what the plan does with it (``None``: not decided yet)
-    action: Action | None = None
-    #: what Hilos listed for it (its latest copy), or ``None``: not listed
-    current: dict[str, NormalValue | _Unknown] | None = None
-
-
-def row_name(number: int, row: Any) -> str:
-    """A desired row as messages name it: ``conversation <id>`` when it has a usable id, else ``row <n>`` (with
-    the id as given, if any)."""
-    raw = row.get("conversation_id") if isinstance(row, Mapping) else None
-    if (canonical := canonical_conversation_id(raw)) is not None:
+def row_name(number: int, row: Any, key_column: str = "conversation_id") -> str:
+    """A desired row as messages name it: ``conversation <id>`` when it has a usable id, else ``row <n>`` (with the
+    key as given, if any)."""
+    raw = row.get(key_column) if isinstance(row, Mapping) else None
+    if key_column == "conversation_id" and (canonical := canonical_conversation_id(raw)) is not None:
         return f"conversation {canonical}"
-    return f"row {number}" + (f" (conversation_id {show(raw)})" if raw is not None else "")
+    return f"row {number}" + (f" ({key_column} {show(raw)})" if raw is not None else "")
+
+
+class _ListingSeen:
+    """What the listing has seen, kept in the work database: each page's rows are read once into it (the latest
+    copy of each key of interest, the key alone for the others), and which of them are new is counted."""
+
+    def __init__(self, runner: SyncRunner) -> None:
+        self.runner = runner
+        self.new_desired = 0
+        self.new_rows = 0
+        self.keyless = 0
+
+    def fresh(self, rows: Sequence[Any]) -> list[bool]:
+        obj, work = self.runner.obj, self.runner.work
+        parsed = [obj.listed(row) for row in rows]
+        keys = [key for key, _, _ in parsed if key is not None]
+        desired, managed, before = work.interesting(keys)
+        listed = []
+        flags = []
+        for key, oid, fields in parsed:
+            if key is None:
+                flags.append(True)  # nothing the warehouse can name: never a repeat (and never matched)
+                self.keyless += 1
+                continue
+            new = key not in before
+            flags.append(new)
+            if new:
+                before.add(key)
+                self.new_rows += 1
+                self.new_desired += key in desired
+            listed.append((key, oid, fields if key in desired or key in managed else None))
+        work.add_listed(listed)
+        self.runner.listed += len(rows)
+        return flags
 
 
 class SyncRunner:
@@ -120,7 +153,9 @@ class SyncRunner:
     :param store: where the state between runs is kept (``None``: no state: ``last_sync`` then compares with
         nothing).
     :param log: where progress goes.
-    :param keep_entries: keep every entry that is not ``unchanged`` (for the sync log in the warehouse).
+    :param obj: what is synced (default: conversations, with the settings' modes).
+    :param people: resolves agents given by email and teams given by name (``None``: ids only).
+    :param work_dir: where the run's work database goes (default: the system's temporary folder).
     """
 
     def __init__(
@@ -131,282 +166,346 @@ class SyncRunner:
         *,
         store: SyncStateStore | None,
         log: Log,
+        obj: SyncObject | None = None,
+        people: PeopleResolver | None = None,
         keep_entries: bool = False,
+        work_dir: str | None = None,
     ) -> None:
         self.hook = hook
         self.settings = settings
         self.options = options
         self.store = store
         self.log = log
-        self.summary = PlanSummary(shown_limit=settings.shown)
-        self.desired: dict[int, _Desired] = {}
-        self.rows_read = 0
-        #: the updates to send, each with its desired row's number
-        self.updates: list[tuple[int, ValidatedUpdate]] = []
-        self.outcomes: dict[str, dict[str, Any]] = {}
-        self.snapshot = Snapshot()
-        self._plan = PlanFile(None)
-        self._invalid: list[PlanEntry] = []
-        self._keep_updates = True
+        self.obj = obj or ConversationObject(
+            tags_mode=settings.tags_mode, assigned_mode=settings.assigned_mode, send_not_found=settings.send_not_found
+        )
+        self.people = people
         self.keep_entries = keep_entries
-        #: the entries that are not unchanged (only with ``keep_entries``)
-        self.entries: list[PlanEntry] = []
-        #: the conversations whose update puts back a hand edit
-        self.drifted: set[str] = set()
-        #: the conversations found unreadable (not sent: they count as failed)
+        self.id_field = self.obj.id_field
+        self.summary = PlanSummary(shown_limit=settings.shown, key_field=self.obj.key_column, id_field=self.id_field)
+        self.work = WorkStore(work_dir)
+        self.rows_read = 0
+        self.outcomes: dict[str, dict[str, Any]] = {}
+        #: invalid rows, as read (the first 10,000), and those that became invalid while planning (in the plan table)
+        self._read_invalid: list[PlanEntry] = []
+        self._plan_invalid: list[PlanEntry] = []
+        self._keep_updates = True
+        #: the writes' count (the apply's total)
+        self.write_count = 0
+        #: the objects found unreadable (not sent: they count as failed)
         self.unreadable: list[PlanEntry] = []
         #: the writes compare_with="last_sync" would have sent (see :meth:`costs`)
         self.last_sync_writes = 0
-        #: desired conversations the listing did not show although it moved while it was read
+        #: desired objects the listing did not show although it moved while it was read
         self.unseen_while_moving = 0
         #: where the plan was written (``None``: it was not)
         self.plan_path: str | None = None
+        self.previous = (0, 0)
+        self.previous_run: str | None = None
+        self.listed = 0
         self._started = time.monotonic()
         self._sent_before: Counter[str] | None = None
         self._retried_before: Counter[str] | None = None
-        self.listed = 0
+
+    def close(self) -> None:
+        """Remove the run's work database."""
+        self.work.close()
 
     # -- 1. the desired state --
 
     def read_desired(self, rows: Iterator[tuple[int, Any]]) -> None:
-        """Validate every desired row. A conversation in several rows is invalid in all of them (which one should
-        win is not known); a row whose managed cells are all NULL manages nothing (it is unchanged).
+        """Validate every desired row. An object in several rows is invalid in all of them (which one should win is
+        not known); a row whose managed cells are all NULL manages nothing.
 
         :raises HilosValidationError: invalid rows, unless the options skip them; nothing has been sent.
         """
-        checker = RowChecker(refuse_repeats=False)
+        obj = self.obj
         survey = Survey()
-        repeated: dict[int, list[int]] = {}
+        chunk: list[tuple[int, str, dict[str, Any]]] = []
         for number, row in rows:
             survey.total += 1
+            if self.people is not None and isinstance(row, Mapping):
+                row, problems = self.people.resolve(row)
+                if problems:
+                    self._invalid_row(survey, number, row, None, "; ".join(f"{f}: {m}" for f, m in problems))
+                    continue
             try:
-                cid, fields = _checked(checker, number, row)
+                key, fields = obj.desired(number, row)
             except HilosValidationError as exc:
-                self._invalid_row(survey, number, row, canonical_conversation_id(_raw_id(row)), reasons(exc))
+                self._invalid_row(survey, number, row, None, reasons(exc))
                 continue
-            key = id_key(cid)
-            if key in repeated:
-                repeated[key].append(number)
-                continue
-            earlier = self.desired.get(key)
-            if earlier is not None:
-                repeated[key] = [earlier.row, number]
-                continue
-            self.desired[key] = _Desired(cid, fields, number)
-        for key, numbers in repeated.items():
-            cid = self.desired.pop(key).conversation_id
+            chunk.append((number, key, fields))
+            if len(chunk) >= CHUNK:
+                self.work.add_desired(chunk)
+                chunk = []
+        if chunk:
+            self.work.add_desired(chunk)
+        for key, numbers in self.work.finish_desired():
             why = (
-                f"conversation_id: {cid} is in {len(numbers)} rows of the desired state (rows "
+                f"{obj.key_column}: {key} is in {len(numbers)} rows of the desired state (rows "
                 f"{', '.join(map(str, numbers[:10]))}{', ...' if len(numbers) > 10 else ''}); keep one row per "
-                "conversation: none of them is synced, as which one should win is not known"
+                f"{obj.name}: none of them is synced, as which one should win is not known"
             )
             for number in numbers:
-                self._invalid_row(survey, number, None, cid, why)
+                self._invalid_row(survey, number, None, key, why)
         self.rows_read = survey.total
-        if refusal := validation_verdict(survey, self.options, SYNC_ROWS):  # the batch's rule, the sync's words
+        if refusal := validation_verdict(survey, self.options, obj.rows_words):
             raise refusal
         count = survey.invalid
         self.log.info(
-            "Hilos sync: %d desired conversation(s) read%s",
-            len(self.desired),
+            "Hilos sync: %d desired %s(s) read%s",
+            self.work.desired_count(),
+            obj.name,
             f", {count} invalid row(s) skipped" if count else "",
         )
 
-    def _invalid_row(self, survey: Survey, number: int, row: Any, cid: str | None, why: str) -> None:
+    def _invalid_row(self, survey: Survey, number: int, row: Any, key: str | None, why: str) -> None:
         survey.invalid += 1
-        name = f"conversation {cid}" if cid else row_name(number, row)
+        name = f"{self.obj.name} {key}" if key else row_name(number, row, self.obj.key_column)
         if len(survey.listed) < MAX_LISTED_INVALID_ROWS:
             survey.listed.append((name, why))
-        raw = _raw_id(row)
-        entry = PlanEntry(cid or (raw if isinstance(raw, str) else None), Action.INVALID, reason=why, row=number)
-        if len(self._invalid) < _KEPT_INVALID:  # the first ones go in the plan file and the log; all are counted
-            self._invalid.append(entry)
+        raw = row.get(self.obj.key_column) if isinstance(row, Mapping) else None
+        if key is None and self.obj.key_column == "conversation_id":
+            key = canonical_conversation_id(raw)
+        entry = PlanEntry(key or (raw if isinstance(raw, str) else None), Action.INVALID, reason=why, row=number)
+        if len(self._read_invalid) < _KEPT_INVALID:  # the first ones go in the plan file and the log; all are counted
+            self._read_invalid.append(entry)
         self.summary.add(entry)
 
     @property
     def invalid_entries(self) -> list[PlanEntry]:
-        """The invalid rows kept (the first 10,000), for the sync log of a refused run."""
-        return list(self._invalid)
+        """The invalid rows kept (the first 10,000 read, and those that became invalid while planning), for the sync
+        log of a refused run."""
+        return [*self._read_invalid, *self._plan_invalid]
 
     # -- 2. the plan --
 
     def plan(self, plan_file: AtomicText | None, *, keep_updates: bool = True) -> None:
-        """Compare, and plan every desired conversation (written to ``plan_file``: every entry that is not
+        """Compare, and plan every desired object; write the plan to ``plan_file`` (every entry that is not
         unchanged, the unchanged ones too with ``plan_unchanged``).
 
-        :param keep_updates: keep the updates to send (a dry run only counts them: its memory stays that of the
-            desired state).
-        :raises HilosValidationError: conversations that became invalid while planning (a union of tags the API would
-            refuse), unless the options skip invalid rows: nothing has been sent.
+        :param keep_updates: keep the writes to send (a dry run only counts them).
+        :raises HilosValidationError: objects that became invalid while planning (a union of tags the API would
+            refuse), unless the options skip invalid rows, or (a mirror) more deletes than its guard allows: nothing
+            has been sent.
         """
         self._keep_updates = keep_updates
         self._count_requests_from_here()
         if self.store is not None:
-            self.snapshot = self.store.load()
-            if self.snapshot.found:
+            header, entries = self.store.read()
+            if header is not None:
+                self.previous_run = header.run_id
+                self.work.add_previous(entries)
+                self.previous = self.work.previous_count()
                 self.log.info(
-                    "Hilos sync: the last run (%s) left %d conversation(s) in the snapshot, %d failed",
-                    self.snapshot.run_id,
-                    len(self.snapshot),
-                    len(self.snapshot.failed),
+                    "Hilos sync: the last run (%s) left %d %s(s) in the snapshot, %d failed",
+                    header.run_id,
+                    self.previous[0],
+                    self.obj.name,
+                    self.previous[1],
                 )
-        stream = plan_file.open() if plan_file is not None else None
-        self._plan = PlanFile(stream, unchanged=self.settings.plan_unchanged)
-        try:
-            for entry in self._invalid:
-                self._plan.write(entry)
-                if self.keep_entries:
-                    self.entries.append(entry)
-            if self.settings.compare_with is CompareWith.HILOS:
-                self._read_hilos()
-            for key, desired in self.desired.items():
-                self._decide(key, desired)
-            if plan_file is not None:
-                plan_file.commit()
-                self.plan_path = str(plan_file.target)
-        finally:
-            if plan_file is not None:
-                plan_file.abort()
+        if self.settings.compare_with is CompareWith.HILOS:
+            self._read_hilos()
+        self._decide_all()
+        if self.obj.mirrors:
+            self._plan_deletes()
+        self._write_plan(plan_file)
         self._judge_plan()
 
+    def _decide_all(self) -> None:
+        obj, compare_with = self.obj, self.settings.compare_with
+        batch: list[tuple[str, int, str, bool, str | None, Any]] = []
+        for n, key, desired, oid, current, previous, pid, failed in self.work.to_plan():
+            # what compare_with="last_sync" would have sent, for the plan's costs (counted as each is planned)
+            if desired and (failed or previous is None or any(previous.get(k) != v for k, v in desired.items())):
+                self.last_sync_writes += 1
+            entry = obj.plan(
+                key,
+                desired,
+                compare_with=compare_with,
+                current=current,
+                previous=None if failed else previous,
+                failed_before=failed,
+                row=n,
+                object_id=oid or pid,
+            )
+            batch.append(self._planned(entry, current, desired))
+            if len(batch) >= CHUNK:
+                self.work.add_plan(batch)
+                batch = []
+        if batch:
+            self.work.add_plan(batch)
+
+    def _planned(
+        self, entry: PlanEntry, current: Mapping[str, Any] | None, desired: Mapping[str, Any]
+    ) -> tuple[str, int, str, bool, str | None, Any]:
+        """An entry recorded: its write made (an invalid write makes the entry invalid, an unwritable one
+        unreadable), counted in the summary."""
+        write = None
+        if entry.action in WRITING:
+            try:
+                made = self.obj.write(entry, current=current, desired=desired)
+                write = self.obj.stored(made) if self._keep_updates else None
+                self.write_count += 1
+            except HilosValidationError as exc:  # e.g. a union of tags the API would refuse
+                entry = PlanEntry(entry.key, Action.INVALID, reason=reasons(exc), row=entry.row)
+                if len(self._plan_invalid) < _KEPT_INVALID:
+                    self._plan_invalid.append(entry)
+            except NotWritable as exc:
+                entry = PlanEntry(
+                    entry.key, Action.UNREADABLE, reason=str(exc), row=entry.row, object_id=entry.object_id
+                )
+        if entry.action is Action.UNREADABLE:
+            self.unreadable.append(entry)
+        self.summary.add(entry)
+        record = None
+        if entry.action is not Action.UNCHANGED or self.settings.plan_unchanged:
+            record = json.dumps(entry_record(entry, self.obj.key_column, self.id_field), ensure_ascii=False)
+        return (entry.key or "", entry.row, entry.action.value, entry.drift, record, write)
+
+    def _plan_deletes(self) -> None:
+        """A mirror: every object this sync created or managed that left the desired state and Hilos still lists is
+        deleted; one it never managed never is. The guard refuses the whole run past ``max_deletes`` or
+        ``max_delete_ratio`` of the managed objects, before any write."""
+        batch = []
+        for key, oid, current, _ in self.work.managed_not_desired():
+            if current is None or oid is None:
+                continue  # not listed: already gone
+            entry = PlanEntry(
+                key,
+                Action.DELETE,
+                reason="this sync managed it, and it left the desired state (mode='mirror')",
+                object_id=oid,
+            )
+            batch.append(self._planned(entry, current, {}))
+        self.work.add_plan(batch)
+        deletes, managed = self.summary.count(Action.DELETE), self.work.managed_count()
+        allowed_ratio = self.settings.max_delete_ratio
+        over = []
+        if self.settings.max_deletes is not None and deletes > self.settings.max_deletes:
+            over.append(f"max_deletes={self.settings.max_deletes}")
+        if managed and deletes > allowed_ratio * managed:
+            over.append(f"max_delete_ratio={allowed_ratio:g} of the {managed:,} {self.obj.name}s this sync manages")
+        if over:
+            raise HilosValidationError(
+                [
+                    (
+                        "mode",
+                        f"the plan deletes {deletes:,} {self.obj.name}(s) of the {managed:,} this sync created or "
+                        f"managed ({deletes / managed:.1%}), more than {' and '.join(over)}: a wrong query would "
+                        "delete them all. Check the desired state; if it is right, raise the guard for this run",
+                    )
+                ],
+                "Hilos sync refused: too many deletes, nothing was sent",
+            )
+
+    def _write_plan(self, plan_file: AtomicText | None) -> None:
+        if plan_file is None:
+            return
+        try:
+            stream = PlanFile(
+                plan_file.open(),
+                unchanged=self.settings.plan_unchanged,
+                key_field=self.obj.key_column,
+                id_field=self.id_field,
+            )
+            for entry in self._read_invalid:
+                stream.write(entry)
+            for _, _, record in self.work.entries(unchanged=self.settings.plan_unchanged):
+                if record:
+                    stream.write_record(record)
+            plan_file.commit()
+            self.plan_path = str(plan_file.target)
+        finally:
+            plan_file.abort()
+
     def _judge_plan(self) -> None:
-        """A row that became invalid while planning gets the verdict of an invalid input row (A4): nothing is sent
+        """An object that became invalid while planning gets the verdict of an invalid input row: nothing is sent
         unless invalid rows may be skipped."""
         invalid = self.summary.count(Action.INVALID)
-        planned = [e for e in self._invalid if e.reason and e.action is Action.INVALID]
         if not invalid:
             return
         survey = Survey(total=self.rows_read, invalid=invalid)
         survey.listed = [
-            (f"conversation {e.conversation_id}" if e.conversation_id else f"row {e.row}", e.reason)
-            for e in planned[:MAX_LISTED_INVALID_ROWS]
+            (f"{self.obj.name} {e.key}" if e.key else f"row {e.row}", e.reason)
+            for e in self.invalid_entries[:MAX_LISTED_INVALID_ROWS]
         ]
-        if refusal := validation_verdict(survey, self.options, SYNC_ROWS):
+        if refusal := validation_verdict(survey, self.options, self.obj.rows_words):
             raise refusal
-
-    def _decide(self, key: int, desired: _Desired) -> None:
-        failed = key in self.snapshot.failed
-        previous = self.snapshot.fields_of(key)
-        # what compare_with="last_sync" would have sent, for the plan's costs (counted as each is planned)
-        if failed or previous is None or any(previous.get(k, UNKNOWN) != v for k, v in desired.fields.items()):
-            self.last_sync_writes += 1 if desired.fields else 0
-        entry = plan_conversation(
-            desired.conversation_id,
-            desired.fields,
-            compare_with=self.settings.compare_with,
-            current=desired.current,
-            previous=None if failed else previous,
-            failed_before=failed,
-            tags_mode=self.settings.tags_mode,
-            assigned_mode=self.settings.assigned_mode,
-            send_not_found=self.settings.send_not_found,
-            row=desired.row,
-        )
-        if entry.action is Action.UPDATE:
-            try:
-                update = validate_row(entry.change_row())
-                if self._keep_updates:
-                    self.updates.append((desired.row, update))
-            except HilosValidationError as exc:  # e.g. a union of tags the API would refuse
-                entry = PlanEntry(entry.conversation_id, Action.INVALID, reason=reasons(exc), row=desired.row)
-                if len(self._invalid) < _KEPT_INVALID:
-                    self._invalid.append(entry)
-        desired.action = entry.action
-        if entry.action is Action.UNREADABLE:
-            self.unreadable.append(entry)
-        self._record(entry)
-
-    def _record(self, entry: PlanEntry) -> None:
-        if entry.drift and entry.conversation_id:
-            self.drifted.add(entry.conversation_id)
-        self.summary.add(entry)
-        self._plan.write(entry)
-        if self.keep_entries and entry.action is not Action.UNCHANGED:
-            self.entries.append(entry)
 
     def _read_hilos(self) -> None:
         size = self.settings.page_size or self.hook.settings.page_size
-        listing: list[ListingProgress] = []
-        seen: set[int] = set()
-        for row in self.hook.iter_conversations(page_size=size, on_page=_keep_last(listing), repeats=True):
-            self.listed += 1
-            self._consider(row, seen)
-        pages = listing[-1].pages if listing else 0
-        duplicates = listing[-1].duplicates if listing else 0
-        missing = sum(1 for d in self.desired.values() if d.current is None)
+        progress = ListingProgress()
+        seen = _ListingSeen(self)
+        for _ in self.obj.pages(
+            self.hook, page_size=size, concurrency=self.settings.list_concurrency, progress=progress, seen=seen
+        ):
+            pass
+        missing = self.work.unlisted_count()
         self.log.info(
-            "Hilos sync: read %d conversation(s) in %d page(s); %d desired conversation(s) not listed",
-            len(seen),
-            pages,
+            "Hilos sync: read %d %s(s) in %d page(s); %d desired %s(s) not listed",
+            self.work.listed_count(),
+            self.obj.name,
+            progress.pages,
             missing,
+            self.obj.name,
         )
         if missing:
-            self._look_again(size, duplicates, pages, seen)
+            self._look_again(size, progress.duplicates, progress.pages, progress.count, missing, seen)
 
-    def _consider(self, row: Any, seen: set[int]) -> bool:
-        """A listed row: the latest copy of a desired conversation is what it is compared with. Whether the row is
-        one not seen before."""
-        cid = canonical_conversation_id(row.get("id")) if isinstance(row, Mapping) else None
-        if cid is None:
-            return False  # a row without a canonical UUID: nothing the warehouse can name (never matched)
-        key = id_key(cid)
-        new = key not in seen
-        seen.add(key)
-        desired = self.desired.get(key)
-        if desired is not None:
-            desired.current = row_fields(row)
-        return new
+    def _look_again(
+        self, size: int, duplicates: int, pages: int, count: int | None, missing: int, seen: _ListingSeen
+    ) -> None:
+        """A listing by page number misses the objects that moved to the front (new activity) while it ran, and
+        each such move shows one row twice: read the front of the list again until a page brings no object not seen
+        before (at least as many pages as the repeats seen; at most twice the first pass and that many more: the
+        list keeps moving while it is read again), and say how many desired objects could still not be seen.
 
-    def _look_again(self, size: int, duplicates: int, pages: int, seen: set[int]) -> None:
-        """A listing by page number misses the conversations that moved to the front (new activity) while it ran,
-        and each such move shows one row twice: read the front of the list again until a page brings no
-        conversation not seen before (at least as many pages as the repeats seen; at most twice the first pass and
-        that many more: the list keeps moving while it is read again, so a churning list needs more pages than it
-        has), and say how many desired conversations could still not be seen."""
-        missing = {key for key, d in self.desired.items() if d.current is None}
+        A page without new rows ends it only once as many rows were seen as the API counts: short of that, rows the
+        list skipped are still to come (under heavy movement they surface further down, or at the front again)."""
         minimum = duplicates // size + 1
         most = minimum + 2 * pages
-        state = _LookAgain()
-
-        def on_page(progress: ListingProgress) -> None:
-            state.pages += 1
-            if not missing or state.pages >= most or (state.pages >= minimum and state.new == 0):
-                state.stop = True
-            state.new = 0
-
-        while not state.stop:  # a round reaching the end of the list with new rows found starts again at page 1
-            state.round_new = 0
-            listing = self.hook.iter_conversations(page_size=size, on_page=on_page, repeats=True)
+        read = 0
+        found_before, keyless = seen.new_desired, seen.keyless  # rows without a key: counted once, in the first pass
+        stopped = False
+        while not stopped:  # a round reaching the end of the list with new rows found starts again at page 1
+            round_start = last = seen.new_rows
+            progress = ListingProgress(count=count)
+            pages_of_round = self.obj.pages(  # no page asked for ahead: a request for a page moves the list
+                self.hook, page_size=size, concurrency=0, progress=progress, seen=seen, stale_pages=None
+            )
             try:
-                for row in listing:
-                    if state.stopped():
+                for _ in pages_of_round:
+                    read += 1
+                    new_in_page, last = seen.new_rows - last, seen.new_rows
+                    left = missing - (seen.new_desired - found_before)
+                    count = progress.count
+                    all_seen = count is None or seen.new_rows + keyless >= count
+                    if left <= 0 or read >= most or (read >= minimum and new_in_page == 0 and all_seen):
+                        stopped = True
                         break
-                    if self._consider(row, seen):
-                        state.new += 1
-                        state.round_new += 1
-                    cid = canonical_conversation_id(row.get("id")) if isinstance(row, Mapping) else None
-                    if cid is not None:
-                        missing.discard(id_key(cid))
             finally:
-                close = getattr(listing, "close", None)
+                close = getattr(pages_of_round, "close", None)
                 if close is not None:
-                    close()  # the generator stops its read-ahead
-            if not state.round_new:
+                    close()  # the listing stops its read-ahead
+            if read >= most or (seen.new_rows == round_start and all_seen):
                 break
-        still = len(missing)
+        still = self.work.unlisted_count()
         self.log.info(
-            "Hilos sync: read the front of the list again (%d page(s)): %d desired conversation(s) still not listed",
-            state.pages,
+            "Hilos sync: read the front of the list again (%d page(s)): %d desired %s(s) still not listed",
+            read,
             still,
+            self.obj.name,
         )
         if still and duplicates:
             self.unseen_while_moving = still
             self.log.warning(
-                "Hilos sync: %d desired conversation(s) were not seen although the list moved while it was read (%d "
-                "row(s) shown twice): Hilos may well hold them; they are reported not_found, and the next run looks "
-                "for them again",
+                "Hilos sync: %d desired %s(s) were not seen although the list moved while it was read (%d row(s) "
+                "shown twice): Hilos may well hold them; they are reported %s, and the next run looks for them again",
                 still,
+                self.obj.name,
                 duplicates,
+                "not_found" if self.obj.missing() is Action.NOT_FOUND else "to create (the API updates by phone)",
             )
 
     # -- 3. the apply --
@@ -419,20 +518,29 @@ class SyncRunner:
         engine: Callable[[BatchEngine], None] | None = None,
         on_outcome: OutcomeListener | None = None,
     ) -> dict[str, Any]:
-        """Send the plan's updates through the batch engine (only the fields that differ).
+        """Send the plan's writes through the batch engine (only the fields that differ).
 
-        :param on_outcome: also told each update's outcome record as it arrives (the pending sync log).
+        :param on_outcome: also told each write's outcome record as it arrives (the pending sync log).
         :raises HilosBatchError: the batch's failure policy failed it (the outcomes are kept first).
         """
         if not self._keep_updates:
             raise RuntimeError("plan(keep_updates=False) was a dry run: there is nothing to apply")
+        key_field = self.obj.updates_words.key_field
+        pending: list[tuple[str, str, str | None]] = []
 
         def told(record: dict[str, Any]) -> None:
-            self._outcome(record)
+            key = record.get(key_field)
+            if isinstance(key, str):
+                self.outcomes[key] = {"outcome": record.get("outcome"), "error": record.get("error")}
+                pending.append((key, str(record.get("outcome")), record.get("error")))
+                if len(pending) >= 500:
+                    self.work.add_outcomes(pending)
+                    pending.clear()
             if on_outcome is not None:
                 on_outcome(record)
 
-        pipeline = UpdatePipeline(self.updates, total=len(self.updates), numbered=True)
+        restored = ((n, self.obj.restored(w)) for n, _, w in self.work.writes())
+        pipeline = UpdatePipeline(restored, total=self.write_count, numbered=True, unique=True)
         try:
             result = self.hook.update_conversations(
                 pipeline,
@@ -441,80 +549,76 @@ class SyncRunner:
                 checkpoint=checkpoint,
                 engine=engine,
                 on_outcome=told,
-                words=SYNC_UPDATES,
+                words=self.obj.updates_words,
             ).to_dict()
         except HilosBatchError as exc:
             exc.result = self._with_unreadable(exc.result)
             raise
+        finally:
+            self.work.add_outcomes(pending)
         result = self._with_unreadable(result)
         if failure := self._unreadable_verdict(result):
             raise failure
         return result
 
     def _with_unreadable(self, result: dict[str, Any]) -> dict[str, Any]:
-        """The batch's result with the unreadable conversations among its failed rows (they were not sent)."""
+        """The batch's result with the unreadable objects among its failed rows (they were not sent)."""
         if self.unreadable:
+            key = self.obj.updates_words.key_field
             rows = [
-                {"row": e.row, "conversation_id": e.conversation_id, "status_code": None, "error": e.reason}
+                {"row": e.row, key: e.key, "status_code": None, "error": e.reason}
                 for e in self.unreadable[: self.options.max_failed_rows]
             ]
             result = {**result, "failed_rows": [*result.get("failed_rows", []), *rows]}
         return result
 
     def _unreadable_verdict(self, result: Mapping[str, Any]) -> HilosBatchError | None:
-        """Conversations Hilos listed unreadably count as failed for the failure policy (retryable: the next run or
-        try lists them again)."""
+        """Objects Hilos listed unreadably count as failed for the failure policy (retryable: the next run or try
+        lists them again)."""
         unreadable = len(self.unreadable)
         if not unreadable or self.options.policy is FailurePolicy.NEVER:
             return None
         failed = int(result.get("failed", 0)) + int(result.get("not_sent", 0)) + unreadable
-        allowed = allowed_failures(self.options, len(self.updates) + unreadable)
+        allowed = allowed_failures(self.options, self.write_count + unreadable)
         if failed <= allowed:
             return None
-        first = "; ".join(f"conversation {e.conversation_id}" for e in self.unreadable[:5])
+        first = "; ".join(f"{self.obj.name} {e.key}" for e in self.unreadable[:5])
         return HilosBatchError(
-            f"Hilos sync failed: {unreadable} conversation(s) could not be compared, as Hilos listed them without a "
-            f"field add mode needs ({first}); {failed} of {len(self.updates) + unreadable} update(s) failed in all "
-            f"(allowed: {allowed}, max_failed_ratio={self.options.max_failed_ratio}). They are sent next run",
+            f"Hilos sync failed: {unreadable} {self.obj.name}(s) could not be compared or written from what Hilos "
+            f"listed ({first}); {failed} of {self.write_count + unreadable} write(s) failed in all (allowed: "
+            f"{allowed}, max_failed_ratio={self.options.max_failed_ratio}). They are sent next run",
             result=dict(result),
         )
 
-    def _outcome(self, record: dict[str, Any]) -> None:
-        cid = record.get("conversation_id")
-        if isinstance(cid, str):
-            self.outcomes[cid] = record
-
     # -- 4. what the next run reads --
 
-    def next_snapshot(self) -> Snapshot:
-        """The snapshot the next run compares with: each desired conversation now as desired, with its desired
-        fields; the ones whose update failed or was not sent, or that were unreadable, keep their last good entry
-        and are marked failed."""
-        snapshot = Snapshot()
-        for key, desired in self.desired.items():
-            cid = desired.conversation_id
-            previous = self.snapshot.entries.get(key)
-            if desired.action is Action.UPDATE:
-                if self.outcomes.get(cid, {}).get("outcome") in _DONE:
-                    snapshot.entries[key] = (cid, desired.fields)
+    def snapshot_entries(self) -> Iterator[tuple[str, str | None, dict[str, Any], bool]]:
+        """The snapshot the next run compares with: each desired object now as desired, with its desired fields; the
+        ones whose write failed or was not sent, or that were unreadable, keep their last good entry and are marked
+        failed; a managed object that left the desired state stays managed (a mirror deletes it), until deleted."""
+        keeps_departed = self.obj.lifecycle
+        for key, desired, action, outcome, oid, previous, pid, failed in self.work.for_snapshot():
+            known_id = oid or pid
+            if action in (Action.UPDATE.value, Action.CREATE.value):
+                if outcome in _DONE:
+                    yield key, known_id, desired, False
                 else:  # failed, not sent, or the task stopped first: sent again next run, whatever it says
-                    snapshot.entries[key] = previous if previous is not None else (cid, {})
-                    snapshot.failed.add(key)
-            elif desired.action is Action.UNREADABLE:
-                snapshot.entries[key] = previous if previous is not None else (cid, {})
-                snapshot.failed.add(key)
-            elif desired.action is Action.UNCHANGED:
-                snapshot.entries[key] = (cid, desired.fields)
-            elif previous is not None:  # not found, or invalid: nothing new is known of it
-                snapshot.entries[key] = previous
-                if key in self.snapshot.failed:
-                    snapshot.failed.add(key)
-        return snapshot
+                    yield key, known_id, previous or {}, True
+            elif action == Action.DELETE.value:
+                if outcome not in _DONE:
+                    yield key, known_id, previous or {}, True  # the delete is tried again next run
+            elif action == Action.UNREADABLE.value:
+                yield key, known_id, previous or {}, True
+            elif action == Action.UNCHANGED.value:
+                yield key, known_id, desired, False
+            elif previous is not None and (action is not None or keeps_departed):
+                # not found, invalid, or (contacts) managed and no longer desired: nothing new is known of it
+                yield key, known_id, previous, failed
 
     def save(self, run_id: str | None) -> None:
         """Keep the state for the next run (after every apply, successful or not)."""
         if self.store is not None:
-            self.store.save(self.next_snapshot(), run_id=run_id)
+            self.store.write(self.snapshot_entries(), run_id=run_id)
 
     # -- the result --
 
@@ -534,7 +638,7 @@ class SyncRunner:
         retried.subtract(self._retried_before or Counter())
         return {
             "read_requests": sent["GET"],
-            "write_requests": sent["PATCH"],
+            "write_requests": sum(n for method, n in sent.items() if method != "GET" and n > 0),
             "retried_requests": sum(n for n in retried.values() if n > 0),
         }
 
@@ -549,79 +653,65 @@ class SyncRunner:
             "not_found": summary.count(Action.NOT_FOUND),
             "invalid": summary.count(Action.INVALID),
             "unreadable": summary.count(Action.UNREADABLE),
-            # planned updates that put back a hand edit
+            # planned writes that put back a hand edit
             "drift_found": summary.drift_found,
             "retried_from_last_run": summary.retried,
         }
+        if self.obj.lifecycle:
+            counts["to_create"] = summary.count(Action.CREATE)
+            counts["to_delete"] = summary.count(Action.DELETE)
         if not dry_run:
             failed = 0 if batch is None else int(batch.get("failed", 0)) + int(batch.get("not_sent", 0))
-            updated = 0 if batch is None else int(batch.get("updated", 0)) + int(batch.get("already_applied", 0))
-            counts["updated"] = updated
             counts["failed"] = failed + len(self.unreadable)
-            # hand edits put back: the drift updates that landed
-            counts["drift_corrected"] = sum(
-                1 for cid in self.drifted if self.outcomes.get(cid, {}).get("outcome") in _DONE
-            )
+            done = self._done_by_action()
+            if self.obj.lifecycle:
+                counts["created"] = done.get(Action.CREATE.value, 0)
+                counts["updated"] = done.get(Action.UPDATE.value, 0)
+                counts["deleted"] = done.get(Action.DELETE.value, 0)
+            else:
+                counts["updated"] = (
+                    0 if batch is None else int(batch.get("updated", 0)) + int(batch.get("already_applied", 0))
+                )
+            # hand edits put back: the drift writes that landed
+            counts["drift_corrected"] = self.work.drift_landed(_DONE)
         counts.update(self.requests())
         counts["duration_seconds"] = round(time.monotonic() - self._started, 3)
         return counts
 
+    def _done_by_action(self) -> dict[str, int]:
+        rows = self.work.db.execute(
+            "SELECT p.action, count(*) FROM plan p JOIN outcome o ON o.k = p.k WHERE o.outcome IN (?, ?, ?, ?) "
+            "GROUP BY p.action",
+            _DONE,
+        )
+        return {action: int(count) for action, count in rows}
+
     def costs(self) -> dict[str, dict[str, int | None]]:
         """What each compare mode costs (requests) for this desired state: the chosen one as measured, the others
         as estimated from the snapshot and the plan."""
-        valid = len(self.desired)
+        valid = self.work.desired_count()
         size = self.settings.page_size or self.hook.settings.page_size
         hilos = self.settings.compare_with is CompareWith.HILOS
+        writes = sum(self.summary.count(action) for action in WRITING)
         return {
             "hilos": {
                 "reads": self.requests()["read_requests"] if hilos else None,
                 "reads_at_least": math.ceil(valid / size) if valid else 0,
-                "writes": self.summary.count(Action.UPDATE) if hilos else None,
+                "writes": writes if hilos else None,
             },
             "last_sync": {"reads": 0, "writes": self.last_sync_writes},
-            "nothing": {"reads": 0, "writes": sum(1 for d in self.desired.values() if d.fields)},
+            "nothing": {"reads": 0, "writes": self.work.managed_field_count()},
         }
 
     def not_found_names(self, limit: int = LOGGED_NOT_FOUND) -> list[str]:
-        """The first ``limit`` desired conversations Hilos did not list."""
-        return [d.conversation_id for d in self.desired.values() if d.action is Action.NOT_FOUND][:limit]
+        """The first ``limit`` desired objects Hilos did not list."""
+        return self.summary.not_found_ids[:limit]
 
-
-@dataclass
-class _LookAgain:
-    """How far the second look at the front of the list got."""
-
-    pages: int = 0
-    new: int = 0
-    round_new: int = 0
-    stop: bool = False
-
-    def stopped(self) -> bool:
-        return self.stop
-
-
-def _raw_id(row: Any) -> Any:
-    return row.get("conversation_id") if isinstance(row, Mapping) else None
-
-
-def _checked(checker: RowChecker, number: int, row: Any) -> tuple[str, dict[str, NormalValue]]:
-    """The canonical id and the managed fields (normal form) of one desired row; a row whose managed cells are all
-    NULL (only its id is left) manages nothing.
-
-    :raises HilosValidationError: the row is invalid.
-    """
-    if isinstance(row, Mapping) and "conversation_id" in row and len(row) == 1:
-        canonical = canonical_conversation_id(row["conversation_id"])
-        if canonical is None:
-            problem = conversation_id_problem(row["conversation_id"]) or "is not a conversation UUID"
-            raise HilosValidationError([("conversation_id", problem)], "Invalid row")
-        return canonical, {}
-    update = checker.check(number, row)
-    return update.conversation_id, normal_fields(update.body)
-
-
-def _keep_last(into: list[ListingProgress]) -> Callable[[ListingProgress], None]:
-    def keep(progress: ListingProgress) -> None:
-        into[:] = [progress]
-
-    return keep
+    def log_records(self) -> Iterator[dict[str, Any]]:
+        """Every entry the sync log gets (not unchanged), as the plan file has them: the invalid rows read, then the
+        plan's, in row order."""
+        for entry in self._read_invalid:
+            yield entry_record(entry, self.obj.key_column, self.id_field)
+        for _, _, record in self.work.entries():
+            if record:
+                yield json.loads(record)

@@ -1,18 +1,22 @@
-"""The sync log in the warehouse: one row per conversation a run changed or could not change, inserted in chunks
-through the SQL connection's hook (``DbApiHook.insert_rows``), so data teams query a sync's outcomes where their
-data is.
+"""The sync log in the warehouse: one row per object (conversation, contact) a run changed or could not change,
+inserted in chunks through the SQL connection's hook (``DbApiHook.insert_rows``), so data teams query a sync's
+outcomes where their data is. One format for every object's sync.
 
 The table (create it once; any SQL dialect's text and timestamp types do)::
 
     CREATE TABLE hilos_sync_log (
-        run_id          VARCHAR(250) NOT NULL,  -- the Airflow run
-        logged_at       VARCHAR(32)  NOT NULL,  -- ISO 8601, UTC
-        conversation_id VARCHAR(36),
-        action          VARCHAR(16)  NOT NULL,  -- update, not_found, invalid, unreadable
-        outcome         VARCHAR(16)  NOT NULL,  -- updated, already_applied, failed, not_sent, unknown, not_found,
-                                                -- invalid, unreadable
-        changes         TEXT,                   -- {"status": {"from": "NEW", "to": "CLOSED"}, ...} as JSON
-        error           TEXT                    -- why it failed (never a token)
+        run_id      VARCHAR(250) NOT NULL,  -- the Airflow run
+        logged_at   VARCHAR(32)  NOT NULL,  -- ISO 8601, UTC
+        object      VARCHAR(16)  NOT NULL,  -- conversation, contact
+        object_key  VARCHAR(64),            -- the conversation's id, the contact's phone (E.164)
+        object_id   VARCHAR(36),            -- its id in Hilos, when known (a contact's)
+        row_number  INTEGER,                -- its row in the desired state (0: none, e.g. a mirror's delete)
+        action      VARCHAR(16)  NOT NULL,  -- update, create, delete, not_found, invalid, unreadable
+        outcome     VARCHAR(16)  NOT NULL,  -- updated, created, deleted, already_applied, failed, not_sent,
+                                            -- unknown, not_found, invalid, unreadable
+        changes     TEXT,                   -- {"status": {"from": "NEW", "to": "CLOSED"}, ...} as JSON
+        error       TEXT,                   -- why it failed (never a token)
+        approved_by VARCHAR(250)            -- who approved the plan, when it waited for approval
     );
 
 No row is lost: a run writes the rows it will log into its state folder before it sends anything (the *pending*
@@ -38,18 +42,34 @@ from airflow_provider_hilos.sync.diff import Action, PlanEntry
 from airflow_provider_hilos.sync.plan import entry_record
 
 #: The table's columns, in order.
-LOG_COLUMNS = ("run_id", "logged_at", "conversation_id", "action", "outcome", "changes", "error")
+LOG_COLUMNS = (
+    "run_id",
+    "logged_at",
+    "object",
+    "object_key",
+    "object_id",
+    "row_number",
+    "action",
+    "outcome",
+    "changes",
+    "error",
+    "approved_by",
+)
 #: Rows inserted per statement batch.
 LOG_CHUNK_SIZE = 1_000
 #: The DDL of the log table (SQLite, PostgreSQL and most warehouses take it as is).
 LOG_TABLE_DDL = """CREATE TABLE {table} (
     run_id VARCHAR(250) NOT NULL,
     logged_at VARCHAR(32) NOT NULL,
-    conversation_id VARCHAR(36),
+    object VARCHAR(16) NOT NULL,
+    object_key VARCHAR(64),
+    object_id VARCHAR(36),
+    row_number INTEGER,
     action VARCHAR(16) NOT NULL,
     outcome VARCHAR(16) NOT NULL,
     changes TEXT,
-    error TEXT
+    error TEXT,
+    approved_by VARCHAR(250)
 )"""
 _ERROR_CHARS = 1_000
 
@@ -92,10 +112,18 @@ def check_log_table(hook: Any, table: str) -> None:
         ) from None
     missing = [column for column in LOG_COLUMNS if column not in have]
     if missing:
+        older = "conversation_id" in have and "object_key" not in have
         raise HilosConfigurationError(
             f"Hilos sync: the sync log table {table!r} (log_table) lacks the column(s) {', '.join(missing)}; its "
             f"columns must include {', '.join(LOG_COLUMNS)} (LOG_TABLE_DDL in airflow_provider_hilos.sync."
-            "warehouse_log). Nothing was sent"
+            "warehouse_log)"
+            + (
+                ". It has the layout of an earlier release (conversation_id): create the table anew, or add the "
+                "columns (object and object_key take what conversation_id held)"
+                if older
+                else ""
+            )
+            + ". Nothing was sent"
         )
 
 
@@ -120,21 +148,38 @@ def _first_line(exc: BaseException) -> str:
     return text[:300]
 
 
-def planned_rows(entries: Iterable[PlanEntry]) -> Iterator[dict[str, Any]]:
-    """The log rows of a plan, before any outcome: every update (outcome ``not_sent`` until one arrives), every
-    not_found, invalid and unreadable entry; unchanged entries are not logged."""
+#: The actions whose outcome the apply decides (until it arrives: ``not_sent``).
+_WRITES = (Action.UPDATE.value, Action.CREATE.value, Action.DELETE.value)
+
+
+def planned_rows(
+    entries: Iterable[PlanEntry | Mapping[str, Any]],
+    *,
+    object_name: str = "conversation",
+    key_field: str = "conversation_id",
+    id_field: str | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The log rows of a plan, before any outcome: every write (outcome ``not_sent`` until one arrives), every
+    not_found, invalid and unreadable entry; unchanged entries are not logged.
+
+    :param entries: plan entries, or their records (as the plan file has them).
+    """
     for entry in entries:
-        if entry.action is Action.UNCHANGED:
+        record = entry_record(entry, key_field, id_field) if isinstance(entry, PlanEntry) else entry
+        action = record["action"]
+        if action == Action.UNCHANGED.value:
             continue
-        record = entry_record(entry)
         changes = json.dumps(record["changes"], ensure_ascii=False, sort_keys=True) if "changes" in record else None
-        if entry.action is Action.UPDATE:
+        if action in _WRITES:
             outcome, error = "not_sent", None
         else:
-            outcome, error = entry.action.value, entry.reason or None
+            outcome, error = action, record.get("reason") or None
         yield {
-            "conversation_id": entry.conversation_id,
-            "action": entry.action.value,
+            "object": object_name,
+            "key": record.get(key_field),
+            "object_id": record.get(id_field) if id_field else record.get(key_field),
+            "row": int(record.get("row") or 0),
+            "action": action,
             "outcome": outcome,
             "changes": changes,
             "error": error,
@@ -142,31 +187,40 @@ def planned_rows(entries: Iterable[PlanEntry]) -> Iterator[dict[str, Any]]:
 
 
 def as_table_rows(
-    rows: Iterable[Mapping[str, Any]], outcomes: Mapping[str, Mapping[str, Any]], *, run_id: str, logged_at: str
+    rows: Iterable[Mapping[str, Any]],
+    outcomes: Mapping[str, Mapping[str, Any]],
+    *,
+    run_id: str,
+    logged_at: str,
+    approved_by: str | None = None,
 ) -> Iterator[tuple[Any, ...]]:
-    """Rows in the table's column order, each update with its outcome (``unknown`` when a run stopped before it
-    arrived, i.e. ``unknown_outcome``; ``not_sent`` when it was never sent)."""
+    """Rows in the table's column order, each write with its outcome (``not_sent`` when it was never sent)."""
     for row in rows:
         outcome, error = row["outcome"], row.get("error")
-        if row["action"] == Action.UPDATE.value:
-            got = outcomes.get(row.get("conversation_id") or "")
+        if row["action"] in _WRITES:
+            got = outcomes.get(row.get("key") or "")
             if got is not None:
                 outcome, error = str(got.get("outcome") or "not_sent"), got.get("error")
         yield (
             run_id,
             logged_at,
-            row.get("conversation_id"),
+            row.get("object", "conversation"),
+            row.get("key"),
+            row.get("object_id"),
+            row.get("row", 0),
             row["action"],
             outcome,
             row.get("changes"),
             None if error is None else str(error)[:_ERROR_CHARS],
+            approved_by,
         )
 
 
 def log_rows(
     entries: list[PlanEntry], outcomes: Mapping[str, Mapping[str, Any]], *, run_id: str
 ) -> Iterator[tuple[Any, ...]]:
-    """The log's rows of a plan and its outcomes: every update with its outcome, every not_found and invalid row."""
+    """The log's rows of a conversation plan and its outcomes (by conversation id): every update with its outcome,
+    every not_found and invalid row."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
     return as_table_rows(planned_rows(entries), outcomes, run_id=run_id, logged_at=now)
 
@@ -224,10 +278,16 @@ class PendingLog:
     :param folder: the sync task's state folder.
     :param run_id: the run whose rows they are.
     :param name: the journal's name (a new one for a new journal; read from the file for an existing one).
+    :param key_field: the key's name in the outcome records the batch engine reports (``conversation_id``,
+        ``phone``).
     """
 
-    def __init__(self, folder: StoragePath, run_id: str, name: str | None = None) -> None:
+    def __init__(
+        self, folder: StoragePath, run_id: str, name: str | None = None, *, key_field: str = "conversation_id"
+    ) -> None:
         self.folder = folder
+        self.key_field = key_field
+        self.approved_by: str | None = None
         self.run_id = run_id
         self.name = name or f"{hashlib.sha256(run_id.encode()).hexdigest()[:12]}-{uuid.uuid4().hex[:8]}"
         self.rows_path = folder / f"log-pending-{self.name}.jsonl"
@@ -252,6 +312,7 @@ class PendingLog:
                 "run_id": self.run_id,
                 "logged_at": self.logged_at,
                 "rows": len(rows),
+                "approved_by": self.approved_by,
             }
             handle.write(json.dumps(header, sort_keys=True) + "\n")
             for row in rows:
@@ -268,11 +329,11 @@ class PendingLog:
         return self.count
 
     def outcome(self, record: Mapping[str, Any]) -> None:
-        """An update's outcome arrived (from the batch engine's report)."""
-        cid = record.get("conversation_id")
+        """A write's outcome arrived (from the batch engine's report)."""
+        cid = record.get(self.key_field)
         if not isinstance(cid, str):
             return
-        kept = {"conversation_id": cid, "outcome": record.get("outcome"), "error": record.get("error")}
+        kept = {"key": cid, "outcome": record.get("outcome"), "error": record.get("error")}
         self._outcomes[cid] = kept
         if not is_local(self.folder):
             return  # an object store shows a file only once it is closed: written by close_outcomes
@@ -326,6 +387,8 @@ class PendingLog:
             return False
         self.run_id = str(header.get("run_id") or "")
         self.logged_at = str(header.get("logged_at") or self.logged_at)
+        approved = header.get("approved_by")
+        self.approved_by = approved if isinstance(approved, str) else None
         self.count = int(header.get("rows") or 0)
         return True
 
@@ -344,7 +407,7 @@ class PendingLog:
                     while line := handle.readline():
                         if line.endswith("\n"):  # a line cut by a crash is ignored
                             record = json.loads(line)
-                            outcomes[record["conversation_id"]] = record
+                            outcomes[record["key"]] = record
         except (OSError, ValueError, KeyError):
             pass
         return outcomes
@@ -366,7 +429,10 @@ class PendingLog:
         if stopped:
             rows = (_unknown_if_unsent(row, outcomes) for row in rows)
         skip = self._written()
-        for number, row in enumerate(as_table_rows(rows, outcomes, run_id=self.run_id, logged_at=self.logged_at)):
+        table = as_table_rows(
+            rows, outcomes, run_id=self.run_id, logged_at=self.logged_at, approved_by=self.approved_by
+        )
+        for number, row in enumerate(table):
             if number >= skip:
                 yield row
 
@@ -409,11 +475,11 @@ class PendingLog:
 
 
 def _unknown_if_unsent(row: dict[str, Any], outcomes: Mapping[str, Any]) -> dict[str, Any]:
-    if row["action"] == Action.UPDATE.value and row.get("conversation_id") not in outcomes:
+    if row["action"] in _WRITES and row.get("key") not in outcomes:
         return {
             **row,
             "outcome": "unknown",
-            "error": "the run stopped before this update's outcome was known (its worker died or was killed); the "
+            "error": "the run stopped before this write's outcome was known (its worker died or was killed); the "
             "next run compares it again",
         }
     return row

@@ -317,3 +317,50 @@ def test_a_killed_single_update_does_not_retry(hilos_conn, requests_mock):
     with pytest.raises(HilosAPIError, match="not sent \\(again\\): the task was stopped"):
         op.execute({"ti": FakeTI()})
     assert len(calls) == 1
+
+
+# -- issue 28: agents by email, teams by name ------------------------------------------------------------------
+
+
+def test_an_update_may_name_agents_by_email_and_the_team_by_name(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    op = ConversationUpdateOperator(
+        task_id="assign", conversation_id=cid, assigned='["LUIS@example.com", 1]', assigned_team="support"
+    )
+    op.execute({"ti": FakeTI()})
+    held = sandbox.conversation(cid)
+    assert sorted(u["id"] for u in held["assigned"]) == [1, 2] and held["assigned_team"] == 2
+    assert [r["path"] for r in sandbox.requests()].count("/api/account-member") == 1
+
+
+def test_an_unknown_email_fails_the_update_before_it_is_sent(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    op = ConversationUpdateOperator(task_id="assign", conversation_id=cid, assigned=["nobody@example.com"])
+    with pytest.raises(HilosValidationError, match=r"'nobody@example.com' is not the email of a member"):
+        op.execute({"ti": FakeTI()})
+    assert [r for r in sandbox.requests() if r["method"] == "PATCH"] == []
+
+
+def test_an_update_naming_nobody_by_email_reads_no_members(sandbox):
+    cid = sandbox.conversation_ids()[0]
+    ConversationUpdateOperator(task_id="assign", conversation_id=cid, assigned=[3]).execute({"ti": FakeTI()})
+    assert "/api/account-member" not in [r["path"] for r in sandbox.requests()]
+
+
+def test_a_batch_resolves_emails_once_and_an_unknown_one_is_an_invalid_row_naming_it(sandbox):
+    ids = sandbox.conversation_ids()[:3]
+    rows = [
+        {"conversation_id": ids[0], "assigned": ["ana@example.com"]},
+        {"conversation_id": ids[1], "assigned_team": "Billing"},
+        {"conversation_id": ids[2], "assigned": ["ghost@example.com"]},
+    ]
+    with pytest.raises(HilosValidationError) as refused:
+        ConversationBatchUpdateOperator(task_id="b", updates=rows).execute({"ti": FakeTI()})
+    assert "row 3" in str(refused.value) and "'ghost@example.com' is not the email of a member" in str(refused.value)
+    result = ConversationBatchUpdateOperator(task_id="b", updates=rows, skip_invalid_rows=True).execute(
+        {"ti": FakeTI()}
+    )
+    assert result["updated"] == 2 and result["skipped"] == 1
+    assert [u["id"] for u in sandbox.conversation(ids[0])["assigned"]] == [1]
+    assert sandbox.conversation(ids[1])["assigned_team"] == 3
+    assert [r["path"] for r in sandbox.requests()].count("/api/account-member") == 2  # once per run

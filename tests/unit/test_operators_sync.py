@@ -69,7 +69,7 @@ def test_a_sql_warehouse_is_synced_and_every_change_is_logged_in_it(warehouse, s
     assert (again["to_update"], again["unchanged"], again["read_requests"], again["write_requests"]) == (0, 50, 4, 0)
     assert patches(sb) == []
     text = output() + json.dumps(result) + json.dumps(again)
-    assert TEST_TOKEN not in text and "Hilos sync plan (compare_with=hilos)" in text
+    assert TEST_TOKEN not in text and "Hilos sync plan (conversations, compare_with=hilos)" in text
 
 
 def test_the_dry_run_returns_the_plan_and_sends_nothing(warehouse, sb, tmp_path):
@@ -110,8 +110,8 @@ def test_the_token_is_in_no_file_table_result_or_log_the_sync_writes(warehouse, 
     written = [p.read_text() for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".jsonl", ".json")]
     assert len(written) >= 3  # the report, the plan, the state
     with sqlite3.connect(warehouse) as db:
-        logged = db.execute("SELECT * FROM hilos_sync_log").fetchall()
-    assert any(row[4] == "failed" and row[6] for row in logged)
+        logged = db.execute("SELECT outcome, error, object, object_key FROM hilos_sync_log").fetchall()
+    assert any(row[0] == "failed" and row[1] and row[2] == "conversation" for row in logged)
     everything = "".join(written) + json.dumps(logged) + json.dumps(ti.pushed) + output()
     assert "Invalid pk" in everything or "999" in everything  # the failure really was recorded
     assert TEST_TOKEN not in everything
@@ -183,7 +183,7 @@ def test_a_refused_run_pushes_its_result_and_logs_its_invalid_rows_before_it_fai
     assert result["invalid"] == 2 and result["refused"].startswith("Hilos sync refused")
     assert result["log_rows_written"] == 2 and [r for r in sb.requests() if r["method"] != "GET"] == []
     with sqlite3.connect(warehouse) as db:
-        logged = db.execute("SELECT conversation_id, action, outcome, error FROM hilos_sync_log").fetchall()
+        logged = db.execute("SELECT object_key, action, outcome, error FROM hilos_sync_log").fetchall()
     assert sorted(r[0] for r in logged) == sorted(bad) and {r[1:3] for r in logged} == {("invalid", "invalid")}
     assert all("'DONE' is not a valid status" in r[3] for r in logged)
 
@@ -214,6 +214,7 @@ def test_conversations_hilos_does_not_have_are_named_in_the_log_the_result_the_p
         db.executemany("INSERT INTO crm VALUES (?, 'CLOSED', NULL, NULL)", [(cid,) for cid in missing])
     result = sync_task(tmp_path).execute({"ti": FakeTI(task_id="sync")})
     assert result["not_found"] == 25 and result["not_found_conversations"] == missing[:20]
+    assert result["object"] == "conversation"
     text = output()
     assert "25 desired conversation(s) not found in Hilos (not sent): " + ", ".join(missing[:20]) in text
     assert "and 5 more (all are in the plan and the sync log)" in text
@@ -222,7 +223,7 @@ def test_conversations_hilos_does_not_have_are_named_in_the_log_the_result_the_p
     assert {p["action"] for p in plan} <= {"update", "not_found"}  # unchanged ones are not listed
     assert f"Hilos sync plan: written to {tmp_path / 'out' / 'report.jsonl.plan.jsonl'}" in text
     with sqlite3.connect(warehouse) as db:
-        logged = db.execute("SELECT conversation_id FROM hilos_sync_log WHERE action = 'not_found'").fetchall()
+        logged = db.execute("SELECT object_key FROM hilos_sync_log WHERE action = 'not_found'").fetchall()
     assert sorted(r[0] for r in logged) == missing
 
 
@@ -272,7 +273,7 @@ def test_the_log_table_is_checked_before_the_first_request(warehouse, sb, tmp_pa
     with sqlite3.connect(warehouse) as db:
         db.execute("DROP TABLE hilos_sync_log")
         db.execute("CREATE TABLE hilos_sync_log (run_id TEXT)")
-    with pytest.raises(HilosConfigurationError, match=r"lacks the column.s. logged_at, conversation_id"):
+    with pytest.raises(HilosConfigurationError, match=r"lacks the column.s. logged_at, object, object_key"):
         sync_task(tmp_path).execute({"ti": FakeTI(task_id="sync")})
     assert sb.requests() == []
     injection = "hilos_sync_log (run_id) SELECT 'INJECTED', sql FROM sqlite_master --"
@@ -305,7 +306,7 @@ def test_log_rows_the_warehouse_refused_after_the_apply_are_written_first_next_t
     again = sync_task(tmp_path, state_store=store).execute({"ti": FakeTI(task_id="sync")})  # the retry
     assert again["to_update"] == 0 and again["log_rows_pending"] == 0
     with sqlite3.connect(warehouse) as db:
-        logged = db.execute("SELECT run_id, conversation_id, outcome FROM hilos_sync_log").fetchall()
+        logged = db.execute("SELECT run_id, object_key, outcome FROM hilos_sync_log").fetchall()
     assert len(logged) == 50 and {r[0] for r in logged} == {ti.run_id} and {r[2] for r in logged} == {"updated"}
 
 
@@ -453,3 +454,20 @@ def wait_until(condition, timeout: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_the_conversation_sync_takes_agents_by_email_and_teams_by_name(sb, tmp_path):
+    ids = sb.conversation_ids()[:2]
+    rows = [
+        {"conversation_id": ids[0], "assigned": "ana@example.com|LUIS@example.com", "assigned_team": "Sales"},
+        {"conversation_id": ids[1], "assigned": "nobody@example.com"},
+    ]
+    op = ConversationSyncOperator(
+        task_id="sync", state=rows, skip_invalid_rows=True, state_store=str(tmp_path / "state"), page_size=100
+    )
+    result = op.execute({"ti": FakeTI(task_id="sync")})
+    assert result["invalid"] == 1 and result["failed"] == 0
+    held = sb.conversation(ids[0])
+    assert sorted(u["id"] for u in held["assigned"]) == [1, 2] and held["assigned_team"] == 1
+    plan = result["summary"]
+    assert plan["invalid_rows"][0]["error"].startswith("assigned: 'nobody@example.com' is not the email")

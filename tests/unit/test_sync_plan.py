@@ -31,7 +31,15 @@ def test_the_summary_counts_per_field_and_transition_and_lists_drift():
     summary.add(PlanEntry(None, Action.INVALID, reason="row 7: status: 'DONE' is not a valid status", row=7))
     assert summary.field_lines() == ["status: 4 (CLOSED→RESOLVED 3, NEW→CLOSED 1)", "tags: 1 (+vip 1)"]
     data = summary.to_dict()
-    assert data["actions"] == {"unchanged": 1, "update": 4, "not_found": 0, "invalid": 1, "unreadable": 0}
+    assert data["actions"] == {
+        "unchanged": 1,
+        "update": 4,
+        "not_found": 0,
+        "invalid": 1,
+        "unreadable": 0,
+        "create": 0,
+        "delete": 0,
+    }
     assert data["drift_found"] == 1 and data["drift_conversations"] == [A]
     assert len(data["first_updates"]) == 1 and data["invalid_rows"][0]["row"] == 7
     json.dumps(data)  # XCom-ready

@@ -14,12 +14,11 @@ B = "7513270e-269e-4d37-b2a7-4de452e6b438"
 
 
 def snapshot() -> Snapshot:
-    import uuid
-
     shot = Snapshot()
-    shot.entries[uuid.UUID(A).int] = (A, {"status": "CLOSED", "tags": ("b2b", "vip"), "channel": None})
-    shot.entries[uuid.UUID(B).int] = (B, {})
-    shot.failed.add(uuid.UUID(B).int)
+    shot.entries[A] = (A, {"status": "CLOSED", "tags": ("b2b", "vip"), "channel": None})
+    shot.entries[B] = (B, {})
+    shot.failed.add(B)
+    shot.ids = {A: A, B: B}
     return shot
 
 

@@ -66,15 +66,18 @@ def test_changed_failed_not_found_and_invalid_rows_are_logged_in_chunks(monkeypa
     outcomes = {A: {"outcome": "updated"}, B: {"outcome": "failed", "error": "HTTP 400: Invalid pk"}}
     assert write_log(hook, "hilos_sync_log", log_rows(entries, outcomes, run_id="r1")) == 4
     assert hook.calls == 2
-    rows = hook.db.execute(f"SELECT {', '.join(LOG_COLUMNS)} FROM hilos_sync_log").fetchall()
-    assert [(r[2], r[3], r[4]) for r in rows] == [
+    rows = hook.db.execute("SELECT object_key, action, outcome, changes, error, object FROM hilos_sync_log").fetchall()
+    assert {r[5] for r in rows} == {"conversation"} and hook.db.execute(
+        f"SELECT {', '.join(LOG_COLUMNS)} FROM hilos_sync_log"
+    ).fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [
         (A, "update", "updated"),
         (B, "update", "failed"),
         (None, "invalid", "invalid"),
         (B, "not_found", "not_found"),
     ]
     assert (
-        json.loads(rows[0][5]) == {"status": {"from": "NEW", "to": "CLOSED"}} and rows[1][6] == "HTTP 400: Invalid pk"
+        json.loads(rows[0][3]) == {"status": {"from": "NEW", "to": "CLOSED"}} and rows[1][4] == "HTTP 400: Invalid pk"
     )
 
 
@@ -117,7 +120,7 @@ def test_a_missing_table_or_column_is_found_by_one_query_that_reads_nothing():
     ):
         check_log_table(hook, "hilos_sync_log")
     hook.db.execute("CREATE TABLE hilos_sync_log (run_id TEXT, logged_at TEXT, conversation_id TEXT, action TEXT)")
-    with pytest.raises(HilosConfigurationError, match=r"lacks the column.s. outcome, changes, error"):
+    with pytest.raises(HilosConfigurationError, match=r"lacks the column.s. object, object_key.*an earlier release"):
         check_log_table(hook, "hilos_sync_log")
     hook.db.execute("DROP TABLE hilos_sync_log")
     hook.db.execute(LOG_TABLE_DDL.format(table="hilos_sync_log"))
@@ -138,7 +141,7 @@ class Flaky(SqliteLike):
         super().insert_rows(table, rows, target_fields, commit_every)
 
     def logged(self):
-        return self.db.execute("SELECT conversation_id, outcome, error FROM log ORDER BY rowid").fetchall()
+        return self.db.execute("SELECT object_key, outcome, error FROM log ORDER BY rowid").fetchall()
 
 
 def planned(n: int) -> list[dict]:
@@ -154,7 +157,7 @@ def test_rows_the_warehouse_refused_are_written_by_the_next_run_exactly_once(tmp
     rows = planned(7)
     journal.save(rows)
     for row in rows:
-        journal.outcome({"conversation_id": row["conversation_id"], "outcome": "updated"})
+        journal.outcome({"conversation_id": row["key"], "outcome": "updated"})
     journal.close_outcomes()
     calls = [0]
     real = Flaky.insert_rows
@@ -184,15 +187,15 @@ def test_the_rows_of_a_run_whose_worker_died_are_written_with_what_is_known(tmp_
     journal = PendingLog(folder, "run-killed")
     rows = planned(3) + list(planned_rows([PlanEntry(A, Action.NOT_FOUND)]))
     journal.save(rows)
-    journal.outcome({"conversation_id": rows[0]["conversation_id"], "outcome": "updated"})
-    journal.outcome({"conversation_id": rows[1]["conversation_id"], "outcome": "failed", "error": "HTTP 400"})
+    journal.outcome({"conversation_id": rows[0]["key"], "outcome": "updated"})
+    journal.outcome({"conversation_id": rows[1]["key"], "outcome": "failed", "error": "HTTP 400"})
     # kill -9 here: the third update's outcome never arrived, and nothing was written to the warehouse
     hook = Flaky()
     assert flush_pending(folder, hook, "log", logging_log()) == 4
     assert hook.logged() == [
-        (rows[0]["conversation_id"], "updated", None),
-        (rows[1]["conversation_id"], "failed", "HTTP 400"),
-        (rows[2]["conversation_id"], "unknown", hook.logged()[2][2]),
+        (rows[0]["key"], "updated", None),
+        (rows[1]["key"], "failed", "HTTP 400"),
+        (rows[2]["key"], "unknown", hook.logged()[2][2]),
         (A, "not_found", None),
     ]
     assert "its worker died" in hook.logged()[2][2]

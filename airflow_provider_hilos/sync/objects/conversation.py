@@ -1,0 +1,94 @@
+"""A conversation, to the sync engine: keyed by its id, its fields those of ``PatchedConversationEdit`` (status,
+tags, assignees, team, channel), read from the conversation list, written by "Partially update a Conversation"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_hilos.batch.wording import SYNC_ROWS, SYNC_UPDATES
+from airflow_provider_hilos.conversations import normal_fields, row_fields
+from airflow_provider_hilos.exceptions import HilosValidationError
+from airflow_provider_hilos.resources.paging import MAX_STALE_PAGES
+from airflow_provider_hilos.rows import RowChecker, validate_row
+from airflow_provider_hilos.schemas import ValidatedUpdate, canonical_conversation_id, conversation_id_problem
+from airflow_provider_hilos.sync.desired import CONVERSATION_COLUMNS
+from airflow_provider_hilos.sync.diff import CONVERSATION_FIELDS, ListMode, PlanEntry
+from airflow_provider_hilos.sync.objects import SyncObject
+
+if TYPE_CHECKING:
+    from airflow_provider_hilos.hooks.hilos import HilosHook
+    from airflow_provider_hilos.resources.paging import ListingProgress, Page, Seen
+
+
+class ConversationObject(SyncObject):
+    """Conversations.
+
+    :param tags_mode: ``"replace"`` or ``"add"``.
+    :param assigned_mode: ``"replace"`` or ``"add"``.
+    :param send_not_found: send a desired conversation the listing did not show.
+    """
+
+    name = "conversation"
+    key_column = "conversation_id"
+    columns = CONVERSATION_COLUMNS
+    fields = CONVERSATION_FIELDS
+    rows_words = SYNC_ROWS
+    updates_words = SYNC_UPDATES
+
+    def __init__(
+        self,
+        *,
+        tags_mode: ListMode = ListMode.REPLACE,
+        assigned_mode: ListMode = ListMode.REPLACE,
+        send_not_found: bool = False,
+    ) -> None:
+        super().__init__({"tags": ListMode(tags_mode), "assigned": ListMode(assigned_mode)})
+        self.send_not_found = send_not_found
+        self._checker = RowChecker(refuse_repeats=False)
+
+    def send_missing(self) -> bool:
+        return self.send_not_found
+
+    def desired(self, number: int, row: Any) -> tuple[str, dict[str, Any]]:
+        """A row's canonical id and managed fields; a row whose managed cells are all NULL (only its id is left)
+        manages nothing."""
+        if isinstance(row, Mapping) and "conversation_id" in row and len(row) == 1:
+            canonical = canonical_conversation_id(row["conversation_id"])
+            if canonical is None:
+                problem = conversation_id_problem(row["conversation_id"]) or "is not a conversation UUID"
+                raise HilosValidationError([("conversation_id", problem)], "Invalid row")
+            return canonical, {}
+        update = self._checker.check(number, row)
+        return update.conversation_id, normal_fields(update.body)
+
+    def listed(self, row: Any) -> tuple[str | None, str | None, dict[str, Any]]:
+        cid = canonical_conversation_id(row.get("id")) if isinstance(row, Mapping) else None
+        if cid is None:
+            return None, None, {}
+        return cid, cid, row_fields(row)
+
+    def pages(
+        self,
+        hook: HilosHook,
+        *,
+        page_size: int,
+        concurrency: int,
+        progress: ListingProgress,
+        seen: Seen,
+        stale_pages: int | None = MAX_STALE_PAGES,
+    ) -> Iterator[Page]:
+        return hook.conversations.pages(
+            page_size=page_size, concurrency=concurrency, progress=progress, seen=seen, stale_pages=stale_pages
+        )
+
+    def write(self, entry: PlanEntry, *, current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> Any:
+        return validate_row(entry.change_row())
+
+    def stored(self, write: Any) -> Any:
+        assert isinstance(write, ValidatedUpdate)
+        return ("conversation", write.conversation_id, write.body)
+
+    def restored(self, data: Any) -> Any:
+        _, cid, body = data
+        return ValidatedUpdate(conversation_id=cid, body=body)

@@ -1,0 +1,313 @@
+"""The work of one sync run, in an embedded SQLite database in the task's temporary folder: the desired rows, what
+the listing showed, the last run's state, the plan and the outcomes, joined by key, so that a run's memory does not
+grow with the account (a million desired rows and a million listed ones are rows on disk, not Python objects).
+
+The standard library's :mod:`sqlite3`, with durability off (the file is thrown away when the run ends: the state
+between runs is the state file, written atomically): no journal, no fsync, a bounded page cache. Field values are
+kept as :mod:`marshal` blobs of the normal form (fast to write and read back, and only this run reads them).
+
+Tables, each keyed by the object's key (a conversation's id, a contact's E.164 phone):
+
+* ``rows``: every desired row, by its number in the source (``n``), its key and fields; a key in several rows is a
+  duplicate (all its rows invalid);
+* ``previous``: the last run's snapshot (what it applied, failed keys, the Hilos id);
+* ``listed``: what the listing showed for each key it showed (the latest copy wins), and ``seen`` for the keys of no
+  interest (only to tell a new row from a repeat);
+* ``plan``: what the plan does with each key (its entry as the plan file has it, and the write to send);
+* ``outcome``: what the apply did with each key.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from airflow_provider_hilos.contacts import ABSENT
+from airflow_provider_hilos.conversations import UNKNOWN
+
+#: Rows written per statement batch.
+CHUNK = 2_000
+#: How many keys one ``IN (...)`` asks for (under SQLite's limit of bound variables).
+IN_CHUNK = 900
+_UNKNOWN_MARK = ("\x00unknown",)
+_ABSENT_MARK = ("\x00absent",)
+
+
+def pack(fields: Mapping[str, Any] | None) -> bytes | None:
+    """A fields dict (normal form, with ``UNKNOWN`` / ``ABSENT``) as a blob."""
+    if fields is None:
+        return None
+    return marshal.dumps(
+        {k: _UNKNOWN_MARK if v is UNKNOWN else _ABSENT_MARK if v is ABSENT else v for k, v in fields.items()}
+    )
+
+
+def unpack(blob: bytes | None) -> dict[str, Any] | None:
+    """A blob back as the fields dict (``None`` stays ``None``)."""
+    if blob is None:
+        return None
+    fields = marshal.loads(blob)
+    for name, value in fields.items():
+        if value == _UNKNOWN_MARK:
+            fields[name] = UNKNOWN
+        elif value == _ABSENT_MARK:
+            fields[name] = ABSENT
+    return fields  # type: ignore[no-any-return]
+
+
+class WorkStore:
+    """The work database of one run (a temporary folder, removed by :meth:`close`).
+
+    :param folder: where to make the temporary folder (default: the system's temporary folder).
+    """
+
+    def __init__(self, folder: str | None = None) -> None:
+        self.folder = tempfile.mkdtemp(prefix="hilos-sync-work-", dir=folder)
+        self.path = os.path.join(self.folder, "work.sqlite")
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        for pragma in (
+            "journal_mode = OFF",
+            "synchronous = OFF",
+            "temp_store = FILE",
+            "cache_size = -16000",  # 16 MB of page cache, whatever the size of the run
+            "locking_mode = EXCLUSIVE",
+        ):
+            self.db.execute(f"PRAGMA {pragma}")
+        self.db.executescript(
+            """
+            CREATE TABLE rows (n INTEGER PRIMARY KEY, k TEXT NOT NULL, f BLOB NOT NULL);
+            CREATE TABLE dup (k TEXT PRIMARY KEY) WITHOUT ROWID;
+            CREATE TABLE previous (k TEXT PRIMARY KEY, id TEXT, f BLOB, failed INTEGER NOT NULL DEFAULT 0,
+                                   extra BLOB) WITHOUT ROWID;
+            CREATE TABLE listed (k TEXT PRIMARY KEY, id TEXT, f BLOB, seq INTEGER NOT NULL) WITHOUT ROWID;
+            CREATE TABLE plan (k TEXT PRIMARY KEY, n INTEGER, action TEXT NOT NULL, drift INTEGER NOT NULL,
+                               entry TEXT, w BLOB) WITHOUT ROWID;
+            CREATE TABLE outcome (k TEXT PRIMARY KEY, outcome TEXT NOT NULL, error TEXT) WITHOUT ROWID;
+            """
+        )
+        self._seq = 0
+        self._keys_indexed = False
+
+    def close(self) -> None:
+        """Close the database and remove its folder."""
+        try:
+            self.db.close()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> WorkStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the desired rows --
+
+    def add_desired(self, rows: Sequence[tuple[int, str, Mapping[str, Any]]]) -> None:
+        """Keep desired rows: ``(number, key, fields)``."""
+        self.db.executemany("INSERT INTO rows VALUES (?, ?, ?)", [(n, k, pack(f)) for n, k, f in rows])
+
+    def finish_desired(self) -> list[tuple[str, list[int]]]:
+        """Index the keys; the keys in several rows (their row numbers), which are then left out of the plan."""
+        self.db.execute("CREATE INDEX rows_k ON rows (k)")
+        self._keys_indexed = True
+        repeated = self.db.execute(
+            "SELECT k, group_concat(n) FROM rows GROUP BY k HAVING count(*) > 1 ORDER BY min(n)"
+        ).fetchall()
+        self.db.executemany("INSERT INTO dup VALUES (?)", [(k,) for k, _ in repeated])
+        return [(k, sorted(int(n) for n in numbers.split(","))) for k, numbers in repeated]
+
+    def desired_count(self) -> int:
+        """Desired keys that are not duplicates."""
+        row = self.db.execute("SELECT count(*) FROM rows WHERE k NOT IN (SELECT k FROM dup)").fetchone()
+        return int(row[0])
+
+    def managed_field_count(self) -> int:
+        """Desired rows (not duplicates) that manage at least one field."""
+        empty = marshal.dumps({})
+        row = self.db.execute(
+            "SELECT count(*) FROM rows WHERE k NOT IN (SELECT k FROM dup) AND f != ?", (empty,)
+        ).fetchone()
+        return int(row[0])
+
+    # -- the last run's state --
+
+    def add_previous(self, rows: Iterable[tuple[str, str | None, Mapping[str, Any] | None, bool]]) -> int:
+        """Keep the last run's snapshot: ``(key, Hilos id, fields, failed)``; how many."""
+        count = 0
+        chunk: list[tuple[Any, ...]] = []
+        for key, oid, fields, failed in rows:
+            chunk.append((key, oid, pack(fields), int(failed)))
+            if len(chunk) >= CHUNK:
+                count += self._insert_previous(chunk)
+                chunk = []
+        if chunk:
+            count += self._insert_previous(chunk)
+        return count
+
+    def _insert_previous(self, chunk: list[tuple[Any, ...]]) -> int:
+        self.db.executemany("INSERT OR REPLACE INTO previous (k, id, f, failed) VALUES (?, ?, ?, ?)", chunk)
+        return len(chunk)
+
+    def previous_count(self) -> tuple[int, int]:
+        """Keys in the last run's snapshot, and how many of them failed."""
+        total, failed = self.db.execute("SELECT count(*), coalesce(sum(failed), 0) FROM previous").fetchone()
+        return int(total), int(failed)
+
+    # -- the listing --
+
+    def interesting(self, keys: Sequence[str]) -> tuple[set[str], set[str], set[str]]:
+        """Of ``keys`` (one page's): those desired, those in the last snapshot, and those listed before (repeats)."""
+        desired: set[str] = set()
+        managed: set[str] = set()
+        before: set[str] = set()
+        for start in range(0, len(keys), IN_CHUNK):
+            part = list(keys[start : start + IN_CHUNK])
+            marks = ",".join("?" * len(part))
+            desired.update(k for (k,) in self.db.execute(f"SELECT k FROM rows WHERE k IN ({marks})", part))
+            managed.update(k for (k,) in self.db.execute(f"SELECT k FROM previous WHERE k IN ({marks})", part))
+            before.update(k for (k,) in self.db.execute(f"SELECT k FROM listed WHERE k IN ({marks})", part))
+        return desired, managed, before
+
+    def add_listed(self, rows: Sequence[tuple[str, str | None, Mapping[str, Any] | None]]) -> None:
+        """What the listing showed (``(key, Hilos id, fields or None for a key of no interest)``); a later copy
+        replaces an earlier one."""
+        batch = []
+        for key, oid, fields in rows:
+            self._seq += 1
+            batch.append((key, oid, pack(fields), self._seq))
+        self.db.executemany(
+            "INSERT INTO listed VALUES (?, ?, ?, ?) ON CONFLICT (k) DO UPDATE SET id = excluded.id, f = excluded.f, "
+            "seq = excluded.seq",
+            batch,
+        )
+
+    def listed_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM listed").fetchone()[0])
+
+    def unlisted_desired(self) -> set[str]:
+        """The desired keys the listing did not show."""
+        return {
+            k
+            for (k,) in self.db.execute(
+                "SELECT k FROM rows WHERE k NOT IN (SELECT k FROM listed) AND k NOT IN (SELECT k FROM dup)"
+            )
+        }
+
+    def unlisted_count(self) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM rows WHERE k NOT IN (SELECT k FROM listed) AND k NOT IN (SELECT k FROM dup)"
+        ).fetchone()
+        return int(row[0])
+
+    # -- the plan --
+
+    def to_plan(self) -> Iterator[tuple[int, str, dict[str, Any], str | None, dict[str, Any] | None, Any, Any, bool]]:
+        """Every desired row to plan, in row order: ``(n, key, desired, Hilos id, current or None, previous fields
+        or None, previous id, failed before)``."""
+        cursor = self.db.execute(
+            "SELECT r.n, r.k, r.f, l.id, l.f, p.f, p.id, coalesce(p.failed, 0) FROM rows r "
+            "LEFT JOIN listed l ON l.k = r.k LEFT JOIN previous p ON p.k = r.k "
+            "WHERE r.k NOT IN (SELECT k FROM dup) ORDER BY r.n"
+        )
+        while chunk := cursor.fetchmany(CHUNK):
+            for n, k, f, oid, cf, pf, pid, failed in chunk:
+                desired = unpack(f)
+                assert desired is not None
+                yield n, k, desired, oid, unpack(cf), unpack(pf), pid, bool(failed)
+
+    def managed_not_desired(self) -> Iterator[tuple[str, str | None, dict[str, Any] | None, dict[str, Any] | None]]:
+        """Keys the last run managed that no desired row names: ``(key, Hilos id if listed, listed fields or None,
+        previous fields)`` (a mirror deletes the listed ones)."""
+        cursor = self.db.execute(
+            "SELECT p.k, l.id, l.f, p.f FROM previous p LEFT JOIN listed l ON l.k = p.k "
+            "WHERE p.k NOT IN (SELECT k FROM rows) ORDER BY p.k"
+        )
+        while chunk := cursor.fetchmany(CHUNK):
+            for k, oid, cf, pf in chunk:
+                yield k, oid, unpack(cf), unpack(pf)
+
+    def managed_count(self) -> int:
+        """Keys in the last snapshot (what this sync created or managed)."""
+        return int(self.db.execute("SELECT count(*) FROM previous").fetchone()[0])
+
+    def add_plan(self, rows: Sequence[tuple[str, int, str, bool, str | None, Any]]) -> None:
+        """Plan entries: ``(key, row number, action, drift, entry record JSON or None, write or None)``."""
+        self.db.executemany(
+            "INSERT OR REPLACE INTO plan VALUES (?, ?, ?, ?, ?, ?)",
+            [(k, n, a, int(d), e, None if w is None else marshal.dumps(w)) for k, n, a, d, e, w in rows],
+        )
+
+    def writes(self) -> Iterator[tuple[int, str, Any]]:
+        """The writes to send, in row order: ``(row number, key, write as stored)``."""
+        cursor = self.db.execute("SELECT n, k, w FROM plan WHERE w IS NOT NULL ORDER BY n")
+        while chunk := cursor.fetchmany(CHUNK):
+            for n, k, w in chunk:
+                yield n, k, marshal.loads(w)
+
+    def write_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM plan WHERE w IS NOT NULL").fetchone()[0])
+
+    def entries(self, *, unchanged: bool = False) -> Iterator[tuple[str, str, str]]:
+        """Plan entries in row order (``(key, action, entry JSON)``), the unchanged ones only with ``unchanged``."""
+        where = "" if unchanged else "WHERE action != 'unchanged'"
+        cursor = self.db.execute(f"SELECT k, action, entry FROM plan {where} ORDER BY n, k")
+        while chunk := cursor.fetchmany(CHUNK):
+            yield from chunk
+
+    def actions(self) -> dict[str, int]:
+        return {a: int(c) for a, c in self.db.execute("SELECT action, count(*) FROM plan GROUP BY action")}
+
+    # -- the outcomes --
+
+    def add_outcomes(self, rows: Sequence[tuple[str, str, str | None]]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO outcome VALUES (?, ?, ?)", list(rows))
+
+    def outcome_counts(self) -> dict[str, int]:
+        return {o: int(c) for o, c in self.db.execute("SELECT outcome, count(*) FROM outcome GROUP BY outcome")}
+
+    def drift_landed(self, done: Sequence[str]) -> int:
+        marks = ",".join("?" * len(done))
+        row = self.db.execute(
+            f"SELECT count(*) FROM plan p JOIN outcome o ON o.k = p.k WHERE p.drift = 1 AND o.outcome IN ({marks})",
+            list(done),
+        ).fetchone()
+        return int(row[0])
+
+    def outcomes(self) -> dict[str, tuple[str, str | None]]:
+        """Every outcome by key (for the pending sync log: as many as there were writes)."""
+        return {k: (o, e) for k, o, e in self.db.execute("SELECT k, outcome, error FROM outcome")}
+
+    # -- what the next run reads --
+
+    def for_snapshot(self) -> Iterator[tuple[str, dict[str, Any], str | None, str | None, str | None, Any, Any, bool]]:
+        """Every key the next snapshot may hold: ``(key, desired fields or {} , action, outcome, Hilos id,
+        previous fields, previous id, failed before)`` for the desired keys, then the managed keys no desired row
+        names (desired fields ``None``)."""
+        cursor = self.db.execute(
+            "SELECT r.k, r.f, pl.action, o.outcome, l.id, p.f, p.id, coalesce(p.failed, 0) FROM rows r "
+            "LEFT JOIN plan pl ON pl.k = r.k LEFT JOIN outcome o ON o.k = r.k LEFT JOIN listed l ON l.k = r.k "
+            "LEFT JOIN previous p ON p.k = r.k WHERE r.k NOT IN (SELECT k FROM dup) ORDER BY r.n"
+        )
+        while chunk := cursor.fetchmany(CHUNK):
+            for k, f, action, outcome, oid, pf, pid, failed in chunk:
+                yield k, unpack(f) or {}, action, outcome, oid, unpack(pf), pid, bool(failed)
+        cursor = self.db.execute(
+            "SELECT p.k, NULL, pl.action, o.outcome, l.id, p.f, p.id, p.failed FROM previous p "
+            "LEFT JOIN plan pl ON pl.k = p.k LEFT JOIN outcome o ON o.k = p.k LEFT JOIN listed l ON l.k = p.k "
+            "WHERE p.k NOT IN (SELECT k FROM rows) ORDER BY p.k"
+        )
+        while chunk := cursor.fetchmany(CHUNK):
+            for k, _, action, outcome, oid, pf, pid, failed in chunk:
+                yield k, {}, action, outcome, oid, unpack(pf), pid, bool(failed)
+
+    def size_on_disk(self) -> int:
+        try:
+            return os.path.getsize(self.path)
+        except OSError:
+            return 0

@@ -1,0 +1,58 @@
+"""A conversation to the sync engine: keyed by its canonical id, its desired row validated as every update is, its
+list row read as the diff reads it, and its write the one validated PATCH."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_hilos.exceptions import HilosValidationError
+from airflow_provider_hilos.schemas import ValidatedUpdate
+from airflow_provider_hilos.sync.diff import Action, CompareWith, ListMode
+from airflow_provider_hilos.sync.objects.conversation import ConversationObject
+
+CID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+
+
+def test_a_desired_row_is_validated_and_keyed_by_its_canonical_id():
+    obj = ConversationObject()
+    key, fields = obj.desired(1, {"conversation_id": CID.upper(), "status": "CLOSED", "tags": ["vip", "lead"]})
+    assert key == CID and fields == {"status": "CLOSED", "tags": ("lead", "vip")}
+    assert obj.desired(2, {"conversation_id": CID}) == (CID, {})  # only its id: manages nothing
+    with pytest.raises(HilosValidationError, match="conversation_id"):
+        obj.desired(3, {"conversation_id": "nope"})
+    with pytest.raises(HilosValidationError, match="status"):
+        obj.desired(4, {"conversation_id": CID, "status": "SHOUTING"})
+
+
+def test_a_list_row_is_keyed_by_its_id_and_read_as_the_diff_reads_it():
+    key, oid, fields = ConversationObject().listed(
+        {"id": CID.upper(), "status": "NEW", "tags": [{"id": 1, "name": "vip"}], "assigned": [{"id": 3}]}
+    )
+    assert key == oid == CID and fields["status"] == "NEW" and fields["tags"] == ("vip",)
+    assert ConversationObject().listed({"id": "x"}) == (None, None, {})
+
+
+def test_the_write_is_the_one_validated_update_and_survives_storage():
+    obj = ConversationObject(tags_mode=ListMode.REPLACE)
+    entry = obj.plan(
+        CID,
+        {"status": "CLOSED"},
+        compare_with=CompareWith.HILOS,
+        current={"status": "NEW"},
+        previous=None,
+        failed_before=False,
+        row=1,
+        object_id=CID,
+    )
+    write = obj.write(entry, current={"status": "NEW"}, desired={"status": "CLOSED"})
+    assert isinstance(write, ValidatedUpdate) and write.body == {"status": "CLOSED"}
+    assert obj.restored(obj.stored(write)) == write
+
+
+def test_a_conversation_hilos_did_not_list_is_not_found_unless_sent_anyway():
+    common = dict(
+        compare_with=CompareWith.HILOS, current=None, previous=None, failed_before=False, row=1, object_id=None
+    )
+    assert ConversationObject().plan(CID, {"status": "CLOSED"}, **common).action is Action.NOT_FOUND
+    sent = ConversationObject(send_not_found=True).plan(CID, {"status": "CLOSED"}, **common)
+    assert sent.action is Action.UPDATE and "send_not_found" in sent.reason
