@@ -112,3 +112,122 @@ def mismatches(row: dict[str, Any], held: dict[str, Any]) -> list[str]:
     if held["assigned_team"] != row["team_id"]:
         wrong.append("assigned_team")
     return wrong
+
+
+# -- the customer record: contacts ---------------------------------------------------------------------------
+
+#: The contact table ``dags_examples/sql/crm_contacts.sql`` reads: one row per customer, keyed by phone.
+CONTACT_TABLE = "crm_contacts"
+#: The agents the warehouse knows by email (the sandbox's users 1 to 4).
+OWNER_EMAILS = ("ana@example.com", "luis@example.com", "maria@example.com", "jorge@example.com")
+CONTACT_PLANS = ("free", "starter", "pro", "enterprise")
+
+
+def desired_contacts(contacts: Sequence[dict[str, Any]], *, seed: int = 1, new: int = 0) -> list[dict[str, Any]]:
+    """The warehouse's customers: one row per contact of ``contacts`` (as the sandbox holds them), its phone spelled
+    as a CRM would (without ``+`` in every third row), its name, email, plan, lifetime value and tags from the CRM
+    (so some differ from Hilos), its account owner by email; then ``new`` customers Hilos does not have yet."""
+    rng = random.Random(f"warehouse-contacts-{seed}")
+    rows = []
+    for number, contact in enumerate(contacts):
+        phone = contact["phone"]
+        raise_by = rng.randint(1, 500) if rng.random() < 0.3 else 0
+        rows.append(
+            {
+                "phone": phone.lstrip("+") if number % 3 == 0 else phone,
+                "first_name": contact["first_name"],
+                "last_name": contact["last_name"],
+                "email": contact["email"],
+                "plan": rng.choice(CONTACT_PLANS) if rng.random() < 0.3 else contact["meta"].get("plan"),
+                "lifetime_value": int(contact["meta"].get("ltv", 0)) + raise_by,
+                "tags": sorted(t["name"] for t in contact["tags"]),
+                "owner_email": rng.choice(OWNER_EMAILS),
+            }
+        )
+    rows += new_contacts(new, seed=seed)
+    return rows
+
+
+def new_contacts(count: int, *, seed: int) -> list[dict[str, Any]]:
+    """``count`` customers the CRM just signed (Mexico City numbers no sandbox contact has: ``+52 56 ...``)."""
+    rng = random.Random(f"warehouse-new-contacts-{seed}")
+    return [
+        {
+            "phone": f"+5256{rng.randrange(10**8):08d}",
+            "first_name": rng.choice(("Nuevo", "Nueva")),
+            "last_name": "Cliente",
+            "email": None,
+            "plan": "trial",
+            "lifetime_value": 0,
+            "tags": ["lead"],
+            "owner_email": rng.choice(OWNER_EMAILS),
+        }
+        for _ in range(count)
+    ]
+
+
+def change_contacts(rows: list[dict[str, Any]], share: float, *, new: int = 0, seed: int = 2) -> list[str]:
+    """Day 2 in the CRM: ``share`` of the customers change plan or value, and ``new`` customers arrive; the phones
+    changed and added."""
+    rng = random.Random(f"warehouse-contact-change-{seed}")
+    count = max(1, round(len(rows) * share))
+    changed = []
+    for row in rng.sample(rows, count):
+        if rng.random() < 0.5:
+            row["plan"] = rng.choice([p for p in CONTACT_PLANS if p != row["plan"]])
+        else:
+            row["lifetime_value"] += rng.randint(1, 1000)
+        changed.append(row["phone"])
+    added = new_contacts(new, seed=seed + 1000)
+    rows += added
+    return changed + [row["phone"] for row in added]
+
+
+def write_contacts_sqlite(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """(Re)write the contact table in the SQLite file ``path`` (``tags`` ``|``-separated, the meta as JSON text
+    holding the plan, the lifetime value as its own ``meta.ltv`` column), and the sync log table if missing."""
+    import json
+
+    with sqlite3.connect(path) as db:
+        db.execute(f"DROP TABLE IF EXISTS {CONTACT_TABLE}")
+        db.execute(
+            f"CREATE TABLE {CONTACT_TABLE} (phone TEXT PRIMARY KEY, first_name TEXT, last_name TEXT, email TEXT, "
+            "meta TEXT, lifetime_value INTEGER, tags TEXT, owner_email TEXT)"
+        )
+        db.executemany(
+            f"INSERT INTO {CONTACT_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    row["phone"],
+                    row["first_name"],
+                    row["last_name"],
+                    row["email"],
+                    json.dumps({"plan": row["plan"]}) if row["plan"] is not None else None,
+                    row["lifetime_value"],
+                    "|".join(row["tags"]) or "-",
+                    row["owner_email"],
+                )
+                for row in rows
+            ],
+        )
+        from airflow_provider_hilos.sync.warehouse_log import LOG_TABLE_DDL
+
+        exists = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LOG_TABLE,)).fetchone()
+        if not exists:
+            db.execute(LOG_TABLE_DDL.format(table=LOG_TABLE))
+
+
+def contact_mismatches(row: dict[str, Any], held: dict[str, Any] | None, owner_ids: dict[str, int]) -> list[str]:
+    """The managed fields where the contact ``held`` (the sandbox's detail) differs from the customer ``row``."""
+    if held is None:
+        return ["missing"]
+    wrong = [name for name in ("first_name", "last_name", "email") if (held[name] or None) != (row[name] or None)]
+    if row["plan"] is not None and held["meta"].get("plan") != row["plan"]:
+        wrong.append("meta.plan")
+    if held["meta"].get("ltv") != str(row["lifetime_value"]):
+        wrong.append("meta.ltv")
+    if sorted(t["name"] for t in held["tags"]) != sorted(row["tags"]):
+        wrong.append("tags")
+    if [u["id"] if isinstance(u, dict) else u for u in held["default_assignees"]] != [owner_ids[row["owner_email"]]]:
+        wrong.append("default_assignees")
+    return wrong

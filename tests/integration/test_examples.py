@@ -27,6 +27,7 @@ EXPECTED_DAGS = {
     "hilos_manual_update",
     "hilos_close_stale_conversations",
     "hilos_export_conversations",
+    "hilos_contacts_sync",
 }
 
 
@@ -267,3 +268,47 @@ def test_the_crm_sync_sends_only_what_differs_and_puts_back_hand_edits(monkeypat
         outcomes = db.execute("SELECT outcome, COUNT(*) FROM hilos_sync_log GROUP BY 1").fetchall()
     assert dict(outcomes) == {"updated": day1["updated"] + day2["updated"]}
     assert module.dag.params["compare_with"] == "hilos"
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_the_contacts_sync_creates_the_new_customers_and_writes_only_what_differs(monkeypatch, tmp_path):
+    from airflow_provider_hilos.sandbox import warehouse
+
+    module = load_example_module("hilos_contacts_sync")
+    database = tmp_path / "warehouse.db"
+    with HilosSandbox(conversations=60, seed=7, token=TEST_TOKEN, extra_contacts=40) as sb:
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json())
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(database)}))
+        customers = warehouse.desired_contacts([sb.contact(c) for c in sb.contact_ids()[:80]], new=3)
+        warehouse.write_contacts_sqlite(database, customers)
+        first = run_dag("hilos_contacts_sync")
+        assert first.state == "success"
+        day1 = xcom_value(first, "sync_contacts")
+        assert day1["created"] == 3 and day1["updated"] == day1["to_update"] > 0 and day1["failed"] == 0
+        owners = {m["email"]: m["id"] for m in sb.state.account_members({})}
+        assert all(
+            warehouse.contact_mismatches(row, sb.contact_by_phone(_e164(row["phone"])), owners) == []
+            for row in customers
+        )
+        changed = warehouse.change_contacts(customers, 0.05, new=1)  # 4 rows, and a new customer
+        warehouse.write_contacts_sqlite(database, customers)
+        sb.clear_requests()
+        second = run_dag("hilos_contacts_sync")
+        assert second.state == "success"
+        day2 = xcom_value(second, "sync_contacts")
+        writes = [r for r in sb.requests() if r["method"] in ("POST", "PATCH")]
+        assert (day2["created"], day2["updated"]) == (1, len(changed) - 1) and len(writes) == len(changed)
+        assert all(
+            warehouse.contact_mismatches(row, sb.contact_by_phone(_e164(row["phone"])), owners) == []
+            for row in customers
+        )
+    with __import__("sqlite3").connect(database) as db:
+        outcomes = dict(db.execute("SELECT outcome, COUNT(*) FROM hilos_sync_log GROUP BY 1").fetchall())
+    assert outcomes == {"created": 4, "updated": day1["updated"] + day2["updated"]}
+    assert module.dag.params["mode"] == "upsert"
+
+
+def _e164(phone: str) -> str:
+    from airflow_provider_hilos.contacts import canonical_phone
+
+    return canonical_phone(phone, "MX")

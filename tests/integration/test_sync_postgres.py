@@ -101,3 +101,65 @@ def test_a_postgres_table_with_arrays_and_nulls_is_synced_and_logged(warehouse_c
         # the next run reads the same table and finds nothing to send
         again = task.execute({"ti": FakeTI(task_id="sync")})
         assert (again["to_update"], again["unchanged"], again["write_requests"]) == (0, 250, 0)
+
+
+def test_contacts_from_jsonb_meta_text_arrays_and_meta_columns_are_synced_then_left_alone(
+    warehouse_conn, monkeypatch, tmp_path
+):
+    from airflow_provider_hilos.operators.contacts import ContactSyncOperator
+
+    warehouse_conn.run(
+        [
+            "DROP TABLE IF EXISTS customers",
+            "CREATE TABLE customers (phone text, first_name text, email text, meta jsonb, tags text[], ltv numeric, "
+            "owner text)",
+        ]
+    )
+    with HilosSandbox(conversations=60, seed=5, token=TEST_TOKEN) as sb:
+        monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sb.connection_json())
+        contacts = [sb.contact(cid) for cid in sb.contact_ids()[:50]]
+        values = [
+            (
+                c["phone"].removeprefix("+52") if i % 2 else c["phone"],  # national numbers: default_region MX
+                f"Cliente {i}",
+                c["email"],
+                json.dumps({"plan": "pro", "score": i, "gone": None}),  # a JSON null: that property is not managed
+                ["vip", "b2b"] if i % 3 else [],
+                None if i % 4 == 0 else f"{i}.00",  # numeric: Decimal('7.00') is Hilos's "7"
+                "Ana@Example.com",
+            )
+            for i, c in enumerate(contacts)
+        ]
+        values.append(("+52 56 1111 2222", "Nueva", None, json.dumps({"plan": "trial"}), ["lead"], "0", None))
+        with warehouse_conn.get_conn() as conn, conn.cursor() as cursor:
+            cursor.executemany("INSERT INTO customers VALUES (%s, %s, %s, %s::jsonb, %s, %s, %s)", values)
+            conn.commit()
+
+        def task() -> ContactSyncOperator:
+            return ContactSyncOperator(
+                task_id="contacts",
+                sql="SELECT phone, first_name, email, meta, tags, ltv, owner FROM customers",
+                sql_conn_id="pg_warehouse",
+                column_map={"ltv": "meta.ltv", "owner": "default_assignees"},
+                default_region="MX",
+                chunk_size=20,
+                log_table="hilos_sync_log",
+                state_store=str(tmp_path / "state"),
+            )
+
+        result = task().execute({"ti": FakeTI(task_id="contacts")})
+        assert (result["desired"], result["created"], result["failed"], result["invalid"]) == (51, 1, 0, 0)
+        assert result["updated"] == 50
+        for i, c in enumerate(contacts):
+            held = sb.contact(c["id"])
+            assert held["first_name"] == f"Cliente {i}" and held["meta"]["plan"] == "pro"
+            assert held["meta"]["score"] == str(i)
+            assert held["meta"]["ltv"] == (c["meta"]["ltv"] if i % 4 == 0 else str(i))  # a NULL cell: Hilos's kept
+            assert sorted(t["name"] for t in held["tags"]) == (["b2b", "vip"] if i % 3 else [])
+            assert [u["id"] for u in held["default_assignees"]] == [1]
+        assert sb.contact_by_phone("+525611112222")["first_name"] == "Nueva"
+        sb.clear_requests()
+        again = task().execute({"ti": FakeTI(task_id="contacts")})
+        assert (again["unchanged"], again["write_requests"]) == (51, 0)  # '7.00' and 7 and "7" are one value
+        logged = warehouse_conn.get_records("SELECT object, outcome, count(*) FROM hilos_sync_log GROUP BY 1, 2")
+        assert sorted(logged) == [("contact", "created", 1), ("contact", "updated", 50)]

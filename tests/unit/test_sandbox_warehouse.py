@@ -49,3 +49,29 @@ def test_mismatches_name_the_fields_that_differ():
     held = {"status": "CLOSED", "tags": [{"name": "vip"}], "assigned": [{"id": 3}], "assigned_team": 2}
     assert warehouse.mismatches(row, held) == []
     assert warehouse.mismatches(row, {**held, "status": "NEW", "assigned_team": 1}) == ["status", "assigned_team"]
+
+
+def test_the_crm_contact_table_is_derived_from_the_sandbox_and_changes_on_day_2(tmp_path):
+    import json
+    import sqlite3
+
+    from airflow_provider_hilos.sandbox import HilosSandbox, warehouse
+
+    with HilosSandbox(conversations=30, seed=7) as sb:
+        contacts = [sb.contact(cid) for cid in sb.contact_ids()[:20]]
+        rows = warehouse.desired_contacts(contacts, new=2)
+        assert rows == warehouse.desired_contacts(contacts, new=2)  # the same seed, the same warehouse
+        assert len(rows) == 22 and rows[0]["phone"] == contacts[0]["phone"].lstrip("+")  # a CRM's spelling
+        assert all(r["owner_email"] in warehouse.OWNER_EMAILS for r in rows)
+        changed = warehouse.change_contacts(rows, 0.1, new=1)
+        assert len(changed) == 3 and len(rows) == 23
+        path = tmp_path / "w.db"
+        warehouse.write_contacts_sqlite(path, rows)
+        with sqlite3.connect(path) as db:
+            stored = db.execute(f"SELECT phone, meta, tags FROM {warehouse.CONTACT_TABLE} ORDER BY rowid").fetchall()
+            assert db.execute(f"SELECT count(*) FROM {warehouse.LOG_TABLE}").fetchone() == (0,)
+        assert len(stored) == 23 and json.loads(stored[0][1]) == {"plan": rows[0]["plan"]}
+        owners = {m["email"]: m["id"] for m in sb.state.account_members({})}
+        held = sb.contact(contacts[0]["id"])
+        assert "default_assignees" in warehouse.contact_mismatches(rows[0], held, owners)
+        assert warehouse.contact_mismatches(rows[-1], None, owners) == ["missing"]
