@@ -41,9 +41,13 @@ class ContactInvalid(Exception):
         self.errors = errors
 
 
-def seeded_phone(contact_id: str) -> str:
-    """The phone a seeded contact has (a Mexico City number derived from its id, E.164)."""
-    return "+5255" + str(uuid.UUID(contact_id).int % 10**8).zfill(8)
+def seeded_phone(contact_id: str, taken: Mapping[str, Any] | None = None) -> str:
+    """The phone a seeded contact has: a Mexico City number derived from its id (E.164), or, when ``taken`` already
+    holds it (two ids, one number: a few in 50,000), the next free one, as Hilos keeps one contact per phone."""
+    number = uuid.UUID(contact_id).int % 10**8
+    while taken is not None and f"+5255{number:08d}" in taken:
+        number = (number + 1) % 10**8
+    return f"+5255{number:08d}"
 
 
 class ContactBook:
@@ -71,13 +75,14 @@ class ContactBook:
         ids += [str(uuid.UUID(int=extra_rng.getrandbits(128), version=4)) for _ in range(extra)]
         created = datetime(2024, 6, 1, tzinfo=UTC)
         for number, cid in enumerate(ids):
+            phone = seeded_phone(cid, self.by_phone)
             first = ("Ana", "Luis", "Maria", "Jorge", "Sofia", "Diego", "Lucia", "Pedro")[rng.randrange(8)]
             last = ("Garcia", "Lopez", "Martinez", "Hernandez", "Perez", "Sanchez")[rng.randrange(6)]
             when = (created + timedelta(minutes=number)).isoformat().replace("+00:00", "Z")
             contact: dict[str, Any] = {
                 "id": cid,
-                "phone": seeded_phone(cid),
-                "canonical_phone": seeded_phone(cid),
+                "phone": phone,
+                "canonical_phone": phone,
                 "first_name": first,
                 "last_name": last,
                 "email": f"{first.lower()}.{last.lower()}.{number}@example.org" if rng.random() < 0.8 else None,

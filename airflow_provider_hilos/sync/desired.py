@@ -188,11 +188,12 @@ class RowShaper:
             return _object_cell(field, value)
         if isinstance(value, uuid.UUID):
             return str(value)
-        if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
-            return int(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+        whole_decimal = isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value()
+        if whole_decimal or (isinstance(value, float) and value.is_integer()):
+            value = int(value)
         if field in self._lists:
+            if type(value) is int:
+                return [value]  # one id in a number column (an account owner): a list of one
             if isinstance(value, (list, tuple)):
                 return [
                     item if type(item) is str or type(item) is int else self.cell("", item)

@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from airflow_provider_hilos.exceptions import HilosValidationError
+from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
 from airflow_provider_hilos.operators.contacts import ContactSyncOperator
 from airflow_provider_hilos.operators.sync import SYNC_RESULT_XCOM_KEY
 from airflow_provider_hilos.sandbox import HilosSandbox
@@ -241,3 +241,54 @@ def test_a_successful_sync_announces_created_updated_and_deleted_on_its_assets(w
     extra = events[synced].extra
     assert extra == {name: result[name] for name in ContactSyncOperator.ASSET_EXTRA_FIELDS}
     assert (extra["created"], extra["updated"], extra["deleted"]) == (1, 0, 0)
+
+
+def test_a_csv_file_with_meta_columns_and_last_sync_upserts_by_phone_without_reading(hilos, tmp_path):
+    first, second = (hilos.contact(cid) for cid in hilos.contact_ids()[:2])
+    path = tmp_path / "customers.csv"
+    path.write_text(
+        "phone,first_name,meta.plan,meta.ltv,tags\n"
+        f"{first['phone']},Ana,pro,42,vip|lead\n"
+        f"{second['phone'].lstrip('+')},,enterprise,,\n"  # an empty cell: not managed
+    )
+    kwargs = {"state_path": str(path), "sql": None, "sql_conn_id": None, "log_table": None, "compare_with": "last_sync"}
+    result, _ = run(tmp_path, **kwargs)
+    assert result["read_requests"] == 0 and result["write_requests"] == 2 and result["failed"] == 0
+    assert [(m, p) for m, p in writes(hilos)] == [("POST", "/api/contact"), ("POST", "/api/contact")]
+    held = hilos.contact(first["id"])
+    assert held["first_name"] == "Ana" and held["meta"]["plan"] == "pro" and held["meta"]["ltv"] == "42"
+    assert sorted(t["name"] for t in held["tags"]) == ["lead", "vip"]
+    other = hilos.contact(second["id"])
+    assert other["meta"] == {**second["meta"], "plan": "enterprise"} and other["first_name"] == second["first_name"]
+    hilos.clear_requests()
+    again, _ = run(tmp_path, **kwargs)
+    assert (again["unchanged"], again["write_requests"]) == (2, 0)  # the snapshot says they are as desired
+    # removing a property rewrites the whole meta, which needs what Hilos holds: without a listing it is not sent
+    path.write_text(f"phone,meta.ltv\n{first['phone']},-\n")
+    with pytest.raises(HilosBatchError) as stopped:
+        run(tmp_path, **kwargs)
+    assert stopped.value.result["failed_rows"][0]["error"].endswith("use compare_with='hilos'")
+    assert hilos.contact(first["id"])["meta"]["ltv"] == "42" and writes(hilos) == []
+
+
+def test_a_write_the_api_refused_is_retried_next_run_whatever_the_diff_says(warehouse, hilos, tmp_path):
+    edit(warehouse, "ALTER TABLE customers ADD COLUMN owner INTEGER")
+    edit(warehouse, "UPDATE customers SET first = 'Changed', owner = 999 WHERE rowid = 1")  # no such user: a 400
+    sql = "SELECT mobile, first, email, meta, ltv, tags, owner FROM customers"
+    column_map = {"mobile": "phone", "first": "first_name", "ltv": "meta.ltv", "owner": "default_assignees"}
+    with pytest.raises(HilosBatchError) as failed:
+        run(tmp_path, sql=sql, column_map=column_map)
+    assert failed.value.result["failed"] == 1 and "default_assignees" in failed.value.result["failed_rows"][0]["error"]
+    edit(warehouse, "UPDATE customers SET owner = NULL WHERE rowid = 1")  # fixed; first_name still differs
+    first = hilos.contact(hilos.contact_ids()[-1])  # (any contact: the refused one was not written)
+    hilos.clear_requests()
+    result, _ = run(tmp_path, sql=sql, column_map=column_map)
+    assert (result["retried_from_last_run"], result["updated"], result["failed"]) == (1, 1, 0)
+    assert first["id"] and len([r for r in hilos.requests() if r["method"] == "PATCH"]) == 1
+
+
+def test_the_lineage_names_the_warehouse_table_and_hilos_contacts(warehouse, hilos, tmp_path):
+    op = task(tmp_path, log_table=None)
+    op.execute({"ti": FakeTI(task_id="contacts")})
+    lineage = op.get_openlineage_facets_on_complete(None)
+    assert [d.name for d in lineage.outputs] == ["contacts"] and lineage.inputs

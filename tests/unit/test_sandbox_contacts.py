@@ -154,3 +154,11 @@ def test_only_hilos_own_family_serves_contacts():
             f"{sb.url}/api/contact", headers={"Api-Token": TEST_TOKEN, "Authorization": f"Token {TEST_TOKEN}"}
         )
         assert answer.status_code == 404
+
+
+def test_two_seeded_ids_with_one_derived_number_get_two_phones():
+    cid = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+    phone = seeded_phone(cid)
+    assert seeded_phone(cid, {phone: "other"}) != phone
+    contacts = book(extra=20_000)  # ~2 derived numbers shared, as in any 20,000 ids
+    assert len({c["canonical_phone"] for c in contacts.contacts.values()}) == len(contacts) == 20_001

@@ -129,3 +129,15 @@ def test_a_connection_without_a_sql_hook_or_missing_is_a_clear_error(monkeypatch
 def test_a_statement_without_a_result_set_is_refused(warehouse):
     with pytest.raises(HilosValidationError, match="no result set"):
         list(rows_from_sql("warehouse", "CREATE TABLE t (a TEXT)"))
+
+
+def test_one_id_in_a_number_column_is_a_list_of_one():
+    from decimal import Decimal
+
+    from airflow_provider_hilos.sync.objects.contact import CONTACT_COLUMNS
+
+    shaper = RowShaper({"owner_id": "default_assignees"}, "|", "sql", CONTACT_COLUMNS)
+    shaped = shaper.shape({"phone": "+525512345678", "owner_id": 7})
+    assert shaped == {"phone": "+525512345678", "default_assignees": [7]}
+    assert shaper.cell("default_assignees", Decimal("7")) == [7] and shaper.cell("default_assignees", 7.0) == [7]
+    assert shaper.cell("default_assignees", True) is True  # not an id: validation names it

@@ -74,3 +74,31 @@ def test_a_state_that_cannot_be_written_names_state_store(tmp_path):
     store = SyncStateStore(storage_path(str(tmp_path / "file")), sync_owner("crm", "sync"))
     with pytest.raises(HilosConfigurationError, match=r"can't be written .*state_store"):
         store.save(snapshot(), run_id="r")
+
+
+def test_a_state_the_last_version_wrote_is_read_and_the_next_run_writes_the_new_format(tmp_path):
+    """A state file written by the released provider (version 1, one JSON object per conversation) is read as it
+    was meant: the snapshot and the failed conversation survive the upgrade, and the next save writes version 2."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from airflow_provider_hilos.storage import storage_path
+    from airflow_provider_hilos.sync.state import SyncStateStore, sync_owner
+
+    store = SyncStateStore(storage_path(str(tmp_path)), sync_owner("crm", "sync"))
+    store.folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(__file__).parent / "data" / "state-v1.jsonl", str(store.path))
+    header, entries = store.read()
+    rows = list(entries)
+    assert header is not None and header.run_id == "scheduled__2026-12-01T00:00:00+00:00"
+    by_key = {key: (fields, failed) for key, _, fields, failed in rows}
+    assert by_key["6513270e-269e-4d37-b2a7-4de452e6b438"] == (
+        {"status": "CLOSED", "tags": ("b2b", "vip"), "assigned": (3, 12), "assigned_team": 2, "channel": None},
+        False,
+    )
+    assert by_key["7513270e-269e-4d37-b2a7-4de452e6b438"] == ({"status": "RESOLVED"}, True)
+    store.write(rows, run_id="next")
+    assert json.loads(Path(str(store.path)).read_text().splitlines()[0])["version"] == 2
+    _, again = store.read()
+    assert {key: (fields, failed) for key, _, fields, failed in again} == by_key
