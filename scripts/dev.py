@@ -10,6 +10,7 @@
     python3 scripts/dev.py bench-weather   # the batch under throttling, outages and a crash (about 2 minutes)
     python3 scripts/dev.py bench-export    # exporting 100,000 conversations: requests, memory, quota used
     python3 scripts/dev.py bench-sync      # day 2 of a 50,000-conversation sync vs a full push; a 100,000-row plan
+    python3 scripts/dev.py bench-scale     # a 1,000,000-row plan in bounded memory; the listing at the quota
 
 Finds ``uv`` (or installs a pinned one into ``.bootstrap/``), syncs the locked environment
 (``uv sync --locked``) with this Python, then runs the command inside it.
@@ -357,7 +358,16 @@ def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):  # noqa: UP036 - this file runs on whatever python3 the machine has
         print("dev.py: Python >= 3.11 is required", file=sys.stderr)
         return 2
-    if not argv or argv[0] not in ("test", "docs", "demo", "bench", "bench-weather", "bench-export", "bench-sync"):
+    if not argv or argv[0] not in (
+        "test",
+        "docs",
+        "demo",
+        "bench",
+        "bench-weather",
+        "bench-export",
+        "bench-sync",
+        "bench-scale",
+    ):
         print(__doc__, file=sys.stderr)
         return 2
     uv = find_uv()
@@ -391,6 +401,7 @@ def main(argv: list[str]) -> int:
         "bench-weather": "benchmarks/bench_weather.py",
         "bench-export": "benchmarks/bench_export.py",
         "bench-sync": "benchmarks/bench_sync.py",
+        "bench-scale": "benchmarks/bench_scale.py",
     }.get(argv[0], "benchmarks/bench_batch.py")
     return in_env(uv, "python", script, *argv[1:])
 

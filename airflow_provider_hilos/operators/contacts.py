@@ -81,7 +81,7 @@ class ContactSyncOperator(HilosSyncBase):
             ``"last_sync"`` (diff against the snapshot the last run left: no reads; new and changed contacts are
             written by phone) or ``"nothing"`` (write every desired contact) (templated).
         :param page_size: rows per list page (default: the connection's, else 100).
-        :param list_concurrency: list pages read at once, under the connection's quota (default 4).
+        :param list_concurrency: list pages read at once, under the connection's quota (default: ``max_concurrency``).
         :param state_store: the folder sync states go under (see :class:`ConversationSyncOperator`) (templated).
         :param plan_path: where to write the plan (templated).
         :param plan_unchanged: list the unchanged contacts in the plan file too (default ``False``).

@@ -126,7 +126,7 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
         input_format: str | None = None,
         compare_with: str = "hilos",
         page_size: int | None = None,
-        list_concurrency: int = 4,
+        list_concurrency: int | None = None,
         state_store: str | None = None,
         plan_path: str | None = None,
         report_path: str | None = None,
@@ -160,12 +160,15 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
             raise ValueError(f"{where}: log_table needs sql_conn_id, the connection whose database holds the table")
         if problem := column_map_problem(column_map, self.COLUMNS):
             raise ValueError(f"{where}: column_map {problem}")
-        if (
+        if list_concurrency is not None and (
             isinstance(list_concurrency, bool)
             or not isinstance(list_concurrency, int)
-            or not 1 <= list_concurrency <= 32
+            or not 1 <= list_concurrency <= 256
         ):
-            raise ValueError(f"{where}: list_concurrency={show(list_concurrency)} must be a whole number from 1 to 32")
+            raise ValueError(
+                f"{where}: list_concurrency={show(list_concurrency)} must be a whole number from 1 to 256 (or None: "
+                "max_concurrency)"
+            )
         if problem := list_separator_problem(list_separator):
             raise ValueError(f"{where}: list_separator={problem}")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -255,12 +258,20 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
             page_size=self.page_size,
             shown=self.show_diffs,
             plan_unchanged=parse_flag(self.plan_unchanged, field="plan_unchanged"),
-            list_concurrency=self.list_concurrency,
+            list_concurrency=self._list_concurrency(),
             **values,
         )
         if problems := settings.problems():
             raise HilosValidationError(problems, "Invalid Hilos sync arguments")
         return settings
+
+    def _list_concurrency(self) -> int:
+        """List pages read at once: ``list_concurrency``, else the batch's ``max_concurrency`` (one quota for both)."""
+        if self.list_concurrency is not None:
+            return self.list_concurrency
+        value = getattr(self, "max_concurrency", None)
+        ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 256
+        return value if ok else BatchOptions().max_concurrency  # type: ignore[return-value]
 
     def _desired_rows(self, obj: SyncObject) -> Iterator[tuple[int, Any]]:
         if self.sql is not None:
@@ -791,6 +802,9 @@ class ConversationSyncOperator(HilosSyncBase):
             ``not_found`` (default ``False``). A conversation missing from the first pass is looked for again at the
             front of the list first (new activity moves it there while the listing runs).
         :param page_size: rows per list page (default: the connection's extra ``page_size``, else 100).
+        :param list_concurrency: list pages read at once, under the connection's quota like every request, handed to
+            the comparison in order (default: ``max_concurrency``); no page past the last one the API's count
+            announces is asked for, and once the list shows it moves (a row shown twice) it is read a page at a time.
         :param state_store: the folder sync states go under (an ``ObjectStoragePath``), one sub-folder per sync task
             (DAG, task and map index). Default: ``_hilos_sync_state`` next to the report if there is one, else
             ``$AIRFLOW_HOME/hilos_sync_state``. On distributed executors, use storage every worker reaches
@@ -815,7 +829,8 @@ class ConversationSyncOperator(HilosSyncBase):
             first ``not_found_conversations``), ``invalid``, ``unreadable``, ``drift_found`` (updates putting back a
             hand edit), ``retried_from_last_run``; what a real run did: ``updated``, ``failed``, ``drift_corrected``
             (hand edits put back); every request sent (``read_requests``, ``write_requests``, retries included,
-            ``retried_requests`` of them), ``duration_seconds``, the plan's ``summary`` (per field and per
+            ``retried_requests`` of them), ``duration_seconds``, the run's size (``listed_rows``, ``plan_seconds``,
+            ``plan_rows_per_second``, ``peak_memory_mb``, ``work_db_mb``), the plan's ``summary`` (per field and per
             transition), ``costs`` (requests per compare mode), the sync log's ``log_rows_written`` and
             ``log_rows_pending``, and the paths of the files written. Pushed under the XCom key ``hilos_sync_result``
             too, also when the task fails or is refused (then with ``refused``, and its invalid rows in the sync log)

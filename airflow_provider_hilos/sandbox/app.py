@@ -319,6 +319,11 @@ class SandboxApp:
         async def contacts() -> list[dict[str, Any]]:
             return [self.state.contact_detail(cid, public=False) for cid in self.state.contact_ids()]
 
+        @router.get("/contact-phones")
+        async def contact_phones() -> Response:
+            """Every contact's phone (E.164), in the list's order: what a benchmark's warehouse needs, cheaply."""
+            return _json(200, self.state.contact_phones())
+
         @router.get("/contacts/{contact_id}")
         async def contact(contact_id: str) -> Response:
             try:

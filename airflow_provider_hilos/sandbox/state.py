@@ -335,6 +335,11 @@ class SandboxState:
         with self._lock:
             return list(self.contacts.contacts)
 
+    def contact_phones(self) -> list[str]:
+        with self._lock:
+            book = self.contacts
+            return [book.contacts[cid]["canonical_phone"] for cid in book.ordered()]
+
     def create_or_update_contact(self, body: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
         with self._lock:
             return self.contacts.create_or_update(body)

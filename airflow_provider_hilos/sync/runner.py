@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import math
+import resource
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -108,6 +110,12 @@ def row_name(number: int, row: Any, key_column: str = "conversation_id") -> str:
     if key_column == "conversation_id" and (canonical := canonical_conversation_id(raw)) is not None:
         return f"conversation {canonical}"
     return f"row {number}" + (f" ({key_column} {show(raw)})" if raw is not None else "")
+
+
+def peak_memory_mb() -> float:
+    """The process's peak resident memory, in MB (``getrusage``; Linux counts kilobytes, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 class _ListingSeen:
@@ -204,6 +212,8 @@ class SyncRunner:
         self.previous_run: str | None = None
         self.listed = 0
         self._started = time.monotonic()
+        #: seconds from the first desired row read to the plan written (``None``: not planned yet)
+        self.plan_seconds: float | None = None
         self._sent_before: Counter[str] | None = None
         self._retried_before: Counter[str] | None = None
 
@@ -310,6 +320,8 @@ class SyncRunner:
         if self.obj.mirrors:
             self._plan_deletes()
         self._write_plan(plan_file)
+        self.plan_seconds = time.monotonic() - self._started
+        self.log.info("Hilos sync: %s", self.size_line())
         self._judge_plan()
 
     def _decide_all(self) -> None:
@@ -676,7 +688,31 @@ class SyncRunner:
             counts["drift_corrected"] = self.work.drift_landed(_DONE)
         counts.update(self.requests())
         counts["duration_seconds"] = round(time.monotonic() - self._started, 3)
+        counts.update(self.size())
         return counts
+
+    def size(self) -> dict[str, Any]:
+        """How big the run was and what it took: ``listed_rows`` (list rows read, repeats included),
+        ``plan_seconds`` (reading the desired state and the list, comparing, writing the plan), ``plan_rows_per_second``
+        (desired rows planned per second), ``peak_memory_mb`` (the process's peak resident memory so far) and
+        ``work_db_mb`` (the run's work database on disk)."""
+        seconds = self.plan_seconds
+        return {
+            "listed_rows": self.listed,
+            "plan_seconds": None if seconds is None else round(seconds, 3),
+            "plan_rows_per_second": None if not seconds else round(self.rows_read / seconds),
+            "peak_memory_mb": peak_memory_mb(),
+            "work_db_mb": round(self.work.size_on_disk() / 2**20, 1),
+        }
+
+    def size_line(self) -> str:
+        """The size of the plan, as the log says it."""
+        size = self.size()
+        return (
+            f"planned {self.rows_read:,} desired row(s) against {size['listed_rows']:,} listed in "
+            f"{size['plan_seconds']:.1f} s ({size['plan_rows_per_second'] or 0:,} rows/s); peak memory "
+            f"{size['peak_memory_mb']:.0f} MB, work database {size['work_db_mb']:.1f} MB on disk"
+        )
 
     def _done_by_action(self) -> dict[str, int]:
         rows = self.work.db.execute(

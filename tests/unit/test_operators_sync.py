@@ -471,3 +471,21 @@ def test_the_conversation_sync_takes_agents_by_email_and_teams_by_name(sb, tmp_p
     assert sorted(u["id"] for u in held["assigned"]) == [1, 2] and held["assigned_team"] == 1
     plan = result["summary"]
     assert plan["invalid_rows"][0]["error"].startswith("assigned: 'nobody@example.com' is not the email")
+
+
+def test_the_plan_says_its_size_rows_per_second_and_peak_memory(warehouse, sb, tmp_path, output):
+    result = sync_task(tmp_path, dry_run=True, log_table=None).execute({"ti": FakeTI(task_id="sync")})
+    assert result["listed_rows"] == 400 and result["plan_seconds"] > 0
+    # rows per second from the unrounded seconds: within the rounding of plan_seconds to milliseconds
+    assert result["plan_rows_per_second"] == pytest.approx(50 / result["plan_seconds"], rel=0.05)
+    assert 50 < result["peak_memory_mb"] < 10_000 and result["work_db_mb"] >= 0
+    (line,) = [line for line in output().splitlines() if "rows/s" in line]
+    assert "planned 50 desired row(s) against 400 listed in" in line and "peak memory" in line
+
+
+def test_list_pages_are_read_max_concurrency_at_once_unless_told(tmp_path):
+    assert sync_task(tmp_path)._list_concurrency() == 16
+    assert sync_task(tmp_path, max_concurrency=4)._list_concurrency() == 4
+    assert sync_task(tmp_path, max_concurrency=4, list_concurrency=2)._list_concurrency() == 2
+    with pytest.raises(ValueError, match="list_concurrency=0 must be a whole number from 1 to 256"):
+        sync_task(tmp_path, list_concurrency=0)

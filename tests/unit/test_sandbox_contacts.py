@@ -162,3 +162,9 @@ def test_two_seeded_ids_with_one_derived_number_get_two_phones():
     assert seeded_phone(cid, {phone: "other"}) != phone
     contacts = book(extra=20_000)  # ~2 derived numbers shared, as in any 20,000 ids
     assert len({c["canonical_phone"] for c in contacts.contacts.values()}) == len(contacts) == 20_001
+
+
+def test_the_inspection_route_lists_every_phone_in_the_list_order():
+    with HilosSandbox(conversations=4, seed=2, token=TEST_TOKEN, extra_contacts=3) as sb:
+        phones = requests.get(f"{sb.url}/_sandbox/contact-phones").json()
+        assert phones == [sb.contact(cid)["canonical_phone"] for cid in sb.contact_ids()] and len(phones) == 7
