@@ -149,6 +149,8 @@ def _strict_tags(value: Any) -> tuple[str, ...] | _Unknown:
 def _strict_ids(value: Any) -> tuple[int | str, ...] | _Unknown:
     if not isinstance(value, list):
         return UNKNOWN
+    if all(type(user) is dict and type(user.get("id")) is int for user in value):  # the API's shape, quickly
+        return tuple(sorted({user["id"] for user in value}))
     ids = []
     for user in value:
         number = _int(user.get("id") if isinstance(user, Mapping) else user)
@@ -193,6 +195,8 @@ def normal_fields(values: Mapping[str, Any] | ConversationState) -> dict[str, No
 def _sorted_ids(ids: Iterable[int | str | None]) -> tuple[int | str, ...]:
     """Unique ids, numbers first in numeric order (3 before 10), then any that aren't numbers."""
     unique = {i for i in ids if i is not None}
+    if all(type(i) is int for i in unique):
+        return tuple(sorted(unique))
     return tuple(sorted(unique, key=lambda i: (0, i, "") if isinstance(i, int) else (1, 0, str(i))))
 
 

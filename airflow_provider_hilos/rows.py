@@ -15,11 +15,13 @@ from typing import Any
 
 from airflow_provider_hilos.exceptions import HilosValidationError
 from airflow_provider_hilos.schemas import (
+    WRITABLE_FIELDS,
     ValidatedUpdate,
     canonical_conversation_id,
     id_key,
     parse_rendered,
     show,
+    update_problems,
     validate_update,
 )
 
@@ -102,39 +104,65 @@ class RowChecker:
     Remembers one integer pair per row (about 10 MB per 100,000 rows).
     """
 
-    #: How many distinct payloads are remembered (rows of one change set repeat a few statuses, tags and teams).
-    MEMO_SIZE = 4_096
+    #: How many distinct field values are remembered (rows of one change set repeat a few statuses, tag lists,
+    #: assignee lists and teams, in any combination).
+    MEMO_SIZE = 8_192
 
     def __init__(self, *, refuse_repeats: bool = True) -> None:
         #: refuse a row repeating an earlier row's conversation (a sync judges repeats itself: every row of a
         #: repeated conversation is invalid there, not the first one kept)
         self.refuse_repeats = refuse_repeats
         self._first_row: dict[int, int] = {}
-        #: the body of each payload already validated, by its fields (see :meth:`_validate`)
-        self._bodies: dict[tuple[Any, ...], dict[str, Any]] = {}
+        #: the body of each field value already validated, by ``(field, value)`` (see :meth:`validate`)
+        self._parts: dict[tuple[Any, ...], Any] = {}
 
-    def _validate(self, row: Any) -> ValidatedUpdate:
-        """:func:`validate_row`, remembering the body of each distinct payload: a row whose fields (all but the id)
-        equal an earlier valid row's gets that body, its id checked on its own. A row that can't be remembered
-        (a nested ``payload``, unhashable cells) or whose id is not a UUID is validated in full."""
-        key = _payload_key(row)
-        canonical = canonical_conversation_id(row.get("conversation_id")) if key is not None else None
-        if key is None or canonical is None:
+    def validate(self, row: Any) -> ValidatedUpdate:
+        """:func:`validate_row`, remembering the body of each field value: the fields of an update are checked
+        each on its own (no rule of the API's ``PatchedConversationEdit`` ties two fields), so a row made of values
+        seen before in valid rows gets their bodies, its id checked on its own. A row with a problem, or one that
+        can't be remembered (a nested ``payload``, a field that is not writable, unhashable cells, no field given),
+        is validated in full: its error names every problem at once, as :func:`validate_row` says them."""
+        if type(row) is not dict or "payload" in row:
             return validate_row(row)
-        body = self._bodies.get(key)
-        if body is None:
-            update = validate_row(row)
-            if len(self._bodies) < self.MEMO_SIZE:
-                self._bodies[key] = update.body
-            return update
-        return ValidatedUpdate(conversation_id=canonical, body=dict(body))
+        canonical = canonical_conversation_id(row.get("conversation_id"))
+        if canonical is None:
+            return validate_row(row)
+        body: dict[str, Any] = {}
+        parts = self._parts
+        for name, value in row.items():
+            if value is None or name == "conversation_id":
+                continue
+            key = _value_key(name, value)
+            if key is None:
+                return validate_row(row)
+            part = parts.get(key, _MISSING)
+            if part is _MISSING:
+                part = self._part(name, value)
+                if part is _MISSING:
+                    return validate_row(row)
+                if len(parts) < self.MEMO_SIZE:
+                    parts[key] = part
+            body[name] = part
+        if not body:
+            return validate_row(row)
+        return ValidatedUpdate(conversation_id=canonical, body={k: body[k] for k in WRITABLE_FIELDS if k in body})
+
+    @staticmethod
+    def _part(name: str, value: Any) -> Any:
+        """One writable field's body, or ``_MISSING`` when it is not writable or not valid."""
+        if name not in WRITABLE_FIELDS:
+            return _MISSING
+        problems, model = update_problems({name: value})
+        if problems or model is None:
+            return _MISSING
+        return model.to_body()[name]
 
     def check(self, number: int, row: Any) -> ValidatedUpdate:
         """The validated update of row ``number``.
 
         :raises HilosValidationError: the row is invalid, or repeats an earlier row's conversation.
         """
-        update = self._validate(row)
+        update = self.validate(row)
         if not self.refuse_repeats:
             return update
         first = self._first_row.setdefault(id_key(update.conversation_id), number)
@@ -153,23 +181,20 @@ class RowChecker:
         return update
 
 
-def _payload_key(row: Any) -> tuple[Any, ...] | None:
-    """A row's fields (all but its id) as a hashable key, or ``None`` when it has none (not a plain row)."""
-    if type(row) is not dict or "payload" in row:
-        return None
-    items = []
-    for name, value in row.items():
-        if name == "conversation_id":
-            continue
-        kind = type(value)
-        if kind is list:
-            if not all(type(item) in (str, int) for item in value):
-                return None
-            value = ("list", *value)  # order kept: a body lists tags as given
-        elif kind not in (str, int, type(None)):
+_MISSING: Any = object()
+
+
+def _value_key(name: str, value: Any) -> tuple[Any, ...] | None:
+    """A field's value as a hashable key (its type kept: ``1`` and ``"1"`` validate apart), or ``None`` when it
+    can't be one."""
+    kind = type(value)
+    if kind is list:
+        if not all(type(item) in (str, int) for item in value):
             return None
-        items.append((name, kind.__name__, value))
-    return tuple(sorted(items, key=lambda item: item[0]))
+        return (name, "list", *((type(item) is int, item) for item in value))  # order kept: a body lists as given
+    if kind is str or kind is int:
+        return (name, kind is int, value)
+    return None
 
 
 def row_label(row: Any) -> str:

@@ -12,7 +12,8 @@ ignores the page number), and each answer is bounded in size and time by the tra
 
 Up to ``concurrency`` pages are read at once (after the first, which says how many there are), under the
 connection's quota like every request, and handed to the caller in order; no page past the last one the count
-announces is asked for.
+announces is asked for. The pages read ahead of the caller hold at most :data:`MAX_ROWS_AHEAD` rows together, so
+that the memory of a listing does not grow with its concurrency times its page size.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 
 #: Pages in a row with only rows already read (and a next page announced) before a listing gives up.
 MAX_STALE_PAGES = 3
+#: The most rows the pages asked for ahead of the caller hold together (two pages at least): what a listing holds
+#: in memory is bounded by this, not by ``concurrency`` x ``page_size`` (16 decoded pages of 1,000 conversations
+#: are about 70 MB).
+MAX_ROWS_AHEAD = 4_000
 
 
 @dataclasses.dataclass
@@ -147,7 +152,8 @@ class Paginator:
         :param params: the list's query parameters (filters), without ``page`` and ``page_size``.
         :param page_size: rows per page asked for.
         :param concurrency: pages read at once (1: one page read ahead of the caller; 0: none ahead, each page asked
-            for once the caller is done with the one before). Once a page shows rows of earlier pages again (the list
+            for once the caller is done with the one before), at most as many as hold :data:`MAX_ROWS_AHEAD` rows
+            together (two pages at least). Once a page shows rows of earlier pages again (the list
             moves while it is read), the rest is read one page ahead at most: pages asked for together move it more.
         :param progress: filled in as pages arrive (pages, rows, duplicates, count).
         :param seen: what tells new rows from repeats (default: the keys, in memory).
@@ -159,7 +165,7 @@ class Paginator:
         seen = seen if seen is not None else KeySet(self.key)
         largest = served = 0  # the largest count the API gave, the most rows it served on one page
         stale = 0
-        workers = max(1, concurrency)
+        workers = max(1, min(concurrency, max(2, MAX_ROWS_AHEAD // max(page_size, 1))))
         ahead = concurrency > 0
         with ThreadPoolExecutor(workers, thread_name_prefix=f"hilos-list-{self.noun}") as pool:
             coming: dict[int, Future[dict[str, Any] | None]] = {1: pool.submit(self._fetch, 1, query)}

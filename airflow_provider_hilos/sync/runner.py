@@ -130,12 +130,12 @@ class _ListingSeen:
 
     def fresh(self, rows: Sequence[Any]) -> list[bool]:
         obj, work = self.runner.obj, self.runner.work
-        parsed = [obj.listed(row) for row in rows]
-        keys = [key for key, _, _ in parsed if key is not None]
+        parsed = [obj.listed_key(row) for row in rows]
+        keys = [key for key, _ in parsed if key is not None]
         desired, managed, before = work.interesting(keys)
         listed = []
         flags = []
-        for key, oid, fields in parsed:
+        for row, (key, oid) in zip(rows, parsed, strict=True):
             if key is None:
                 flags.append(True)  # nothing the warehouse can name: never a repeat (and never matched)
                 self.keyless += 1
@@ -146,7 +146,7 @@ class _ListingSeen:
                 before.add(key)
                 self.new_rows += 1
                 self.new_desired += key in desired
-            listed.append((key, oid, fields if key in desired or key in managed else None))
+            listed.append((key, oid, obj.listed_fields(row) if key in desired or key in managed else None))
         work.add_listed(listed)
         self.runner.listed += len(rows)
         return flags
@@ -449,6 +449,7 @@ class SyncRunner:
         size = self.settings.page_size or self.hook.settings.page_size
         progress = ListingProgress()
         seen = _ListingSeen(self)
+        self.hook.ensure_pool(self.settings.list_concurrency)  # a connection for each page read at once
         for _ in self.obj.pages(
             self.hook, page_size=size, concurrency=self.settings.list_concurrency, progress=progress, seen=seen
         ):

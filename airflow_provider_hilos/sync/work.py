@@ -92,6 +92,7 @@ class WorkStore:
         )
         self._seq = 0
         self._keys_indexed = False
+        self._has_previous = False
 
     def close(self) -> None:
         """Close the database and remove its folder."""
@@ -152,6 +153,7 @@ class WorkStore:
 
     def _insert_previous(self, chunk: list[tuple[Any, ...]]) -> int:
         self.db.executemany("INSERT OR REPLACE INTO previous (k, id, f, failed) VALUES (?, ?, ?, ?)", chunk)
+        self._has_previous = True
         return len(chunk)
 
     def previous_count(self) -> tuple[int, int]:
@@ -170,7 +172,8 @@ class WorkStore:
             part = list(keys[start : start + IN_CHUNK])
             marks = ",".join("?" * len(part))
             desired.update(k for (k,) in self.db.execute(f"SELECT k FROM rows WHERE k IN ({marks})", part))
-            managed.update(k for (k,) in self.db.execute(f"SELECT k FROM previous WHERE k IN ({marks})", part))
+            if self._has_previous:
+                managed.update(k for (k,) in self.db.execute(f"SELECT k FROM previous WHERE k IN ({marks})", part))
             before.update(k for (k,) in self.db.execute(f"SELECT k FROM listed WHERE k IN ({marks})", part))
         return desired, managed, before
 

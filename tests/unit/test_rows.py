@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_hilos.exceptions import HilosValidationError
-from airflow_provider_hilos.rows import rows_from_updates, shard_of
+from airflow_provider_hilos.rows import rows_from_updates, shard_of, validate_row
 
 
 @pytest.mark.parametrize(
@@ -53,19 +54,23 @@ def test_rows_without_a_usable_id_go_to_shard_zero_so_they_are_reported_once(row
     assert shard_of(row, 5) == 0
 
 
-def test_a_payload_seen_before_is_not_validated_again_but_each_id_is(monkeypatch):
+def test_a_field_value_seen_before_is_not_validated_again_but_each_id_is(monkeypatch):
     from airflow_provider_hilos import rows as rows_module
     from airflow_provider_hilos.rows import RowChecker
 
     calls = []
-    real = rows_module.validate_row
-    monkeypatch.setattr(rows_module, "validate_row", lambda row: calls.append(row) or real(row))
+    real = rows_module.update_problems
+    monkeypatch.setattr(rows_module, "update_problems", lambda payload: calls.append(payload) or real(payload))
     checker = RowChecker()
     ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(1, 5)]
     first = checker.check(1, {"conversation_id": ids[0], "status": "CLOSED", "tags": ["vip", "b2b"]})
-    second = checker.check(2, {"conversation_id": ids[1].upper(), "status": "CLOSED", "tags": ["vip", "b2b"]})
-    assert len(calls) == 1  # the second row's payload was known
+    assert calls == [{"status": "CLOSED"}, {"tags": ["vip", "b2b"]}]  # each field on its own
+    second = checker.check(2, {"conversation_id": ids[1].upper(), "tags": ["vip", "b2b"], "status": "CLOSED"})
+    assert len(calls) == 2  # the second row's values were known
     assert second.conversation_id == ids[1] and second.body == first.body and second.body is not first.body
+    assert list(second.body) == ["status", "tags"]  # the body in the API's field order, whatever the row's
+    third = checker.check(7, {"conversation_id": ids[3], "status": "CLOSED", "assigned_team": 3})
+    assert third.body == {"status": "CLOSED", "assigned_team": 3} and calls[-1] == {"assigned_team": 3}
     with pytest.raises(HilosValidationError, match="not a conversation UUID"):
         checker.check(3, {"conversation_id": "nope", "status": "CLOSED", "tags": ["vip", "b2b"]})
     with pytest.raises(HilosValidationError, match="already updated by row 1"):
@@ -74,3 +79,41 @@ def test_a_payload_seen_before_is_not_validated_again_but_each_id_is(monkeypatch
     assert other.body["tags"] == [{"name": "b2b"}, {"name": "vip"}]  # another order is another payload
     with pytest.raises(HilosValidationError):  # an invalid payload is never remembered as valid
         checker.check(6, {"conversation_id": ids[3], "status": "DONE"})
+
+
+VALUES = {
+    "status": ["CLOSED", "NEW", "DONE", "closed", 3, "", "clear"],
+    "tags": [["vip"], ["vip", "vip"], [], "clear", '["a", "b"]', "vip", [1], ["x" * 300], [{"name": "vip"}]],
+    "assigned": [[1, 2], [2, 1, 2], [], [0], [-1], "clear", "[3]", ["4"], [True], [{"id": 5}]],
+    "assigned_team": [1, 0, "2", "x", 2.0, True, -4],
+    "channel": [1, "clear", None, "1", []],
+    "contact": ["c"],
+    "Status": ["CLOSED"],
+}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_remembered_fields_validate_every_row_as_validate_row_does(seed):
+    """Whatever the row (valid, invalid, repeated values, fields not writable), the checker's answer is
+    validate_row's: the same body, or the same error."""
+    import random
+
+    from airflow_provider_hilos.rows import RowChecker
+
+    rng = random.Random(seed)
+    checker = RowChecker(refuse_repeats=False)
+    for i in range(400):
+        row: dict[str, Any] = {"conversation_id": f"00000000-0000-4000-8000-{i:012d}"}
+        for name in rng.sample(sorted(VALUES), rng.randint(0, 3)):
+            row[name] = rng.choice(VALUES[name])
+        try:
+            expected: Any = validate_row(row).body
+        except HilosValidationError as exc:
+            expected = str(exc)
+        try:
+            got: Any = checker.validate(row).body
+        except HilosValidationError as exc:
+            got = str(exc)
+        assert got == expected, row
+        if isinstance(expected, dict):
+            assert list(got) == list(expected)

@@ -77,6 +77,16 @@ class SyncObject(ABC):
         """A list row's key (``None``: nothing the warehouse can name), its id in Hilos, and its fields (normal form,
         ``UNKNOWN`` for a field it does not show readably)."""
 
+    def listed_key(self, row: Any) -> tuple[str | None, str | None]:
+        """A list row's key and its id in Hilos, without its fields (most listed rows are of no interest to a
+        sync: their fields are never read)."""
+        key, oid, _ = self.listed(row)
+        return key, oid
+
+    def listed_fields(self, row: Any) -> dict[str, Any]:
+        """A list row's fields (see :meth:`listed`)."""
+        return self.listed(row)[2]
+
     @abstractmethod
     def pages(
         self,

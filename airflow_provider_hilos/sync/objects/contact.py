@@ -231,6 +231,15 @@ class ContactObject(SyncObject):
         cid = row.get("id")
         return key, (cid.lower() if isinstance(cid, str) and cid else None), listed_fields(row)
 
+    def listed_key(self, row: Any) -> tuple[str | None, str | None]:
+        if not isinstance(row, Mapping):
+            return None, None
+        cid = row.get("id")
+        return listed_key(row), (cid.lower() if isinstance(cid, str) and cid else None)
+
+    def listed_fields(self, row: Any) -> dict[str, Any]:
+        return listed_fields(row)
+
     def pages(
         self,
         hook: HilosHook,

@@ -10,7 +10,7 @@ from airflow_provider_hilos.batch.wording import SYNC_ROWS, SYNC_UPDATES
 from airflow_provider_hilos.conversations import normal_fields, row_fields
 from airflow_provider_hilos.exceptions import HilosValidationError
 from airflow_provider_hilos.resources.paging import MAX_STALE_PAGES
-from airflow_provider_hilos.rows import RowChecker, validate_row
+from airflow_provider_hilos.rows import RowChecker
 from airflow_provider_hilos.schemas import ValidatedUpdate, canonical_conversation_id, conversation_id_problem
 from airflow_provider_hilos.sync.desired import CONVERSATION_COLUMNS
 from airflow_provider_hilos.sync.diff import CONVERSATION_FIELDS, ListMode, PlanEntry
@@ -46,6 +46,7 @@ class ConversationObject(SyncObject):
         super().__init__({"tags": ListMode(tags_mode), "assigned": ListMode(assigned_mode)})
         self.send_not_found = send_not_found
         self._checker = RowChecker(refuse_repeats=False)
+        self._writes = RowChecker(refuse_repeats=False)  # the writes: the changed fields of valid rows
 
     def send_missing(self) -> bool:
         return self.send_not_found
@@ -68,6 +69,13 @@ class ConversationObject(SyncObject):
             return None, None, {}
         return cid, cid, row_fields(row)
 
+    def listed_key(self, row: Any) -> tuple[str | None, str | None]:
+        cid = canonical_conversation_id(row.get("id")) if isinstance(row, Mapping) else None
+        return cid, cid
+
+    def listed_fields(self, row: Any) -> dict[str, Any]:
+        return row_fields(row)
+
     def pages(
         self,
         hook: HilosHook,
@@ -83,7 +91,7 @@ class ConversationObject(SyncObject):
         )
 
     def write(self, entry: PlanEntry, *, current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> Any:
-        return validate_row(entry.change_row())
+        return self._writes.validate(entry.change_row())
 
     def stored(self, write: Any) -> Any:
         assert isinstance(write, ValidatedUpdate)
