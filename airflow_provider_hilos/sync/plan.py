@@ -14,6 +14,10 @@ from airflow_provider_hilos.sync.diff import UNKNOWN, WRITING, Action, FieldChan
 
 #: How many transitions per field the summary names (the others are counted together).
 MAX_TRANSITIONS = 10
+#: Distinct transitions counted per field: past that many, a new one is counted only as "other" (a contact's name
+#: or a custom property can change to a million different values: the summary's memory must not grow with them;
+#: the common transitions are seen long before the limit).
+MAX_TRACKED_TRANSITIONS = 2_000
 #: How many drift corrections (and not-found, unreadable conversations) the summary lists by conversation id.
 MAX_LISTED_DRIFT = 50
 #: How many not-found conversations the log names (all are in the plan and the sync log).
@@ -96,6 +100,8 @@ class PlanSummary:
     actions: Counter[str] = field(default_factory=Counter)
     fields: Counter[str] = field(default_factory=Counter)
     transitions: dict[str, Counter[str]] = field(default_factory=dict)
+    #: per field, the transitions counted only as "other" (see :data:`MAX_TRACKED_TRANSITIONS`)
+    untracked: Counter[str] = field(default_factory=Counter)
     retried: int = 0
     #: planned updates that put back a hand edit (what a real run's ``drift_corrected`` counts when they land)
     drift_found: int = 0
@@ -141,7 +147,11 @@ class PlanSummary:
             self.fields[change.field] += 1
             per_action[change.field] += 1
             counter = self.transitions.setdefault(change.field, Counter())
-            counter.update(transitions(change))
+            for name in transitions(change):
+                if name in counter or len(counter) < MAX_TRACKED_TRANSITIONS:
+                    counter[name] += 1
+                else:
+                    self.untracked[change.field] += 1
         if len(self.shown) < self.shown_limit:
             self.shown.append(entry_record(entry, self.key_field, self.id_field))
 
@@ -153,7 +163,7 @@ class PlanSummary:
         lines = []
         for name, number in self.fields.most_common():
             named = self.transitions.get(name, Counter()).most_common(MAX_TRANSITIONS)
-            rest = sum(self.transitions.get(name, Counter()).values()) - sum(n for _, n in named)
+            rest = sum(self.transitions.get(name, Counter()).values()) - sum(n for _, n in named) + self.untracked[name]
             parts = [f"{what} {n}" for what, n in named] + ([f"{rest} other"] if rest > 0 else [])
             lines.append(f"{name}: {number} ({', '.join(parts)})")
         return lines

@@ -45,6 +45,19 @@ def test_the_summary_counts_per_field_and_transition_and_lists_drift():
     json.dumps(data)  # XCom-ready
 
 
+def test_the_summary_counts_at_most_so_many_distinct_transitions_a_field_the_rest_as_other(monkeypatch):
+    from airflow_provider_hilos.sync import plan
+
+    monkeypatch.setattr(plan, "MAX_TRACKED_TRANSITIONS", 3)
+    summary = PlanSummary()
+    for name in ["Ana", "Ana", "Beto", "Caro", "Dani", "Eva", "Ana", "Dani"]:  # a name changes to many values
+        summary.add(update(FieldChange("first_name", UNKNOWN, name)))
+    assert summary.transitions["first_name"] == {"?→Ana": 3, "?→Beto": 1, "?→Caro": 1}  # no more than 3 kept
+    # every change still counted: the field's total, and the ones not kept as "other"
+    assert summary.field_lines() == ["first_name: 8 (?→Ana 3, ?→Beto 1, ?→Caro 1, 3 other)"]
+    assert summary.to_dict()["fields"] == {"first_name": 8}
+
+
 def test_a_plan_line_says_from_to_and_why():
     record = entry_record(
         PlanEntry(A, Action.UPDATE, (FieldChange("channel", UNKNOWN, None),), retry=True, reason="r", row=3)
