@@ -18,7 +18,7 @@ from airflow_provider_hilos import metrics
 from airflow_provider_hilos.contacts import write_problems
 from airflow_provider_hilos.endpoints import ApiFamily
 from airflow_provider_hilos.exceptions import HilosAPIError, HilosConfigurationError, HilosError, HilosValidationError
-from airflow_provider_hilos.resources.paging import MAX_STALE_PAGES, ListingProgress, Page, Paginator, Seen
+from airflow_provider_hilos.resources.paging import Paginator
 
 if TYPE_CHECKING:
     from airflow_provider_hilos.hooks.hilos import HilosHook
@@ -110,6 +110,7 @@ class Contacts:
         return CONTACT_PATH if contact_id is None else f"{CONTACT_PATH}/{quote(contact_id, safe='')}"
 
     def paginator(self) -> Paginator:
+        """The reader of the contact list (what :meth:`rows` and a sync read), under the hook's transport."""
         return Paginator(self.hook, self._path(), "contact", contact_key)
 
     # -- reading --
@@ -123,20 +124,6 @@ class Contacts:
         """Every contact (or a search's), each once."""
         params = {"search": search} if search else {}
         return self.paginator().rows(params, page_size=page_size, concurrency=concurrency)
-
-    def pages(
-        self,
-        *,
-        page_size: int,
-        concurrency: int = 1,
-        progress: ListingProgress | None = None,
-        seen: Seen | None = None,
-        stale_pages: int | None = MAX_STALE_PAGES,
-    ) -> Iterator[Page]:
-        """Every page of the account's contacts, in order (what a sync reads)."""
-        return self.paginator().pages(
-            {}, page_size=page_size, concurrency=concurrency, progress=progress, seen=seen, stale_pages=stale_pages
-        )
 
     def get(self, contact_id: str) -> dict[str, Any]:
         """One contact in full (``ContactDetailRead``: with its ``default_assignees``)."""

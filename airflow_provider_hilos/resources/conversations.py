@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from airflow_provider_hilos import metrics
 from airflow_provider_hilos.exceptions import HilosAPIError, HilosError
-from airflow_provider_hilos.resources.paging import MAX_STALE_PAGES, ListingProgress, Page, Paginator, Seen
+from airflow_provider_hilos.resources.paging import ListingProgress, Paginator
 from airflow_provider_hilos.schemas import ValidatedUpdate
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class Conversations:
         return self.hook.settings.api_family.conversation_path
 
     def paginator(self) -> Paginator:
+        """The reader of the conversation list (what :meth:`rows` and a sync read), under the hook's transport."""
         return Paginator(self.hook, self.path, "conversation", conversation_key)
 
     # -- writing --
@@ -126,20 +127,6 @@ class Conversations:
         :mod:`~airflow_provider_hilos.resources.paging`)."""
         return self.paginator().rows(
             _filters(contact, search), page_size=page_size, concurrency=concurrency, on_page=on_page, repeats=repeats
-        )
-
-    def pages(
-        self,
-        *,
-        page_size: int,
-        concurrency: int = 1,
-        progress: ListingProgress | None = None,
-        seen: Seen | None = None,
-        stale_pages: int | None = MAX_STALE_PAGES,
-    ) -> Iterator[Page]:
-        """Every page of the account's conversations, in order (what a sync reads)."""
-        return self.paginator().pages(
-            {}, page_size=page_size, concurrency=concurrency, progress=progress, seen=seen, stale_pages=stale_pages
         )
 
 

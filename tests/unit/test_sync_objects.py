@@ -26,7 +26,7 @@ def test_the_abstract_object_cannot_be_made_without_its_parts():
     with pytest.raises(TypeError, match="abstract"):
         SyncObject()  # type: ignore[abstract]
     abstract = {name for name, member in inspect.getmembers(SyncObject) if getattr(member, "__isabstractmethod__", 0)}
-    assert abstract == {"desired", "listed", "pages", "write", "stored", "restored"}
+    assert abstract == {"desired", "listed", "listed_key", "listed_fields", "paginator", "write", "stored", "restored"}
 
 
 def test_what_an_object_missing_from_the_listing_becomes_and_what_is_deleted():

@@ -22,7 +22,7 @@ from airflow_provider_hilos.sync.diff import Action, CompareWith, FieldSet, List
 
 if TYPE_CHECKING:
     from airflow_provider_hilos.hooks.hilos import HilosHook
-    from airflow_provider_hilos.resources.paging import ListingProgress, Page, Seen
+    from airflow_provider_hilos.resources.paging import ListingProgress, Page, Paginator, Seen
 
 
 class NotWritable(Exception):
@@ -77,17 +77,19 @@ class SyncObject(ABC):
         """A list row's key (``None``: nothing the warehouse can name), its id in Hilos, and its fields (normal form,
         ``UNKNOWN`` for a field it does not show readably)."""
 
+    @abstractmethod
     def listed_key(self, row: Any) -> tuple[str | None, str | None]:
         """A list row's key and its id in Hilos, without its fields (most listed rows are of no interest to a
         sync: their fields are never read)."""
-        key, oid, _ = self.listed(row)
-        return key, oid
-
-    def listed_fields(self, row: Any) -> dict[str, Any]:
-        """A list row's fields (see :meth:`listed`)."""
-        return self.listed(row)[2]
 
     @abstractmethod
+    def listed_fields(self, row: Any) -> dict[str, Any]:
+        """A list row's fields (see :meth:`listed`)."""
+
+    @abstractmethod
+    def paginator(self, hook: HilosHook) -> Paginator:
+        """The reader of the object's list (its resource's, under the hook's transport)."""
+
     def pages(
         self,
         hook: HilosHook,
@@ -98,7 +100,10 @@ class SyncObject(ABC):
         seen: Seen,
         stale_pages: int | None = MAX_STALE_PAGES,
     ) -> Iterator[Page]:
-        """The pages of the object's list."""
+        """Every page of the account's list of this object, in order (see :meth:`Paginator.pages`)."""
+        return self.paginator(hook).pages(
+            {}, page_size=page_size, concurrency=concurrency, progress=progress, seen=seen, stale_pages=stale_pages
+        )
 
     @abstractmethod
     def write(self, entry: PlanEntry, *, current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> Any:

@@ -12,7 +12,7 @@ contact has unless an ``overwrite_*`` flag is set, so: a list in ``"replace"`` m
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_hilos.batch.wording import Wording
@@ -35,7 +35,6 @@ from airflow_provider_hilos.contacts import (
 from airflow_provider_hilos.conversations import UNKNOWN
 from airflow_provider_hilos.exceptions import HilosValidationError
 from airflow_provider_hilos.resources.contacts import CREATE, DELETE, UPDATE, ContactWrite, contact_write
-from airflow_provider_hilos.resources.paging import MAX_STALE_PAGES
 from airflow_provider_hilos.schemas import CLEAR, MAX_ID, show
 from airflow_provider_hilos.sync.desired import Columns
 from airflow_provider_hilos.sync.diff import Action, FieldSet, ListMode, PlanEntry
@@ -43,7 +42,7 @@ from airflow_provider_hilos.sync.objects import NotWritable, SyncObject
 
 if TYPE_CHECKING:
     from airflow_provider_hilos.hooks.hilos import HilosHook
-    from airflow_provider_hilos.resources.paging import ListingProgress, Page, Seen
+    from airflow_provider_hilos.resources.paging import Paginator
 
 
 class SyncMode:
@@ -227,9 +226,7 @@ class ContactObject(SyncObject):
     def listed(self, row: Any) -> tuple[str | None, str | None, dict[str, Any]]:
         if not isinstance(row, Mapping):
             return None, None, {}
-        key = listed_key(row)
-        cid = row.get("id")
-        return key, (cid.lower() if isinstance(cid, str) and cid else None), listed_fields(row)
+        return (*self.listed_key(row), listed_fields(row))
 
     def listed_key(self, row: Any) -> tuple[str | None, str | None]:
         if not isinstance(row, Mapping):
@@ -240,19 +237,8 @@ class ContactObject(SyncObject):
     def listed_fields(self, row: Any) -> dict[str, Any]:
         return listed_fields(row)
 
-    def pages(
-        self,
-        hook: HilosHook,
-        *,
-        page_size: int,
-        concurrency: int,
-        progress: ListingProgress,
-        seen: Seen,
-        stale_pages: int | None = MAX_STALE_PAGES,
-    ) -> Iterator[Page]:
-        return hook.contacts.pages(
-            page_size=page_size, concurrency=concurrency, progress=progress, seen=seen, stale_pages=stale_pages
-        )
+    def paginator(self, hook: HilosHook) -> Paginator:
+        return hook.contacts.paginator()
 
     # -- the writes --
 

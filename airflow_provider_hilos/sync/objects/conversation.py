@@ -3,13 +3,12 @@ tags, assignees, team, channel), read from the conversation list, written by "Pa
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_hilos.batch.wording import SYNC_ROWS, SYNC_UPDATES
 from airflow_provider_hilos.conversations import normal_fields, row_fields
 from airflow_provider_hilos.exceptions import HilosValidationError
-from airflow_provider_hilos.resources.paging import MAX_STALE_PAGES
 from airflow_provider_hilos.rows import RowChecker
 from airflow_provider_hilos.schemas import ValidatedUpdate, canonical_conversation_id, conversation_id_problem
 from airflow_provider_hilos.sync.desired import CONVERSATION_COLUMNS
@@ -18,7 +17,7 @@ from airflow_provider_hilos.sync.objects import SyncObject
 
 if TYPE_CHECKING:
     from airflow_provider_hilos.hooks.hilos import HilosHook
-    from airflow_provider_hilos.resources.paging import ListingProgress, Page, Seen
+    from airflow_provider_hilos.resources.paging import Paginator
 
 
 class ConversationObject(SyncObject):
@@ -64,7 +63,7 @@ class ConversationObject(SyncObject):
         return update.conversation_id, normal_fields(update.body)
 
     def listed(self, row: Any) -> tuple[str | None, str | None, dict[str, Any]]:
-        cid = canonical_conversation_id(row.get("id")) if isinstance(row, Mapping) else None
+        cid, _ = self.listed_key(row)
         if cid is None:
             return None, None, {}
         return cid, cid, row_fields(row)
@@ -76,19 +75,8 @@ class ConversationObject(SyncObject):
     def listed_fields(self, row: Any) -> dict[str, Any]:
         return row_fields(row)
 
-    def pages(
-        self,
-        hook: HilosHook,
-        *,
-        page_size: int,
-        concurrency: int,
-        progress: ListingProgress,
-        seen: Seen,
-        stale_pages: int | None = MAX_STALE_PAGES,
-    ) -> Iterator[Page]:
-        return hook.conversations.pages(
-            page_size=page_size, concurrency=concurrency, progress=progress, seen=seen, stale_pages=stale_pages
-        )
+    def paginator(self, hook: HilosHook) -> Paginator:
+        return hook.conversations.paginator()
 
     def write(self, entry: PlanEntry, *, current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> Any:
         return self._writes.validate(entry.change_row())
