@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_sync import TOKEN, sandbox_rows  # what the sandbox holds, as warehouse rows
 from results import Report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +39,6 @@ sys.path.insert(0, str(ROOT))
 from airflow_provider_hilos.sandbox import warehouse  # noqa: E402
 from airflow_provider_hilos.sandbox.process import SandboxProcess  # noqa: E402
 
-TOKEN = "bench-token-0123456789"
 PAGE_SIZE = 1000
 RATE = 200
 LATENCY_MS = 20
@@ -166,14 +166,14 @@ def plan_case(
     began = time.perf_counter()
     with SandboxProcess(*args, *extra, "--seed", "3", "--request-log-limit", "1000", token=TOKEN) as sb:
         if kind == "conversations" and first_run:
-            held_conversations(sb)  # every page read once: the sandbox is warm for both clients
+            sandbox_rows(sb)  # every page read once: the sandbox is warm for both clients
             warehouse.write_sqlite(database, warehouse.desired_rows(sandbox_ids(sb, "conversation"), seed=2))
             sql, path = (
                 f"SELECT conversation_id, status, tags, assignee_ids, team_id FROM {warehouse.TABLE}",
                 "/api/inbox/conversation",
             )
         elif kind == "conversations":
-            rows = held_conversations(sb)  # every page read once: the sandbox is warm for both clients
+            rows = sandbox_rows(sb)  # every page read once: the sandbox is warm for both clients
             warehouse.change_some(rows, 0.01, seed=5)
             warehouse.write_sqlite(database, rows)
             del rows
@@ -214,32 +214,6 @@ def plan_case(
     }
 
 
-def held_conversations(sb: SandboxProcess) -> list[dict[str, Any]]:
-    """What the sandbox holds, as warehouse rows (the warehouse of a sync that ran the day before)."""
-    import requests
-
-    session = requests.Session()
-    session.headers["Authorization"] = f"Token {TOKEN}"
-    rows, page = [], 1
-    while True:
-        answer = session.get(
-            f"{sb.url}/api/inbox/conversation", params={"page": page, "page_size": PAGE_SIZE}, timeout=120
-        ).json()
-        rows += [
-            {
-                "conversation_id": held["id"],
-                "status": held["status"],
-                "tags": sorted(t["name"] for t in held["tags"]),
-                "assignee_ids": sorted(u["id"] for u in held["assigned"]),
-                "team_id": held["assigned_team"],
-            }
-            for held in answer["results"]
-        ]
-        if not answer["next"]:
-            return rows
-        page += 1
-
-
 def sandbox_ids(sb: SandboxProcess, kind: str) -> list[str]:
     """Every conversation id (for the desired state), or every contact's phone."""
     import requests
@@ -254,7 +228,7 @@ def listing_case(report: Report, work: Path, pages: int, idle: dict[str, Any]) -
     database = work / "listing.db"
     with SandboxProcess("--conversations", str(pages * 100), "--seed", "4", token=TOKEN) as sb:
         warehouse.write_sqlite(database, warehouse.desired_rows(sandbox_ids(sb, "conversation")[:1], seed=2))
-        held_conversations(sb)  # every page read once: the sandbox builds each list row once, then serves it
+        sandbox_rows(sb)  # every page read once: the sandbox builds each list row once, then serves it
         sb.set_faults(rate_limit_per_second=RATE, rate_limit_burst=20, latency_ms=LATENCY_MS)
         env = environment(sb, database, max_requests_per_second=RATE)  # the quota, as the connection says it
         sb.clear_requests()
