@@ -158,6 +158,13 @@ class HilosSyncBusyError(HilosError):
     lost, this run stopped sending and did not write its state). Retryable: a later try waits for that run again."""
 
 
+class HilosSyncNotApprovedError(HilosError, AirflowFailException):
+    """A sync's plan was not approved: over its limits with ``approval="never"`` (or where no approval can be asked
+    for), rejected by a person, unanswered within ``approval_timeout``, or not the plan ``approve_plan`` names.
+    Nothing was sent, and the state of the last run is kept as it was. Not retried: another try would plan the same
+    writes; fix the desired state, or approve the plan."""
+
+
 class HilosSyncLogError(HilosError):
     """The sync log could not be written to the warehouse (busy, a permission). Retryable: the rows are kept in the
     sync's state folder (``pending`` of them), and the next run or retry writes them first.

@@ -10,9 +10,10 @@ from airflow_provider_hilos.batch.options import with_batch_option_docs, with_ba
 from airflow_provider_hilos.contacts import region_problem
 from airflow_provider_hilos.exceptions import HilosValidationError
 from airflow_provider_hilos.operators._common import with_wait_option_docs
-from airflow_provider_hilos.operators.sync import HilosSyncBase
+from airflow_provider_hilos.operators.sync import HilosSyncBase, with_guard_option_docs
 from airflow_provider_hilos.schemas import show
 from airflow_provider_hilos.sync.diff import CompareWith, ListMode, mode_problem
+from airflow_provider_hilos.sync.guard import share_or_none, whole_or_none
 from airflow_provider_hilos.sync.objects import SyncObject
 from airflow_provider_hilos.sync.objects.contact import CONTACT_COLUMNS, ContactObject, SyncMode
 from airflow_provider_hilos.sync.runner import SyncSettings
@@ -62,10 +63,10 @@ class ContactSyncOperator(HilosSyncBase):
         :param meta_mode: ``"merge"`` (default: only the properties the warehouse names are managed, an agent's other
             properties kept) or ``"replace"`` (the warehouse's properties are the whole meta: others are removed)
             (templated).
-        :param max_deletes: a mirror refuses the whole run, before any write, when it would delete more contacts than
-            this (default: no count) (templated).
-        :param max_delete_ratio: ... or more than this share of the contacts this sync manages (default 0.1)
-            (templated).
+        :param max_deletes: a plan of a mirror that deletes more contacts than this is over its limits (default: no
+            count): it waits for approval, or fails before any write (see ``approval``) (templated).
+        :param max_delete_ratio: ... or one that deletes more than this share of the contacts this sync manages
+            (default 0.1) (templated).
         :param sql: a query returning the desired state, or a ``.sql`` file (templated).
         :param sql_conn_id: the Airflow connection ``sql`` runs on: any common.sql ``DbApiHook`` (templated).
         :param parameters: the query's bind parameters (templated).
@@ -91,6 +92,7 @@ class ContactSyncOperator(HilosSyncBase):
         :param dry_run: read and plan, log the plan and return it; write nothing (templated).
         :param show_diffs: how many diffs are logged in full (and returned in the summary).
         :param wait_for_other_run: how long a run waits for another run of the same sync (seconds; default 1800).
+        {guard_options}
         {wait_options}
         :param hilos_conn_id: the Airflow connection of type ``hilos``, on Hilos's own API (templated).
     {batch_options}
@@ -174,9 +176,7 @@ class ContactSyncOperator(HilosSyncBase):
             problems.append(("meta_mode", "'add' is for lists; custom properties are 'merge' or 'replace'"))
         if problem := region_problem(self.default_region):
             problems.append(("default_region", problem))
-        max_deletes = _whole_or_none(self.max_deletes, "max_deletes", problems)
-        ratio = _ratio(self.max_delete_ratio, problems)
-        settings = self._common_settings(max_deletes=max_deletes, max_delete_ratio=ratio)
+        settings = self._common_settings()
         if mode in (SyncMode.UPDATE, SyncMode.MIRROR) and settings.compare_with is not CompareWith.HILOS:
             problems.append(
                 (
@@ -193,6 +193,14 @@ class ContactSyncOperator(HilosSyncBase):
             raise HilosValidationError(problems, "Invalid Hilos contact sync arguments")
         return settings
 
+    GUARD_FIELDS = ("max_deletes", "max_delete_ratio")
+
+    def _delete_limits(self, problems: list[tuple[str, str]]) -> dict[str, Any]:
+        return {
+            "max_deletes": whole_or_none(self.max_deletes, "max_deletes", problems),
+            "max_delete_ratio": share_or_none(self.max_delete_ratio, "max_delete_ratio", problems),
+        }
+
     def _object(self) -> SyncObject:
         lists = self._modes(tags_mode=ListMode, default_assignees_mode=ListMode, meta_mode=ListMode)
         return ContactObject(
@@ -204,26 +212,6 @@ class ContactSyncOperator(HilosSyncBase):
         )
 
 
-def _whole_or_none(value: Any, name: str, problems: list[tuple[str, str]]) -> int | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
-        return None
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        problems.append((name, f"{show(value)} must be a whole number, 0 or more (or None: no limit)"))
-        return None
-    return value
-
-
-def _ratio(value: Any, problems: list[tuple[str, str]]) -> float:
-    try:
-        ratio = float(value) if not isinstance(value, bool) else -1.0
-    except (TypeError, ValueError):
-        ratio = -1.0
-    if not 0 <= ratio <= 1:
-        problems.append(("max_delete_ratio", f"{show(value)} must be a share from 0 to 1 (0.1: a tenth)"))
-        return DEFAULT_MAX_DELETE_RATIO
-    return ratio
-
-
-ContactSyncOperator.__doc__ = with_wait_option_docs(with_batch_option_docs(ContactSyncOperator.__doc__))
+ContactSyncOperator.__doc__ = with_guard_option_docs(
+    with_wait_option_docs(with_batch_option_docs(ContactSyncOperator.__doc__))
+)

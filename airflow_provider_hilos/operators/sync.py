@@ -5,18 +5,25 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_provider_hilos.batch.options import BatchOptions, with_batch_option_docs, with_batch_options
+from airflow_provider_hilos.batch.options import (
+    BatchOptions,
+    insert_param_docs,
+    with_batch_option_docs,
+    with_batch_options,
+)
 from airflow_provider_hilos.batch.result import StopReason
 from airflow_provider_hilos.connection import page_size_is_valid
 from airflow_provider_hilos.exceptions import (
     HilosBatchError,
     HilosSyncBusyError,
     HilosSyncLogError,
+    HilosSyncNotApprovedError,
     HilosValidationError,
 )
 from airflow_provider_hilos.hooks.hilos import HilosHook
@@ -37,6 +44,19 @@ from airflow_provider_hilos.operators._common import (
 from airflow_provider_hilos.people import PeopleResolver
 from airflow_provider_hilos.schemas import show
 from airflow_provider_hilos.storage import AtomicText, StoragePath, same_place_key, storage_path
+from airflow_provider_hilos.sync.approval import (
+    approval_body,
+    approval_path,
+    approval_subject,
+    approved_writes,
+    can_ask,
+    duration,
+    forget_approved,
+    keep_approved,
+    names,
+    read_answer,
+    request_approval,
+)
 from airflow_provider_hilos.sync.desired import (
     CONVERSATION_COLUMNS,
     DEFAULT_CHUNK_SIZE,
@@ -47,11 +67,22 @@ from airflow_provider_hilos.sync.desired import (
     sql_hook,
 )
 from airflow_provider_hilos.sync.diff import CompareWith, ListMode
+from airflow_provider_hilos.sync.guard import (
+    Approval,
+    Decision,
+    Limits,
+    Verdict,
+    decide,
+    digest_problem,
+    over_limits,
+    share_or_none,
+    whole_or_none,
+)
 from airflow_provider_hilos.sync.lease import DEFAULT_LEASE_SECONDS, SyncLease
 from airflow_provider_hilos.sync.objects import SyncObject
 from airflow_provider_hilos.sync.objects.conversation import ConversationObject
 from airflow_provider_hilos.sync.plan import LOGGED_NOT_FOUND
-from airflow_provider_hilos.sync.runner import SyncRunner, SyncSettings
+from airflow_provider_hilos.sync.runner import HELD_BACK, SyncRunner, SyncSettings
 from airflow_provider_hilos.sync.state import SyncStateStore, sync_owner
 from airflow_provider_hilos.sync.warehouse_log import (
     PendingLog,
@@ -67,6 +98,47 @@ if TYPE_CHECKING:
 
 #: XCom key of a sync's result (also its return value when it succeeds, and pushed when it fails).
 SYNC_RESULT_XCOM_KEY = "hilos_sync_result"
+#: How long a plan waits for approval by default.
+DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=24)
+
+
+#: The guard's arguments, in the docs of every sync operator (its line ``{guard_options}``).
+GUARD_OPTION_DOCS = """\
+:param max_changes: a plan that writes more objects than this (updates, creates and deletes) is over its limits
+    (default: no count) (templated).
+:param max_change_ratio: ... or one that writes more than this share of the desired rows (0 to 1; default: no
+    share) (templated).
+:param approval: what happens to a plan over its limits, judged before the first write: ``"over_limits"``
+    (default: a plan within them is applied at once; one over them waits for a person's approval in the Airflow UI,
+    Airflow's Human-in-the-loop, holding no worker slot), ``"always"`` (every plan that writes waits) or ``"never"``
+    (a plan over its limits fails the task, sending nothing). Where Airflow has no Human-in-the-loop (Airflow 2,
+    3.0), a plan that would wait fails instead, with its summary and digest (templated).
+:param approval_timeout: how long a plan waits for an answer (a ``timedelta`` or seconds; default 24 hours;
+    ``None``: no bound); without one, nothing is sent and the task fails.
+:param approve_plan: the digest of a plan this run may apply whatever its size, as a refused run's log and result
+    give it (default: ``approve_plan`` from the run's params or conf, as the trigger form sets it): a plan with
+    another digest is refused (templated)."""
+
+
+def with_guard_option_docs(doc: str | None) -> str:
+    """A sync operator's docstring with :data:`GUARD_OPTION_DOCS` in place of its line ``{guard_options}``."""
+    return insert_param_docs(doc, "{guard_options}", GUARD_OPTION_DOCS)
+
+
+def _timeout(value: timedelta | float | None, where: str) -> timedelta | None:
+    """``approval_timeout`` as a ``timedelta`` (seconds may be given; ``None``: no bound)."""
+    if value is None or isinstance(value, timedelta):
+        seconds = None if value is None else value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        seconds = -1.0
+    if seconds is not None and not 0 < seconds <= 90 * 86400:
+        raise ValueError(
+            f"{where}: approval_timeout={show(value)} must be a timedelta or a number of seconds, more than 0 and at "
+            "most 90 days (or None: wait for an answer however long it takes)"
+        )
+    return None if seconds is None else timedelta(seconds=seconds)
 
 
 class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments, BaseOperator):
@@ -91,6 +163,10 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
         *BatchOptions.names(),
         "hilos_dry_run",
         "hilos_conn_id",
+        "max_changes",
+        "max_change_ratio",
+        "approval",
+        "approve_plan",
     )
     template_fields: Sequence[str] = COMMON_TEMPLATE_FIELDS
     template_ext: Sequence[str] = (".sql",)
@@ -136,6 +212,11 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
         show_diffs: int = 20,
         plan_unchanged: bool = False,
         wait_for_other_run: float = 1800.0,
+        max_changes: int | str | None = None,
+        max_change_ratio: float | str | None = None,
+        approval: str = Approval.OVER_LIMITS.value,
+        approval_timeout: timedelta | float | None = DEFAULT_APPROVAL_TIMEOUT,
+        approve_plan: str | None = None,
         hilos_conn_id: str = HilosHook.default_conn_name,
         deferrable: bool | None = None,
         defer_after_seconds: float = DEFAULT_DEFER_AFTER_SECONDS,
@@ -212,6 +293,13 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
         self.plan_unchanged = plan_unchanged
         self.wait_for_other_run = float(wait_for_other_run)
         self.hilos_conn_id = hilos_conn_id
+        self.max_changes = max_changes
+        self.max_change_ratio = max_change_ratio
+        self.approval = approval
+        self.approve_plan = approve_plan
+        self.approval_timeout = _timeout(approval_timeout, where)
+        #: the approval this run resumed with (Human-in-the-loop): its digest, who, when, the approved writes' file
+        self._approved: dict[str, Any] | None = None
 
     # -- what a subclass says --
 
@@ -234,6 +322,57 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
         if not any("{{" in str(getattr(self, name)) for name in names):
             self._settings()
             self._object()
+        guard = ("max_changes", "max_change_ratio", "approval", "approve_plan", *self.GUARD_FIELDS)
+        if not any("{{" in str(getattr(self, name)) for name in guard):
+            self._guard()
+            self._given_digest({})
+
+    #: a subclass's own limits among the template fields (the contact sync's delete guard)
+    GUARD_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def _guard(self) -> tuple[Limits, Approval]:
+        """The rendered limits and approval mode, checked.
+
+        :raises HilosValidationError: naming each wrong one and what it may be.
+        """
+        problems: list[tuple[str, str]] = []
+        limits = Limits(
+            max_changes=whole_or_none(self.max_changes, "max_changes", problems),
+            max_change_ratio=share_or_none(self.max_change_ratio, "max_change_ratio", problems),
+            **self._delete_limits(problems),
+        )
+        try:
+            approval = Approval(str(self.approval).strip().lower())
+        except ValueError:
+            approval = Approval.OVER_LIMITS
+            problems.append(("approval", f"{show(self.approval)} is not one of {', '.join(a.value for a in Approval)}"))
+        if problems:
+            raise HilosValidationError(problems, "Invalid Hilos sync arguments")
+        return limits, approval
+
+    def _delete_limits(self, problems: list[tuple[str, str]]) -> dict[str, Any]:
+        """A subclass's delete limits (``max_deletes``, ``max_delete_ratio``), checked into ``problems``."""
+        return {}
+
+    def _given_digest(self, context: Mapping[str, Any]) -> str | None:
+        """The plan digest this run may apply: ``approve_plan`` (the argument), else the run's params or conf
+        (``approve_plan``, as the trigger form sets it); ``None`` when none is given.
+
+        :raises HilosValidationError: it is not a digest.
+        """
+        value: Any = self.approve_plan
+        if value in (None, ""):
+            params = context.get("params") or {}
+            conf = getattr(context.get("dag_run"), "conf", None)
+            value = (params.get("approve_plan") if hasattr(params, "get") else None) or (
+                conf.get("approve_plan") if isinstance(conf, Mapping) else None
+            )
+        if value in (None, ""):
+            return None
+        digest = str(value).strip().lower()
+        if problem := digest_problem(digest):
+            raise HilosValidationError([("approve_plan", problem)], "Invalid Hilos sync arguments")
+        return digest
 
     def _modes(self, **kinds: type[Any]) -> dict[str, Any]:
         """The rendered modes (``compare_with``, ``tags_mode`` ...) read as their enums.
@@ -352,12 +491,13 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
         obj = self._object()
         options = self.batch_options()
         self._check_paths()
+        self._guard()
+        self._given_digest(context)
         dry = parse_flag(self.hilos_dry_run, field="dry_run")
         if self.log_table and (problem := table_name_problem(self.log_table)):
             raise HilosValidationError([("log_table", problem)], "Invalid Hilos sync arguments")
         ti = context["ti"]
-        map_index = getattr(ti, "map_index", None)
-        store = SyncStateStore(self._state_root(), sync_owner(ti.dag_id, ti.task_id, map_index), obj.name)
+        store = self._store(context, obj)
         self._say_what_runs(settings, store, dry)
         lease = SyncLease(
             store.folder, run_id=ti.run_id, try_number=getattr(ti, "try_number", None), seconds=self.LEASE_SECONDS
@@ -372,6 +512,13 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
         finally:
             lease.release()
             hook.close()
+
+    def _store(self, context: Context, obj: SyncObject) -> SyncStateStore:
+        """This sync task's state (one per DAG, task and map index)."""
+        ti = context["ti"]
+        return SyncStateStore(
+            self._state_root(), sync_owner(ti.dag_id, ti.task_id, getattr(ti, "map_index", None)), obj.name
+        )
 
     #: How long the lease of a run lasts without renewal (a killed run holds up the next one at most this long).
     LEASE_SECONDS: ClassVar[float] = DEFAULT_LEASE_SECONDS
@@ -424,13 +571,31 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
         except HilosValidationError as refusal:
             return self._refused(context, runner, refusal, log_hook, store, dry)
         self._log_plan(runner, settings, dry)
+        verdict, approval = self._judge(context, runner, dry)
         if dry:
             result = self._result(runner, None, dry=True, store=store, saved=False)
+            result["approval"] = approval
             if pending_before:
                 result["log_rows_pending"] = pending_before
             ti.xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
             self._say_done(result)
             return result
+        if verdict.decision is Decision.REFUSE:
+            self._refuse_plan(context, runner, log_hook, store, verdict, approval)
+        if verdict.decision is Decision.WAIT:
+            self._ask_for_approval(context, runner, store, verdict, approval)
+        held: list[tuple[str, int]] = []
+        if self._approved is not None and self._approved["digest"] != approval["digest"]:
+            held = runner.keep_only_approved(approved_writes(self._approved["path"]))
+            approval["held_back"] = len(held)
+            self.log.warning(
+                "Hilos sync: the plan changed since it was approved (digest %s, approved %s): %d write(s) not "
+                "approved are held back, not sent (the next run plans them again): %s",
+                approval["digest"],
+                self._approved["digest"],
+                len(held),
+                names([key for key, _ in held]),
+            )
         checkpoint = self._checkpoint = task_checkpoint(
             context, resume=self.resume, checkpoint_path=self.checkpoint_path, report_path=self.report_path
         )
@@ -439,11 +604,14 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
             PendingLog(store.folder, ti.run_id, key_field=obj.updates_words.key_field) if log_hook is not None else None
         )
         if journal is not None:  # before the first request: a row of this run is never lost
+            journal.approved_by = approval.get("approved_by")
             journal.save(
                 planned_rows(
                     runner.log_records(), object_name=obj.name, key_field=obj.key_column, id_field=runner.id_field
                 )
             )
+            for key, _ in held:
+                journal.outcome({obj.updates_words.key_field: key, "outcome": "not_approved", "error": HELD_BACK})
         batch: dict[str, Any] | None = None
         failure: Exception | None = None
         try:
@@ -467,6 +635,7 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
                 "its state over the state of the run that took over. That run compares with what Hilos holds now"
             )
         result = self._result(runner, batch, dry=False, store=store, saved=saved, report=report)
+        result["approval"] = approval
         if journal is not None:
             assert log_hook is not None and self.log_table is not None
             try:
@@ -528,6 +697,198 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
         )
         raise refusal
 
+    # -- the guard, and approval --
+
+    def _judge(self, context: Context, runner: SyncRunner, dry: bool) -> tuple[Verdict, dict[str, Any]]:
+        """The guard's verdict on the plan, and what the result and the log say of it."""
+        limits, approval = self._guard()
+        digest = runner.digest()
+        size = runner.plan_size()
+        approved = self._approved
+        if approved is not None:
+            verdict = Verdict(
+                Decision.APPLY_APPROVED,
+                tuple(over_limits(size, limits, runner.obj.name)),
+                f"approved by {approved['by'] or 'an unnamed user'} in the Airflow UI",
+            )
+        else:
+            verdict = decide(
+                size,
+                limits,
+                approval,
+                digest=digest,
+                approved_digest=self._given_digest(context),
+                can_wait=can_ask(),
+                noun=runner.obj.name,
+            )
+        by = None
+        if approved is not None:
+            by = approved["by"] or "an unnamed user"
+        elif verdict.decision is Decision.APPLY_APPROVED:
+            by = f"approve_plan={digest}"
+        info: dict[str, Any] = {
+            "decision": verdict.decision.value,
+            "digest": digest,
+            "changes": size.changes,
+            "limits": limits.described(),
+            "over_limits": list(verdict.over),
+            "reason": verdict.reason,
+            "mode": approval.value,
+            "approved_by": by,
+            "approved_at": approved["at"] if approved is not None else None,
+            "held_back": 0,
+        }
+        what = "Hilos sync DRY RUN plan" if dry else "Hilos sync plan"
+        if verdict.decision in (Decision.WAIT, Decision.REFUSE):
+            self.log.warning(
+                "%s: %s (%s); digest %s",
+                what,
+                f"a real run would {'WAIT FOR APPROVAL' if verdict.decision is Decision.WAIT else 'be REFUSED'}"
+                if dry
+                else ("WAITS FOR APPROVAL" if verdict.decision is Decision.WAIT else "REFUSED"),
+                verdict.reason,
+                digest,
+            )
+        else:
+            self.log.info(
+                "%s: %s (%s); digest %s",
+                what,
+                "approved" if verdict.decision is Decision.APPLY_APPROVED else "applied without approval",
+                verdict.reason,
+                digest,
+            )
+        return verdict, info
+
+    def _refuse_plan(
+        self,
+        context: Context,
+        runner: SyncRunner,
+        log_hook: Any,
+        store: SyncStateStore,
+        verdict: Verdict,
+        approval: dict[str, Any],
+    ) -> NoReturn:
+        """A plan the guard refused: nothing is sent, the state is kept as it was; the result is pushed and every
+        planned write goes to the sync log as ``not_approved``; then the task fails, saying how to apply it."""
+        digest = approval["digest"]
+        how = (
+            f"review the plan{' (' + runner.plan_path + ')' if runner.plan_path else ''}; to apply exactly this plan, "
+            f'run the DAG again with {{"approve_plan": "{digest}"}} in its conf (or approve_plan in the trigger '
+            "form); or fix the desired state, or change the limits"
+        )
+        message = f"Hilos sync refused, nothing was sent: the plan is {verdict.reason}. Its digest is {digest}: {how}"
+        result = self._result(runner, None, dry=False, store=store, saved=False)
+        result["refused"] = message
+        result["approval"] = approval
+        if log_hook is not None:
+            assert self.log_table is not None
+            obj = runner.obj
+            journal = PendingLog(store.folder, context["ti"].run_id, key_field=obj.updates_words.key_field)
+            journal.save(
+                planned_rows(
+                    runner.log_records(), object_name=obj.name, key_field=obj.key_column, id_field=runner.id_field
+                )
+            )
+            for key, _ in runner.write_hashes():
+                journal.outcome({obj.updates_words.key_field: key, "outcome": "not_approved", "error": verdict.reason})
+            try:
+                result["log_rows_written"] = journal.write_to(log_hook, self.log_table)
+                result["log_rows_pending"] = 0
+            except HilosSyncLogError as exc:
+                result["log_rows_written"], result["log_rows_pending"] = journal.count - exc.pending, exc.pending
+                self.log.error("%s", exc)
+        context["ti"].xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
+        self.log.error("%s", message)
+        raise HilosSyncNotApprovedError(message)
+
+    def _ask_for_approval(
+        self, context: Context, runner: SyncRunner, store: SyncStateStore, verdict: Verdict, approval: dict[str, Any]
+    ) -> NoReturn:
+        """Keep the plan's writes beside the state, push the result, and ask for approval in the Airflow UI: the
+        task waits (no worker slot held) and resumes in :meth:`execute_approval`."""
+        digest = approval["digest"]
+        keep_approved(store.folder, digest, runner.write_hashes())
+        result = self._result(runner, None, dry=False, store=store, saved=False)
+        result["approval"] = approval
+        result["awaiting_approval"] = True
+        ti = context["ti"]
+        ti.xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
+        timeout = self.approval_timeout
+        self.log.warning(
+            "Hilos sync: the plan waits for approval in the Airflow UI (this task's Required Actions, or the REST "
+            "API): nothing is sent until a person approves it; the task holds no worker slot while it waits%s",
+            f" (up to {duration(timeout)}; then it fails, sending nothing)" if timeout else "",
+        )
+        sync = f"{ti.dag_id}.{ti.task_id}" + (f"[{ti.map_index}]" if (getattr(ti, "map_index", -1) or -1) >= 0 else "")
+        counts = runner.counts(None, dry_run=True)
+        request_approval(
+            self,
+            context,
+            subject=approval_subject(sync, runner.obj.name, approval["changes"]),
+            body=approval_body(
+                sync=sync,
+                noun=runner.obj.name,
+                key_field=runner.obj.key_column,
+                counts=counts,
+                summary=runner.summary,
+                costs=runner.costs(),
+                verdict=verdict,
+                digest=digest,
+                limits=approval["limits"],
+                plan_path=runner.plan_path,
+                timeout=timeout,
+            ),
+            timeout=timeout,
+            method_name="execute_approval",
+            kwargs={"digest": digest},
+        )
+
+    def execute_approval(self, context: Context, event: Mapping[str, Any] | None = None, digest: str = "") -> Any:
+        """Back from the wait with a person's answer. Approved: plan again and send only the approved writes (a
+        write whose object changed since is held back). Rejected or unanswered: nothing is sent, the state of the
+        last run stays as it was, and the task fails with the reason."""
+        answer = read_answer(event or {}, self.approval_timeout)
+        obj = self._object()
+        path = approval_path(self._store(context, obj).folder, digest)
+        if not answer.approved:
+            forget_approved(path)
+            message = (
+                f"Hilos sync: the plan {digest} was not approved: {answer.why}. Nothing was sent; the state and the "
+                "failed keys of the last run are kept as they were"
+            )
+            result = {
+                "object": obj.name,
+                "dry_run": False,
+                "refused": message,
+                "approval": {
+                    "decision": "timed_out" if answer.timed_out else "rejected",
+                    "digest": digest,
+                    "reason": answer.why,
+                    "answered_by": answer.by,
+                    "answered_at": answer.at,
+                },
+            }
+            context["ti"].xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
+            self.log.error("%s", message)
+            raise HilosSyncNotApprovedError(message)
+        if not path.exists():
+            raise HilosSyncNotApprovedError(
+                f"Hilos sync: the plan {digest} was {answer.why}, but what was approved ({path}) is gone (state_store "
+                "changed or was cleaned while the task waited). Nothing was sent: run the sync again"
+            )
+        self.log.info(
+            "Hilos sync: the plan %s was %s%s; this run reads again and sends only the approved writes",
+            digest,
+            answer.why,
+            f" at {answer.at}" if answer.at else "",
+        )
+        self._approved = {"digest": digest, "by": answer.by, "at": answer.at, "path": path}
+        try:
+            return self._run_waiting(lambda: self._execute_once(context))
+        finally:
+            self._approved = None
+            forget_approved(path)
+
     # -- one run at a time --
 
     def _take_lease(self, lease: SyncLease, context: Context) -> None:
@@ -567,7 +928,7 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
                     left,
                 )
                 announced = True
-            if self.deferrable and left > self.defer_after_seconds:
+            if self.deferrable and left > self.defer_after_seconds and self._approved is None:
                 from airflow_provider_hilos.triggers.hilos import HilosSyncLeaseTrigger
 
                 self.defer(
@@ -632,9 +993,20 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
             )
             return
         done = f"{result['created']} created, {result['deleted']} deleted, " if "created" in result else ""
+        approval = result.get("approval") or {}
+        approved = (
+            f"; the plan was approved by {approval['approved_by']}"
+            + (
+                f" ({result['not_approved']} write(s) held back: not the approved ones)"
+                if result.get("not_approved")
+                else ""
+            )
+            if approval.get("approved_by")
+            else ""
+        )
         self.log.info(
             "Hilos sync done: %s%d updated, %d failed, %d unchanged, %d not found, %d invalid; %d hand edit(s) put "
-            "back; %s%s",
+            "back; %s%s%s",
             done,
             result["updated"],
             result["failed"],
@@ -644,6 +1016,7 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
             result["drift_corrected"],
             requests,
             f"; {result['log_rows_pending']} sync log row(s) pending" if result.get("log_rows_pending") else "",
+            approved,
         )
 
     def _result(
@@ -822,6 +1195,7 @@ class ConversationSyncOperator(HilosSyncBase):
         :param wait_for_other_run: how long a run waits for another run of the same sync to let go of its state
             (seconds; default 1800): in the worker, or deferred when deferrable; then it fails, naming that run,
             without sending anything.
+        {guard_options}
         {wait_options}
         :param hilos_conn_id: the Airflow connection of type ``hilos`` (templated).
     {batch_options}
@@ -834,8 +1208,10 @@ class ConversationSyncOperator(HilosSyncBase):
             transition), ``costs`` (requests per compare mode), the sync log's ``log_rows_written`` and
             ``log_rows_pending``, and the paths of the files written. Pushed under the XCom key ``hilos_sync_result``
             too, also when the task fails or is refused (then with ``refused``, and its invalid rows in the sync log)
-            and in a dry run. When it succeeds, every ``Asset`` in ``outlets`` gets an event whose extra holds the
-            counts.
+            and in a dry run. ``approval`` says what the guard decided (``decision``: ``apply``, ``apply_approved``,
+            ``wait``, ``refuse``; the plan's ``digest``, its ``changes``, the ``limits`` and each one passed,
+            ``approved_by``, ``approved_at``, ``held_back``), and ``not_approved`` counts the writes held back after an
+            approval. When it succeeds, every ``Asset`` in ``outlets`` gets an event whose extra holds the counts.
     """
 
     template_fields: Sequence[str] = (*HilosSyncBase.COMMON_TEMPLATE_FIELDS, "tags_mode", "assigned_mode")
@@ -870,4 +1246,6 @@ class ConversationSyncOperator(HilosSyncBase):
         )
 
 
-ConversationSyncOperator.__doc__ = with_wait_option_docs(with_batch_option_docs(ConversationSyncOperator.__doc__))
+ConversationSyncOperator.__doc__ = with_guard_option_docs(
+    with_wait_option_docs(with_batch_option_docs(ConversationSyncOperator.__doc__))
+)

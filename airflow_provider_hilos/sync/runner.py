@@ -23,7 +23,7 @@ import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ from airflow_provider_hilos.sync.diff import (
     PlanEntry,
     mode_problem,
 )
+from airflow_provider_hilos.sync.guard import PlanSize, plan_digest, row_hash
 from airflow_provider_hilos.sync.objects import NotWritable, SyncObject
 from airflow_provider_hilos.sync.objects.conversation import ConversationObject
 from airflow_provider_hilos.sync.plan import LOGGED_NOT_FOUND, PlanFile, PlanSummary, entry_record
@@ -59,6 +60,11 @@ if TYPE_CHECKING:
 
 #: How many invalid rows the plan file and the sync log list (all are counted).
 _KEPT_INVALID = 10_000
+#: Why a write was held back after an approval.
+HELD_BACK = (
+    "not sent: what it would write is not what was approved (the object changed in Hilos or in the warehouse since "
+    "the plan was approved); the next run plans it again"
+)
 #: The outcomes of the batch engine that leave an object as desired.
 _DONE = ("updated", "created", "deleted", "already_applied")
 
@@ -76,9 +82,6 @@ class SyncSettings:
     :param shown: how many diffs are logged in full and returned.
     :param plan_unchanged: list the unchanged objects in the plan file too.
     :param list_concurrency: list pages read at once (under the connection's quota).
-    :param max_deletes: (a mirror) refuse the run when it would delete more objects than this (``None``: no count).
-    :param max_delete_ratio: (a mirror) refuse it when it would delete more than this share of the objects this sync
-        manages.
     """
 
     compare_with: CompareWith = CompareWith.HILOS
@@ -89,8 +92,6 @@ class SyncSettings:
     shown: int = 20
     plan_unchanged: bool = False
     list_concurrency: int = 4
-    max_deletes: int | None = None
-    max_delete_ratio: float = 0.1
 
     def problems(self) -> list[tuple[str, str]]:
         """What is wrong with this combination of settings (``add`` mode needs a listing)."""
@@ -223,6 +224,8 @@ class SyncRunner:
         self._started = time.monotonic()
         #: seconds from the first desired row read to the plan written (``None``: not planned yet)
         self.plan_seconds: float | None = None
+        #: planned writes not sent because they were not the approved ones (:meth:`keep_only_approved`)
+        self.held_back = 0
         self._sent_before: Counter[str] | None = None
         self._retried_before: Counter[str] | None = None
 
@@ -305,8 +308,8 @@ class SyncRunner:
 
         :param keep_updates: keep the writes to send (a dry run only counts them).
         :raises HilosValidationError: objects that became invalid while planning (a union of tags the API would
-            refuse), unless the options skip invalid rows, or (a mirror) more deletes than its guard allows: nothing
-            has been sent.
+            refuse), unless the options skip invalid rows: nothing has been sent. (The guard judges the plan
+            afterwards: :meth:`plan_size`, :meth:`digest`.)
         """
         self._keep_updates = keep_updates
         self._count_requests_from_here()
@@ -335,7 +338,7 @@ class SyncRunner:
 
     def _decide_all(self) -> None:
         obj, compare_with = self.obj, self.settings.compare_with
-        batch: list[tuple[str, int, str, bool, str | None, Any]] = []
+        batch: list[tuple[str, int, str, bool, str | None, Any, str | None]] = []
         for n, key, desired, oid, current, previous, pid, failed in self.work.to_plan():
             # what compare_with="last_sync" would have sent, for the plan's costs (counted as each is planned)
             if desired and (failed or previous is None or any(previous.get(k) != v for k, v in desired.items())):
@@ -359,14 +362,15 @@ class SyncRunner:
 
     def _planned(
         self, entry: PlanEntry, current: Mapping[str, Any] | None, desired: Mapping[str, Any]
-    ) -> tuple[str, int, str, bool, str | None, Any]:
+    ) -> tuple[str, int, str, bool, str | None, Any, str | None]:
         """An entry recorded: its write made (an invalid write makes the entry invalid, an unwritable one
-        unreadable), counted in the summary."""
-        write = None
+        unreadable) and hashed (the plan's digest), counted in the summary."""
+        write = hashed = None
         if entry.action in WRITING:
             try:
-                made = self.obj.write(entry, current=current, desired=desired)
-                write = self.obj.stored(made) if self._keep_updates else None
+                stored = self.obj.stored(self.obj.write(entry, current=current, desired=desired))
+                hashed = row_hash(entry.key or "", entry.action.value, stored)
+                write = stored if self._keep_updates else None
                 self.write_count += 1
             except HilosValidationError as exc:  # e.g. a union of tags the API would refuse
                 entry = PlanEntry(entry.key, Action.INVALID, reason=reasons(exc), row=entry.row)
@@ -382,12 +386,12 @@ class SyncRunner:
         record = None
         if entry.action is not Action.UNCHANGED or self.settings.plan_unchanged:
             record = json.dumps(entry_record(entry, self.obj.key_column, self.id_field), ensure_ascii=False)
-        return (entry.key or "", entry.row, entry.action.value, entry.drift, record, write)
+        return (entry.key or "", entry.row, entry.action.value, entry.drift, record, write, hashed)
 
     def _plan_deletes(self) -> None:
         """A mirror: every object this sync created or managed that left the desired state and Hilos still lists is
-        deleted; one it never managed never is. The guard refuses the whole run past ``max_deletes`` or
-        ``max_delete_ratio`` of the managed objects, before any write."""
+        deleted; one it never managed never is. (The guard, :mod:`~airflow_provider_hilos.sync.guard`, judges the
+        deletes against ``max_deletes`` and ``max_delete_ratio`` with the other limits, before any write.)"""
         batch = []
         for key, oid, current, _ in self.work.managed_not_desired():
             if current is None or oid is None:
@@ -400,25 +404,38 @@ class SyncRunner:
             )
             batch.append(self._planned(entry, current, {}))
         self.work.add_plan(batch)
-        deletes, managed = self.summary.count(Action.DELETE), self.work.managed_count()
-        allowed_ratio = self.settings.max_delete_ratio
-        over = []
-        if self.settings.max_deletes is not None and deletes > self.settings.max_deletes:
-            over.append(f"max_deletes={self.settings.max_deletes}")
-        if managed and deletes > allowed_ratio * managed:
-            over.append(f"max_delete_ratio={allowed_ratio:g} of the {managed:,} {self.obj.name}s this sync manages")
-        if over:
-            raise HilosValidationError(
-                [
-                    (
-                        "mode",
-                        f"the plan deletes {deletes:,} {self.obj.name}(s) of the {managed:,} this sync created or "
-                        f"managed ({deletes / managed:.1%}), more than {' and '.join(over)}: a wrong query would "
-                        "delete them all. Check the desired state; if it is right, raise the guard for this run",
-                    )
-                ],
-                "Hilos sync refused: too many deletes, nothing was sent",
-            )
+
+    # -- the guard --
+
+    def plan_size(self) -> PlanSize:
+        """What the plan writes, for the guard: its writes, the desired rows, its deletes, the managed objects."""
+        summary = self.summary
+        return PlanSize(
+            changes=sum(summary.count(action) for action in WRITING),
+            desired=self.rows_read,
+            deletes=summary.count(Action.DELETE),
+            managed=self.work.managed_count() if self.obj.mirrors else 0,
+        )
+
+    def digest(self) -> str:
+        """The plan's digest (:func:`~airflow_provider_hilos.sync.guard.plan_digest`): every write it sends."""
+        return plan_digest(self.work.hashes())
+
+    def write_hashes(self) -> Iterator[tuple[str, str]]:
+        """Every planned write's ``(key, hash)`` in key order (what an approval keeps)."""
+        return self.work.hashes()
+
+    def keep_only_approved(self, approved: Iterable[tuple[str, str]]) -> list[tuple[str, int]]:
+        """Send only the writes a person approved: a planned write that is not exactly one of ``approved`` (its
+        object changed in Hilos or in the warehouse since the approval, or it is new) is held back, not sent, and
+        planned again by the next run; the keys held back and their rows."""
+        self.work.add_approved(approved)
+        held = self.work.hold_back_unapproved()
+        self.write_count -= len(held)
+        self.held_back = len(held)
+        if held:
+            self.work.add_outcomes([(key, "not_approved", HELD_BACK) for key, _ in held])
+        return held
 
     def _write_plan(self, plan_file: AtomicText | None) -> None:
         if plan_file is None:
@@ -696,6 +713,8 @@ class SyncRunner:
                 )
             # hand edits put back: the drift writes that landed
             counts["drift_corrected"] = self.work.drift_landed(_DONE)
+            # planned writes not sent because they were not the approved ones
+            counts["not_approved"] = self.held_back
         counts.update(self.requests())
         counts["duration_seconds"] = round(time.monotonic() - self._started, 3)
         counts.update(self.size())

@@ -86,7 +86,8 @@ class WorkStore:
                                    extra BLOB) WITHOUT ROWID;
             CREATE TABLE listed (k TEXT PRIMARY KEY, id TEXT, f BLOB, seq INTEGER NOT NULL) WITHOUT ROWID;
             CREATE TABLE plan (k TEXT PRIMARY KEY, n INTEGER, action TEXT NOT NULL, drift INTEGER NOT NULL,
-                               entry TEXT, w BLOB) WITHOUT ROWID;
+                               entry TEXT, w BLOB, h TEXT) WITHOUT ROWID;
+            CREATE TABLE approved (k TEXT PRIMARY KEY, h TEXT NOT NULL) WITHOUT ROWID;
             CREATE TABLE outcome (k TEXT PRIMARY KEY, outcome TEXT NOT NULL, error TEXT) WITHOUT ROWID;
             """
         )
@@ -239,12 +240,39 @@ class WorkStore:
         """Keys in the last snapshot (what this sync created or managed)."""
         return int(self.db.execute("SELECT count(*) FROM previous").fetchone()[0])
 
-    def add_plan(self, rows: Sequence[tuple[str, int, str, bool, str | None, Any]]) -> None:
-        """Plan entries: ``(key, row number, action, drift, entry record JSON or None, write or None)``."""
+    def add_plan(self, rows: Sequence[tuple[str, int, str, bool, str | None, Any, str | None]]) -> None:
+        """Plan entries: ``(key, row number, action, drift, entry record JSON or None, write or None, the write's
+        hash or None)`` (a dry run keeps the hash of a write, not the write)."""
         self.db.executemany(
-            "INSERT OR REPLACE INTO plan VALUES (?, ?, ?, ?, ?, ?)",
-            [(k, n, a, int(d), e, None if w is None else marshal.dumps(w)) for k, n, a, d, e, w in rows],
+            "INSERT OR REPLACE INTO plan VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(k, n, a, int(d), e, None if w is None else marshal.dumps(w), h) for k, n, a, d, e, w, h in rows],
         )
+
+    def hashes(self) -> Iterator[tuple[str, str]]:
+        """Every planned write's ``(key, hash)``, in key order (what the plan's digest is made of)."""
+        cursor = self.db.execute("SELECT k, h FROM plan WHERE h IS NOT NULL ORDER BY k")
+        while chunk := cursor.fetchmany(CHUNK):
+            yield from chunk
+
+    def add_approved(self, rows: Iterable[tuple[str, str]]) -> None:
+        """The writes a person approved: ``(key, hash)``."""
+        chunk: list[tuple[str, str]] = []
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) >= CHUNK:
+                self.db.executemany("INSERT OR REPLACE INTO approved VALUES (?, ?)", chunk)
+                chunk = []
+        self.db.executemany("INSERT OR REPLACE INTO approved VALUES (?, ?)", chunk)
+
+    def hold_back_unapproved(self) -> list[tuple[str, int]]:
+        """Drop every planned write that is not one of the approved ones (another key, or the same key with another
+        write); the keys held back and their row numbers, in row order."""
+        held = self.db.execute(
+            "SELECT p.k, p.n FROM plan p LEFT JOIN approved a ON a.k = p.k WHERE p.h IS NOT NULL "
+            "AND (a.h IS NULL OR a.h != p.h) ORDER BY p.n, p.k"
+        ).fetchall()
+        self.db.executemany("UPDATE plan SET w = NULL WHERE k = ?", [(k,) for k, _ in held])
+        return [(str(k), int(n or 0)) for k, n in held]
 
     def writes(self) -> Iterator[tuple[int, str, Any]]:
         """The writes to send, in row order: ``(row number, key, write as stored)``."""

@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from airflow_provider_hilos.exceptions import HilosBatchError, HilosValidationError
+from airflow_provider_hilos.exceptions import HilosBatchError, HilosSyncNotApprovedError, HilosValidationError
 from airflow_provider_hilos.operators.contacts import ContactSyncOperator
 from airflow_provider_hilos.operators.sync import SYNC_RESULT_XCOM_KEY
 from airflow_provider_hilos.sandbox import HilosSandbox
@@ -153,10 +153,11 @@ def test_a_mirror_deletes_only_contacts_it_managed_and_the_guard_refuses_too_man
     assert hilos.contact(never_managed)["id"] == never_managed
     edit(warehouse, "DELETE FROM customers WHERE rowid <= 10")  # 8 more of the 28 managed: past 0.1
     hilos.clear_requests()
-    with pytest.raises(HilosValidationError) as refused:
-        run(tmp_path, mode="mirror")
+    with pytest.raises(HilosSyncNotApprovedError) as refused:
+        run(tmp_path, mode="mirror", approval="never")
     message = str(refused.value)
-    assert "deletes 8 contact(s) of the 28" in message and "max_delete_ratio=0.1" in message
+    assert "8 deletes of the 28 contacts this sync manages (28.6%) > max_delete_ratio=0.1" in message
+    assert "nothing was sent" in message and '{"approve_plan": "' in message
     assert writes(hilos) == []
     allowed, _ = run(tmp_path, mode="mirror", max_delete_ratio=0.5)
     assert allowed["deleted"] == 8

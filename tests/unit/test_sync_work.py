@@ -47,7 +47,9 @@ def test_the_plan_its_writes_and_the_outcomes(tmp_path):
     with WorkStore(str(tmp_path)) as work:
         work.add_desired([(1, "a", {"x": "1"}), (2, "b", {"x": "2"})])
         work.finish_desired()
-        work.add_plan([("b", 2, "update", True, '{"b": 1}', ("w", "b")), ("a", 1, "unchanged", False, None, None)])
+        work.add_plan(
+            [("b", 2, "update", True, '{"b": 1}', ("w", "b"), "h1"), ("a", 1, "unchanged", False, None, None, None)]
+        )
         assert list(work.writes()) == [(2, "b", ("w", "b"))] and work.write_count() == 1
         assert [k for k, _, _ in work.entries()] == ["b"] and [k for k, _, _ in work.entries(unchanged=True)] == [
             "a",
