@@ -257,3 +257,25 @@ with DAG("hilos_test_outage", schedule=None, start_date=START, catchup=False, ta
         defer_after_seconds=5,
         hilos_conn_id="hilos_outage",
     )
+
+
+with DAG(
+    "hilos_test_approval",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    tags=["test"],
+    render_template_as_native_obj=True,
+):
+    from airflow_provider_hilos.operators.sync import ConversationSyncOperator
+
+    # a sync whose plan is over its limit (max_changes) waits for a person's approval in the UI
+    ConversationSyncOperator(
+        task_id="sync",
+        state="{{ dag_run.conf['rows'] }}",
+        state_store="{{ dag_run.conf['state_store'] }}",
+        report_path="{{ dag_run.conf['report_path'] }}",
+        max_changes=5,
+        approval_timeout=900,
+        hilos_conn_id="hilos_approval",
+    )

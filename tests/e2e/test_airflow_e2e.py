@@ -70,6 +70,13 @@ def outage_sandbox():
         yield sb
 
 
+@pytest.fixture(scope="module")
+def approval_sandbox():
+    """A fourth API, for the syncs whose plans wait for approval (every request it gets is theirs)."""
+    with HilosSandbox(conversations=60, seed=23, token=SANDBOX_TOKEN) as sb:
+        yield sb
+
+
 #: The conversations of ``sandbox`` the lineage run's warehouse manages: none that another test here checks.
 LINEAGE_MANAGED = slice(36, 40)
 
@@ -87,13 +94,14 @@ def lineage_files(sandbox, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def airflow(sandbox, slow_sandbox, outage_sandbox, lineage_files):
+def airflow(sandbox, slow_sandbox, outage_sandbox, approval_sandbox, lineage_files):
     deployment = AirflowDeployment(
         EXAMPLE_DAGS,
         {
             "AIRFLOW_CONN_HILOS_DEFAULT": sandbox.connection_json(),
             "AIRFLOW_CONN_HILOS_SLOW": slow_sandbox.connection_json(),
             "AIRFLOW_CONN_HILOS_OUTAGE": outage_sandbox.connection_json(),
+            "AIRFLOW_CONN_HILOS_APPROVAL": approval_sandbox.connection_json(),
             "AIRFLOW_CONN_HILOS_WAREHOUSE": json.dumps(
                 {"conn_type": "sqlite", "host": str(lineage_files["warehouse"])}
             ),
@@ -114,6 +122,7 @@ def airflow(sandbox, slow_sandbox, outage_sandbox, lineage_files):
             "hilos_export_conversations",
             "hilos_test_outage",
             "hilos_crm_sync",
+            "hilos_test_approval",
         ):
             deployment.wait_for_dag(dag_id)
         yield deployment
@@ -500,3 +509,143 @@ def test_zz_the_sync_reports_its_lineage_warehouse_table_to_hilos_conversations(
     assert outputs == [(f"hilos://{sandbox.url.split('://')[1]}", "conversations")]
     assert event["run"]["facets"]["hilos"]["counts"]["desired"] == len(desired)
     assert SANDBOX_TOKEN not in path.read_text()
+
+
+APPROVAL_DAG = "/api/v2/dags/hilos_test_approval"
+APPROVAL_SHOTS = ARTIFACTS / "approval"
+
+
+def _approval_rows(approval_sandbox, picked: slice) -> list[dict]:
+    """Desired rows closing conversations the sandbox holds open: each one a change."""
+    open_ids = [
+        c for c in approval_sandbox.conversation_ids() if approval_sandbox.conversation(c)["status"] != "CLOSED"
+    ]
+    return [{"conversation_id": c, "status": "CLOSED"} for c in open_ids[picked]]
+
+
+def _trigger_approval_run(airflow, rows: list[dict], folder: Path) -> str:
+    conf = {"rows": rows, "state_store": str(folder / "state"), "report_path": str(folder / "out" / "report.jsonl")}
+    response = airflow.api("POST", f"{APPROVAL_DAG}/dagRuns", json={"logical_date": None, "conf": conf})
+    assert response.status_code == 200, response.text
+    return response.json()["dag_run_id"]
+
+
+def _watch_until_awaiting_input(airflow, run_id: str, timeout: float = 180.0) -> list[str]:
+    """The task instance's states, polled until it waits for input."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = airflow.api("GET", f"{APPROVAL_DAG}/dagRuns/{run_id}/taskInstances/sync").json().get("state")
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        if state == "awaiting_input":
+            return seen
+        assert state not in ("failed", "success", "upstream_failed"), (seen, airflow.log_tail("scheduler"))
+        time.sleep(0.5)
+    raise TimeoutError(f"the sync never waited for input: {seen}")
+
+
+def _never_running_while_it_waits(airflow, run_id: str, timeout: float = 60.0) -> None:
+    """While it waits, the task instance holds no worker slot: polled until the scheduler has taken the exit of
+    the worker that parked it, it is never running.
+
+    (Airflow 3.3.2 fails a task answered before its scheduler processed that exit: "Executor ... reported that the
+    task instance ... finished with state success, but the task instance's state attribute is queued". A person
+    answers seconds later, not in the same second: the test waits for the scheduler as a person would.)"""
+    parked = f"run_id={run_id}, map_index=-1"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = airflow.api("GET", f"{APPROVAL_DAG}/dagRuns/{run_id}/taskInstances/sync").json()["state"]
+        assert state == "awaiting_input", state
+        log = (airflow.home / "scheduler.log").read_text(errors="replace")
+        if any(parked in line and "state=awaiting_input" in line for line in log.splitlines()):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the scheduler never took the parking worker's exit\n{airflow.log_tail('scheduler')}")
+
+
+def _hitl(airflow, run_id: str) -> str:
+    return f"{APPROVAL_DAG}/dagRuns/{run_id}/taskInstances/sync/-1/hitlDetails"
+
+
+def test_zz_a_plan_over_its_limit_waits_for_approval_in_the_ui_and_applies_exactly_the_approved_rows(
+    airflow, approval_sandbox, tmp_path
+):
+    from playwright.sync_api import sync_playwright
+
+    assert airflow.api("PATCH", APPROVAL_DAG, json={"is_paused": False}).status_code == 200
+    rows = _approval_rows(approval_sandbox, slice(0, 12))
+    assert len(rows) == 12
+    approval_sandbox.clear_requests()
+    run_id = _trigger_approval_run(airflow, rows, tmp_path)
+    states = _watch_until_awaiting_input(airflow, run_id)
+    assert "deferred" not in states, states  # Airflow 3.3 parks it: no trigger
+    detail = airflow.api("GET", _hitl(airflow, run_id)).json()
+    assert detail["subject"] == "Approve Hilos sync hilos_test_approval.sync: 12 conversation change(s)"
+    assert "| to update | 12 |" in detail["body"] and "| status | 12 |" in detail["body"]
+    assert "12 changes \\> max\\_changes\\=5" in detail["body"] and detail["options"] == ["Approve", "Reject"]
+    assert SANDBOX_TOKEN not in json.dumps(detail)
+    assert not [r for r in approval_sandbox.requests() if r["method"] == "PATCH"]  # nothing sent while it waits
+    _never_running_while_it_waits(airflow, run_id)
+
+    APPROVAL_SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(30_000)
+            page.goto(f"{airflow.url}/")
+            page.get_by_label("Username").fill(ADMIN[0])
+            page.get_by_label("Password").fill(ADMIN[1])
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(f"{airflow.url}/", timeout=30_000)
+            page.goto(f"{airflow.url}/dags/hilos_test_approval/runs/{run_id}/tasks/sync/required_actions")
+            page.get_by_text("Approve Hilos sync hilos_test_approval.sync").first.wait_for()
+            page.get_by_text("12 changes > max_changes=5").first.wait_for()  # the Markdown rendered, as typed
+            text = page.inner_text("body")
+            assert "to update" in text and "12" in text and "CLOSED" in text
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(APPROVAL_SHOTS / "01-required-action-plan.png"), full_page=True)
+            page.get_by_role("button", name="Approve").first.click()
+            run = airflow.wait_for_run("hilos_test_approval", run_id)
+            page.screenshot(path=str(APPROVAL_SHOTS / "02-approved.png"), full_page=True)
+        finally:
+            browser.close()
+    assert run["state"] == "success", airflow.log_tail("scheduler")
+    sent = [r for r in approval_sandbox.requests() if r["method"] == "PATCH"]
+    assert sorted(r["path"].split("/")[-2] for r in sent) == sorted(r["conversation_id"] for r in rows)
+    assert all(approval_sandbox.conversation(r["conversation_id"])["status"] == "CLOSED" for r in rows)
+    result = airflow.api(
+        "GET", f"{APPROVAL_DAG}/dagRuns/{run_id}/taskInstances/sync/xcomEntries/hilos_sync_result"
+    ).json()["value"]
+    result = json.loads(result) if isinstance(result, str) else result
+    assert result["updated"] == 12 and result["approval"]["approved_by"] == ADMIN[0]
+
+    # a second run over its limit, rejected through the REST API: nothing is sent, the state is kept
+    state_files = {p: p.read_bytes() for p in (tmp_path / "state").rglob("state*") if p.is_file()}
+    assert state_files
+    more = _approval_rows(approval_sandbox, slice(0, 8))  # the first twelve are closed now: eight others
+    second = _trigger_approval_run(airflow, more, tmp_path)
+    _watch_until_awaiting_input(airflow, second)
+    _never_running_while_it_waits(airflow, second)
+    approval_sandbox.clear_requests()  # the plan read the list; from here on, nothing may reach the API
+    answer = airflow.api("PATCH", _hitl(airflow, second), json={"chosen_options": ["Reject"], "params_input": {}})
+    assert answer.status_code == 200, answer.text
+    rejected = airflow.wait_for_run("hilos_test_approval", second)
+    assert rejected["state"] == "failed"
+    assert approval_sandbox.requests() == [], "a rejected plan sends nothing at all"
+    assert {p: p.read_bytes() for p in state_files} == state_files
+    refused = airflow.api(
+        "GET", f"{APPROVAL_DAG}/dagRuns/{second}/taskInstances/sync/xcomEntries/hilos_sync_result"
+    ).json()["value"]
+    refused = json.loads(refused) if isinstance(refused, str) else refused
+    assert refused["approval"]["decision"] == "rejected" and refused["approval"]["answered_by"] == ADMIN[0]
+    assert "Nothing was sent" in refused["refused"]
+    deadline, logs = time.monotonic() + 30, []
+    while time.monotonic() < deadline:  # the task's last lines reach its log file just after its state
+        logs = [p.read_text(errors="replace") for p in (airflow.home / "logs").rglob("*") if p.is_file()]
+        if any("was not approved: rejected by admin" in t for t in logs):
+            break
+        time.sleep(1)
+    assert any("was not approved: rejected by admin" in t for t in logs)
+    assert not [t for t in logs if SANDBOX_TOKEN in t]
