@@ -28,7 +28,7 @@ html_theme = "furo"
 html_title = f"airflow-provider-hilos {release}"
 
 #: The benchmark pages read their figures from the results files the benchmarks write (never typed by hand).
-BENCHMARKS = ("bench_batch", "bench_weather", "bench_export", "bench_sync", "bench_scale")
+BENCHMARKS = ("bench_batch", "bench_weather", "bench_export", "bench_sync", "bench_scale", "bench_syncs_page")
 
 
 def write_benchmark_includes(app: object) -> None:

@@ -11,6 +11,7 @@
     python3 scripts/dev.py bench-export    # exporting 100,000 conversations: requests, memory, quota used
     python3 scripts/dev.py bench-sync      # day 2 of a 50,000-conversation sync vs a full push; a 100,000-row plan
     python3 scripts/dev.py bench-scale     # a 1,000,000-row plan in bounded memory; the listing at the quota
+    python3 scripts/dev.py bench-syncs-page   # the "Hilos syncs" page for 50 syncs x 100 runs (under a second)
 
 Finds ``uv`` (or installs a pinned one into ``.bootstrap/``), syncs the locked environment
 (``uv sync --locked``) with this Python, then runs the command inside it.
@@ -367,6 +368,7 @@ def main(argv: list[str]) -> int:
         "bench-export",
         "bench-sync",
         "bench-scale",
+        "bench-syncs-page",
     ):
         print(__doc__, file=sys.stderr)
         return 2
@@ -402,6 +404,7 @@ def main(argv: list[str]) -> int:
         "bench-export": "benchmarks/bench_export.py",
         "bench-sync": "benchmarks/bench_sync.py",
         "bench-scale": "benchmarks/bench_scale.py",
+        "bench-syncs-page": "benchmarks/bench_syncs_page.py",
     }.get(argv[0], "benchmarks/bench_batch.py")
     return in_env(uv, "python", script, *argv[1:])
 

@@ -98,6 +98,53 @@ if TYPE_CHECKING:
 
 #: XCom key of a sync's result (also its return value when it succeeds, and pushed when it fails).
 SYNC_RESULT_XCOM_KEY = "hilos_sync_result"
+#: XCom key of a run's record: the few counts the "Hilos syncs" page shows (a small value, read for 100 runs of
+#: every sync).
+SYNC_RUN_XCOM_KEY = "hilos_sync_run"
+#: What a run's record keeps of its result.
+RUN_RECORD_FIELDS = (
+    "object",
+    "dry_run",
+    "awaiting_approval",
+    "created",
+    "updated",
+    "deleted",
+    "unchanged",
+    "failed",
+    "not_found",
+    "invalid",
+    "drift_corrected",
+    "to_create",
+    "to_update",
+    "to_delete",
+    "read_requests",
+    "write_requests",
+    "duration_seconds",
+    "plan_path",
+)
+
+
+def run_record(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The record of a run the "Hilos syncs" page reads: its counts, whether it was refused, who approved it."""
+    record = {name: result[name] for name in RUN_RECORD_FIELDS if name in result}
+    approval = result.get("approval") or {}
+    record["refused"] = bool(result.get("refused"))
+    record["approved_by"] = approval.get("approved_by")
+    record["decision"] = approval.get("decision")
+    record["failed_keys"] = [
+        {k: row.get(k) for k in ("row", "conversation_id", "phone", "contact_id", "error") if row.get(k) is not None}
+        for row in list(result.get("failed_rows") or [])[:20]
+        if isinstance(row, Mapping)
+    ]
+    return record
+
+
+def push_result(ti: Any, result: Mapping[str, Any]) -> None:
+    """Push a sync's result (``hilos_sync_result``) and its record for the "Hilos syncs" page (``hilos_sync_run``)."""
+    ti.xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
+    ti.xcom_push(key=SYNC_RUN_XCOM_KEY, value=run_record(result))
+
+
 #: How long a plan waits for approval by default.
 DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=24)
 
@@ -577,7 +624,7 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
             result["approval"] = approval
             if pending_before:
                 result["log_rows_pending"] = pending_before
-            ti.xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
+            push_result(ti, result)
             self._say_done(result)
             return result
         if verdict.decision is Decision.REFUSE:
@@ -648,7 +695,7 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
                 result["log_rows_written"], result["log_rows_pending"] = journal.count - exc.pending, exc.pending
                 self.log.error("%s", exc)
                 failure = failure or exc
-        ti.xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
+        push_result(ti, result)
         self._say_done(result)
         if failure is not None:
             raise failure
@@ -684,7 +731,7 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
             except HilosSyncLogError as exc:
                 result["log_rows_written"], result["log_rows_pending"] = journal.count - exc.pending, exc.pending
                 self.log.error("%s", exc)
-        context["ti"].xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
+        push_result(context["ti"], result)
         self.log.error(
             "%s%s (%d of %d desired row(s) invalid)%s",
             refusal.subject,
@@ -797,7 +844,7 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
             except HilosSyncLogError as exc:
                 result["log_rows_written"], result["log_rows_pending"] = journal.count - exc.pending, exc.pending
                 self.log.error("%s", exc)
-        context["ti"].xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
+        push_result(context["ti"], result)
         self.log.error("%s", message)
         raise HilosSyncNotApprovedError(message)
 
@@ -812,7 +859,7 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
         result["approval"] = approval
         result["awaiting_approval"] = True
         ti = context["ti"]
-        ti.xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
+        push_result(ti, result)
         timeout = self.approval_timeout
         self.log.warning(
             "Hilos sync: the plan waits for approval in the Airflow UI (this task's Required Actions, or the REST "
@@ -868,7 +915,7 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
                     "answered_at": answer.at,
                 },
             }
-            context["ti"].xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
+            push_result(context["ti"], result)
             self.log.error("%s", message)
             raise HilosSyncNotApprovedError(message)
         if not path.exists():

@@ -90,6 +90,8 @@ def lineage_files(sandbox, tmp_path_factory):
     folder = tmp_path_factory.mktemp("lineage")
     database = folder / "warehouse.db"
     warehouse.write_sqlite(database, warehouse.desired_rows(sandbox.conversation_ids()[LINEAGE_MANAGED], seed=5))
+    contacts = [sandbox.contact(c) for c in sandbox.contact_ids()[-4:]]  # the customer record of four contacts
+    warehouse.write_contacts_sqlite(database, warehouse.desired_contacts(contacts, seed=5))
     return {"warehouse": database, "events": folder / "openlineage.jsonl"}
 
 
@@ -649,3 +651,49 @@ def test_zz_a_plan_over_its_limit_waits_for_approval_in_the_ui_and_applies_exact
         time.sleep(1)
     assert any("was not approved: rejected by admin" in t for t in logs)
     assert not [t for t in logs if SANDBOX_TOKEN in t]
+
+
+def test_zz_the_hilos_syncs_page_shows_both_syncs_and_refuses_an_unauthenticated_request(airflow, sandbox, lineage_run):
+    from playwright.sync_api import sync_playwright
+
+    dag = "/api/v2/dags/hilos_contacts_sync"
+    assert airflow.api("PATCH", dag, json={"is_paused": False}).status_code == 200
+    response = airflow.api("POST", f"{dag}/dagRuns", json={"logical_date": None, "conf": {}})
+    assert response.status_code == 200, response.text
+    contacts_run = airflow.wait_for_run("hilos_contacts_sync", response.json()["dag_run_id"])
+    assert contacts_run["state"] == "success", airflow.log_tail("scheduler")
+    assert airflow.wait_for_run("hilos_crm_sync", lineage_run)["state"] == "success"
+
+    page_url = f"{airflow.url}/hilos/syncs"
+    for headers in ({}, {"Authorization": "Bearer not-a-valid-token"}):
+        refused = requests.get(page_url, headers=headers, timeout=30)
+        assert refused.status_code in (401, 403) and "Hilos syncs" not in refused.text
+    page = requests.get(page_url, headers={"Authorization": f"Bearer {airflow.token}"}, timeout=30)
+    assert page.status_code == 200, page.text
+    for name in ("hilos_crm_sync.sync", "hilos_contacts_sync.sync_contacts"):
+        assert f"data-sync='{name}'" in page.text, name
+    assert "(contacts, " in page.text and "(conversations, " in page.text
+    assert SANDBOX_TOKEN not in page.text and airflow.token not in page.text
+    plugins = airflow.api("GET", "/api/v2/plugins").json()["plugins"]
+    (hilos,) = [p for p in plugins if p["name"] == "hilos"]
+    assert hilos["external_views"][0]["href"] == "/hilos/syncs"
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            view = browser.new_page(viewport={"width": 1400, "height": 1100})
+            view.set_default_timeout(30_000)
+            view.goto(f"{airflow.url}/")
+            view.get_by_label("Username").fill(ADMIN[0])
+            view.get_by_label("Password").fill(ADMIN[1])
+            view.get_by_role("button", name="Sign in").click()
+            view.wait_for_url(f"{airflow.url}/", timeout=30_000)
+            view.goto(f"{airflow.url}/plugin/hilos-syncs")  # the page inside Airflow's UI, from its navigation
+            frame = view.frame_locator("iframe").first
+            frame.get_by_text("hilos_contacts_sync.sync_contacts").first.wait_for()
+            frame.get_by_text("hilos_crm_sync.sync").first.wait_for()
+            APPROVAL_SHOTS.mkdir(parents=True, exist_ok=True)
+            view.wait_for_timeout(500)
+            view.screenshot(path=str(APPROVAL_SHOTS / "03-hilos-syncs-page.png"), full_page=True)
+        finally:
+            browser.close()
