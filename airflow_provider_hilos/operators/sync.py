@@ -139,6 +139,14 @@ def run_record(result: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
+def plan_link(ti: Any) -> str:
+    """Where the "Hilos syncs" page serves this run's plan file (a path on the api-server, as the UI links it)."""
+    from urllib.parse import urlencode
+
+    query = {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": getattr(ti, "map_index", -1)}
+    return f"/hilos/plan?{urlencode(query)}"
+
+
 def push_result(ti: Any, result: Mapping[str, Any]) -> None:
     """Push a sync's result (``hilos_sync_result``) and its record for the "Hilos syncs" page (``hilos_sync_run``)."""
     ti.xcom_push(key=SYNC_RESULT_XCOM_KEY, value=result)
@@ -884,6 +892,7 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
                 limits=approval["limits"],
                 plan_path=runner.plan_path,
                 timeout=timeout,
+                plan_link=plan_link(ti) if runner.plan_path else None,
             ),
             timeout=timeout,
             method_name="execute_approval",

@@ -80,9 +80,11 @@ def approval_body(
     limits: str,
     plan_path: str | None,
     timeout: timedelta | None,
+    plan_link: str | None = None,
 ) -> str:
     """The Markdown a person decides from: why it waits, the counts, each field's changes and transitions, the
-    first diffs with from → to, what each compare mode would cost, the plan file and the digest."""
+    first diffs with from → to, what each compare mode would cost, the plan file (``plan_link``: where the UI
+    serves it) and the digest."""
     lines = [
         f"**Hilos sync {md(sync)}** plans to write **{_changes(counts):,}** change(s) to {noun}s "
         f"(limits: {md(limits)}).",
@@ -138,7 +140,9 @@ def approval_body(
         lines.append(f"* `compare_with={mode}`: {reads_text} read(s), {writes if writes is not None else '?'} write(s)")
     lines += [
         "",
-        f"Plan file: `{plan_path}`" if plan_path else "No plan file (give the sync a `plan_path` or `report_path`).",
+        (f"Plan file: `{plan_path}`" + (f" ([open it]({plan_link}))" if plan_link else ""))
+        if plan_path
+        else "No plan file (give the sync a `plan_path` or `report_path`).",
         "",
         f"Plan digest: `{digest}`",
         "",

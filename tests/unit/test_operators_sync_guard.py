@@ -213,6 +213,7 @@ def test_a_plan_over_its_limits_waits_for_approval_and_the_approved_plan_is_appl
     assert request["subject"] == "Approve Hilos sync crm.sync: 25 conversation change(s)"
     assert "| to update | 25 |" in request["body"] and "| status | 25 | CLOSED→NEW 25 |" in request["body"]
     assert f"Plan digest: `{digest}`" in request["body"] and request["options"] == [APPROVE, REJECT]
+    assert f"([open it](/hilos/plan?dag_id=crm&task_id=sync&run_id={ti.run_id}&map_index=-1))" in request["body"]
     pushed = ti.pushed[SYNC_RESULT_XCOM_KEY]
     assert pushed["awaiting_approval"] is True and pushed["approval"]["decision"] == "wait"
     assert patches(sb) == [] and state_bytes(tmp_path) == before and log_rows(warehouse) == []

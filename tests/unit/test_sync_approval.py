@@ -156,3 +156,47 @@ def test_the_request_is_written_and_the_task_waits_as_airflows_own_hitl_tasks_do
     assert request["ti_id"] == ti.id and request["options"] == [APPROVE, REJECT] and request["defaults"] is None
     assert request["subject"] == "Approve it" and request["body"] == body and not request["multiple"]
     assert TEST_TOKEN not in repr(request)
+
+
+@pytest.mark.skipif(not can_ask(), reason="Airflow's Human-in-the-loop needs Airflow 3.1+")
+def test_before_airflow_3_3_the_task_defers_to_airflows_hitl_trigger(monkeypatch):
+    written = []
+    monkeypatch.setattr("airflow.sdk.execution_time.hitl.upsert_hitl_detail", lambda **kw: written.append(kw))
+    monkeypatch.setattr(approval_module, "parks", lambda: False)
+
+    class Deferred(Exception):
+        pass
+
+    class Task:
+        def defer(self, **kwargs):
+            self.deferred = kwargs
+            raise Deferred
+
+    task, ti = Task(), _TI()
+    with pytest.raises(Deferred):
+        request_approval(
+            task,
+            {"task_instance": ti},
+            subject="Approve it",
+            body="body",
+            timeout=timedelta(hours=2),
+            method_name="execute_approval",
+            kwargs={"digest": "0123456789abcdef0123"},
+        )
+    trigger = task.deferred["trigger"]
+    assert type(trigger).__name__ == "HITLTrigger" and task.deferred["method_name"] == "execute_approval"
+    assert task.deferred["kwargs"] == {"digest": "0123456789abcdef0123"} and len(written) == 1
+    classpath, trigger_kwargs = trigger.serialize()
+    assert classpath.endswith("HITLTrigger") and trigger_kwargs["options"] == [APPROVE, REJECT]
+    assert trigger_kwargs["timeout_datetime"] is not None and TEST_TOKEN not in repr(trigger_kwargs)
+
+
+def test_the_body_links_the_plan_where_the_ui_serves_it():
+    body = body_for(
+        summary_with([((), ("vip",))]), plan_link="/hilos/plan?dag_id=crm&task_id=sync&run_id=r1&map_index=-1"
+    )
+    assert "([open it](/hilos/plan?dag_id=crm&task_id=sync&run_id=r1&map_index=-1))" in body
+    assert (
+        '<a href="/hilos/plan?dag_id=crm&amp;task_id=sync&amp;run_id=r1&amp;map_index=-1">open it</a>'
+        in RENDER.render(body)
+    )
