@@ -202,6 +202,12 @@ class SyncRunner:
         self.id_field = self.obj.id_field
         self.summary = PlanSummary(shown_limit=settings.shown, key_field=self.obj.key_column, id_field=self.id_field)
         self.work = WorkStore(work_dir)
+        if self.work.swept:
+            log.info(
+                "Hilos sync: removed %d work folder(s) that killed runs on this host left behind: %s",
+                len(self.work.swept),
+                ", ".join(self.work.swept[:5]),
+            )
         self.rows_read = 0
         self.outcomes: dict[str, dict[str, Any]] = {}
         #: invalid rows, as read (the first 10,000), and those that became invalid while planning (in the plan table)

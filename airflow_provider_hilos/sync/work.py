@@ -22,8 +22,10 @@ from __future__ import annotations
 import marshal
 import os
 import shutil
+import socket
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -60,14 +62,66 @@ def unpack(blob: bytes | None) -> dict[str, Any] | None:
     return fields  # type: ignore[no-any-return]
 
 
+#: A work folder's name: the host and process that made it (so a later run can tell one left by a killed worker).
+_PREFIX = "hilos-sync-work-"
+#: A folder of a gone process is removed only once it is this old (seconds): a process of the same host name in
+#: another pid namespace (two containers sharing a /tmp) may use the same pid.
+LEFT_BEHIND_AFTER = 6 * 3600.0
+
+
+def _host() -> str:
+    return "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: alive
+    return True
+
+
+def sweep_left_behind(folder: str | None = None, *, older_than: float = LEFT_BEHIND_AFTER) -> list[str]:
+    """Remove the work folders that runs killed on this host left behind (``kill -9``, the OOM killer: their
+    ``close`` never ran): made by this host, by a process that is gone, and untouched for ``older_than`` seconds.
+    The folders removed.
+
+    :param folder: where work folders are made (default: the system's temporary folder).
+    """
+    root = folder or tempfile.gettempdir()
+    host, now = _host(), time.time()
+    removed: list[str] = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(f"{_PREFIX}{host}-"):
+            continue
+        pid_text = name[len(_PREFIX) + len(host) + 1 :].split("-", 1)[0]
+        path = os.path.join(root, name)
+        try:
+            old = now - os.path.getmtime(path) > older_than
+        except OSError:
+            continue
+        if pid_text.isdigit() and old and not _alive(int(pid_text)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 class WorkStore:
-    """The work database of one run (a temporary folder, removed by :meth:`close`).
+    """The work database of one run (a temporary folder, removed by :meth:`close`; one left by a killed run is
+    removed by a later run on the same host, :func:`sweep_left_behind`).
 
     :param folder: where to make the temporary folder (default: the system's temporary folder).
     """
 
     def __init__(self, folder: str | None = None) -> None:
-        self.folder = tempfile.mkdtemp(prefix="hilos-sync-work-", dir=folder)
+        self.swept = sweep_left_behind(folder)
+        self.folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{_host()}-{os.getpid()}-", dir=folder)
         self.path = os.path.join(self.folder, "work.sqlite")
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         for pragma in (

@@ -69,3 +69,30 @@ def test_the_database_is_on_disk_and_removed_when_the_run_ends(tmp_path):
     assert os.path.exists(work.path) and work.size_on_disk() > 0
     work.close()
     assert not os.path.exists(work.folder) and os.listdir(tmp_path) == []
+
+
+def test_a_folder_a_killed_run_left_behind_is_removed_by_a_later_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from airflow_provider_hilos.sync import work as work_module
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    host = work_module._host()
+    left = tmp_path / f"hilos-sync-work-{host}-{dead_pid}-abc123"  # a run killed before its close
+    recent = tmp_path / f"hilos-sync-work-{host}-{dead_pid}-def456"  # the same, but touched recently
+    alive = tmp_path / f"hilos-sync-work-{host}-{os.getpid()}-ghi789"  # a run still going
+    other_host = tmp_path / f"hilos-sync-work-otherhost-{dead_pid}-jkl012"  # another host's (a shared /tmp)
+    for folder in (left, recent, alive, other_host):
+        folder.mkdir()
+        (folder / "work.sqlite").write_bytes(b"x" * 1000)
+    old = time.time() - work_module.LEFT_BEHIND_AFTER - 60
+    for folder in (left, alive, other_host):
+        os.utime(folder, (old, old))
+    with WorkStore(str(tmp_path)) as work:
+        assert work.swept == [str(left)]
+        assert os.path.basename(work.folder).startswith(f"hilos-sync-work-{host}-{os.getpid()}-")
+    assert not left.exists() and recent.exists() and alive.exists() and other_host.exists()
