@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
@@ -725,20 +725,7 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
         result = self._result(runner, None, dry=dry, store=store, saved=False)
         result["refused"] = refusal.subject
         if log_hook is not None and not dry:
-            assert self.log_table is not None
-            obj = runner.obj
-            journal = PendingLog(store.folder, context["ti"].run_id, key_field=obj.updates_words.key_field)
-            journal.save(
-                planned_rows(
-                    runner.invalid_entries, object_name=obj.name, key_field=obj.key_column, id_field=runner.id_field
-                )
-            )
-            try:
-                result["log_rows_written"] = journal.write_to(log_hook, self.log_table)
-                result["log_rows_pending"] = 0
-            except HilosSyncLogError as exc:
-                result["log_rows_written"], result["log_rows_pending"] = journal.count - exc.pending, exc.pending
-                self.log.error("%s", exc)
+            self._log_refused(context, runner, runner.invalid_entries, log_hook, store, result)
         push_result(context["ti"], result)
         self.log.error(
             "%s%s (%d of %d desired row(s) invalid)%s",
@@ -751,6 +738,33 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
             else "",
         )
         raise refusal
+
+    def _log_refused(
+        self,
+        context: Context,
+        runner: SyncRunner,
+        entries: Iterable[Any],
+        log_hook: Any,
+        store: SyncStateStore,
+        result: dict[str, Any],
+        *,
+        not_approved: str | None = None,
+    ) -> None:
+        """The sync log rows of a run refused before any write (``entries``: its invalid rows, or its plan), the
+        planned writes as ``not_approved`` with that reason; what was written or left pending goes in ``result``."""
+        assert self.log_table is not None
+        obj = runner.obj
+        journal = PendingLog(store.folder, context["ti"].run_id, key_field=obj.updates_words.key_field)
+        journal.save(planned_rows(entries, object_name=obj.name, key_field=obj.key_column, id_field=runner.id_field))
+        if not_approved is not None:
+            for key, _ in runner.write_hashes():
+                journal.outcome({obj.updates_words.key_field: key, "outcome": "not_approved", "error": not_approved})
+        try:
+            result["log_rows_written"] = journal.write_to(log_hook, self.log_table)
+            result["log_rows_pending"] = 0
+        except HilosSyncLogError as exc:
+            result["log_rows_written"], result["log_rows_pending"] = journal.count - exc.pending, exc.pending
+            self.log.error("%s", exc)
 
     # -- the guard, and approval --
 
@@ -836,22 +850,9 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
         result["refused"] = message
         result["approval"] = approval
         if log_hook is not None:
-            assert self.log_table is not None
-            obj = runner.obj
-            journal = PendingLog(store.folder, context["ti"].run_id, key_field=obj.updates_words.key_field)
-            journal.save(
-                planned_rows(
-                    runner.log_records(), object_name=obj.name, key_field=obj.key_column, id_field=runner.id_field
-                )
+            self._log_refused(
+                context, runner, runner.log_records(), log_hook, store, result, not_approved=verdict.reason
             )
-            for key, _ in runner.write_hashes():
-                journal.outcome({obj.updates_words.key_field: key, "outcome": "not_approved", "error": verdict.reason})
-            try:
-                result["log_rows_written"] = journal.write_to(log_hook, self.log_table)
-                result["log_rows_pending"] = 0
-            except HilosSyncLogError as exc:
-                result["log_rows_written"], result["log_rows_pending"] = journal.count - exc.pending, exc.pending
-                self.log.error("%s", exc)
         push_result(context["ti"], result)
         self.log.error("%s", message)
         raise HilosSyncNotApprovedError(message)

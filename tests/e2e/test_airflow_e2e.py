@@ -566,6 +566,18 @@ def _never_running_while_it_waits(airflow, run_id: str, timeout: float = 60.0) -
     raise TimeoutError(f"the scheduler never took the parking worker's exit\n{airflow.log_tail('scheduler')}")
 
 
+def _signed_in(browser, airflow):
+    """A page of ``browser`` signed in to the deployment's UI as its admin."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(30_000)
+    page.goto(f"{airflow.url}/")
+    page.get_by_label("Username").fill(ADMIN[0])
+    page.get_by_label("Password").fill(ADMIN[1])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{airflow.url}/", timeout=30_000)
+    return page
+
+
 def _hitl(airflow, run_id: str) -> str:
     return f"{APPROVAL_DAG}/dagRuns/{run_id}/taskInstances/sync/-1/hitlDetails"
 
@@ -594,13 +606,7 @@ def test_zz_a_plan_over_its_limit_waits_for_approval_in_the_ui_and_applies_exact
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(30_000)
-            page.goto(f"{airflow.url}/")
-            page.get_by_label("Username").fill(ADMIN[0])
-            page.get_by_label("Password").fill(ADMIN[1])
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(f"{airflow.url}/", timeout=30_000)
+            page = _signed_in(browser, airflow)
             page.goto(f"{airflow.url}/dags/hilos_test_approval/runs/{run_id}/tasks/sync/required_actions")
             page.get_by_text("Approve Hilos sync hilos_test_approval.sync").first.wait_for()
             page.get_by_text("12 changes > max_changes=5").first.wait_for()  # the Markdown rendered, as typed
@@ -681,13 +687,7 @@ def test_zz_the_hilos_syncs_page_shows_both_syncs_and_refuses_an_unauthenticated
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            view = browser.new_page(viewport={"width": 1400, "height": 1100})
-            view.set_default_timeout(30_000)
-            view.goto(f"{airflow.url}/")
-            view.get_by_label("Username").fill(ADMIN[0])
-            view.get_by_label("Password").fill(ADMIN[1])
-            view.get_by_role("button", name="Sign in").click()
-            view.wait_for_url(f"{airflow.url}/", timeout=30_000)
+            view = _signed_in(browser, airflow)
             view.goto(f"{airflow.url}/plugin/hilos-syncs")  # the page inside Airflow's UI, from its navigation
             frame = view.frame_locator("iframe").first
             frame.get_by_text("hilos_contacts_sync.sync_contacts").first.wait_for()
