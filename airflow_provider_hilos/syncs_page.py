@@ -28,6 +28,8 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import get_user
 
+from airflow_provider_hilos.sync.state import sync_name
+
 #: Runs shown per sync.
 RUNS_PER_SYNC = 100
 #: Failed keys shown per sync (its last run's).
@@ -85,7 +87,7 @@ class Sync:
 
     @property
     def name(self) -> str:
-        return f"{self.dag_id}.{self.task_id}" + (f"[{self.map_index}]" if self.map_index >= 0 else "")
+        return sync_name(self.dag_id, self.task_id, self.map_index)
 
 
 def read_syncs(session: Any, dag_ids: set[str] | None, runs_per_sync: int = RUNS_PER_SYNC) -> list[Sync]:
@@ -112,6 +114,25 @@ def read_syncs(session: Any, dag_ids: set[str] | None, runs_per_sync: int = RUNS
         if isinstance(result, Mapping):
             sync.runs.append(SyncRun(run_id, at, result))
     return sorted((s for s in syncs.values() if s.runs), key=lambda s: s.name)
+
+
+def read_record(session: Any, dag_id: str, task_id: str, map_index: int, run_id: str) -> Mapping[str, Any] | None:
+    """One run's record (``None``: that run kept none)."""
+    from sqlalchemy import select
+
+    from airflow.models.xcom import XComModel
+
+    value = session.execute(
+        select(XComModel.value).where(
+            XComModel.key == RESULT_KEY,
+            XComModel.dag_id == dag_id,
+            XComModel.task_id == task_id,
+            XComModel.map_index == map_index,
+            XComModel.run_id == run_id,
+        )
+    ).scalar()
+    record = _plain(value)
+    return record if isinstance(record, Mapping) else None
 
 
 def _plain(value: Any) -> Any:
@@ -263,14 +284,8 @@ def create_app() -> FastAPI:
     ) -> PlainTextResponse:
         if dag_id not in (_readable_dags(user) or set()):
             raise HTTPException(status_code=403, detail="not allowed to read this DAG")
-        runs = [
-            run
-            for sync in read_syncs(session, {dag_id})
-            if sync.task_id == task_id and sync.map_index == map_index
-            for run in sync.runs
-            if run.run_id == run_id
-        ]
-        path = runs[0].result.get("plan_path") if runs else None
+        record = read_record(session, dag_id, task_id, map_index, run_id)
+        path = record.get("plan_path") if record else None
         if not path:
             raise HTTPException(status_code=404, detail="this run wrote no plan")
         from airflow_provider_hilos.storage import storage_path

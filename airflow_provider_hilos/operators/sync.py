@@ -83,7 +83,7 @@ from airflow_provider_hilos.sync.objects import SyncObject
 from airflow_provider_hilos.sync.objects.conversation import ConversationObject
 from airflow_provider_hilos.sync.plan import LOGGED_NOT_FOUND
 from airflow_provider_hilos.sync.runner import HELD_BACK, SyncRunner, SyncSettings
-from airflow_provider_hilos.sync.state import SyncStateStore, sync_owner
+from airflow_provider_hilos.sync.state import SyncStateStore, sync_name, sync_owner
 from airflow_provider_hilos.sync.warehouse_log import (
     PendingLog,
     check_log_table,
@@ -875,8 +875,7 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
             "API): nothing is sent until a person approves it; the task holds no worker slot while it waits%s",
             f" (up to {duration(timeout)}; then it fails, sending nothing)" if timeout else "",
         )
-        sync = f"{ti.dag_id}.{ti.task_id}" + (f"[{ti.map_index}]" if (getattr(ti, "map_index", -1) or -1) >= 0 else "")
-        counts = runner.counts(None, dry_run=True)
+        sync = sync_name(ti.dag_id, ti.task_id, getattr(ti, "map_index", None))
         request_approval(
             self,
             context,
@@ -885,9 +884,9 @@ class HilosSyncBase(EmitsLineage, WaitsOutOutages, EngineStopper, BatchArguments
                 sync=sync,
                 noun=runner.obj.name,
                 key_field=runner.obj.key_column,
-                counts=counts,
+                counts=result,
                 summary=runner.summary,
-                costs=runner.costs(),
+                costs=result["costs"],
                 verdict=verdict,
                 digest=digest,
                 limits=approval["limits"],

@@ -51,6 +51,12 @@ def sync_owner(dag_id: str, task_id: str, map_index: int | None = None) -> dict[
     return {"dag_id": str(dag_id), "run_id": None, "task_id": str(task_id), "map_index": index}
 
 
+def sync_name(dag_id: str, task_id: str, map_index: int | None = None) -> str:
+    """A sync task as a person reads it: ``dag.task``, ``dag.task[3]`` for a mapped one."""
+    index = map_index if isinstance(map_index, int) and map_index >= 0 else -1
+    return f"{dag_id}.{task_id}" + (f"[{index}]" if index >= 0 else "")
+
+
 @dataclass
 class Snapshot:
     """What a sync task's last run left, in memory (tests and small syncs; a run streams it instead): per object,

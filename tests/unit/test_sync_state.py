@@ -102,3 +102,10 @@ def test_a_state_the_last_version_wrote_is_read_and_the_next_run_writes_the_new_
     assert json.loads(Path(str(store.path)).read_text().splitlines()[0])["version"] == 2
     _, again = store.read()
     assert {key: (fields, failed) for key, _, fields, failed in again} == by_key
+
+
+def test_a_sync_task_is_named_as_a_person_reads_it():
+    from airflow_provider_hilos.sync.state import sync_name
+
+    assert sync_name("crm", "sync") == sync_name("crm", "sync", -1) == "crm.sync"
+    assert sync_name("crm", "sync", 0) == "crm.sync[0]" and sync_name("crm", "sync", 3) == "crm.sync[3]"
