@@ -115,7 +115,7 @@ class PeopleResolver:
         """``row`` with emails and team names replaced by ids, and a problem per unknown one (the field, the email
         or name, what to fix); ``row`` as it is when it names nobody that way."""
         if not self.needs(row):
-            return dict(row), []
+            return (row if type(row) is dict else dict(row)), []
         out, problems = dict(row), []
         directory = self.directory
         for name in USER_FIELDS:

@@ -132,7 +132,7 @@ class RowChecker:
         for name, value in row.items():
             if value is None or name == "conversation_id":
                 continue
-            key = _value_key(name, value)
+            key = value_key(name, value)
             if key is None:
                 return validate_row(row)
             part = parts.get(key, _MISSING)
@@ -184,7 +184,7 @@ class RowChecker:
 _MISSING: Any = object()
 
 
-def _value_key(name: str, value: Any) -> tuple[Any, ...] | None:
+def value_key(name: str, value: Any) -> tuple[Any, ...] | None:
     """A field's value as a hashable key (its type kept: ``1`` and ``"1"`` validate apart), or ``None`` when it
     can't be one."""
     kind = type(value)

@@ -251,6 +251,7 @@ class HilosTransport:
         params: Mapping[str, str | int] | None = None,
         subject: str | None = None,
         max_attempts: int | None = None,
+        decode: Callable[[bytes], JSON] | None = None,
     ) -> JSON:
         """Send one API request with the hook's timeouts and retries, and return its parsed JSON.
 
@@ -260,6 +261,8 @@ class HilosTransport:
         :param params: query parameters, if any.
         :param subject: what the request is about, named in error messages (``conversation <id>``).
         :param max_attempts: override the hook's attempts for this call.
+        :param decode: how a successful answer's body is decoded (default: ``json.loads``; a list page of a sync:
+            :func:`~airflow_provider_hilos.projection.page_decoder`).
         :raises HilosAPIError: after the last attempt, or at once for errors not worth retrying
             (:class:`HilosPermanentAPIError`).
         """
@@ -274,7 +277,9 @@ class HilosTransport:
                     problem="the task was stopped",
                 )
             try:
-                return self.attempt(method, path, json=json, params=params, subject=subject, number=number)
+                return self.attempt(
+                    method, path, json=json, params=params, subject=subject, number=number, decode=decode
+                )
             except HilosAPIError as exc:
                 if not exc.retryable or number == attempts:
                     if exc.retryable:
@@ -295,12 +300,14 @@ class HilosTransport:
         params: Mapping[str, str | int] | None = None,
         subject: str | None = None,
         number: int = 1,
+        decode: Callable[[bytes], JSON] | None = None,
     ) -> JSON:
         """Send one request once (no retry) and return its parsed JSON.
 
         The batch path calls this and schedules retries itself, so no worker sleeps on a ``Retry-After``.
 
         :param number: which attempt this is (1-based), as error messages count it.
+        :param decode: how a successful answer's body is decoded (see :meth:`request`).
         :raises HilosAPIError: ``retryable`` (with ``retry_after`` when the API sent one) or not.
         """
         session = self.session  # made (once) before the slot: a slot is a promise to send now, not after set-up
@@ -308,7 +315,7 @@ class HilosTransport:
         prepared = _prepare(session, method, url, json, params)
         ticket = self.pacer.acquire()
         try:
-            answer = self._send(session, prepared, method, url, subject=subject, number=number)
+            answer = self._send(session, prepared, method, url, subject=subject, number=number, decode=decode)
         except HilosAPIError as exc:
             status = exc.status_code
             if status is not None and status < 500:  # an answer from the API itself
@@ -331,6 +338,7 @@ class HilosTransport:
         *,
         subject: str | None,
         number: int,
+        decode: Callable[[bytes], JSON] | None = None,
     ) -> JSON:
         settings = self.settings
         url_path = urlsplit(url).path
@@ -380,7 +388,9 @@ class HilosTransport:
             metrics.incr(metrics.THROTTLED)
         if 200 <= response.status_code < 300:
             try:
-                return response.json() if response.content else {}
+                if not response.content:
+                    return {}
+                return decode(response.content) if decode is not None else response.json()
             except (ValueError, RecursionError):
                 problem = (
                     f"HTTP {response.status_code} with an unreadable body ({_describe_body(response, self.redact)[2]})"

@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from airflow_provider_hilos.exceptions import HilosAPIError
+from airflow_provider_hilos.projection import page_decoder
 
 if TYPE_CHECKING:
     from airflow_provider_hilos.hooks.hilos import HilosHook
@@ -114,13 +115,21 @@ class Paginator:
         self.noun = noun
         self.key = key
 
-    def page(self, number: int, params: Mapping[str, Any], *, max_attempts: int | None = None) -> dict[str, Any]:
+    def page(
+        self,
+        number: int,
+        params: Mapping[str, Any],
+        *,
+        max_attempts: int | None = None,
+        decode: Callable[[bytes], Any] | None = None,
+    ) -> dict[str, Any]:
         """One page as the API answered it.
 
+        :param decode: how its body is decoded (default: in full, ``json.loads``).
         :raises HilosAPIError: the answer is not a page object.
         """
         answer = self.hook.transport.request(
-            "GET", self.path, params={"page": number, **params}, max_attempts=max_attempts
+            "GET", self.path, params={"page": number, **params}, max_attempts=max_attempts, decode=decode
         )
         if not isinstance(answer, dict):
             raise self._error(f"answered the {self.noun} list with {type(answer).__name__} instead of a page object")
@@ -129,9 +138,11 @@ class Paginator:
     def _error(self, what: str, problem: str = "an answer that is not a page") -> HilosAPIError:
         return HilosAPIError(f"Hilos {what}", status_code=200, method="GET", path=self.path, problem=problem)
 
-    def _fetch(self, number: int, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _fetch(
+        self, number: int, params: Mapping[str, Any], decode: Callable[[bytes], Any] | None = None
+    ) -> dict[str, Any] | None:
         try:
-            return self.page(number, params)
+            return self.page(number, params, decode=decode)
         except HilosAPIError as exc:
             if number > 1 and exc.status_code == 404 and exc.detail == "Invalid page.":
                 return None  # past the end (the list shrank while it was read): DRF's answer, not an error
@@ -146,6 +157,7 @@ class Paginator:
         progress: ListingProgress | None = None,
         seen: Seen | None = None,
         stale_pages: int | None = MAX_STALE_PAGES,
+        fields: Sequence[str] | None = None,
     ) -> Iterator[Page]:
         """Every page, in order, its rows as the API sent them (repeats included, flagged: the caller decides).
 
@@ -159,16 +171,19 @@ class Paginator:
         :param seen: what tells new rows from repeats (default: the keys, in memory).
         :param stale_pages: pages in a row with only rows ``seen`` knows (and a next page announced) that end the
             listing with an error (``None``: never; a caller that reads a list again, bounded, knows most rows).
+        :param fields: the row fields the caller reads (``None``: every field): each page is decoded into rows of
+            those fields alone (:func:`~airflow_provider_hilos.projection.page_decoder`).
         """
         progress = progress if progress is not None else ListingProgress()
         query = {**params, "page_size": page_size}
         seen = seen if seen is not None else KeySet(self.key)
+        decode = page_decoder(fields) if fields is not None else None
         largest = served = 0  # the largest count the API gave, the most rows it served on one page
         stale = 0
         workers = max(1, min(concurrency, max(2, MAX_ROWS_AHEAD // max(page_size, 1))))
         ahead = concurrency > 0
         with ThreadPoolExecutor(workers, thread_name_prefix=f"hilos-list-{self.noun}") as pool:
-            coming: dict[int, Future[dict[str, Any] | None]] = {1: pool.submit(self._fetch, 1, query)}
+            coming: dict[int, Future[dict[str, Any] | None]] = {1: pool.submit(self._fetch, 1, query, decode)}
             number = 1
             while True:
                 answer = coming.pop(number).result()
@@ -213,7 +228,7 @@ class Paginator:
                     last = max(number + 1, -(-largest // served)) if largest and served else number + 1
                     for following in range(number + 1, min(last, number + workers) + 1):
                         if following not in coming:
-                            coming[following] = pool.submit(self._fetch, following, query)
+                            coming[following] = pool.submit(self._fetch, following, query, decode)
                 yield Page(number, rows, flags)
                 if not more:
                     return
@@ -227,7 +242,7 @@ class Paginator:
                     )
                 number += 1
                 if number not in coming:
-                    coming[number] = pool.submit(self._fetch, number, query)
+                    coming[number] = pool.submit(self._fetch, number, query, decode)
 
     def rows(
         self,

@@ -117,6 +117,10 @@ class RowShaper:
         self._lists = frozenset(columns.lists)
         self._objects = frozenset(columns.objects)
         self._checked: tuple[str, ...] | None = None
+        #: list cells already split (text -> items): a column of tags or assignees repeats a few lists
+        self._split: dict[str, tuple[Any, ...]] = {}
+        #: the field of each of the checked columns, in their order, and whether it is a plain one (no list, no object)
+        self._fields: list[tuple[str, bool]] = []
 
     def columns(self, names: list[str]) -> list[str]:
         """The fields of the source's columns, in order.
@@ -159,12 +163,25 @@ class RowShaper:
             return row
         names = tuple(str(name) for name in row)
         if names != self._checked:  # every row of a query has the same columns: checked once
-            self.columns(list(names))
+            self._fields = [
+                (field, field not in self._lists and field not in self._objects) for field in self.columns(list(names))
+            ]
             self._checked = names
         out: dict[str, Any] = {}
-        for name, cell in row.items():
-            field = self.renames.get(str(name).strip().lower(), self._name(str(name)))
+        for (field, plain), cell in zip(self._fields, row.values(), strict=True):
+            if cell is None:
+                continue
+            if plain and (type(cell) is str or type(cell) is int):
+                out[field] = cell  # the common cells, as they are
+                continue
+            if type(cell) is str and not plain:  # a list in a text cell: the same few lists, split once each
+                split = self._split.get(cell)
+                if split is not None:
+                    out[field] = list(split)
+                    continue
             value = self.cell(field, cell)
+            if type(cell) is str and type(value) is list and len(self._split) < _SPLIT_MEMO:
+                self._split[cell] = tuple(value)
             if value is not None:
                 out[field] = value
         return out
@@ -208,6 +225,10 @@ class RowShaper:
                     return text  # JSON: validation reads it
                 return [part.strip() for part in text.split(self.separator) if part.strip()]
         return value
+
+
+#: How many distinct list texts a shaper remembers split.
+_SPLIT_MEMO = 8_192
 
 
 def _object_cell(field: str, value: Any) -> Any:

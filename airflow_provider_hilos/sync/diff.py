@@ -224,6 +224,31 @@ class FieldSet:
 CONVERSATION_FIELDS: Final = FieldSet(order=SYNC_FIELDS, lists=frozenset(LIST_FIELDS))
 
 
+def already_as_desired(
+    desired: Mapping[str, Any],
+    *,
+    fields: FieldSet,
+    compare_with: CompareWith,
+    current: Mapping[str, Any] | None,
+    failed_before: bool = False,
+    modes: Mapping[str, ListMode] | None = None,
+) -> bool:
+    """Whether :func:`plan_entry` plans this object unchanged at once: compared with what Hilos listed, every
+    managed field already equal, its last write not failed, no list field in ``"add"`` mode and no field known only
+    from the last sync (the sync engine asks this as each list page arrives, so that most objects of a day 2 are
+    never planned again; see :func:`plan_entry` for the parameters)."""
+    if compare_with is not CompareWith.HILOS or current is None or failed_before:
+        return False
+    if modes and any(modes.get(name) is ListMode.ADD and name in fields.lists for name in desired):
+        return False
+    if fields.from_last_sync and not fields.from_last_sync.isdisjoint(desired):
+        return False
+    if fields.current_value is None and not fields.compare:  # plain fields (a conversation's): fields.equal, inline
+        get = current.get
+        return all((have := get(name, UNKNOWN)) is not UNKNOWN and have == value for name, value in desired.items())
+    return all(fields.equal(name, fields.held(current, name), value) for name, value in desired.items())
+
+
 def plan_entry(
     key: str,
     desired: Mapping[str, Any],
@@ -260,13 +285,8 @@ def plan_entry(
     modes = modes or {}
     merging = [name for name in desired if modes.get(name) is ListMode.ADD and name in fields.lists]
     compare_with = CompareWith(compare_with)
-    if (  # the common case, an object already as desired: one comparison per managed field
-        compare_with is CompareWith.HILOS
-        and current is not None
-        and not failed_before
-        and not merging
-        and not fields.from_last_sync.intersection(desired)
-        and all(fields.equal(name, fields.held(current, name), value) for name, value in desired.items())
+    if already_as_desired(  # the common case: one comparison per managed field
+        desired, fields=fields, compare_with=compare_with, current=current, failed_before=failed_before, modes=modes
     ):
         return PlanEntry(key, Action.UNCHANGED, row=row, object_id=object_id)
     reason = ""

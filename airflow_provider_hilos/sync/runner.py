@@ -48,7 +48,7 @@ from airflow_provider_hilos.sync.objects import NotWritable, SyncObject
 from airflow_provider_hilos.sync.objects.conversation import ConversationObject
 from airflow_provider_hilos.sync.plan import LOGGED_NOT_FOUND, PlanFile, PlanSummary, entry_record
 from airflow_provider_hilos.sync.state import SyncStateStore
-from airflow_provider_hilos.sync.work import CHUNK, WorkStore
+from airflow_provider_hilos.sync.work import CHUNK, WorkStore, unpack
 
 if TYPE_CHECKING:
     from airflow_provider_hilos.batch.engine import BatchEngine, ReportTarget
@@ -65,6 +65,7 @@ HELD_BACK = (
     "not sent: what it would write is not what was approved (the object changed in Hilos or in the warehouse since "
     "the plan was approved); the next run plans it again"
 )
+_UNCHANGED = Action.UNCHANGED.value
 #: The outcomes of the batch engine that leave an object as desired.
 _DONE = ("updated", "created", "deleted", "already_applied")
 
@@ -142,8 +143,8 @@ class _ListingSeen:
         obj, work = self.runner.obj, self.runner.work
         parsed = [obj.listed_key(row) for row in rows]
         keys = [key for key, _ in parsed if key is not None]
-        desired, managed, before = work.interesting(keys)
-        listed = []
+        desired, managed, before = work.of_interest(keys)
+        listed: list[tuple[str, str | None, dict[str, Any] | None, int]] = []
         flags = []
         for row, (key, oid) in zip(rows, parsed, strict=True):
             if key is None:
@@ -156,10 +157,26 @@ class _ListingSeen:
                 before.add(key)
                 self.new_rows += 1
                 self.new_desired += key in desired
-            listed.append((key, oid, obj.listed_fields(row) if key in desired or key in managed else None))
+            fields, same = None, 0
+            if key in desired or key in managed:
+                fields = obj.listed_fields(row)
+                if key in desired:
+                    same = self._same(desired[key], fields, managed.get(key))
+            listed.append((key, oid, fields, same))
         work.add_listed(listed)
         self.runner.listed += len(rows)
         return flags
+
+    def _same(self, blob: bytes, current: dict[str, Any], previous: tuple[bytes | None, bool] | None) -> int:
+        """Whether this copy shows a desired object already as desired (the plan's common case, decided as the page
+        arrives so that the object's fields are neither kept nor read again): 0 no, 1 yes, 2 yes but
+        ``compare_with="last_sync"`` would have written it (for the plan's costs). A later copy decides again."""
+        desired = unpack(blob) or {}
+        failed = previous is not None and previous[1]
+        if not self.runner.obj.already_as_desired(desired, current, failed):
+            return 0
+        last = None if previous is None else unpack(previous[0])
+        return 2 if desired and (last is None or any(last.get(k) != v for k, v in desired.items())) else 1
 
 
 class SyncRunner:
@@ -345,7 +362,18 @@ class SyncRunner:
     def _decide_all(self) -> None:
         obj, compare_with = self.obj, self.settings.compare_with
         batch: list[tuple[str, int, str, bool, str | None, Any, str | None]] = []
-        for n, key, desired, oid, current, previous, pid, failed in self.work.to_plan():
+        for n, key, desired, oid, current, previous, pid, failed, same in self.work.plan_rows():
+            if len(batch) >= CHUNK:
+                self.work.add_plan(batch)
+                batch = []
+            if same:  # listed already as desired (see _ListingSeen._same)
+                self.last_sync_writes += same == 2
+                unchanged = PlanEntry(key, Action.UNCHANGED, row=n, object_id=oid or pid)
+                planned = self._planned(unchanged, None, {})
+                if planned[4] is not None:  # plan_unchanged: its record
+                    batch.append(planned)
+                continue
+            assert desired is not None
             # what compare_with="last_sync" would have sent, for the plan's costs (counted as each is planned)
             if desired and (failed or previous is None or any(previous.get(k) != v for k, v in desired.items())):
                 self.last_sync_writes += 1
@@ -359,12 +387,12 @@ class SyncRunner:
                 row=n,
                 object_id=oid or pid,
             )
-            batch.append(self._planned(entry, current, desired))
-            if len(batch) >= CHUNK:
-                self.work.add_plan(batch)
-                batch = []
+            planned = self._planned(entry, current, desired)
+            if planned[2] != _UNCHANGED or planned[4] is not None:  # an unchanged object without a record: no row
+                batch.append(planned)
         if batch:
             self.work.add_plan(batch)
+        self.work.planned()
 
     def _planned(
         self, entry: PlanEntry, current: Mapping[str, Any] | None, desired: Mapping[str, Any]

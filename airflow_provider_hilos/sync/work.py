@@ -11,9 +11,11 @@ Tables, each keyed by the object's key (a conversation's id, a contact's E.164 p
 * ``rows``: every desired row, by its number in the source (``n``), its key and fields; a key in several rows is a
   duplicate (all its rows invalid);
 * ``previous``: the last run's snapshot (what it applied, failed keys, the Hilos id);
-* ``listed``: what the listing showed for each key it showed (the latest copy wins), and ``seen`` for the keys of no
-  interest (only to tell a new row from a repeat);
-* ``plan``: what the plan does with each key (its entry as the plan file has it, and the write to send);
+* ``listed``: what the listing showed for each key it showed (the latest copy wins); a key of no interest has no
+  fields (it is kept only to tell a new row from a repeat), nor has a desired key its copy showed already as desired
+  (``same``: it is planned unchanged without being read again);
+* ``plan``: what the plan does with each key (its entry as the plan file has it, and the write to send); a desired
+  key without a row here is unchanged (most keys of a day 2: they are not written at all);
 * ``outcome``: what the apply did with each key.
 """
 
@@ -138,7 +140,8 @@ class WorkStore:
             CREATE TABLE dup (k TEXT PRIMARY KEY) WITHOUT ROWID;
             CREATE TABLE previous (k TEXT PRIMARY KEY, id TEXT, f BLOB, failed INTEGER NOT NULL DEFAULT 0,
                                    extra BLOB) WITHOUT ROWID;
-            CREATE TABLE listed (k TEXT PRIMARY KEY, id TEXT, f BLOB, seq INTEGER NOT NULL) WITHOUT ROWID;
+            CREATE TABLE listed (k TEXT PRIMARY KEY, id TEXT, f BLOB, seq INTEGER NOT NULL,
+                                 same INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
             CREATE TABLE plan (k TEXT PRIMARY KEY, n INTEGER, action TEXT NOT NULL, drift INTEGER NOT NULL,
                                entry TEXT, w BLOB, h TEXT) WITHOUT ROWID;
             CREATE TABLE approved (k TEXT PRIMARY KEY, h TEXT NOT NULL) WITHOUT ROWID;
@@ -148,6 +151,7 @@ class WorkStore:
         self._seq = 0
         self._keys_indexed = False
         self._has_previous = False
+        self._planned = False
 
     def close(self) -> None:
         """Close the database and remove its folder."""
@@ -232,16 +236,36 @@ class WorkStore:
             before.update(k for (k,) in self.db.execute(f"SELECT k FROM listed WHERE k IN ({marks})", part))
         return desired, managed, before
 
-    def add_listed(self, rows: Sequence[tuple[str, str | None, Mapping[str, Any] | None]]) -> None:
-        """What the listing showed (``(key, Hilos id, fields or None for a key of no interest)``); a later copy
-        replaces an earlier one."""
+    def of_interest(
+        self, keys: Sequence[str]
+    ) -> tuple[dict[str, bytes], dict[str, tuple[bytes | None, bool]], set[str]]:
+        """Of ``keys`` (one page's): the desired ones with their fields as kept (:func:`unpack` reads them), those in
+        the last snapshot with theirs and whether they failed, and those listed before (repeats)."""
+        desired: dict[str, bytes] = {}
+        previous: dict[str, tuple[bytes | None, bool]] = {}
+        before: set[str] = set()
+        for start in range(0, len(keys), IN_CHUNK):
+            part = list(keys[start : start + IN_CHUNK])
+            marks = ",".join("?" * len(part))
+            desired.update(self.db.execute(f"SELECT k, f FROM rows WHERE k IN ({marks})", part))
+            if self._has_previous:
+                for k, f, failed in self.db.execute(f"SELECT k, f, failed FROM previous WHERE k IN ({marks})", part):
+                    previous[k] = (f, bool(failed))
+            before.update(k for (k,) in self.db.execute(f"SELECT k FROM listed WHERE k IN ({marks})", part))
+        return desired, previous, before
+
+    def add_listed(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """What the listing showed: ``(key, Hilos id, fields or None for a key of no interest)``, and optionally
+        ``same`` (1: a desired key already as desired, 2: the same, and differing from the last snapshot; its fields
+        are not kept); a later copy replaces an earlier one."""
         batch = []
-        for key, oid, fields in rows:
+        for key, oid, fields, *rest in rows:
             self._seq += 1
-            batch.append((key, oid, pack(fields), self._seq))
+            same = rest[0] if rest else 0
+            batch.append((key, oid, None if same else pack(fields), self._seq, same))
         self.db.executemany(
-            "INSERT INTO listed VALUES (?, ?, ?, ?) ON CONFLICT (k) DO UPDATE SET id = excluded.id, f = excluded.f, "
-            "seq = excluded.seq",
+            "INSERT INTO listed VALUES (?, ?, ?, ?, ?) ON CONFLICT (k) DO UPDATE SET id = excluded.id, "
+            "f = excluded.f, seq = excluded.seq, same = excluded.same",
             batch,
         )
 
@@ -279,6 +303,24 @@ class WorkStore:
                 assert desired is not None
                 yield n, k, desired, oid, unpack(cf), unpack(pf), pid, bool(failed)
 
+    def plan_rows(
+        self,
+    ) -> Iterator[tuple[int, str, dict[str, Any] | None, str | None, Any, Any, Any, bool, int]]:
+        """:meth:`to_plan`, and last each row's ``same`` (see :meth:`add_listed`): a row listed already as desired
+        comes without its fields (``None`` for desired, current and previous: it is planned unchanged)."""
+        cursor = self.db.execute(
+            "SELECT r.n, r.k, CASE WHEN l.same THEN NULL ELSE r.f END, l.id, l.f, "
+            "CASE WHEN l.same THEN NULL ELSE p.f END, p.id, coalesce(p.failed, 0), coalesce(l.same, 0) FROM rows r "
+            "LEFT JOIN listed l ON l.k = r.k LEFT JOIN previous p ON p.k = r.k "
+            "WHERE r.k NOT IN (SELECT k FROM dup) ORDER BY r.n"
+        )
+        while chunk := cursor.fetchmany(CHUNK):
+            for n, k, f, oid, cf, pf, pid, failed, same in chunk:
+                if same:
+                    yield n, k, None, oid, None, None, pid, bool(failed), same
+                else:
+                    yield n, k, unpack(f), oid, unpack(cf), unpack(pf), pid, bool(failed), 0
+
     def managed_not_desired(self) -> Iterator[tuple[str, str | None, dict[str, Any] | None, dict[str, Any] | None]]:
         """Keys the last run managed that no desired row names: ``(key, Hilos id if listed, listed fields or None,
         previous fields)`` (a mirror deletes the listed ones)."""
@@ -301,6 +343,11 @@ class WorkStore:
             "INSERT OR REPLACE INTO plan VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(k, n, a, int(d), e, None if w is None else marshal.dumps(w), h) for k, n, a, d, e, w, h in rows],
         )
+
+    def planned(self) -> None:
+        """Every desired key is planned: from now on a key without a plan row is unchanged (the plan does not
+        write the unchanged ones, most keys of a day 2)."""
+        self._planned = True
 
     def hashes(self) -> Iterator[tuple[str, str]]:
         """Every planned write's ``(key, hash)``, in key order (what the plan's digest is made of)."""
@@ -372,12 +419,15 @@ class WorkStore:
 
     def for_snapshot(self) -> Iterator[tuple[str, dict[str, Any], str | None, str | None, str | None, Any, Any, bool]]:
         """Every key the next snapshot may hold: ``(key, desired fields or {} , action, outcome, Hilos id,
-        previous fields, previous id, failed before)`` for the desired keys, then the managed keys no desired row
-        names (desired fields ``None``)."""
+        previous fields, previous id, failed before)`` for the desired keys (a key the plan has no row for is
+        unchanged once :meth:`planned` was called), then the managed keys no desired row names (desired fields
+        ``None``)."""
         cursor = self.db.execute(
-            "SELECT r.k, r.f, pl.action, o.outcome, l.id, p.f, p.id, coalesce(p.failed, 0) FROM rows r "
-            "LEFT JOIN plan pl ON pl.k = r.k LEFT JOIN outcome o ON o.k = r.k LEFT JOIN listed l ON l.k = r.k "
-            "LEFT JOIN previous p ON p.k = r.k WHERE r.k NOT IN (SELECT k FROM dup) ORDER BY r.n"
+            "SELECT r.k, r.f, coalesce(pl.action, ?), o.outcome, l.id, p.f, p.id, coalesce(p.failed, 0) "
+            "FROM rows r LEFT JOIN plan pl ON pl.k = r.k LEFT JOIN outcome o ON o.k = r.k "
+            "LEFT JOIN listed l ON l.k = r.k LEFT JOIN previous p ON p.k = r.k "
+            "WHERE r.k NOT IN (SELECT k FROM dup) ORDER BY r.n",
+            ("unchanged" if self._planned else None,),
         )
         while chunk := cursor.fetchmany(CHUNK):
             for k, f, action, outcome, oid, pf, pid, failed in chunk:

@@ -141,3 +141,13 @@ def test_one_id_in_a_number_column_is_a_list_of_one():
     assert shaped == {"phone": "+525512345678", "default_assignees": [7]}
     assert shaper.cell("default_assignees", Decimal("7")) == [7] and shaper.cell("default_assignees", 7.0) == [7]
     assert shaper.cell("default_assignees", True) is True  # not an id: validation names it
+
+
+def test_a_list_cell_split_once_gives_each_row_its_own_list():
+    shaper = RowShaper(None, "|", "sql")
+    first = shaper.shape({"conversation_id": CID, "tags": "vip|lead"})
+    first["tags"].append("changed by a caller")
+    again = shaper.shape({"conversation_id": CID, "tags": "vip|lead"})
+    assert again == {"conversation_id": CID, "tags": ["vip", "lead"]} and again["tags"] is not first["tags"]
+    assert shaper.shape({"conversation_id": CID, "tags": "-"})["tags"] == []  # a clear is still a clear
+    assert shaper.shape({"conversation_id": CID, "tags": '["a|b"]'})["tags"] == '["a|b"]'  # JSON: left to validation

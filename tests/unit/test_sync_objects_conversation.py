@@ -56,3 +56,23 @@ def test_a_conversation_hilos_did_not_list_is_not_found_unless_sent_anyway():
     assert ConversationObject().plan(CID, {"status": "CLOSED"}, **common).action is Action.NOT_FOUND
     sent = ConversationObject(send_not_found=True).plan(CID, {"status": "CLOSED"}, **common)
     assert sent.action is Action.UPDATE and "send_not_found" in sent.reason
+
+
+def test_a_row_of_values_seen_before_is_read_as_a_fresh_object_reads_it():
+    """Field values already found valid are not validated again: each row still gives exactly what a new object
+    gives it, and a row with a new, invalid value is still refused, naming it."""
+    rows = [
+        {"conversation_id": CID.upper(), "status": "CLOSED", "tags": ["vip", "lead"], "assigned": [3, 1]},
+        {"conversation_id": CID, "status": "CLOSED", "tags": ["lead", "vip"], "assigned": ["1", 3]},
+        {"conversation_id": CID, "status": "CLOSED", "tags": ["vip", "lead"], "assigned_team": 2},
+        {"conversation_id": CID, "status": "NEW", "tags": ["vip", "lead"], "assigned": [3, 1]},
+        {"conversation_id": CID, "status": "CLOSED", "tags": [], "assigned": [3, 1], "channel": 4},
+    ]
+    obj = ConversationObject()
+    for number, row in enumerate(rows * 2, 1):
+        assert obj.desired(number, row) == ConversationObject().desired(number, row)
+    assert obj._normal  # the values were remembered
+    with pytest.raises(HilosValidationError, match="status"):
+        obj.desired(99, {"conversation_id": CID, "status": "SHOUTING", "tags": ["vip", "lead"]})
+    with pytest.raises(HilosValidationError, match="conversation_id"):
+        obj.desired(100, {"conversation_id": "nope", "status": "CLOSED"})

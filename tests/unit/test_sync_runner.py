@@ -209,6 +209,19 @@ def test_a_conversation_listed_twice_is_compared_with_its_later_copy(hilos_conn,
     assert result["unchanged"] == 1 and not patched.called
 
 
+def test_a_conversation_listed_as_desired_then_changed_is_compared_with_its_later_copy(
+    hilos_conn, requests_mock, store
+):
+    """The first copy shows it already as desired (decided as that page arrives); the later copy decides again."""
+    hilos_conn()
+    first = {"id": X, "status": "CLOSED", "tags": [], "assigned": []}
+    requests_mock.get(LIST, listed([[first], [{**first, "status": "NEW"}]]))
+    patched = requests_mock.patch(requests_mock_any_update(), json={})
+    result = run([{"conversation_id": X, "status": "CLOSED"}], store)
+    assert result["to_update"] == 1 and patched.last_request.json() == {"status": "CLOSED"}
+    assert result["summary"]["first_updates"][0]["changes"]["status"]["from"] == "NEW"
+
+
 def test_a_list_id_that_is_not_a_canonical_uuid_is_never_matched(hilos_conn, requests_mock, store):
     hilos_conn()
     forged = "0x00" + X.replace("-", "")  # 36 characters, and int(..., 16) reads it as the same number

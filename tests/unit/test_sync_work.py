@@ -96,3 +96,28 @@ def test_a_folder_a_killed_run_left_behind_is_removed_by_a_later_run(tmp_path):
         assert work.swept == [str(left)]
         assert os.path.basename(work.folder).startswith(f"hilos-sync-work-{host}-{os.getpid()}-")
     assert not left.exists() and recent.exists() and alive.exists() and other_host.exists()
+
+
+def test_a_key_listed_already_as_desired_is_planned_without_its_fields(tmp_path):
+    with WorkStore(str(tmp_path)) as work:
+        work.add_desired([(1, "a", {"x": "1"}), (2, "b", {"x": "2"}), (3, "c", {"x": "3"})])
+        work.finish_desired()
+        work.add_previous([("a", "id-a", {"x": "0"}, False), ("b", "id-b", {"x": "2"}, True)])
+        desired, previous, before = work.of_interest(["a", "b", "other"])
+        assert {k: unpack(f) for k, f in desired.items()} == {"a": {"x": "1"}, "b": {"x": "2"}}
+        assert {k: (unpack(f), failed) for k, (f, failed) in previous.items()} == {
+            "a": ({"x": "0"}, False),
+            "b": ({"x": "2"}, True),
+        } and before == set()
+        work.add_listed([("a", "id-a", {"x": "1"}, 2), ("b", "id-b", {"x": "9"}, 0), ("other", "id-o", None)])
+        rows = {k: (d, oid, cur, prev, same) for _, k, d, oid, cur, prev, _, _, same in work.plan_rows()}
+        assert rows["a"] == (None, "id-a", None, None, 2)  # as desired: no fields read again
+        assert rows["b"] == ({"x": "2"}, "id-b", {"x": "9"}, {"x": "2"}, 0)
+        assert rows["c"] == ({"x": "3"}, None, None, None, 0)
+        work.add_listed([("a", "id-a", {"x": "7"}, 0)])  # a later copy decides again
+        assert [r[2:6] for r in work.plan_rows() if r[1] == "a"] == [({"x": "1"}, "id-a", {"x": "7"}, {"x": "0"})]
+        assert work.of_interest(["a"])[2] == {"a"}
+        work.add_plan([("b", 2, "update", False, "{}", None, "h")])  # "a" and "c" have no plan row: unchanged
+        assert {k: a for k, _, a, *_ in work.for_snapshot()} == {"a": None, "b": "update", "c": None}  # not yet
+        work.planned()
+        assert {k: a for k, _, a, *_ in work.for_snapshot()} == {"a": "unchanged", "b": "update", "c": "unchanged"}

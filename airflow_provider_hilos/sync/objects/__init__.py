@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_hilos.batch.wording import Wording
 from airflow_provider_hilos.resources.paging import MAX_STALE_PAGES
 from airflow_provider_hilos.sync.desired import Columns
-from airflow_provider_hilos.sync.diff import Action, CompareWith, FieldSet, ListMode, PlanEntry, plan_entry
+from airflow_provider_hilos.sync.diff import (
+    Action,
+    CompareWith,
+    FieldSet,
+    ListMode,
+    PlanEntry,
+    already_as_desired,
+    plan_entry,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_hilos.hooks.hilos import HilosHook
@@ -49,6 +57,9 @@ class SyncObject(ABC):
     updates_words: Wording
     #: the column of its Hilos id in plans and logs when the key is not the id (a contact's ``contact_id``)
     id_field: str | None = None
+    #: the fields of a list row that :meth:`listed_key` and :meth:`listed_fields` read (``None``: all of them): the
+    #: listing decodes only these (:func:`~airflow_provider_hilos.projection.page_decoder`)
+    listed_columns: tuple[str, ...] | None = None
     #: whether a sync creates and deletes it (contacts), or only updates the ones that exist (conversations); the
     #: result then counts ``created`` and ``deleted`` too, and an object that left the desired state stays managed
     lifecycle: bool = False
@@ -102,7 +113,13 @@ class SyncObject(ABC):
     ) -> Iterator[Page]:
         """Every page of the account's list of this object, in order (see :meth:`Paginator.pages`)."""
         return self.paginator(hook).pages(
-            {}, page_size=page_size, concurrency=concurrency, progress=progress, seen=seen, stale_pages=stale_pages
+            {},
+            page_size=page_size,
+            concurrency=concurrency,
+            progress=progress,
+            seen=seen,
+            stale_pages=stale_pages,
+            fields=self.listed_columns,
         )
 
     @abstractmethod
@@ -128,6 +145,18 @@ class SyncObject(ABC):
     def send_missing(self) -> bool:
         """Whether an object the listing did not show is sent as an update anyway."""
         return False
+
+    def already_as_desired(self, desired: Mapping[str, Any], current: Mapping[str, Any], failed_before: bool) -> bool:
+        """Whether :meth:`plan` plans this object unchanged, compared with what Hilos listed
+        (:func:`~airflow_provider_hilos.sync.diff.already_as_desired`)."""
+        return already_as_desired(
+            desired,
+            fields=self.fields,
+            compare_with=CompareWith.HILOS,
+            current=current,
+            failed_before=failed_before,
+            modes=self.modes,
+        )
 
     def plan(
         self,

@@ -93,6 +93,7 @@ class ContactObject(SyncObject):
     fields = CONTACT_FIELD_SET
     rows_words = CONTACT_ROWS
     updates_words = CONTACT_UPDATES
+    listed_columns = ("id", "canonical_phone", "phone", *TEXT_FIELDS, "tags", "meta")
     id_field = "contact_id"
     lifecycle = True
 

@@ -9,8 +9,13 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_hilos.batch.wording import SYNC_ROWS, SYNC_UPDATES
 from airflow_provider_hilos.conversations import normal_fields, row_fields
 from airflow_provider_hilos.exceptions import HilosValidationError
-from airflow_provider_hilos.rows import RowChecker
-from airflow_provider_hilos.schemas import ValidatedUpdate, canonical_conversation_id, conversation_id_problem
+from airflow_provider_hilos.rows import RowChecker, value_key
+from airflow_provider_hilos.schemas import (
+    WRITABLE_FIELDS,
+    ValidatedUpdate,
+    canonical_conversation_id,
+    conversation_id_problem,
+)
 from airflow_provider_hilos.sync.desired import CONVERSATION_COLUMNS
 from airflow_provider_hilos.sync.diff import CONVERSATION_FIELDS, ListMode, PlanEntry
 from airflow_provider_hilos.sync.objects import SyncObject
@@ -18,6 +23,9 @@ from airflow_provider_hilos.sync.objects import SyncObject
 if TYPE_CHECKING:
     from airflow_provider_hilos.hooks.hilos import HilosHook
     from airflow_provider_hilos.resources.paging import Paginator
+
+
+_UNSEEN: Any = object()
 
 
 class ConversationObject(SyncObject):
@@ -34,6 +42,7 @@ class ConversationObject(SyncObject):
     fields = CONVERSATION_FIELDS
     rows_words = SYNC_ROWS
     updates_words = SYNC_UPDATES
+    listed_columns = ("id", "status", "tags", "assigned", "assigned_team", "channel")
 
     def __init__(
         self,
@@ -46,6 +55,8 @@ class ConversationObject(SyncObject):
         self.send_not_found = send_not_found
         self._checker = RowChecker(refuse_repeats=False)
         self._writes = RowChecker(refuse_repeats=False)  # the writes: the changed fields of valid rows
+        #: the normal form of each field value already found valid, by :func:`~airflow_provider_hilos.rows.value_key`
+        self._normal: dict[tuple[Any, ...], Any] = {}
 
     def send_missing(self) -> bool:
         return self.send_not_found
@@ -59,8 +70,44 @@ class ConversationObject(SyncObject):
                 problem = conversation_id_problem(row["conversation_id"]) or "is not a conversation UUID"
                 raise HilosValidationError([("conversation_id", problem)], "Invalid row")
             return canonical, {}
+        known = self._known(row)
+        if known is not None:
+            return known
         update = self._checker.check(number, row)
-        return update.conversation_id, normal_fields(update.body)
+        fields = normal_fields(update.body)
+        self._remember(row, fields)
+        return update.conversation_id, fields
+
+    def _known(self, row: Any) -> tuple[str, dict[str, Any]] | None:
+        """A row made only of field values seen before in valid rows: its id and fields straight from what those
+        rows gave (each field is validated and normalised on its own: no rule of the API ties two fields), or
+        ``None`` (validated in full)."""
+        if type(row) is not dict or "payload" in row:
+            return None
+        canonical = canonical_conversation_id(row.get("conversation_id"))
+        if canonical is None:
+            return None
+        normal, found = self._normal, {}
+        for name, value in row.items():
+            if value is None or name == "conversation_id":
+                continue
+            key = value_key(name, value)
+            field = normal.get(key, _UNSEEN) if key is not None else _UNSEEN
+            if field is _UNSEEN:
+                return None
+            found[name] = field
+        if not found:
+            return None
+        return canonical, {name: found[name] for name in WRITABLE_FIELDS if name in found}
+
+    def _remember(self, row: Any, fields: Mapping[str, Any]) -> None:
+        if type(row) is not dict or "payload" in row or len(self._normal) >= RowChecker.MEMO_SIZE:
+            return
+        for name, value in row.items():
+            if value is not None and name != "conversation_id" and name in fields:
+                key = value_key(name, value)
+                if key is not None:
+                    self._normal[key] = fields[name]
 
     def listed(self, row: Any) -> tuple[str | None, str | None, dict[str, Any]]:
         cid, _ = self.listed_key(row)
