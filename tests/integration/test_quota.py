@@ -23,7 +23,9 @@ QUOTA = 40
 
 @pytest.fixture
 def quota_sandbox(monkeypatch):
-    with SandboxProcess("--conversations", "240", "--seed", "13", "--request-log-limit", "10000") as sandbox:
+    with SandboxProcess(
+        "--conversations", "240", "--seed", "13", "--request-log-limit", "10000", priority=-10
+    ) as sandbox:
         monkeypatch.setenv("AIRFLOW_CONN_HILOS_DEFAULT", sandbox.connection_json(max_requests_per_second=QUOTA))
         yield sandbox
 

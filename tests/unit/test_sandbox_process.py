@@ -39,3 +39,10 @@ def test_a_sandbox_process_serves_the_api_and_its_inspection_and_stops_with_its_
         assert sandbox.connection()["password"] == sandbox.token
     with pytest.raises(ProcessLookupError):  # stopped: the process is gone
         os.kill(pid, 0)
+
+
+@pytest.mark.slow
+def test_a_sandbox_process_can_run_at_another_priority():
+    with SandboxProcess("--conversations", "1", priority=5) as sandbox:  # a positive one is always allowed
+        assert os.getpriority(os.PRIO_PROCESS, sandbox._process.pid) == 5  # type: ignore[union-attr]
+        assert len(sandbox.conversation_ids()) == 1
