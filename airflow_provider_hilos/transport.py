@@ -44,6 +44,8 @@ _SNIPPET_CHARS = 200
 #: The largest answer read (bytes): a list page of 1,000 rows is a few megabytes.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
+#: How answers name UTF-8 (what a ``decode`` given to :meth:`HilosTransport.request` reads).
+_UTF8 = frozenset({"utf-8", "utf8"})
 #: A JSON value as ``json.loads`` returns it.
 JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | None"
 
@@ -390,7 +392,10 @@ class HilosTransport:
             try:
                 if not response.content:
                     return {}
-                return decode(response.content) if decode is not None else response.json()
+                if decode is not None and (response.encoding or "utf-8").lower() in _UTF8:
+                    return decode(response.content)
+                answer: JSON = response.json()  # in full (also a body in another charset the answer names)
+                return answer
             except (ValueError, RecursionError):
                 problem = (
                     f"HTTP {response.status_code} with an unreadable body ({_describe_body(response, self.redact)[2]})"

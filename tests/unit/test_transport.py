@@ -379,3 +379,23 @@ def test_a_name_that_does_not_resolve_at_request_time_says_so(hilos_conn, reques
         HilosHook().update_conversation(CID, {"status": "CLOSED"})
     message = str(caught.value)
     assert "the host name does not resolve (DNS)" in message and "did you mean api.hilos.io?" in message
+
+
+def test_a_decoder_reads_utf8_answers_and_an_answer_in_another_charset_is_read_in_full(hook, requests_mock):
+    from airflow_provider_hilos.projection import page_decoder
+
+    page = {"count": 1, "next": None, "results": [{"id": "a", "status": "NEW", "contact": "Ni\u00f1o"}]}
+    decode = page_decoder(("id", "status"))
+    requests_mock.get(f"{URL.split('/api/')[0]}/api/x", content=json.dumps(page).encode(), status_code=200)
+    assert hook.transport.request("GET", "/api/x", decode=decode)["results"] == [{"id": "a", "status": "NEW"}]
+    latin = json.dumps(page, ensure_ascii=False).encode("latin-1")
+    requests_mock.get(
+        f"{URL.split('/api/')[0]}/api/x",
+        content=latin,
+        status_code=200,
+        headers={"Content-Type": "application/json; charset=ISO-8859-1"},
+    )
+    assert hook.transport.request("GET", "/api/x", decode=decode) == page  # as response.json() reads it, in full
+    requests_mock.get(f"{URL.split('/api/')[0]}/api/x", text='{"results": [', status_code=200)
+    with pytest.raises(HilosAPIError, match="expected JSON"):
+        hook.transport.request("GET", "/api/x", decode=decode, max_attempts=1)
