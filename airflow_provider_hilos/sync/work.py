@@ -223,18 +223,10 @@ class WorkStore:
     # -- the listing --
 
     def interesting(self, keys: Sequence[str]) -> tuple[set[str], set[str], set[str]]:
-        """Of ``keys`` (one page's): those desired, those in the last snapshot, and those listed before (repeats)."""
-        desired: set[str] = set()
-        managed: set[str] = set()
-        before: set[str] = set()
-        for start in range(0, len(keys), IN_CHUNK):
-            part = list(keys[start : start + IN_CHUNK])
-            marks = ",".join("?" * len(part))
-            desired.update(k for (k,) in self.db.execute(f"SELECT k FROM rows WHERE k IN ({marks})", part))
-            if self._has_previous:
-                managed.update(k for (k,) in self.db.execute(f"SELECT k FROM previous WHERE k IN ({marks})", part))
-            before.update(k for (k,) in self.db.execute(f"SELECT k FROM listed WHERE k IN ({marks})", part))
-        return desired, managed, before
+        """Of ``keys`` (one page's): those desired, those in the last snapshot, and those listed before (repeats)
+        (:meth:`of_interest` without the fields)."""
+        desired, previous, before = self.of_interest(keys)
+        return set(desired), set(previous), before
 
     def of_interest(
         self, keys: Sequence[str]
@@ -289,25 +281,20 @@ class WorkStore:
 
     # -- the plan --
 
-    def to_plan(self) -> Iterator[tuple[int, str, dict[str, Any], str | None, dict[str, Any] | None, Any, Any, bool]]:
+    def to_plan(self) -> Iterator[tuple[int, str, dict[str, Any] | None, str | None, Any, Any, Any, bool]]:
         """Every desired row to plan, in row order: ``(n, key, desired, Hilos id, current or None, previous fields
-        or None, previous id, failed before)``."""
-        cursor = self.db.execute(
-            "SELECT r.n, r.k, r.f, l.id, l.f, p.f, p.id, coalesce(p.failed, 0) FROM rows r "
-            "LEFT JOIN listed l ON l.k = r.k LEFT JOIN previous p ON p.k = r.k "
-            "WHERE r.k NOT IN (SELECT k FROM dup) ORDER BY r.n"
-        )
-        while chunk := cursor.fetchmany(CHUNK):
-            for n, k, f, oid, cf, pf, pid, failed in chunk:
-                desired = unpack(f)
-                assert desired is not None
-                yield n, k, desired, oid, unpack(cf), unpack(pf), pid, bool(failed)
+        or None, previous id, failed before)`` (:meth:`plan_rows` without ``same``: a row listed already as desired
+        comes without its fields)."""
+        for *row, _ in self.plan_rows():
+            yield tuple(row)
 
     def plan_rows(
         self,
     ) -> Iterator[tuple[int, str, dict[str, Any] | None, str | None, Any, Any, Any, bool, int]]:
-        """:meth:`to_plan`, and last each row's ``same`` (see :meth:`add_listed`): a row listed already as desired
-        comes without its fields (``None`` for desired, current and previous: it is planned unchanged)."""
+        """Every desired row to plan, in row order: ``(n, key, desired, Hilos id, current or None, previous fields
+        or None, previous id, failed before, same)``; a row listed already as desired (``same``, see
+        :meth:`add_listed`) comes without its fields (``None`` for desired, current and previous: it is planned
+        unchanged)."""
         cursor = self.db.execute(
             "SELECT r.n, r.k, CASE WHEN l.same THEN NULL ELSE r.f END, l.id, l.f, "
             "CASE WHEN l.same THEN NULL ELSE p.f END, p.id, coalesce(p.failed, 0), coalesce(l.same, 0) FROM rows r "
