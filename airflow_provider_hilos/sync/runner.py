@@ -129,6 +129,12 @@ def peak_memory_mb() -> float:
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
+def last_sync_would_write(desired: Mapping[str, Any], previous: Mapping[str, Any] | None, *, failed: bool) -> bool:
+    """Whether ``compare_with="last_sync"`` would have written this object (for the plan's costs): it manages a field,
+    and its last write failed, or the last snapshot lacks it or holds another value for a managed field."""
+    return bool(desired) and (failed or previous is None or any(previous.get(k) != v for k, v in desired.items()))
+
+
 class _ListingSeen:
     """What the listing has seen, kept in the work database: each page's rows are read once into it (the latest
     copy of each key of interest, the key alone for the others), and which of them are new is counted."""
@@ -176,7 +182,7 @@ class _ListingSeen:
         if not self.runner.obj.already_as_desired(desired, current, failed):
             return 0
         last = None if previous is None else unpack(previous[0])
-        return 2 if desired and (last is None or any(last.get(k) != v for k, v in desired.items())) else 1
+        return 2 if last_sync_would_write(desired, last, failed=False) else 1
 
 
 class SyncRunner:
@@ -375,8 +381,7 @@ class SyncRunner:
                 continue
             assert desired is not None
             # what compare_with="last_sync" would have sent, for the plan's costs (counted as each is planned)
-            if desired and (failed or previous is None or any(previous.get(k) != v for k, v in desired.items())):
-                self.last_sync_writes += 1
+            self.last_sync_writes += last_sync_would_write(desired, previous, failed=failed)
             entry = obj.plan(
                 key,
                 desired,

@@ -302,11 +302,8 @@ class WorkStore:
             "WHERE r.k NOT IN (SELECT k FROM dup) ORDER BY r.n"
         )
         while chunk := cursor.fetchmany(CHUNK):
-            for n, k, f, oid, cf, pf, pid, failed, same in chunk:
-                if same:
-                    yield n, k, None, oid, None, None, pid, bool(failed), same
-                else:
-                    yield n, k, unpack(f), oid, unpack(cf), unpack(pf), pid, bool(failed), 0
+            for n, k, f, oid, cf, pf, pid, failed, same in chunk:  # a same row's blobs are NULL: unpacked to None
+                yield n, k, unpack(f), oid, unpack(cf), unpack(pf), pid, bool(failed), same
 
     def managed_not_desired(self) -> Iterator[tuple[str, str | None, dict[str, Any] | None, dict[str, Any] | None]]:
         """Keys the last run managed that no desired row names: ``(key, Hilos id if listed, listed fields or None,
