@@ -155,6 +155,10 @@ class PlanSummary:
         if len(self.shown) < self.shown_limit:
             self.shown.append(entry_record(entry, self.key_field, self.id_field))
 
+    def add_unchanged(self, count: int) -> None:
+        """Count ``count`` unchanged entries (what :meth:`add` does with each of them)."""
+        self.actions[Action.UNCHANGED.value] += count
+
     def count(self, action: Action) -> int:
         return self.actions[action.value]
 

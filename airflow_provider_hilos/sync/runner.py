@@ -272,33 +272,34 @@ class SyncRunner:
         """
         obj = self.obj
         survey = Survey()
-        chunk: list[tuple[int, str, dict[str, Any]]] = []
-        for number, row in rows:
-            survey.total += 1
-            if self.people is not None and isinstance(row, Mapping):
-                row, problems = self.people.resolve(row)
-                if problems:
-                    self._invalid_row(survey, number, row, None, "; ".join(f"{f}: {m}" for f, m in problems))
+        with self.work.transaction():
+            chunk: list[tuple[int, str, dict[str, Any]]] = []
+            for number, row in rows:
+                survey.total += 1
+                if self.people is not None and isinstance(row, Mapping):
+                    row, problems = self.people.resolve(row)
+                    if problems:
+                        self._invalid_row(survey, number, row, None, "; ".join(f"{f}: {m}" for f, m in problems))
+                        continue
+                try:
+                    key, fields = obj.desired(number, row)
+                except HilosValidationError as exc:
+                    self._invalid_row(survey, number, row, None, reasons(exc))
                     continue
-            try:
-                key, fields = obj.desired(number, row)
-            except HilosValidationError as exc:
-                self._invalid_row(survey, number, row, None, reasons(exc))
-                continue
-            chunk.append((number, key, fields))
-            if len(chunk) >= CHUNK:
+                chunk.append((number, key, fields))
+                if len(chunk) >= CHUNK:
+                    self.work.add_desired(chunk)
+                    chunk = []
+            if chunk:
                 self.work.add_desired(chunk)
-                chunk = []
-        if chunk:
-            self.work.add_desired(chunk)
-        for key, numbers in self.work.finish_desired():
-            why = (
-                f"{obj.key_column}: {key} is in {len(numbers)} rows of the desired state (rows "
-                f"{', '.join(map(str, numbers[:10]))}{', ...' if len(numbers) > 10 else ''}); keep one row per "
-                f"{obj.name}: none of them is synced, as which one should win is not known"
-            )
-            for number in numbers:
-                self._invalid_row(survey, number, None, key, why)
+            for key, numbers in self.work.finish_desired():
+                why = (
+                    f"{obj.key_column}: {key} is in {len(numbers)} rows of the desired state (rows "
+                    f"{', '.join(map(str, numbers[:10]))}{', ...' if len(numbers) > 10 else ''}); keep one row per "
+                    f"{obj.name}: none of them is synced, as which one should win is not known"
+                )
+                for number in numbers:
+                    self._invalid_row(survey, number, None, key, why)
         self.rows_read = survey.total
         if refusal := validation_verdict(survey, self.options, obj.rows_words):
             raise refusal
@@ -342,24 +343,25 @@ class SyncRunner:
         """
         self._keep_updates = keep_updates
         self._count_requests_from_here()
-        if self.store is not None:
-            header, entries = self.store.read()
-            if header is not None:
-                self.previous_run = header.run_id
-                self.work.add_previous(entries)
-                self.previous = self.work.previous_count()
-                self.log.info(
-                    "Hilos sync: the last run (%s) left %d %s(s) in the snapshot, %d failed",
-                    header.run_id,
-                    self.previous[0],
-                    self.obj.name,
-                    self.previous[1],
-                )
-        if self.settings.compare_with is CompareWith.HILOS:
-            self._read_hilos()
-        self._decide_all()
-        if self.obj.mirrors:
-            self._plan_deletes()
+        with self.work.transaction():  # a million keys in random order: one commit, not one a page
+            if self.store is not None:
+                header, entries = self.store.read()
+                if header is not None:
+                    self.previous_run = header.run_id
+                    self.work.add_previous(entries)
+                    self.previous = self.work.previous_count()
+                    self.log.info(
+                        "Hilos sync: the last run (%s) left %d %s(s) in the snapshot, %d failed",
+                        header.run_id,
+                        self.previous[0],
+                        self.obj.name,
+                        self.previous[1],
+                    )
+            if self.settings.compare_with is CompareWith.HILOS:
+                self._read_hilos()
+            self._decide_all()
+            if self.obj.mirrors:
+                self._plan_deletes()
         self._write_plan(plan_file)
         self.plan_seconds = time.monotonic() - self._started
         self.log.info("Hilos sync: %s", self.size_line())
@@ -368,7 +370,12 @@ class SyncRunner:
     def _decide_all(self) -> None:
         obj, compare_with = self.obj, self.settings.compare_with
         batch: list[tuple[str, int, str, bool, str | None, Any, str | None]] = []
-        for n, key, desired, oid, current, previous, pid, failed, same in self.work.plan_rows():
+        recorded = self.settings.plan_unchanged  # each unchanged object gets its record in the plan
+        if not recorded:  # the objects listed already as desired are unchanged: counted, not read one by one
+            as_desired, would_write = self.work.same_counts()
+            self.summary.add_unchanged(as_desired)
+            self.last_sync_writes += would_write
+        for n, key, desired, oid, current, previous, pid, failed, same in self.work.plan_rows(same=recorded):
             if len(batch) >= CHUNK:
                 self.work.add_plan(batch)
                 batch = []

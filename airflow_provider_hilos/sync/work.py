@@ -29,6 +29,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from airflow_provider_hilos.contacts import ABSENT
@@ -38,6 +39,10 @@ from airflow_provider_hilos.conversations import UNKNOWN
 CHUNK = 2_000
 #: How many keys one ``IN (...)`` asks for (under SQLite's limit of bound variables).
 IN_CHUNK = 900
+#: What ``listed.id`` holds when the Hilos id is the key itself (a conversation's): the id is not kept twice (a
+#: shorter row in a table of a million random keys); the queries read it back as the key (:data:`_LISTED_ID`).
+_ID_IS_KEY = ""
+_LISTED_ID = "CASE l.id WHEN '' THEN l.k ELSE l.id END"
 _UNKNOWN_MARK = ("\x00unknown",)
 _ABSENT_MARK = ("\x00absent",)
 
@@ -160,6 +165,22 @@ class WorkStore:
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Hold the writes in one transaction (committed at the end, also when the work inside fails: the database
+        then holds what it would have held without one). Each statement outside a transaction commits on its own,
+        and a commit writes every page it changed: a page of listed rows changes about as many of the listing's
+        B-tree pages as it has rows, a million random keys over the run. Inside another transaction: that one.
+        """
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
     def __enter__(self) -> WorkStore:
         return self
 
@@ -254,7 +275,7 @@ class WorkStore:
         for key, oid, fields, *rest in rows:
             self._seq += 1
             same = rest[0] if rest else 0
-            batch.append((key, oid, None if same else pack(fields), self._seq, same))
+            batch.append((key, _ID_IS_KEY if oid == key else oid, None if same else pack(fields), self._seq, same))
         self.db.executemany(
             "INSERT INTO listed VALUES (?, ?, ?, ?, ?) ON CONFLICT (k) DO UPDATE SET id = excluded.id, "
             "f = excluded.f, seq = excluded.seq, same = excluded.same",
@@ -289,27 +310,40 @@ class WorkStore:
             yield tuple(row)
 
     def plan_rows(
-        self,
+        self, *, same: bool = True
     ) -> Iterator[tuple[int, str, dict[str, Any] | None, str | None, Any, Any, Any, bool, int]]:
         """Every desired row to plan, in row order: ``(n, key, desired, Hilos id, current or None, previous fields
         or None, previous id, failed before, same)``; a row listed already as desired (``same``, see
         :meth:`add_listed`) comes without its fields (``None`` for desired, current and previous: it is planned
-        unchanged)."""
+        unchanged).
+
+        :param same: with the rows listed already as desired (without: :meth:`same_counts` counts them).
+        """
         cursor = self.db.execute(
-            "SELECT r.n, r.k, CASE WHEN l.same THEN NULL ELSE r.f END, l.id, l.f, "
+            f"SELECT r.n, r.k, CASE WHEN l.same THEN NULL ELSE r.f END, {_LISTED_ID}, l.f, "
             "CASE WHEN l.same THEN NULL ELSE p.f END, p.id, coalesce(p.failed, 0), coalesce(l.same, 0) FROM rows r "
             "LEFT JOIN listed l ON l.k = r.k LEFT JOIN previous p ON p.k = r.k "
-            "WHERE r.k NOT IN (SELECT k FROM dup) ORDER BY r.n"
+            f"WHERE r.k NOT IN (SELECT k FROM dup){'' if same else ' AND NOT coalesce(l.same, 0)'} ORDER BY r.n"
         )
         while chunk := cursor.fetchmany(CHUNK):
             for n, k, f, oid, cf, pf, pid, failed, same in chunk:  # a same row's blobs are NULL: unpacked to None
                 yield n, k, unpack(f), oid, unpack(cf), unpack(pf), pid, bool(failed), same
 
+    def same_counts(self) -> tuple[int, int]:
+        """The desired rows (not duplicates) listed already as desired, and how many of them ``compare_with=
+        "last_sync"`` would have written (``same`` 2, see :meth:`add_listed`): what :meth:`plan_rows` leaves out
+        without ``same``."""
+        row = self.db.execute(
+            "SELECT count(*), coalesce(sum(l.same = 2), 0) FROM rows r JOIN listed l ON l.k = r.k "
+            "WHERE l.same AND r.k NOT IN (SELECT k FROM dup)"
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
     def managed_not_desired(self) -> Iterator[tuple[str, str | None, dict[str, Any] | None, dict[str, Any] | None]]:
         """Keys the last run managed that no desired row names: ``(key, Hilos id if listed, listed fields or None,
         previous fields)`` (a mirror deletes the listed ones)."""
         cursor = self.db.execute(
-            "SELECT p.k, l.id, l.f, p.f FROM previous p LEFT JOIN listed l ON l.k = p.k "
+            f"SELECT p.k, {_LISTED_ID}, l.f, p.f FROM previous p LEFT JOIN listed l ON l.k = p.k "
             "WHERE p.k NOT IN (SELECT k FROM rows) ORDER BY p.k"
         )
         while chunk := cursor.fetchmany(CHUNK):
@@ -407,7 +441,7 @@ class WorkStore:
         unchanged once :meth:`planned` was called), then the managed keys no desired row names (desired fields
         ``None``)."""
         cursor = self.db.execute(
-            "SELECT r.k, r.f, coalesce(pl.action, ?), o.outcome, l.id, p.f, p.id, coalesce(p.failed, 0) "
+            f"SELECT r.k, r.f, coalesce(pl.action, ?), o.outcome, {_LISTED_ID}, p.f, p.id, coalesce(p.failed, 0) "
             "FROM rows r LEFT JOIN plan pl ON pl.k = r.k LEFT JOIN outcome o ON o.k = r.k "
             "LEFT JOIN listed l ON l.k = r.k LEFT JOIN previous p ON p.k = r.k "
             "WHERE r.k NOT IN (SELECT k FROM dup) ORDER BY r.n",
@@ -417,7 +451,7 @@ class WorkStore:
             for k, f, action, outcome, oid, pf, pid, failed in chunk:
                 yield k, unpack(f) or {}, action, outcome, oid, unpack(pf), pid, bool(failed)
         cursor = self.db.execute(
-            "SELECT p.k, NULL, pl.action, o.outcome, l.id, p.f, p.id, p.failed FROM previous p "
+            f"SELECT p.k, NULL, pl.action, o.outcome, {_LISTED_ID}, p.f, p.id, p.failed FROM previous p "
             "LEFT JOIN plan pl ON pl.k = p.k LEFT JOIN outcome o ON o.k = p.k LEFT JOIN listed l ON l.k = p.k "
             "WHERE p.k NOT IN (SELECT k FROM rows) ORDER BY p.k"
         )

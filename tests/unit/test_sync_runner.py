@@ -140,6 +140,20 @@ def test_the_dry_run_is_the_plan_and_sends_nothing(sb, store, tmp_path):
     assert len((tmp_path / "all.jsonl").read_text().splitlines()) == 20
 
 
+def test_the_unchanged_are_counted_alike_whether_or_not_the_plan_records_them(sb, store, tmp_path):
+    rows = desired_rows(sb, 40, status="CLOSED")
+    run(rows, store)  # day 1 applied: a snapshot exists
+    rows[0]["status"] = "RESOLVED"
+    counted = run(rows, store, dry_run=True)  # the listed-as-desired rows counted in the work database
+    everything = AtomicText(storage_path(str(tmp_path / "all.jsonl")))
+    recorded = run(rows, store, dry_run=True, plan=everything, plan_unchanged=True)  # each one planned
+    lines = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
+    assert (counted["unchanged"], counted["to_update"]) == (recorded["unchanged"], recorded["to_update"]) == (39, 1)
+    assert counted["summary"]["actions"] == recorded["summary"]["actions"]
+    assert counted["costs"]["last_sync"] == recorded["costs"]["last_sync"] == {"reads": 0, "writes": 1}
+    assert sum(line["action"] == "unchanged" for line in lines) == 39
+
+
 def test_invalid_rows_refuse_the_sync_before_any_request(sb, store):
     rows = [*desired_rows(sb, 2), {"conversation_id": "not-a-uuid", "status": "CLOSED"}, {"status": "DONE"}]
     sb.clear_requests()

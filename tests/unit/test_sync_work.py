@@ -121,3 +121,45 @@ def test_a_key_listed_already_as_desired_is_planned_without_its_fields(tmp_path)
         assert {k: a for k, _, a, *_ in work.for_snapshot()} == {"a": None, "b": "update", "c": None}  # not yet
         work.planned()
         assert {k: a for k, _, a, *_ in work.for_snapshot()} == {"a": "unchanged", "b": "update", "c": "unchanged"}
+
+
+def test_an_id_equal_to_its_key_is_kept_once_and_read_back_as_the_key(tmp_path):
+    with WorkStore(str(tmp_path)) as work:
+        work.add_desired([(1, "k1", {"x": "1"}), (2, "+52155", {"x": "2"})])
+        work.finish_desired()
+        work.add_previous([("gone", "gone", {"x": "9"}, False)])
+        work.add_listed([("k1", "k1", {"x": "0"}), ("+52155", "c-uuid", {"x": "2"}), ("gone", "gone", {"x": "9"})])
+        stored = dict(work.db.execute("SELECT k, id FROM listed"))
+        assert stored == {"k1": "", "+52155": "c-uuid", "gone": ""}  # a conversation's id is its key: kept once
+        assert {k: oid for _, k, _, oid, *_ in work.plan_rows()} == {"k1": "k1", "+52155": "c-uuid"}
+        assert [(k, oid) for k, oid, _, _ in work.managed_not_desired()] == [("gone", "gone")]
+        snapshot = {k: oid for k, _, _, _, oid, *_ in work.for_snapshot()}
+        assert snapshot == {"k1": "k1", "+52155": "c-uuid", "gone": "gone"}
+
+
+def test_the_rows_listed_already_as_desired_are_counted_without_being_read(tmp_path):
+    with WorkStore(str(tmp_path)) as work:
+        work.add_desired([(1, "a", {"x": "1"}), (2, "b", {"x": "2"}), (3, "c", {"x": "3"}), (4, "d", {"x": "4"})])
+        work.add_desired([(5, "d", {"x": "5"})])  # "d" twice: a duplicate, never counted
+        work.finish_desired()
+        work.add_listed([("a", "a", None, 1), ("b", "b", None, 2), ("c", "c", {"x": "0"}, 0), ("d", "d", None, 1)])
+        assert work.same_counts() == (2, 1)
+        assert [k for _, k, *_ in work.plan_rows(same=False)] == ["c"]
+        assert [k for _, k, *_ in work.plan_rows()] == ["a", "b", "c"]
+
+
+def test_a_transaction_commits_what_it_holds_even_when_the_work_inside_fails(tmp_path):
+    with WorkStore(str(tmp_path)) as work:
+        work.add_desired([(1, "a", {"x": "1"})])
+        work.finish_desired()
+        try:
+            with work.transaction():
+                work.add_listed([("a", "a", {"x": "1"})])
+                assert work.db.in_transaction
+                with work.transaction():  # inside another: that one
+                    work.add_listed([("b", "b", None)])
+                assert work.db.in_transaction
+                raise RuntimeError("the listing failed")
+        except RuntimeError:
+            pass
+        assert not work.db.in_transaction and work.listed_count() == 2
